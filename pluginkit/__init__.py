@@ -1,0 +1,59 @@
+"""pluginkit: host out-of-process plugins the way the Docker engine does.
+
+Plugins are separate processes (or containers) speaking Docker's plugin
+protocol - HTTP+JSON over a unix socket or TCP - found by name and
+capability. pluginkit drives plugins written for Docker, and plugins written
+with :mod:`pluginkit.sdk` work with a real Docker engine.
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    ErrDisabled,
+    ErrInadequateCapability,
+    ErrNotFound,
+    InvalidConfigError,
+    InvalidReferenceError,
+    PluginCallError,
+    PluginConnectionError,
+    PluginEnabledError,
+    PluginError,
+    PluginExistsError,
+    PluginInUseError,
+    PluginProtocolError,
+    PluginTimeoutError,
+    PrivilegesNotGrantedError,
+    RootInUseError,
+    RuntimeStartError,
+)
+from ._plugin import Plugin
+
+# -- client and legacy registry (issue 2) --
+
+# -- manager and models (issue 4) --
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    # errors
+    "ErrDisabled",
+    "ErrInadequateCapability",
+    "ErrNotFound",
+    "InvalidConfigError",
+    "InvalidReferenceError",
+    "PluginCallError",
+    "PluginConnectionError",
+    "PluginEnabledError",
+    "PluginError",
+    "PluginExistsError",
+    "PluginInUseError",
+    "PluginProtocolError",
+    "PluginTimeoutError",
+    "PrivilegesNotGrantedError",
+    "RootInUseError",
+    "RuntimeStartError",
+    # values
+    "Plugin",
+    # -- client and legacy registry (issue 2) --
+    # -- manager and models (issue 4) --
+]

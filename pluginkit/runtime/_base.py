@@ -1,0 +1,147 @@
+"""The runtime seam: what the Manager asks of whatever runs plugins.
+
+A runtime receives a :class:`RuntimeSpec` (everything needed to run one
+plugin, already resolved from its config and settings) and reports each exit
+of a plugin through the callback given to :meth:`Runtime.start` /
+:meth:`Runtime.restore`. It never decides whether a plugin is restarted: the
+Manager does, because only it knows why a plugin stopped.
+
+The protocol is deliberately small and host-agnostic (ids, specs and
+callbacks; no pids or container objects) so that runtimes that run plugins
+elsewhere - in containers, or across a cluster - fit behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+__all__ = [
+    "ExitCallback",
+    "PluginExit",
+    "Runtime",
+    "RuntimeDevice",
+    "RuntimeMount",
+    "RuntimeSpec",
+]
+
+
+@attrs.frozen
+class RuntimeMount:
+    """A mount for the plugin: ``source`` on the host at ``destination`` inside."""
+
+    source: str
+    destination: str
+    type: str = "bind"
+    options: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class RuntimeDevice:
+    """A host device node made available to the plugin at the same path."""
+
+    path: str
+
+
+@attrs.frozen
+class RuntimeSpec:
+    """Everything a runtime needs to run one plugin.
+
+    ``socket_dir`` is the host directory where the plugin's socket (named
+    ``socket``) must appear; inside a container it is mounted at
+    ``/run/docker/plugins``. ``state_dir`` is a private, persistent directory
+    the runtime may use for its own bookkeeping (pid files, image ids), kept
+    until the plugin is removed.
+    """
+
+    id: str
+    name: str
+    rootfs: Path
+    entrypoint: tuple[str, ...]
+    socket_dir: Path
+    socket: str
+    state_dir: Path
+    args: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    workdir: str = "/"
+    user: tuple[int, int] | None = None
+    mounts: tuple[RuntimeMount, ...] = ()
+    devices: tuple[RuntimeDevice, ...] = ()
+    capabilities: tuple[str, ...] = ()
+    allow_all_devices: bool = False
+    network: str = ""
+    ipc_host: bool = False
+    pid_host: bool = False
+    propagated_mount: str = ""
+    propagated_mount_source: Path | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        """The host path where the plugin's socket appears."""
+        return self.socket_dir / self.socket
+
+
+@attrs.frozen
+class PluginExit:
+    """A plugin stopped: which one, its exit status and what it said last.
+
+    ``exit_code`` is ``None`` when the status is unknown (e.g. a re-attached
+    process that is not our child); negative values are signal numbers, as
+    in :mod:`subprocess`. ``stderr_tail`` holds the last lines of stderr.
+    """
+
+    id: str
+    exit_code: int | None
+    stderr_tail: str = ""
+
+
+ExitCallback = Callable[[PluginExit], None]
+"""Called by a runtime, from any thread, each time a plugin it runs exits."""
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    """What runs plugins for a :class:`~pluginkit.Manager`.
+
+    Implementations must be thread-safe. ``on_exit`` is called exactly once
+    per exit of a started or restored plugin, whatever the cause (crash,
+    :meth:`stop`, external kill).
+    """
+
+    def start(self, spec: RuntimeSpec, on_exit: ExitCallback) -> None:
+        """Start the plugin and return once it is launched (not necessarily listening).
+
+        Raises :class:`~pluginkit.RuntimeStartError` when it cannot be started.
+        """
+        ...
+
+    def stop(self, plugin_id: str, *, grace: float = 10.0) -> None:
+        """Stop the plugin: SIGTERM, then SIGKILL after ``grace`` seconds; wait for the exit.
+
+        Stopping a plugin that is not running is not an error.
+        """
+        ...
+
+    def is_running(self, plugin_id: str) -> bool:
+        """Tell whether the plugin is running."""
+        ...
+
+    def restore(self, spec: RuntimeSpec, on_exit: ExitCallback) -> bool:
+        """Re-attach to a plugin that outlived a previous manager (live restore).
+
+        Returns ``True`` when it is alive and now supervised again, ``False``
+        when it is not running (stale leftovers are cleaned up). Must never
+        signal a process it cannot prove is the plugin.
+        """
+        ...
+
+    def discard(self, plugin_id: str) -> None:
+        """Forget everything kept for a plugin that is being removed (images, state)."""
+        ...
+
+    def close(self) -> None:
+        """Stop supervising without stopping plugins (they keep running for live restore)."""
+        ...

@@ -1,0 +1,107 @@
+"""Shared fixtures and the rules for tests that need Docker or Go.
+
+Tests marked ``docker`` need a running Docker engine and tests marked ``go``
+need the Go toolchain with Debian's ``golang-github-docker-docker-dev``
+sources. Where those are missing the tests skip with the reason, except when
+``PLUGINKIT_REQUIRE_DOCKER=1`` (as in CI): then they fail, so that a broken CI
+machine cannot pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REQUIRED = os.environ.get("PLUGINKIT_REQUIRE_DOCKER") == "1"
+GO_DOCKER_SRC = Path("/usr/share/gocode/src/github.com/docker/docker/pkg/plugins")
+
+
+def _docker_problem() -> str | None:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:
+        return f"no Docker engine answers ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _go_problem() -> str | None:
+    if shutil.which("go") is None:
+        return "the Go toolchain is not installed (apt-get install golang-go)"
+    if not GO_DOCKER_SRC.is_dir():
+        return "Docker's Go sources are missing (apt-get install golang-github-docker-docker-dev)"
+    return None
+
+
+_problems: dict[str, str | None] = {}
+
+
+def _problem(kind: str) -> str | None:
+    if kind not in _problems:
+        _problems[kind] = _docker_problem() if kind == "docker" else _go_problem()
+    return _problems[kind]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for kind in ("docker", "go"):
+        if item.get_closest_marker(kind) is None:
+            continue
+        problem = _problem(kind)
+        if problem is None:
+            continue
+        if REQUIRED:
+            pytest.fail(f"PLUGINKIT_REQUIRE_DOCKER=1 but {problem}", pytrace=False)
+        pytest.skip(problem)
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temporary directory with a short path: unix socket paths are limited to 107 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="pk-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def build_go_program(source: str, workdir: Path, name: str = "prog") -> Path:
+    """Build a Go program (GOPATH mode, offline) against Debian's Docker sources.
+
+    Returns the path of the binary. Used by tests and benchmarks that need
+    Docker's own Go plugin client or a Go plugin server as a peer.
+    """
+    src_dir = workdir / "gopath" / "src" / name
+    src_dir.mkdir(parents=True, exist_ok=True)
+    (src_dir / "main.go").write_text(source)
+    binary = workdir / name
+    env = {
+        **os.environ,
+        "GOPATH": f"{workdir / 'gopath'}:/usr/share/gocode",
+        "GO111MODULE": "off",
+        "GOFLAGS": "",
+        "GOPROXY": "off",
+        "CGO_ENABLED": "0",
+        "GOCACHE": os.environ.get(
+            "GOCACHE", str(Path(tempfile.gettempdir()) / "pluginkit-gocache")
+        ),
+    }
+    subprocess.run(
+        ["go", "build", "-o", str(binary), "."],
+        cwd=src_dir,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return binary
