@@ -31,6 +31,9 @@ from ._plugin import Plugin
 # -- client and legacy registry (issue 2) --
 
 # -- manager and models (issue 4) --
+# isort: split
+from ._config import CapabilityID, Device, EnvVar, Mount, PluginConfig, Privilege, Settings
+from ._reference import Reference
 
 __version__ = "0.1.0.dev0"
 
@@ -56,4 +59,12 @@ __all__ = [
     "Plugin",
     # -- client and legacy registry (issue 2) --
     # -- manager and models (issue 4) --
+    "CapabilityID",
+    "Device",
+    "EnvVar",
+    "Mount",
+    "PluginConfig",
+    "Privilege",
+    "Reference",
+    "Settings",
 ]
