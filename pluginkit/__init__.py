@@ -34,6 +34,9 @@ from ._plugin import Plugin
 # isort: split
 from ._config import CapabilityID, Device, EnvVar, Mount, PluginConfig, Privilege, Settings
 from ._reference import Reference
+from ._events import PluginEvent
+from ._manager import Manager
+from ._restart import RestartPolicy
 
 __version__ = "0.1.0.dev0"
 
@@ -67,4 +70,7 @@ __all__ = [
     "Privilege",
     "Reference",
     "Settings",
+    "Manager",
+    "PluginEvent",
+    "RestartPolicy",
 ]

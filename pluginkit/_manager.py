@@ -23,6 +23,7 @@ changes, so they take no lock at all.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import logging
 import os
@@ -37,7 +38,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -85,7 +86,7 @@ __all__ = ["Grant", "Manager"]
 
 log = logging.getLogger("pluginkit.manager")
 
-Grant = Union[bool, Sequence[Privilege], Callable[[list[Privilege]], bool], None]
+Grant = bool | Sequence[Privilege] | Callable[[list[Privilege]], bool] | None
 """What ``install(grant=...)`` accepts: ``True`` (all), the list, or a callable."""
 
 SOCKET_PATH_MAX = 107
@@ -323,7 +324,7 @@ class Manager:
         return entry.plugin
 
     def privileges(self, source: str | os.PathLike[str]) -> list[Privilege]:
-        """The privileges a plugin needs, in Docker's order.
+        """Return the privileges a plugin needs, in Docker's order.
 
         Args:
             source: a plugin directory, a tar archive of one, or the name or id
@@ -551,9 +552,7 @@ class Manager:
     def _check_disable_locked(self, entry: _Entry, name: str, force: bool) -> None:
         self._check_live_locked(entry, name)
         if not entry.enabled:
-            raise PluginError(
-                f"plugin is already disabled: plugin {entry.name} found but disabled"
-            )
+            raise PluginError(f"plugin is already disabled: plugin {entry.name} found but disabled")
         if entry.refcount > 0 and not force:
             raise PluginInUseError(entry.name)
 
@@ -658,7 +657,7 @@ class Manager:
     # -- queries ------------------------------------------------------------
 
     def get(self, name: str) -> Plugin:
-        """The plugin named ``name``: ``name``, ``name:tag``, full id or unique id prefix.
+        """Return the plugin named ``name``: name, ``name:tag``, full id or unique id prefix.
 
         Raises:
             ErrNotFound: ``plugin "NAME" not found``.
@@ -715,7 +714,7 @@ class Manager:
             raise ErrInadequateCapability(name, capability)
         return plugin
 
-    def find_with_capability(self, capability: str) -> list[Plugin]:
+    def find_with_capability(self, capability: str) -> builtins.list[Plugin]:
         """Every running managed plugin with ``capability``, then the legacy ones."""
         found = list(self._by_cap.get(capability.lower(), ()))
         legacy = self.legacy
@@ -778,7 +777,9 @@ class Manager:
         if key is not None and key in snap:
             return snap[key]
         if name and len(name) < 64 and all(c in "0123456789abcdef" for c in name):
-            matches = {h[3].id: h for k, h in snap.items() if k.startswith(name) and is_plugin_id(k)}
+            matches = {
+                h[3].id: h for k, h in snap.items() if k.startswith(name) and is_plugin_id(k)
+            }
             if len(matches) > 1:
                 raise InvalidReferenceError(f'multiple plugins found for "{name}"')
             if matches:
@@ -1029,7 +1030,13 @@ class Manager:
         for plugin_id, record in self._store.load_all():
             try:
                 entry = self._entry_from_record(plugin_id, record)
-            except (InvalidConfigError, InvalidReferenceError, KeyError, TypeError, ValueError) as exc:
+            except (
+                InvalidConfigError,
+                InvalidReferenceError,
+                KeyError,
+                TypeError,
+                ValueError,
+            ) as exc:
                 log.warning("error loading plugin %s, skipping: %s", plugin_id, exc)
                 continue
             if entry.name in self._names:
@@ -1170,7 +1177,8 @@ class Manager:
         sock = config.interface.socket
         if not sock or "/" in sock or sock in (".", ".."):
             raise InvalidConfigError(
-                f"interface.socket must be a plain file name, got {sock!r}", field="interface.socket"
+                f"interface.socket must be a plain file name, got {sock!r}",
+                field="interface.socket",
             )
         path = self._socket_dir(plugin_id) / sock
         size = len(os.fsencode(path))
@@ -1328,7 +1336,7 @@ def _check_grant(required: list[Privilege], grant: Grant) -> None:
 
 
 def _read_context(context: Path) -> PluginConfig:
-    """The config of a plugin directory, after checking it has ``rootfs/``."""
+    """Read the config of a plugin directory, after checking it has ``rootfs/``."""
     config_path = context / "config.json"
     if not config_path.is_file():
         raise InvalidConfigError(f"config not found: {config_path}", path=os.fspath(config_path))
@@ -1353,7 +1361,7 @@ def _name_from_source(path: Path) -> str:
 
 
 def _find_context(extracted: Path, archive: Path) -> Path:
-    """The plugin directory inside an extracted archive: its top, or its only sub-directory."""
+    """Find the plugin directory in an extracted archive: its top or its only sub-directory."""
     if (extracted / "config.json").exists():
         return extracted
     children = [c for c in extracted.iterdir() if c.is_dir() and not c.is_symlink()]
@@ -1363,7 +1371,7 @@ def _find_context(extracted: Path, archive: Path) -> Path:
 
 
 def _copy_tree(context: Path, dest: Path) -> None:
-    """Copy ``context/rootfs`` into ``dest/rootfs``: links copied as links, special files refused."""
+    """Copy ``context/rootfs`` to ``dest/rootfs``: links copied as links, special files refused."""
     src_root = context / "rootfs"
     dst_root = dest / "rootfs"
     dst_root.mkdir(mode=0o755)
@@ -1401,7 +1409,7 @@ def _safe_extract(archive: Path, dest: Path) -> None:
     fifos. Modes keep the permission bits only (no setuid/setgid).
     """
     try:
-        tar = tarfile.open(archive, "r:*")
+        tar = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the with below
     except (tarfile.TarError, OSError) as exc:
         raise InvalidConfigError(
             f"{archive} is neither a plugin directory nor a tar archive: {exc}",
@@ -1438,7 +1446,9 @@ def _safe_extract(archive: Path, dest: Path) -> None:
                 if source is None:
                     raise refuse(member, "unreadable")
                 fd = os.open(
-                    target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+                    target,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
                 )
                 with os.fdopen(fd, "wb") as out, source:
                     shutil.copyfileobj(source, out)

@@ -43,8 +43,8 @@ class Plugin:
     id: str | None = None
     is_legacy: bool = True
     enabled: bool = True
-    config: Any = None
-    settings: Any = None
+    config: Any = attrs.field(default=None, repr=False)
+    settings: Any = attrs.field(default=None, repr=False)
     refcount: int = 0
     plugin_reference: str = ""
     _client_factory: Callable[[], Client] | None = attrs.field(

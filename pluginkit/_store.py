@@ -196,15 +196,15 @@ class Store:
     # -- paths --------------------------------------------------------------
 
     def plugin_dir(self, plugin_id: str) -> Path:
-        """The directory of one plugin (the id is validated first)."""
+        """Return the directory of one plugin (the id is validated first)."""
         return self.plugins_dir / check_plugin_id(plugin_id)
 
     def rootfs(self, plugin_id: str) -> Path:
-        """The plugin's root filesystem."""
+        """Return the plugin's root filesystem."""
         return self.plugin_dir(plugin_id) / "rootfs"
 
     def runtime_dir(self, plugin_id: str) -> Path:
-        """The private directory a runtime may use for the plugin (created on demand)."""
+        """Return the private directory a runtime may use for the plugin (created if needed)."""
         path = self.plugin_dir(plugin_id) / "runtime"
         ensure_private_dir(path)
         return path
@@ -216,7 +216,7 @@ class Store:
     # -- records ------------------------------------------------------------
 
     def new_staging(self) -> Path:
-        """A fresh private directory under ``tmp/`` to assemble a new plugin in."""
+        """Create a fresh private directory under ``tmp/`` to assemble a new plugin in."""
         return Path(tempfile.mkdtemp(prefix="stage-", dir=self.tmp_dir))
 
     def discard_staging(self, staging: Path) -> None:
