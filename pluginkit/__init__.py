@@ -33,9 +33,9 @@ from ._plugin import Plugin
 # -- manager and models (issue 4) --
 # isort: split
 from ._config import CapabilityID, Device, EnvVar, Mount, PluginConfig, Privilege, Settings
-from ._reference import Reference
 from ._events import PluginEvent
 from ._manager import Manager
+from ._reference import Reference
 from ._restart import RestartPolicy
 
 __version__ = "0.1.0.dev0"
