@@ -109,9 +109,7 @@ class MiniRuntime:
             failure = self.fail.get(spec.name)
             if failure is not None:
                 code, stderr = failure
-                threading.Timer(
-                    0.01, on_exit, (PluginExit(spec.id, code, stderr),)
-                ).start()
+                threading.Timer(0.01, on_exit, (PluginExit(spec.id, code, stderr),)).start()
                 return
             delay = 3600.0 if spec.name in self.never_listen else self.start_delay
             self.served[spec.id] = _Served(spec, on_exit, delay)
@@ -165,3 +163,62 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
             raise AssertionError("condition not reached in time")
         time.sleep(delay)
         delay = min(delay * 2, 0.02)
+
+
+class Legacy:
+    """A stand-in legacy registry: a dict of plugins, recording what it was asked."""
+
+    def __init__(self, plugins: dict[str, Any] | None = None) -> None:
+        self.plugins = plugins or {}
+        self.asked: list[tuple[str, str]] = []
+        self.handlers: list[tuple[str, Any]] = []
+
+    def get(self, name: str, capability: str) -> Any:
+        from pluginkit import ErrNotFound
+
+        self.asked.append((name, capability))
+        if name not in self.plugins:
+            raise ErrNotFound(name)
+        return self.plugins[name]
+
+    def get_all(self, capability: str) -> list[Any]:
+        return [p for p in self.plugins.values() if p.implements(capability)]
+
+    def handle(self, capability: str, callback: Any) -> None:
+        self.handlers.append((capability, callback))
+
+
+class Env:
+    """A temp root, a runtime, recorded events, and managers closed at the end."""
+
+    def __init__(self, tmp: Path, runtime: Any = None) -> None:
+        self.tmp = tmp
+        self.runtime = runtime if runtime is not None else MiniRuntime()
+        self.events: list[Any] = []
+        self.managers: list[Any] = []
+        self.root = tmp / "root"
+        self.run_root = tmp / "run"
+
+    def manager(self, **kwargs: Any) -> Any:
+        from pluginkit import Manager
+
+        kwargs.setdefault("runtime", self.runtime)
+        kwargs.setdefault("run_root", self.run_root)
+        kwargs.setdefault("legacy", None)
+        kwargs.setdefault("on_event", self.events.append)
+        m = Manager(kwargs.pop("root", self.root), **kwargs)
+        self.managers.append(m)
+        return m
+
+    def plugin_dir(self, name: str = "ctx", **kwargs: Any) -> Path:
+        return write_plugin_dir(self.tmp / "src" / name, **kwargs)
+
+    def actions(self) -> list[str]:
+        return [e.action for e in self.events]
+
+    def close(self) -> None:
+        for m in self.managers:
+            m.shutdown()
+        stop_all = getattr(self.runtime, "stop_all", None)
+        if stop_all is not None:
+            stop_all()
