@@ -153,7 +153,7 @@ def test_a_socket_path_too_long_is_refused_at_create(env: Env, m: Manager) -> No
 
 def test_a_run_root_too_long_is_refused(env: Env) -> None:
     """A run_root that leaves no room for <64-hex id>/<socket> is refused at once."""
-    with pytest.raises(ValueError, match="run_root .* is too long"):
+    with pytest.raises(ValueError, match=r"run_root .* is too long"):
         env.manager(run_root=env.tmp / ("r" * 60))
 
 
@@ -540,7 +540,7 @@ def test_privileges_in_docker_order(env: Env, m: Manager) -> None:
 
 def test_install_without_grant_is_refused_naming_what_is_missing(env: Env, m: Manager) -> None:
     """install() of a privileged plugin without a grant says which privileges are missing."""
-    ctx = env.plugin_dir(**{"Network": {"Type": "host"}})
+    ctx = env.plugin_dir(Network={"Type": "host"})
     with pytest.raises(
         PrivilegesNotGrantedError, match=r"^incorrect privileges: not granted: network \[host\]$"
     ):
@@ -578,9 +578,9 @@ def test_install_with_grant_true_and_callables(env: Env, m: Manager) -> None:
     """grant=True accepts all; a callable sees the list and decides."""
     ctx = env.plugin_dir(**PRIVILEGED)
     asked: list[list[Privilege]] = []
-    with pytest.raises(PrivilegesNotGrantedError, match="^incorrect privileges: not granted: "):
+    with pytest.raises(PrivilegesNotGrantedError, match=r"^incorrect privileges: not granted: "):
         m.install(ctx, name="foo", grant=lambda privs: bool(asked.append(privs)))
-    assert [p.name for p in asked[0]][0] == "network"
+    assert asked[0][0].name == "network"
     m.install(ctx, name="foo", grant=lambda privs: True)
     m.install(ctx, name="bar", grant=True)
     assert [p.name for p in m.list()] == ["bar:latest", "foo:latest"]
@@ -714,7 +714,7 @@ def test_a_shut_down_manager_refuses_operations(env: Env, m: Manager) -> None:
     """After shutdown() operations fail with a clear error; shutdown is idempotent."""
     m.shutdown()
     m.shutdown()
-    with pytest.raises(PluginError, match="^the plugin manager is shut down$"):
+    with pytest.raises(PluginError, match=r"^the plugin manager is shut down$"):
         m.create("foo", env.plugin_dir())
 
 
