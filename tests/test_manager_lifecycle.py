@@ -75,7 +75,7 @@ def test_a_failed_enable_can_be_retried(env: Env) -> None:
     m = env.manager()
     m.create("bad", env.plugin_dir())
     env.runtime.fail["bad:latest"] = (1, "")
-    with pytest.raises(RuntimeStartError, match="exited with code 1 before it was ready$"):
+    with pytest.raises(RuntimeStartError, match=r"exited with code 1 before it was ready$"):
         m.enable("bad")
     del env.runtime.fail["bad:latest"]
     m.enable("bad")
