@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -193,7 +192,7 @@ def test_environment_cwd_and_argv(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The plugin gets the minimal env, its settings, the PLUGINKIT_* variables, workdir and args."""
+    """The plugin gets the minimal env, its settings, PLUGINKIT_* variables, workdir and args."""
     caplog.set_level(logging.INFO, logger="pluginkit.plugin")
     monkeypatch.setenv("PYTHONPATH", "/some/where")
     monkeypatch.setenv("NOT_PASSED", "1")
