@@ -550,12 +550,19 @@ class ProcessRuntime:
                     _log.exception("plugin %s: supervision error", proc.name)
 
     def _finish(self, proc: _Proc) -> None:
-        for tail in proc.tails:
-            tail.pump(final=True)
+        # Nothing here may stop the exit from being reported.
+        try:
+            for tail in proc.tails:
+                tail.pump(final=True)
+        except OSError as exc:
+            _log.warning("plugin %s: cannot read its last output: %s", proc.name, exc)
         exit_ = PluginExit(proc.id, proc.exit_code, proc.stderr_tail())
         proc.close_files()
-        _remove_state(proc.state_dir, proc.pid)
-        _remove_socket(proc.socket_path)
+        try:
+            _remove_state(proc.state_dir, proc.pid)
+            _remove_socket(proc.socket_path)
+        except OSError as exc:
+            _log.warning("plugin %s: cannot clean up after it: %s", proc.name, exc)
         with self._lock:
             if self._procs.get(proc.id) is proc:
                 del self._procs[proc.id]
