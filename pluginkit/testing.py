@@ -37,6 +37,7 @@ import attrs
 
 from ._errors import RuntimeStartError
 from .runtime._base import ExitCallback, PluginExit, RuntimeSpec
+from .sdk import PluginServer
 
 __all__ = ["FakeCall", "FakeRuntime", "Handler"]
 
@@ -84,7 +85,7 @@ class _FakePlugin:
     def __init__(self, spec: RuntimeSpec, on_exit: ExitCallback | None) -> None:
         self.spec = spec
         self.on_exit = on_exit
-        self.server: Any = None  # a PluginServer once listening
+        self.server: PluginServer | None = None  # once listening
         self.cancel = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -443,9 +444,7 @@ class FakeRuntime:
                 return
         server.stop(timeout=0)  # stopped while the server was starting
 
-    def _make_server(self, spec: RuntimeSpec) -> Any:
-        from .sdk import PluginServer
-
+    def _make_server(self, spec: RuntimeSpec) -> PluginServer:
         with self._lock:
             behaviour = self._get(spec.name)
             handlers = dict(behaviour.handlers)
