@@ -326,6 +326,18 @@ def test_exec_failure(runtime: ProcessRuntime, short_tmp: Path) -> None:
     )
 
 
+def test_missing_interpreter(runtime: ProcessRuntime, short_tmp: Path) -> None:
+    """A script whose #! interpreter is missing says so."""
+    spec = make_spec(short_tmp)
+    (spec.rootfs / "bin" / "plugin").write_text("#!/no/such/interpreter\n")
+    with pytest.raises(RuntimeStartError) as info:
+        runtime.start(spec, Exits())
+    assert str(info.value) == (
+        f"cannot start plugin demo:latest: {spec.rootfs}/bin/plugin: "
+        "its interpreter was not found (No such file or directory)"
+    )
+
+
 def test_bad_env_entry(runtime: ProcessRuntime, short_tmp: Path) -> None:
     """An env entry without '=' is refused by name."""
     spec = make_spec(short_tmp, env=("JUSTKEY",))
@@ -796,10 +808,10 @@ def test_restore_ignores_bad_state_file(spec: RuntimeSpec, content: str) -> None
 
 
 def test_restore_of_supervised_plugin(runtime: ProcessRuntime, spec: RuntimeSpec) -> None:
-    """Restoring a plugin this runtime already supervises just says it runs."""
-    exits = Exits()
-    runtime.start(spec, exits)
-    assert runtime.restore(spec, exits)
+    """Restoring a plugin this runtime already supervises says it runs and takes the callback."""
+    old, new = Exits(), Exits()
+    runtime.start(spec, old)
+    assert runtime.restore(spec, new)
     runtime.stop(spec.id)
-    exits.wait()
-    assert len(exits.exits) == 1
+    assert new.wait().exit_code == -signal.SIGTERM
+    assert old.exits == []

@@ -244,15 +244,18 @@ class ProcessRuntime:
         anything else (no or unreadable state file, another boot, a dead or
         recycled pid) returns ``False`` after removing the stale state file
         and socket, without signalling anything. A plugin already supervised
-        by this runtime returns ``True``.
+        by this runtime returns ``True`` (its exits now go to ``on_exit``).
 
         Raises:
             RuntimeError: The runtime is closed.
         """
         self._reserve(spec, restoring=True)
         try:
-            if self.is_running(spec.id):
-                return True
+            with self._lock:
+                supervised = self._procs.get(spec.id)
+                if supervised is not None:
+                    supervised.on_exit = on_exit
+                    return True
             proc = self._reattach(spec, on_exit)
         finally:
             with self._lock:
@@ -361,8 +364,11 @@ class ProcessRuntime:
                     **user_kwargs,
                 )
             except OSError as exc:
+                reason = exc.strerror or str(exc)
+                if exc.errno == errno.ENOENT and os.path.exists(argv[0]):
+                    reason = f"its interpreter was not found ({reason})"
                 raise RuntimeStartError(
-                    f"cannot start plugin {spec.name}: {argv[0]}: {exc.strerror or exc}"
+                    f"cannot start plugin {spec.name}: {argv[0]}: {reason}"
                 ) from exc
         except BaseException:
             for tail in tails:
