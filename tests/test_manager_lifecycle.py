@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _manager_helpers import Env, MiniRuntime
+from _manager_helpers import Env
 
 from pluginkit import (
     ErrDisabled,
@@ -19,6 +19,7 @@ from pluginkit import (
     PluginTimeoutError,
     RuntimeStartError,
 )
+from pluginkit.testing import FakeRuntime
 
 SETTABLE_ENV = [{"Name": "DEBUG", "Description": "", "Settable": ["value"], "Value": "0"}]
 
@@ -39,7 +40,7 @@ def _record(env: Env, plugin_id: str | None) -> dict[str, object]:
 
 def test_enable_waits_for_a_slow_socket(short_tmp: Path) -> None:
     """enable() returns once a plugin that listens late accepts connections."""
-    env = Env(short_tmp, MiniRuntime(start_delay=0.2))
+    env = Env(short_tmp, FakeRuntime(start_delay=0.2))
     try:
         m = env.manager()
         p = m.create("slow", env.plugin_dir())
@@ -55,7 +56,7 @@ def test_a_plugin_that_exits_while_starting_fails_enable_at_once(env: Env) -> No
     m = env.manager()
     p = m.create("bad", env.plugin_dir(Env=SETTABLE_ENV))
     m.set("bad", ["DEBUG=1"])
-    env.runtime.fail["bad:latest"] = (3, "line 1\nfatal: no config\n")
+    env.runtime.exit_on_start("bad", 3, "line 1\nfatal: no config\n")
     with pytest.raises(RuntimeStartError) as info:
         m.enable("bad", timeout=30)
     assert str(info.value) == (
@@ -74,10 +75,9 @@ def test_a_failed_enable_can_be_retried(env: Env) -> None:
     """After a failed enable the plugin is disabled and a later enable works."""
     m = env.manager()
     m.create("bad", env.plugin_dir())
-    env.runtime.fail["bad:latest"] = (1, "")
+    env.runtime.exit_on_start("bad", 1)
     with pytest.raises(RuntimeStartError, match=r"exited with code 1 before it was ready$"):
         m.enable("bad")
-    del env.runtime.fail["bad:latest"]
     m.enable("bad")
     assert m.get("bad").enabled is True
 
@@ -87,7 +87,7 @@ def test_a_plugin_that_never_listens_times_out(env: Env) -> None:
     m = env.manager()
     p = m.create("mute", env.plugin_dir())
     assert p.id is not None
-    env.runtime.never_listen.add("mute:latest")
+    env.runtime.set_start_delay("mute", 3600)
     with pytest.raises(
         PluginTimeoutError, match=r"^plugin mute:latest did not listen on .*p\.sock"
     ):
@@ -103,7 +103,7 @@ def test_remove_force_during_a_slow_enable(env: Env) -> None:
     """A forced remove while enable is waiting makes enable fail at once and removes the plugin."""
     m = env.manager()
     p = m.create("mute", env.plugin_dir())
-    env.runtime.never_listen.add("mute:latest")
+    env.runtime.set_start_delay("mute", 3600)
     errors: list[BaseException] = []
 
     def enable() -> None:
@@ -114,7 +114,7 @@ def test_remove_force_during_a_slow_enable(env: Env) -> None:
 
     t = threading.Thread(target=enable)
     t.start()
-    while not env.runtime.starts:
+    while not env.runtime.started_count("mute"):
         threading.Event().wait(0.001)
     m.remove("mute", force=True)
     t.join(10)

@@ -36,7 +36,7 @@ def test_a_crashed_plugin_is_restarted(env: Env) -> None:
     wait_for(lambda: "restart" in env.actions())
     assert env.actions() == ["create", "enable", "exit", "restart"]
     assert m.lookup_with_capability("foo", "volumedriver") is p
-    assert env.runtime.starts == ["foo:latest", "foo:latest"]
+    assert env.runtime.started_count("foo") == 2
 
 
 def test_restarts_back_off_exponentially(env: Env, caplog: pytest.LogCaptureFixture) -> None:
@@ -47,7 +47,7 @@ def test_restarts_back_off_exponentially(env: Env, caplog: pytest.LogCaptureFixt
     m.enable("foo")
     for n in range(1, 5):
         wait_for(lambda: _running(env, m, "foo"))
-        env.runtime.crash("foo:latest", exit_code=1, stderr="oops")
+        env.runtime.crash("foo", exit_code=1, stderr_tail="oops")
         wait_for(lambda n=n: env.actions().count("restart") == n)
     delays = [
         r.getMessage().rsplit("restarting it in ", 1)[1]
@@ -90,6 +90,7 @@ def test_lookups_never_return_a_crashed_plugin(env: Env) -> None:
     m.create("foo", env.plugin_dir())
     m.enable("foo")
     env.runtime.crash("foo:latest")
+    wait_for(lambda: "exit" in env.actions())
     with pytest.raises(ErrDisabled, match=r'^plugin "foo" found but not running$'):
         m.lookup_with_capability("foo", "volumedriver")
     assert m.find_with_capability("volumedriver") == []
@@ -101,13 +102,13 @@ def test_disable_interrupts_a_crash_loop(env: Env) -> None:
     m = env.manager(restart_policy=FAST)
     m.create("foo", env.plugin_dir())
     m.enable("foo")
-    env.runtime.fail["foo:latest"] = (1, "crash")
+    env.runtime.exit_on_start("foo", 1, "crash", times=None)
     env.runtime.crash("foo:latest")
-    wait_for(lambda: len(env.runtime.starts) >= 4)  # it is looping now
+    wait_for(lambda: env.runtime.started_count("foo") >= 4)  # it is looping now
     m.disable("foo")
-    starts = len(env.runtime.starts)
+    starts = env.runtime.started_count("foo")
     time.sleep(0.2)  # several times max_delay: a leftover timer would have fired
-    assert len(env.runtime.starts) == starts
+    assert env.runtime.started_count("foo") == starts
     assert m.get("foo").enabled is False
     assert env.actions()[-1] == "disable"
 
@@ -117,13 +118,13 @@ def test_remove_interrupts_a_crash_loop(env: Env) -> None:
     m = env.manager(restart_policy=FAST)
     p = m.create("foo", env.plugin_dir())
     m.enable("foo")
-    env.runtime.fail["foo:latest"] = (1, "crash")
+    env.runtime.exit_on_start("foo", 1, "crash", times=None)
     env.runtime.crash("foo:latest")
-    wait_for(lambda: len(env.runtime.starts) >= 4)
+    wait_for(lambda: env.runtime.started_count("foo") >= 4)
     m.remove("foo", force=True)
-    starts = len(env.runtime.starts)
+    starts = env.runtime.started_count("foo")
     time.sleep(0.2)
-    assert len(env.runtime.starts) == starts
+    assert env.runtime.started_count("foo") == starts
     assert m.list() == []
     assert not (env.root / "plugins" / str(p.id)).exists()
 
@@ -141,7 +142,7 @@ def test_intended_stops_are_not_crashes(env: Env, caplog: pytest.LogCaptureFixtu
     time.sleep(0.1)
     assert "exit" not in env.actions()
     assert "restart" not in env.actions()
-    assert env.runtime.starts == ["a:latest", "b:latest", "c:latest"]
+    assert [env.runtime.started_count(n) for n in "abc"] == [1, 1, 1]
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
@@ -154,14 +155,14 @@ def test_the_manager_gives_up_after_max_restarts(
     m = env.manager(restart_policy=policy)
     m.create("foo", env.plugin_dir())
     m.enable("foo")
-    env.runtime.fail["foo:latest"] = (1, "")
+    env.runtime.exit_on_start("foo", 1, times=None)
     env.runtime.crash("foo:latest")
     wait_for(lambda: any("giving up" in r.getMessage() for r in caplog.records))
-    assert len(env.runtime.starts) == 3
+    assert env.runtime.started_count("foo") == 3
     assert m.get("foo").enabled is True
     with pytest.raises(ErrDisabled, match="found but not running"):
         m.lookup_with_capability("foo", "volumedriver")
-    del env.runtime.fail["foo:latest"]
+    env.runtime.exit_on_start("foo", times=0)
     m.disable("foo")
     m.enable("foo")
     assert m.lookup_with_capability("foo", "volumedriver").name == "foo:latest"
