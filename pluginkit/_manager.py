@@ -223,6 +223,7 @@ class Manager:
                 f"run_root {self._run_root} is too long: plugin sockets at "
                 f"<run_root>/<64-hex id>/<socket> must fit in {SOCKET_PATH_MAX} bytes"
             )
+        self._run_root_str = os.fspath(self._run_root)
         self.live_restore = live_restore
         self._legacy_arg = legacy
         self._legacy: LegacyRegistry | None = None
@@ -435,7 +436,8 @@ class Manager:
         reference: str,
         created: str,
     ) -> _Entry:
-        socket_path = self._socket_dir(plugin_id) / config.interface.socket
+        # Strings, not Paths: this runs once per plugin at start-up.
+        socket_path = f"{self._run_root_str}/{plugin_id}/{config.interface.socket}"
         plugin = Plugin(
             name=name,
             addr=f"unix://{socket_path}",
@@ -1053,7 +1055,7 @@ class Manager:
             self._publish_locked()
 
     def _entry_from_record(self, plugin_id: str, record: dict[str, Any]) -> _Entry:
-        source = os.fspath(self._store.plugin_dir(plugin_id) / "plugin.json")
+        source = os.path.join(self._store.plugins_str, plugin_id, "plugin.json")
         if record.get("Id") != plugin_id:
             raise ValueError(f"{source}: Id {record.get('Id')!r} does not match the directory")
         name = normalize_name(_require_str(record, "Name", source))

@@ -159,6 +159,7 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.plugins_dir = root / "plugins"
+        self.plugins_str = os.fspath(self.plugins_dir)
         self.tmp_dir = root / "tmp"
         self._lock = RootLock(root / "lock")
 
@@ -249,7 +250,7 @@ class Store:
         for entry in sorted(os.scandir(self.plugins_dir), key=lambda e: e.name):
             if not PLUGIN_ID_RE.match(entry.name):
                 continue
-            path = self.plugins_dir / entry.name / RECORD
+            path = os.path.join(entry.path, RECORD)
             try:
                 with open(path, "rb") as f:
                     record = json.load(f)
