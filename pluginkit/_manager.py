@@ -606,6 +606,7 @@ class Manager:
                     del self._names[entry.name]
                 self._publish_locked()
             shutil.rmtree(self._socket_dir(entry.id), ignore_errors=True)
+            entry.plugin._drop_client()
         self._emit(entry, "remove")
 
     def _check_remove_locked(self, entry: _Entry, name: str, force: bool) -> None:
@@ -947,6 +948,7 @@ class Manager:
                 self._publish_locked()
         with contextlib.suppress(FileNotFoundError):
             (self._socket_dir(entry.id) / entry.config.interface.socket).unlink()
+        entry.plugin._drop_client()
 
     def _on_exit(self, entry: _Entry, run: _Run, info: PluginExit) -> None:
         """Runtime callback: decide, by the why-it-stops flag, whether this was a crash."""
@@ -1162,6 +1164,8 @@ class Manager:
             self._runtime.close()
         except Exception:
             log.exception("runtime close failed")
+        for entry in entries:
+            entry.plugin._drop_client()
         with self._lock:
             self._snap = {}
             self._by_cap = {}

@@ -743,3 +743,56 @@ def test_plugins_written_by_hand_get_a_standard_config(env: Env, m: Manager) -> 
     (ctx / "config.json").write_text(json.dumps(lower))
     p = m.create("lower", ctx)
     assert p.capabilities == ("volumedriver",)
+
+
+# -- clients, module lookups, default runtime -------------------------------------
+
+
+def test_the_plugin_client_talks_to_the_running_plugin(env: Env, m: Manager) -> None:
+    """A managed plugin's client calls the plugin on its socket; handlers get that client."""
+    env.runtime.set_handlers(
+        "foo", {"VolumeDriver.Get": lambda req: {"Volume": {"Name": req["Name"]}}}
+    )
+    m.create("foo", env.plugin_dir())
+    replies: list[Any] = []
+    m.handle(
+        "volumedriver",
+        lambda name, client: replies.append(client.call("VolumeDriver.Get", {"Name": name})),
+    )
+    m.enable("foo")
+    assert replies == [{"Volume": {"Name": "foo:latest"}}]
+    p = m.lookup_with_capability("foo", "volumedriver")
+    assert p.client.call("VolumeDriver.Get", {"Name": "v"}) == {"Volume": {"Name": "v"}}
+
+
+def test_module_lookups_use_the_default_manager(env: Env, m: Manager) -> None:
+    """pluginkit.lookup_with_capability / find_with_capability go through set_default_manager."""
+    import pluginkit
+
+    p = m.create("foo", env.plugin_dir())
+    m.enable("foo")
+    pluginkit.set_default_manager(m)
+    try:
+        assert pluginkit.lookup_with_capability("foo", "VolumeDriver") is p
+        assert pluginkit.LookupWithCapability("foo", "VolumeDriver") is p
+        assert pluginkit.find_with_capability("VolumeDriver") == [p]
+    finally:
+        pluginkit.set_default_manager(None)
+    assert pluginkit.lookup_with_capability("foo", "VolumeDriver", manager=m) is p
+
+
+def test_a_single_privilege_is_checked(env: Env, m: Manager) -> None:
+    """A plugin with one privilege is checked too (Docker never checked those)."""
+    ctx = env.plugin_dir(Network={"Type": "host"})
+    with pytest.raises(PrivilegesNotGrantedError, match=r"not granted: network \[host\]"):
+        m.install(ctx, name="foo", grant=[Privilege("network", "", ("none",))])
+    m.install(ctx, name="foo", grant=[Privilege("network", "whatever", ("host",))])
+
+
+@pytest.mark.docker
+def test_the_default_runtime_is_docker(env: Env) -> None:
+    """Without runtime=, the manager runs plugins with DockerRuntime."""
+    from pluginkit.runtime import DockerRuntime
+
+    m = env.manager(runtime=None)
+    assert isinstance(m.runtime, DockerRuntime)
