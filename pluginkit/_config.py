@@ -382,11 +382,12 @@ def _make_converter() -> cattrs.Converter:
                 return ()
             if not isinstance(value, list):
                 raise _Problem(f"expected a list, got {_show(value)}")
+            structure = conv.get_structure_hook(element)
             items: list[Any] = []
             errors: list[Exception] = []
             for index, item in enumerate(value):
                 try:
-                    items.append(conv.structure(item, element))
+                    items.append(structure(item, element))
                 except Exception as exc:
                     exc.__notes__ = [  # type: ignore[attr-defined]
                         *getattr(exc, "__notes__", []),
@@ -402,18 +403,26 @@ def _make_converter() -> cattrs.Converter:
     def structure_class(cl: type[Any]) -> Callable[[Any, Any], Any]:
         fields = attrs.fields(cl)
         names = {a.name: _json_name(a) for a in fields}
-        renames: dict[str, Any] = {name: override(rename=key) for name, key in names.items()}
-        inner = make_dict_structure_fn(cl, conv, **renames)
-        by_fold = {_fold(key): key for key in names.values()}
+        overrides: dict[str, Any] = {name: override(rename=key) for name, key in names.items()}
+        if cl is PluginConfig:
+            overrides["user"] = override(rename=names["user"], struct_hook=structure_user)
+        inner = make_dict_structure_fn(cl, conv, **overrides)
+        exact = frozenset(names.values())
+        by_fold = {_fold(key): key for key in exact}
 
         def hook(value: Any, _: Any) -> Any:
             if value is None:
                 return cl()
             if not isinstance(value, dict):
                 raise _Problem(f"expected an object, got {_show(value)}")
+            if exact.issuperset(value):
+                return inner(value, cl)  # Docker's own spelling: nothing to fold
             canonical: dict[str, Any] = {}
             for key, item in value.items():
-                target = by_fold.get(_fold(key)) if isinstance(key, str) else None
+                if key in exact:
+                    target = key
+                else:
+                    target = by_fold.get(_fold(key)) if isinstance(key, str) else None
                 if target is None:
                     continue  # unknown keys are tolerated, as by Go's decoder
                 previous = canonical.get(target)
@@ -425,6 +434,13 @@ def _make_converter() -> cattrs.Converter:
             return inner(canonical, cl)
 
         return hook
+
+    def structure_user(value: Any, _: Any) -> User | None:
+        # uid 0 / gid 0 is what Docker shows as "User": {}; keep one spelling.
+        if value is None:
+            return None
+        user: User = conv.structure(value, User)
+        return None if user == User() else user
 
     def unstructure_tuple(t: Any, *, empty_list: bool) -> Callable[[Any], Any]:
         element = _tuple_element(t)
@@ -543,9 +559,6 @@ def _check_config(cfg: PluginConfig, source: str) -> PluginConfig:
         )
     if not cfg.entrypoint:
         raise _invalid(source, "Entrypoint", 'an entrypoint is required, e.g. ["/bin/plugin"]')
-    if cfg.user == User():
-        # uid 0 / gid 0 is what Docker shows as "User": {}; keep one spelling.
-        cfg = attrs.evolve(cfg, user=None)
     return cfg
 
 
