@@ -5,7 +5,7 @@ A managed plugin is stored under the name Docker would store it under:
 becomes ``vieux/sshfs:latest``, ``docker.io/library/foo`` becomes
 ``foo:latest`` and ``localhost:5000/p`` becomes ``localhost:5000/p:latest``.
 
-The grammar (from Docker's ``distribution/reference``)::
+The grammar (from Docker's ``distribution/reference``):
 
     reference  := name [ ":" tag ] [ "@" digest ]
     name       := [ domain "/" ] component ( "/" component )*
