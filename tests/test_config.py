@@ -539,6 +539,15 @@ def test_nan_is_not_json(tmp_path):
     assert str(info.value) == f"invalid plugin config {path}: NaN is not valid JSON"
 
 
+def test_deeply_nested_json(tmp_path):
+    """JSON nested beyond Python's recursion limit is a clear error, not a crash."""
+    path = tmp_path / "config.json"
+    path.write_text("[" * 100_000)
+    with pytest.raises(InvalidConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"invalid plugin config {path}: JSON nested too deeply"
+
+
 def test_non_utf8_file(tmp_path):
     """A file that is not UTF-8 text is refused."""
     path = tmp_path / "config.json"

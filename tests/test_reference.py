@@ -152,3 +152,4 @@ def test_no_name_escapes_a_directory(text):
     assert all(part not in ("", ".", "..") for part in ref.name.split("/"))
     assert "/" not in ref.tag
     assert ".." not in str(ref).split(":")[0]
+    assert parse_reference(str(ref)) == ref
