@@ -95,6 +95,14 @@ def test_plugin_id_is_not_a_name():
     )
 
 
+def test_repeated_parses_agree():
+    """Cached answers equal fresh ones, and a bad name fails every time."""
+    assert parse_reference("vieux/sshfs") is parse_reference("vieux/sshfs")
+    for _ in range(2):
+        with pytest.raises(InvalidReferenceError):
+            parse_reference("Bad")
+
+
 def test_invalid_reference_error_bases():
     """InvalidReferenceError is both a PluginError and a ValueError."""
     with pytest.raises(ValueError, match="failed to parse reference"):

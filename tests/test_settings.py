@@ -298,6 +298,17 @@ def test_any_set_arguments_apply_or_raise_invalid_config(args):
     assert field is not None
 
 
+@given(st.lists(_arg, max_size=6))
+def test_config_and_settings_mounts_stay_equal(args):
+    """After any successful batch, Settings.Mounts/Devices equal Config.Mounts/Linux.Devices."""
+    try:
+        cfg, settings = apply_set(CONFIG, SETTINGS, args)
+    except InvalidConfigError:
+        cfg, settings = CONFIG, SETTINGS
+    assert settings.mounts == cfg.mounts
+    assert settings.devices == cfg.linux.devices
+
+
 @given(st.text(st.characters(codec="utf-8")))
 def test_any_env_value_is_set_verbatim(value):
     """Whatever the value (with '=', '.', spaces), NAME=value is stored verbatim."""
