@@ -125,7 +125,15 @@ class CapabilityID:
 
     ``docker.volumedriver/1.0`` is ``CapabilityID("docker", "volumedriver",
     "1.0")``. Only types with the prefix ``docker`` give a plugin a capability
-    that lookups find (as in Docker).
+    that lookups find (as in Docker). Like Docker's marshaller, construction
+    refuses a capability containing ``.`` or ``/`` and a prefix containing
+    ``/`` (``ValueError``), so that ``parse(str(c)) == c`` always holds.
+
+    Attributes:
+        prefix: ``docker`` for the engine's plugin kinds.
+        capability: ``volumedriver``, ``networkdriver``, ``ipamdriver``,
+            ``authz``, ``logdriver``, ``metricscollector``, ...
+        version: the protocol version, ``1.0``.
     """
 
     prefix: str = attrs.field(validator=_check_prefix)
@@ -149,7 +157,14 @@ class CapabilityID:
 
 @attrs.frozen
 class Interface:
-    """How the engine talks to the plugin: capability types and socket file name."""
+    """How the engine talks to the plugin.
+
+    Attributes:
+        types: the capability types the plugin implements.
+        socket: the file name of the socket the plugin listens on, in its
+            socket directory (``/run/docker/plugins`` inside a container).
+        protocol_scheme: ``""`` or ``moby.plugins.http/v1`` (the same thing).
+    """
 
     types: tuple[CapabilityID, ...] = ()
     socket: str = ""
@@ -173,7 +188,14 @@ class Network:
 
 @attrs.frozen
 class Device:
-    """A host device the plugin needs; ``path`` is None when not given."""
+    """A host device the plugin needs (``Linux.Devices[]``, ``Settings.Devices[]``).
+
+    Attributes:
+        name: what ``set`` calls it (``<name>.path=/dev/x``).
+        description: free text.
+        settable: the fields ``set`` may change (``path``).
+        path: the device path, None when the config gives none.
+    """
 
     name: str = ""
     description: str = ""
@@ -183,7 +205,13 @@ class Device:
 
 @attrs.frozen
 class Linux:
-    """Linux-specific needs: extra capabilities and devices."""
+    """Linux-specific needs.
+
+    Attributes:
+        capabilities: extra capabilities (``CAP_SYS_ADMIN``...).
+        allow_all_devices: access to every device (``rwm``).
+        devices: devices to make available.
+    """
 
     capabilities: tuple[str, ...] = ()
     allow_all_devices: bool = False
@@ -192,7 +220,17 @@ class Linux:
 
 @attrs.frozen
 class Mount:
-    """A mount into the plugin; ``source`` is None when the config gives none."""
+    """A mount into the plugin (``Mounts[]``, ``Settings.Mounts[]``).
+
+    Attributes:
+        name: what ``set`` calls it (``<name>.source=/x``).
+        description: free text.
+        settable: the fields ``set`` may change (``source``).
+        source: the host path, None when the config gives none.
+        destination: the path inside the plugin.
+        type: ``bind``, ``tmpfs``, ...
+        options: mount options (``rbind``, ``ro``...).
+    """
 
     name: str = ""
     description: str = ""
@@ -205,7 +243,15 @@ class Mount:
 
 @attrs.frozen
 class EnvVar:
-    """An environment variable the plugin declares; ``value`` None means no default."""
+    """An environment variable the plugin declares (``Env[]``).
+
+    Attributes:
+        name: the variable's name.
+        description: free text.
+        settable: the fields ``set`` may change (``value``).
+        value: the default value; None means no default (and no entry in
+            the initial settings).
+    """
 
     name: str = ""
     description: str = ""
@@ -215,7 +261,14 @@ class EnvVar:
 
 @attrs.frozen
 class Args:
-    """The plugin's extra command-line arguments, appended to the entrypoint."""
+    """The plugin's extra command-line arguments, appended to the entrypoint.
+
+    Attributes:
+        name: what ``set`` calls them (``<name>=a b c``).
+        description: free text.
+        settable: the fields ``set`` may change (``value``).
+        value: the default arguments.
+    """
 
     name: str = ""
     description: str = ""
@@ -235,9 +288,30 @@ class Rootfs:
 class PluginConfig:
     """A plugin's ``config.json`` (Docker's ``PluginConfig``).
 
-    ``user`` is None when the config gives no uid/gid (or both are 0, which
-    Docker does not tell apart from absent). ``docker_version`` is what the
-    Docker engine records on create; configs written by hand leave it empty.
+    Build one with :func:`parse_config` / :func:`load_config`, which check
+    what a plugin cannot work without; every field has Go's zero value as
+    its default. See the config.json reference guide for each JSON key.
+
+    Attributes:
+        description: one line about the plugin.
+        documentation: a URL.
+        interface: capability types and socket name.
+        entrypoint: the command; ``Settings.args`` are appended to it.
+        workdir: the working directory (empty means ``/``).
+        user: the uid/gid asked for; None when absent or both 0 (Docker
+            shows ``"User": {}`` for both).
+        network: the network the plugin needs (``host``...).
+        linux: extra capabilities and devices.
+        propagated_mount: a directory inside the plugin whose mounts are
+            propagated to the host (volume plugins).
+        ipc_host: run in the host's IPC namespace.
+        pid_host: run in the host's PID namespace.
+        mounts: mounts into the plugin.
+        env: the environment variables it declares.
+        args: its extra arguments.
+        rootfs: the layers, as recorded by the engine (None when absent).
+        docker_version: the engine version that created it (empty when
+            written by hand).
     """
 
     description: str = ""
@@ -275,7 +349,13 @@ class Settings:
 
 @attrs.frozen
 class Privilege:
-    """One privilege a plugin needs, as Docker lists them before install."""
+    """One privilege a plugin needs, as Docker lists them before install.
+
+    Attributes:
+        name: ``network``, ``mount``, ``device``, ``capabilities``...
+        description: Docker's text for it (ignored when comparing).
+        value: what exactly (the network type, the host path...).
+    """
 
     name: str = ""
     description: str = ""
@@ -348,6 +428,7 @@ def _structure_bool(value: Any, _: Any) -> bool:
     raise _Problem(f"expected true or false, got {_show(value)}")
 
 
+# The only integers in Docker's plugin JSON are User.UID/GID (Go uint32).
 def _structure_uint32(value: Any, _: Any) -> int:
     if value is None:
         return 0
@@ -382,11 +463,12 @@ def _make_converter() -> cattrs.Converter:
                 return ()
             if not isinstance(value, list):
                 raise _Problem(f"expected a list, got {_show(value)}")
+            structure = conv.get_structure_hook(element)
             items: list[Any] = []
             errors: list[Exception] = []
             for index, item in enumerate(value):
                 try:
-                    items.append(conv.structure(item, element))
+                    items.append(structure(item, element))
                 except Exception as exc:
                     exc.__notes__ = [  # type: ignore[attr-defined]
                         *getattr(exc, "__notes__", []),
@@ -402,18 +484,26 @@ def _make_converter() -> cattrs.Converter:
     def structure_class(cl: type[Any]) -> Callable[[Any, Any], Any]:
         fields = attrs.fields(cl)
         names = {a.name: _json_name(a) for a in fields}
-        renames: dict[str, Any] = {name: override(rename=key) for name, key in names.items()}
-        inner = make_dict_structure_fn(cl, conv, **renames)
-        by_fold = {_fold(key): key for key in names.values()}
+        overrides: dict[str, Any] = {name: override(rename=key) for name, key in names.items()}
+        if cl is PluginConfig:
+            overrides["user"] = override(rename=names["user"], struct_hook=structure_user)
+        inner = make_dict_structure_fn(cl, conv, **overrides)
+        exact = frozenset(names.values())
+        by_fold = {_fold(key): key for key in exact}
 
         def hook(value: Any, _: Any) -> Any:
             if value is None:
                 return cl()
             if not isinstance(value, dict):
                 raise _Problem(f"expected an object, got {_show(value)}")
+            if exact.issuperset(value):
+                return inner(value, cl)  # Docker's own spelling: nothing to fold
             canonical: dict[str, Any] = {}
             for key, item in value.items():
-                target = by_fold.get(_fold(key)) if isinstance(key, str) else None
+                if key in exact:
+                    target = key
+                else:
+                    target = by_fold.get(_fold(key)) if isinstance(key, str) else None
                 if target is None:
                     continue  # unknown keys are tolerated, as by Go's decoder
                 previous = canonical.get(target)
@@ -425,6 +515,13 @@ def _make_converter() -> cattrs.Converter:
             return inner(canonical, cl)
 
         return hook
+
+    def structure_user(value: Any, _: Any) -> User | None:
+        # uid 0 / gid 0 is what Docker shows as "User": {}; keep one spelling.
+        if value is None:
+            return None
+        user: User = conv.structure(value, User)
+        return None if user == User() else user
 
     def unstructure_tuple(t: Any, *, empty_list: bool) -> Callable[[Any], Any]:
         element = _tuple_element(t)
@@ -543,9 +640,6 @@ def _check_config(cfg: PluginConfig, source: str) -> PluginConfig:
         )
     if not cfg.entrypoint:
         raise _invalid(source, "Entrypoint", 'an entrypoint is required, e.g. ["/bin/plugin"]')
-    if cfg.user == User():
-        # uid 0 / gid 0 is what Docker shows as "User": {}; keep one spelling.
-        cfg = attrs.evolve(cfg, user=None)
     return cfg
 
 
@@ -603,6 +697,10 @@ def _load_json(path: Path, what: str) -> Any:
         ) from None
     except ValueError as exc:
         raise InvalidConfigError(f"invalid {what} {source}: {exc}", path=source) from None
+    except RecursionError:
+        raise InvalidConfigError(
+            f"invalid {what} {source}: JSON nested too deeply", path=source
+        ) from None
 
 
 def load_config(path: Path) -> PluginConfig:
