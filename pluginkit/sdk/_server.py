@@ -476,6 +476,7 @@ class PluginServer:
                 state.cleanup()
                 raise
             self._state = state
+            logger.info("plugin server listening at %s", state.url)
             return state
 
     def _run_loop(self, state: _ServeState) -> None:
