@@ -471,7 +471,7 @@ class ProcessRuntime:
         pid, start_time = record["pid"], record["start_time"]
         if record["boot_id"] != _boot_id():
             _log.info("plugin %s: recorded process is from another boot", spec.name)
-            _remove_state(spec.state_dir, pid)
+            _remove_state(spec.state_dir)
             return None
 
         with _detached_lock:
@@ -487,7 +487,7 @@ class ProcessRuntime:
             if pidfd is not None:
                 os.close(pidfd)
             _log.info("plugin %s: recorded process %d is gone", spec.name, pid)
-            _remove_state(spec.state_dir, pid)
+            _remove_state(spec.state_dir)
             return None
         if popen is not None:
             pidfd = _pidfd_open(pid)
@@ -565,7 +565,7 @@ class ProcessRuntime:
         exit_ = PluginExit(proc.id, proc.exit_code, proc.stderr_tail())
         proc.close_files()
         try:
-            _remove_state(proc.state_dir, proc.pid)
+            _remove_state(proc.state_dir)
             _remove_socket(proc.socket_path)
         except OSError as exc:
             _log.warning("plugin %s: cannot clean up after it: %s", proc.name, exc)
@@ -909,12 +909,12 @@ def _read_state(state_dir: Path) -> dict[str, Any] | None:
     return record
 
 
-def _remove_state(state_dir: Path, pid: int | None = None) -> None:
-    """Delete the state file (only if it still describes ``pid``, when given)."""
-    if pid is not None:
-        record = _read_state(state_dir)
-        if record is not None and record["pid"] != pid:
-            return  # a newer start of the plugin wrote it
+def _remove_state(state_dir: Path) -> None:
+    """Delete the state file.
+
+    No newer start can have rewritten it meanwhile: a runtime refuses to
+    start a plugin until the exit of the previous run is fully handled.
+    """
     with contextlib.suppress(FileNotFoundError):
         (state_dir / STATE_FILE).unlink()
 
