@@ -469,6 +469,18 @@ def test_crash_reports_exit_code_and_stderr_tail(runtime: ProcessRuntime, short_
     assert not (spec.state_dir / "process.json").exists()
 
 
+def test_crash_detected_without_pidfd(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without pidfds (old kernels) a child's exit is found by polling, code included."""
+    monkeypatch.delattr(os, "pidfd_open")
+    rt = ProcessRuntime()
+    try:
+        exits = Exits()
+        rt.start(make_spec(short_tmp, mode="crash"), exits)
+        assert exits.wait().exit_code == 3
+    finally:
+        kill_all(rt)
+
+
 def test_stderr_tail_length_is_configurable(short_tmp: Path) -> None:
     """stderr_tail_lines sets how many lines an exit carries."""
     rt = ProcessRuntime(stderr_tail_lines=2)
