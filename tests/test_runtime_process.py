@@ -394,10 +394,11 @@ def test_output_lines_reach_the_logger(
     wait_until(lambda: plugin_records(caplog, "stderr"), "stderr line")
     [out] = plugin_records(caplog, "stdout")
     [err] = plugin_records(caplog, "stderr")
-    assert (out.getMessage(), out.levelno, out.__dict__["plugin"]) == (
+    assert (out.getMessage(), out.levelno, out.__dict__["plugin"], out.__dict__["plugin_name"]) == (
         "hello on stdout",
         logging.INFO,
         spec.id,
+        "demo:latest",
     )
     assert (err.getMessage(), err.levelno, err.__dict__["plugin"]) == (
         "hello on stderr",

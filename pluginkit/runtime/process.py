@@ -105,18 +105,18 @@ class ProcessRuntime:
     **Logs.** The plugin's stdout and stderr go to ``stdout.log`` and
     ``stderr.log`` in ``spec.state_dir`` - files, not pipes, so the plugin
     never gets ``SIGPIPE`` or blocks when the manager is gone. The runtime
-    tails them and forwards every line to the logger ``pluginkit.plugin``
-    with ``extra={"plugin": spec.id, "stream": "stdout" | "stderr"}``; the
-    message is the line itself. Stdout lines are logged at ``stdout_level``
-    (``INFO``), stderr lines at ``stderr_level`` (``WARNING``: most programs
-    write all their logging to stderr, so Docker's choice of ``ERROR`` would
-    raise false alarms). Use a formatter with ``%(plugin).12s`` to see which
-    plugin spoke. The files are truncated when the plugin starts and
-    whenever the runtime has read more than ``max_log_bytes`` of one (a few
-    bytes written at that very instant may be lost); while no manager
-    supervises the plugin they grow unchecked, and the lines written then
-    are not forwarded when a manager re-attaches. The last
-    ``stderr_tail_lines`` lines of stderr are kept for
+    tails them and forwards every line to the logger ``pluginkit.plugin``,
+    the message being the line itself, with ``extra={"plugin": spec.id,
+    "plugin_name": spec.name, "stream": "stdout" | "stderr"}``. Stdout lines
+    are logged at ``stdout_level`` (``INFO``), stderr lines at
+    ``stderr_level`` (``WARNING``: most programs write all their logging to
+    stderr, so Docker's choice of ``ERROR`` would raise false alarms). Use a
+    formatter with ``%(plugin_name)s`` to see which plugin spoke. The files
+    are truncated when the plugin starts and whenever the runtime has read
+    more than ``max_log_bytes`` of one (a few bytes written at that very
+    instant may be lost); while no manager supervises the plugin they grow
+    unchecked, and the lines written then are not forwarded when a manager
+    re-attaches. The last ``stderr_tail_lines`` lines of stderr are kept for
     :attr:`PluginExit.stderr_tail`.
 
     **Exits.** Every exit - crash, :meth:`stop`, external kill - is reported
@@ -447,7 +447,7 @@ class ProcessRuntime:
                 tails.append(
                     _LogTail(
                         path,
-                        spec.id,
+                        spec,
                         stream,
                         self._levels[stream],
                         keep=keep,
@@ -705,7 +705,7 @@ class _LogTail:
     def __init__(
         self,
         path: Path,
-        plugin_id: str,
+        spec: RuntimeSpec,
         stream: str,
         level: int,
         *,
@@ -715,10 +715,9 @@ class _LogTail:
     ) -> None:
         self.stream = stream
         self.tail: deque[str] = deque(maxlen=keep)
-        self._plugin_id = plugin_id
         self._level = level
         self._max_bytes = max_bytes
-        self._extra = {"plugin": plugin_id, "stream": stream}
+        self._extra = {"plugin": spec.id, "plugin_name": spec.name, "stream": stream}
         self._partial = b""
         # Read-write: the tail truncates the file once it has read it all.
         self._fd: int | None = os.open(path, os.O_RDWR | os.O_CLOEXEC)
