@@ -671,14 +671,12 @@ class Client:
             )
         else:
             request = head_bytes
-        start = 0.0
+        start = time.monotonic()
         retries = 0
         while True:
             try:
                 return self._attempt(method, request, body, timeout)
             except _ConnectFailed as failed:
-                if not start:
-                    start = time.monotonic()
                 self._before_retry(failed, retries, start, retry_timeout, body)
                 retries += 1
 
@@ -847,14 +845,12 @@ class Client:
     ) -> tuple[int, _BodyReader]:
         timeout, retry_timeout = self._options(timeout, retry_timeout)
         request = self._request_head(method, body) + body
-        start = 0.0
+        start = time.monotonic()
         retries = 0
         while True:
             try:
                 return self._attempt_stream(method, request, timeout)
             except _ConnectFailed as failed:
-                if not start:
-                    start = time.monotonic()
                 self._before_retry(failed, retries, start, retry_timeout, body)
                 retries += 1
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -129,6 +128,7 @@ class FakeRuntime:
             raise ValueError(f"start_delay must be >= 0, not {start_delay!r}")
         self._start_delay = start_delay
         self._lock = threading.Lock()
+        self._listening = threading.Condition(self._lock)  # notified when a plugin listens
         self._behaviour: dict[str, _Behaviour] = {}
         self._running: dict[str, _FakePlugin] = {}  # by plugin id
         # One queue per dispatcher thread, so that close() ends exactly its own.
@@ -270,17 +270,15 @@ class FakeRuntime:
             TimeoutError: It is not serving after ``timeout`` seconds.
         """
         key = _key(name)
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                if any(
+        with self._listening:
+            if not self._listening.wait_for(
+                lambda: any(
                     _key(p.spec.name) == key and p.server is not None
                     for p in self._running.values()
-                ):
-                    return
-            if time.monotonic() > deadline:
+                ),
+                timeout,
+            ):
                 raise TimeoutError(f"fake plugin {key} is not listening after {timeout} s")
-            time.sleep(0.002)
 
     # -- the Runtime protocol ---------------------------------------------------------
 
@@ -441,6 +439,7 @@ class FakeRuntime:
         with self._lock:
             if self._running.get(plugin.spec.id) is plugin and not plugin.cancel.is_set():
                 plugin.server = server
+                self._listening.notify_all()
                 return
         server.stop(timeout=0)  # stopped while the server was starting
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -99,11 +100,17 @@ class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     block_on_close = False
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that hang up early are part of the tests
+
 
 class _TCPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
 
 
 class HTTPPluginServer:
@@ -178,11 +185,8 @@ class RawServer:
             thread.start()
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                self._behaviour(conn)
-            except OSError:
-                pass
+        with conn, contextlib.suppress(OSError):
+            self._behaviour(conn)
 
     def __enter__(self) -> RawServer:
         self._thread.start()

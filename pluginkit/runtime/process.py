@@ -105,18 +105,18 @@ class ProcessRuntime:
     **Logs.** The plugin's stdout and stderr go to ``stdout.log`` and
     ``stderr.log`` in ``spec.state_dir`` - files, not pipes, so the plugin
     never gets ``SIGPIPE`` or blocks when the manager is gone. The runtime
-    tails them and forwards every line to the logger ``pluginkit.plugin``
-    with ``extra={"plugin": spec.id, "stream": "stdout" | "stderr"}``; the
-    message is the line itself. Stdout lines are logged at ``stdout_level``
-    (``INFO``), stderr lines at ``stderr_level`` (``WARNING``: most programs
-    write all their logging to stderr, so Docker's choice of ``ERROR`` would
-    raise false alarms). Use a formatter with ``%(plugin).12s`` to see which
-    plugin spoke. The files are truncated when the plugin starts and
-    whenever the runtime has read more than ``max_log_bytes`` of one (a few
-    bytes written at that very instant may be lost); while no manager
-    supervises the plugin they grow unchecked, and the lines written then
-    are not forwarded when a manager re-attaches. The last
-    ``stderr_tail_lines`` lines of stderr are kept for
+    tails them and forwards every line to the logger ``pluginkit.plugin``,
+    the message being the line itself, with ``extra={"plugin": spec.id,
+    "plugin_name": spec.name, "stream": "stdout" | "stderr"}``. Stdout lines
+    are logged at ``stdout_level`` (``INFO``), stderr lines at
+    ``stderr_level`` (``WARNING``: most programs write all their logging to
+    stderr, so Docker's choice of ``ERROR`` would raise false alarms). Use a
+    formatter with ``%(plugin_name)s`` to see which plugin spoke. The files
+    are truncated when the plugin starts and whenever the runtime has read
+    more than ``max_log_bytes`` of one (a few bytes written at that very
+    instant may be lost); while no manager supervises the plugin they grow
+    unchecked, and the lines written then are not forwarded when a manager
+    re-attaches. The last ``stderr_tail_lines`` lines of stderr are kept for
     :attr:`PluginExit.stderr_tail`.
 
     **Exits.** Every exit - crash, :meth:`stop`, external kill - is reported
@@ -447,7 +447,7 @@ class ProcessRuntime:
                 tails.append(
                     _LogTail(
                         path,
-                        spec.id,
+                        spec,
                         stream,
                         self._levels[stream],
                         keep=keep,
@@ -471,7 +471,7 @@ class ProcessRuntime:
         pid, start_time = record["pid"], record["start_time"]
         if record["boot_id"] != _boot_id():
             _log.info("plugin %s: recorded process is from another boot", spec.name)
-            _remove_state(spec.state_dir, pid)
+            _remove_state(spec.state_dir)
             return None
 
         with _detached_lock:
@@ -487,7 +487,7 @@ class ProcessRuntime:
             if pidfd is not None:
                 os.close(pidfd)
             _log.info("plugin %s: recorded process %d is gone", spec.name, pid)
-            _remove_state(spec.state_dir, pid)
+            _remove_state(spec.state_dir)
             return None
         if popen is not None:
             pidfd = _pidfd_open(pid)
@@ -565,7 +565,7 @@ class ProcessRuntime:
         exit_ = PluginExit(proc.id, proc.exit_code, proc.stderr_tail())
         proc.close_files()
         try:
-            _remove_state(proc.state_dir, proc.pid)
+            _remove_state(proc.state_dir)
             _remove_socket(proc.socket_path)
         except OSError as exc:
             _log.warning("plugin %s: cannot clean up after it: %s", proc.name, exc)
@@ -705,7 +705,7 @@ class _LogTail:
     def __init__(
         self,
         path: Path,
-        plugin_id: str,
+        spec: RuntimeSpec,
         stream: str,
         level: int,
         *,
@@ -715,10 +715,9 @@ class _LogTail:
     ) -> None:
         self.stream = stream
         self.tail: deque[str] = deque(maxlen=keep)
-        self._plugin_id = plugin_id
         self._level = level
         self._max_bytes = max_bytes
-        self._extra = {"plugin": plugin_id, "stream": stream}
+        self._extra = {"plugin": spec.id, "plugin_name": spec.name, "stream": stream}
         self._partial = b""
         # Read-write: the tail truncates the file once it has read it all.
         self._fd: int | None = os.open(path, os.O_RDWR | os.O_CLOEXEC)
@@ -801,8 +800,14 @@ def _read_stat(pid: int) -> _Stat | None:
             data = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
+    return _parse_stat(data)
+
+
+def _parse_stat(data: bytes) -> _Stat:
+    """Parse the content of ``/proc/<pid>/stat``."""
     # The command name (field 2) is in parentheses and may itself contain
-    # spaces and parentheses: the fields that follow start after the last ')'.
+    # spaces, parentheses and newlines: the fields that follow start after
+    # the last ')'.
     fields = data[data.rindex(b")") + 2 :].split()
     return _Stat(state=fields[0].decode(), start_time=int(fields[19]))
 
@@ -909,12 +914,12 @@ def _read_state(state_dir: Path) -> dict[str, Any] | None:
     return record
 
 
-def _remove_state(state_dir: Path, pid: int | None = None) -> None:
-    """Delete the state file (only if it still describes ``pid``, when given)."""
-    if pid is not None:
-        record = _read_state(state_dir)
-        if record is not None and record["pid"] != pid:
-            return  # a newer start of the plugin wrote it
+def _remove_state(state_dir: Path) -> None:
+    """Delete the state file.
+
+    No newer start can have rewritten it meanwhile: a runtime refuses to
+    start a plugin until the exit of the previous run is fully handled.
+    """
     with contextlib.suppress(FileNotFoundError):
         (state_dir / STATE_FILE).unlink()
 
