@@ -342,6 +342,14 @@ class DockerRuntime:
 
     def _prepare(self, spec: RuntimeSpec) -> str:
         """Return the id of a container ready to start for ``spec``."""
+        try:
+            return self._prepare_container(spec)
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            raise RuntimeStartError(
+                f"Docker could not prepare the container of plugin {spec.name}: {_explain(exc)}"
+            ) from exc
+
+    def _prepare_container(self, spec: RuntimeSpec) -> str:
         image_id = self._ensure_image(spec)
         config = _container_config(spec, image_id)
         spec_label = _digest(config)
@@ -438,6 +446,11 @@ class DockerRuntime:
         except docker.errors.NotFound:
             image_id = self._import(spec, reference, content)
             self._remove_other_images(spec.id, keep=image_id)
+        except docker.errors.APIError as exc:
+            raise RuntimeStartError(
+                f"could not build the image of plugin {spec.name} from {spec.rootfs}: "
+                f"{_explain(exc)}"
+            ) from exc
         _write_image_cache(spec, {"fingerprint": fingerprint, "image_id": image_id})
         return image_id
 
@@ -645,6 +658,8 @@ class DockerRuntime:
             raw.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             sock.close()
+        with contextlib.suppress(OSError):
+            raw.close()
         response = getattr(sock, "_response", None)
         if response is not None:
             with contextlib.suppress(OSError, ValueError):
@@ -669,6 +684,11 @@ def _connect() -> Any:
     where = (
         f"DOCKER_HOST={host}" if host else "unix:///var/run/docker.sock (DOCKER_HOST is not set)"
     )
+    socket_path = (host or "unix:///var/run/docker.sock").removeprefix("unix://")
+    if socket_path.startswith("/") and not os.path.exists(socket_path):
+        # Checked here because the SDK would only say "connection refused"
+        # (and leak the socket it tried).
+        raise _unreachable(where, FileNotFoundError(f"the socket {socket_path} does not exist"))
     try:
         client = docker.from_env()
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
