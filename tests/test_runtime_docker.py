@@ -24,7 +24,7 @@ from _dockerrt_helpers import (
     wait_until,
 )
 
-from pluginkit import PluginError, RuntimeStartError
+from pluginkit import Client, PluginError, RuntimeStartError
 from pluginkit.runtime import PluginExit, RuntimeDevice, RuntimeMount, RuntimeSpec
 from pluginkit.runtime.docker import LABEL_ID, DockerRuntime, ImportProgress
 
@@ -121,8 +121,9 @@ def test_started_plugin_answers_on_its_socket(
     """A started plugin listens on spec.socket_dir, mounted at /run/docker/plugins."""
     spec = make_spec()
     start_and_wait(runtime, spec, exits)
-    assert raw_call(spec.socket_path, "VolumeDriver.List") == {"Volumes": [], "Err": ""}
-    assert raw_call(spec.socket_path, "Plugin.Activate") == {"Implements": ["VolumeDriver"]}
+    with Client(f"unix://{spec.socket_path}") as plugin:
+        assert plugin.call("VolumeDriver.List") == {"Volumes": [], "Err": ""}
+        assert plugin.call("Plugin.Activate") == {"Implements": ["VolumeDriver"]}
 
 
 def test_container_carries_the_plugin_labels(
@@ -261,7 +262,7 @@ def test_stop_leaves_no_running_container(
     spec = make_spec()
     start_and_wait(runtime, spec, exits)
     runtime.stop(spec.id, grace=10)
-    assert exits.seen == [PluginExit(spec.id, 0, "pkplugin: ready\npkplugin: terminated")]
+    assert exits.wait() == [PluginExit(spec.id, 0, "pkplugin: ready\npkplugin: terminated")]
     assert labelled(client, spec.id, running_only=True) == []
     assert runtime.is_running(spec.id) is False
 
@@ -273,7 +274,7 @@ def test_stop_sends_sigkill_after_the_grace_period(
     spec = make_spec(entrypoint=("/bin/busybox", "sleep", "600"))
     runtime.start(spec, exits)
     runtime.stop(spec.id, grace=0.5)
-    assert [(e.id, e.exit_code) for e in exits.seen] == [(spec.id, -9)]
+    assert [(e.id, e.exit_code) for e in exits.wait()] == [(spec.id, -9)]
 
 
 def test_stop_of_a_plugin_not_running_is_a_no_op(runtime: DockerRuntime) -> None:
@@ -392,7 +393,7 @@ def test_discard_removes_containers_and_images(
     runtime.discard(spec.id)
     assert labelled(client, spec.id) == []
     assert client.api.images(filters={"label": f"{LABEL_ID}={spec.id}"}) == []
-    assert [(e.id, e.exit_code) for e in exits.seen] == [(spec.id, -9)]
+    assert [(e.id, e.exit_code) for e in exits.wait()] == [(spec.id, -9)]
 
 
 def test_cleanup_removes_only_unknown_plugins_of_its_root(
