@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from _manager_helpers import Env, Legacy, write_plugin_dir
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pluginkit import (
     ErrDisabled,
@@ -796,3 +798,33 @@ def test_the_default_runtime_is_docker(env: Env) -> None:
 
     m = env.manager(runtime=None)
     assert isinstance(m.runtime, DockerRuntime)
+
+
+_SET_ARGS = st.lists(
+    st.one_of(
+        st.sampled_from(
+            ["DEBUG=1", "DEBUG", "data.source=/x", "data=/y", "args=-a -b", "=", "=v", "nope=1"]
+        ),
+        st.text(max_size=20),
+    ),
+    max_size=4,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(args=_SET_ARGS)
+def test_set_is_all_or_nothing_for_any_arguments(env: Env, args: list[str]) -> None:
+    """Any batch of set arguments either applies and persists, or changes nothing at all."""
+    if not env.managers:
+        env.manager().create("foo", env.plugin_dir(**SETTABLE))
+    m = env.managers[0]
+    before = m.inspect("foo")
+    try:
+        m.set("foo", args)
+    except InvalidConfigError:
+        assert m.inspect("foo") == before
+    record = json.loads((env.root / "plugins" / before["Id"] / "plugin.json").read_text())
+    assert record["Settings"] == m.inspect("foo")["Settings"]
+    assert record["Config"] == m.inspect("foo")["Config"]
