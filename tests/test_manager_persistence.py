@@ -27,7 +27,6 @@ from pluginkit import (
     RootInUseError,
 )
 from pluginkit.runtime.process import ProcessRuntime
-from pluginkit.testing import FakeRuntime
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -289,7 +288,6 @@ def test_a_second_manager_on_the_root_is_refused(env: Env) -> None:
 HOLDER = """\
 import sys
 from pluginkit import Manager
-from pluginkit.testing import FakeRuntime
 m = Manager(sys.argv[1], runtime=FakeRuntime(), run_root=sys.argv[2], legacy=None)
 print("ready", flush=True)
 sys.stdin.read()
@@ -322,7 +320,6 @@ import random, sys
 from pathlib import Path
 from _manager_helpers import write_plugin_dir
 from pluginkit import Manager, PluginError
-from pluginkit.testing import FakeRuntime
 
 root, run_root, src = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 env = [{"Name": "DEBUG", "Description": "", "Settable": ["value"], "Value": "0"}]
@@ -470,10 +467,16 @@ def test_stale_work_is_cleaned_at_start(env: Env, monkeypatch: pytest.MonkeyPatc
     assert os.listdir(env.root / "tmp") == []
 
 
-def test_the_default_run_root_is_short(tmp_path: Path) -> None:
-    """Without run_root, sockets go to a short directory that fits 64-hex ids."""
-    fake = FakeRuntime()
-    with Manager(tmp_path / "root", runtime=fake, legacy=None) as m:
-        assert len(os.fsencode(m.run_root)) + 1 + 64 + 1 + 20 <= 107
-        assert _mode(m.run_root) == 0o700
-    fake.shutdown()
+def test_the_default_run_root_is_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without run_root, sockets go to a short directory: /run as root, else XDG or /tmp."""
+    from pluginkit import _manager
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert _manager._default_run_root() == Path("/run/pluginkit")
+    assert _manager._default_root() == Path("/var/lib/pluginkit")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert _manager._default_run_root() == tmp_path / "pluginkit"
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert _manager._default_run_root() == Path(f"/tmp/pluginkit-{os.getuid()}")
+    assert _manager._default_root().name == "pluginkit"
