@@ -288,6 +288,7 @@ def test_a_second_manager_on_the_root_is_refused(env: Env) -> None:
 HOLDER = """\
 import sys
 from pluginkit import Manager
+from pluginkit.testing import FakeRuntime
 m = Manager(sys.argv[1], runtime=FakeRuntime(), run_root=sys.argv[2], legacy=None)
 print("ready", flush=True)
 sys.stdin.read()
@@ -320,6 +321,7 @@ import random, sys
 from pathlib import Path
 from _manager_helpers import write_plugin_dir
 from pluginkit import Manager, PluginError
+from pluginkit.testing import FakeRuntime
 
 root, run_root, src = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 env = [{"Name": "DEBUG", "Description": "", "Settable": ["value"], "Value": "0"}]
