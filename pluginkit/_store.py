@@ -7,7 +7,7 @@ Layout under the root (directories 0700, files 0600)::
     <root>/plugins/<id>/rootfs/        its root filesystem
     <root>/plugins/<id>/runtime/       private state of the runtime (pid files...)
     <root>/plugins/<id>-removing/      a plugin being deleted (finished at next start)
-    <root>/tmp/<random>/               installs being staged
+    <root>/tmp/                        installs being staged, records being written
 
 Every change is made so that a kill at any instant leaves a loadable state:
 ``plugin.json`` is replaced atomically (temp file, fsync, rename, fsync dir);
