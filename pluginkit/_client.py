@@ -596,7 +596,7 @@ class Client:
         status, reader = self._roundtrip_stream(method, body, timeout, retry_timeout)
         if status != 200:
             with reader:
-                data = reader.read(self.max_response_size)
+                data = _read_up_to(reader, self.max_response_size)
             raise _call_error(method, status, data)
         buffered = io.BufferedReader(reader)
         try:
@@ -1105,6 +1105,17 @@ class _BodyReader(io.RawIOBase):
 
 
 # -- helpers ----------------------------------------------------------------
+
+
+def _read_up_to(reader: io.RawIOBase, limit: int) -> bytes:
+    """Read ``reader`` to its end, or to ``limit`` bytes."""
+    data = bytearray()
+    while len(data) < limit:
+        block = reader.read(min(_RECV, limit - len(data)))
+        if not block:
+            break
+        data += block
+    return bytes(data)
 
 
 def _check_timeout(name: str, value: float | None) -> None:
