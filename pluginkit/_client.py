@@ -62,11 +62,18 @@ DEFAULT_MAX_RESPONSE_SIZE: Final = 64 * 1024 * 1024
 _UNIX_HOST: Final = "plugin.moby.localhost"
 _MAX_HEAD: Final = 64 * 1024  # status line + headers
 _RECV: Final = 65536
+_FIRST_RECV: Final = 16384  # most replies are small: do not allocate 64 KiB for each
 _DIAL_TIMEOUT: Final = 10.0  # Docker's (go-connections) dial timeout
 _IDLE_TIMEOUT: Final = 30.0  # Docker's IdleConnTimeout: drop older pooled connections
 _MAX_IDLE: Final = 16
 _UNIX_PATH_MAX: Final = 107
 _BACKOFF_CAP: Final = 30
+
+
+# The module's default encoder/decoder, called directly (json.dumps/loads add
+# argument checks to every call).
+_encode = json.JSONEncoder().encode
+_decode_json = json.JSONDecoder().decode
 
 
 class _Unset:
@@ -527,7 +534,7 @@ class Client:
             PluginTimeoutError: the timeout passed.
             PluginProtocolError: the reply is not HTTP or not JSON, or too large.
         """
-        body = b"" if args is None else json.dumps(args).encode()
+        body = b"" if args is None else _encode(args).encode()
         head, data = self._roundtrip(method, body, timeout, retry_timeout)
         if head.status != 200:
             raise _call_error(method, head.status, data)
@@ -585,11 +592,11 @@ class Client:
             PluginConnectionError: the plugin could not be reached in time.
             PluginTimeoutError: the timeout passed.
         """
-        body = b"" if args is None else json.dumps(args).encode()
+        body = b"" if args is None else _encode(args).encode()
         status, reader = self._roundtrip_stream(method, body, timeout, retry_timeout)
         if status != 200:
             with reader:
-                data = reader.read(self.max_response_size)
+                data = _read_up_to(reader, self.max_response_size)
             raise _call_error(method, status, data)
         buffered = io.BufferedReader(reader)
         try:
@@ -603,7 +610,8 @@ class Client:
         if not data:
             return None
         try:
-            return json.loads(data)
+            # JSON on the wire is UTF-8 (RFC 8259; Go's decoder assumes it too).
+            return _decode_json(data.decode())
         except ValueError as exc:
             raise PluginProtocolError(
                 f"{method}: reply from plugin at {self.addr} is not JSON: {exc}"
@@ -758,7 +766,7 @@ class Client:
                 sock.sendall(request[1])
             if not isinstance(body, bytes):
                 body.send(sock)
-            data = sock.recv(_RECV)
+            data = sock.recv(_FIRST_RECV)
         except TimeoutError:
             sock.close()
             raise self._timeout_error(method, timeout) from None
@@ -1097,6 +1105,17 @@ class _BodyReader(io.RawIOBase):
 
 
 # -- helpers ----------------------------------------------------------------
+
+
+def _read_up_to(reader: io.RawIOBase, limit: int) -> bytes:
+    """Read ``reader`` to its end, or to ``limit`` bytes."""
+    data = bytearray()
+    while len(data) < limit:
+        block = reader.read(min(_RECV, limit - len(data)))
+        if not block:
+            break
+        data += block
+    return bytes(data)
 
 
 def _check_timeout(name: str, value: float | None) -> None:

@@ -595,3 +595,12 @@ def test_get_all_many_plugins(registry: LegacyRegistry, dirs: tuple[Path, Path])
         for server in servers:
             server.__exit__(None, None, None)
     assert [p.name for p in found] == [f"p{i:02}" for i in range(40)]
+
+
+def test_get_all_uses_the_socket_get_would_use(registry: LegacyRegistry, dirs: tuple[Path, Path]):
+    """With both N.sock and N/N.sock, get_all() and get() both use N.sock."""
+    with plugin_server(dirs[0] / "n.sock", "VolumeDriver"), listen(dirs[0] / "n" / "n.sock"):
+        (plugin,) = registry.get_all("VolumeDriver")
+        assert plugin.addr == f"unix://{dirs[0]}/n.sock"
+        registry.close()
+        assert registry.get("n", "VolumeDriver").addr == plugin.addr
