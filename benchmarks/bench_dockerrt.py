@@ -98,9 +98,8 @@ def main() -> int:
                 f"   ratio {a / b:6.2f}   ({ROUNDS} rounds, medians)"
             )
         ratio = statistics.median(ours["both"]) / statistics.median(engine["both"])
-        print(
-            f"    target enable+disable ratio <= {TARGET}: {'met' if ratio <= TARGET else 'NOT met'}"
-        )
+        verdict = "met" if ratio <= TARGET else "NOT met"
+        print(f"    target enable+disable ratio <= {TARGET}: {verdict}")
     finally:
         if manager is not None:
             manager.remove(name, force=True)
