@@ -14,7 +14,8 @@ converter does every conversion, and behaves like the Go decoder Docker uses:
 
 On top of Docker, :func:`parse_config` insists on what a plugin cannot work
 without: at least one ``Interface.Types`` entry, an ``Interface.Socket`` that
-is a plain file name, and a non-empty ``Entrypoint``.
+is a plain file name, a non-empty ``Entrypoint``, and env var names that can
+be written as ``NAME=value``.
 
 :func:`dump_config` produces the ``Config`` object exactly as
 ``docker plugin inspect`` shows it (every key, ``null`` for empty lists and
@@ -640,6 +641,14 @@ def _check_config(cfg: PluginConfig, source: str) -> PluginConfig:
         )
     if not cfg.entrypoint:
         raise _invalid(source, "Entrypoint", 'an entrypoint is required, e.g. ["/bin/plugin"]')
+    for index, env in enumerate(cfg.env):
+        # Settings hold env vars as NAME=value lines: a name must survive that.
+        if not env.name or "=" in env.name or "\0" in env.name:
+            raise _invalid(
+                source,
+                f"Env[{index}].Name",
+                f'must be a non-empty name without "=", got {_show(env.name)}',
+            )
     return cfg
 
 

@@ -28,6 +28,7 @@ reason (``invalid reference format``,
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import NoReturn
@@ -96,6 +97,13 @@ def parse_reference(ref: str) -> Reference:
         raise InvalidReferenceError(
             f"failed to parse reference {ref!r}: expected a string, got {type(ref).__name__}"
         )
+    return _parse(ref)
+
+
+# Lookups normalize the same few names over and over: remember the answers
+# (a Reference is immutable; failures are not cached and are parsed again).
+@functools.lru_cache(maxsize=4096)
+def _parse(ref: str) -> Reference:
     if _PLUGIN_ID_RE.fullmatch(ref):
         _fail(
             ref,

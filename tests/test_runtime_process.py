@@ -16,10 +16,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pluginkit import RuntimeStartError
 from pluginkit.runtime import PluginExit, Runtime, RuntimeSpec
-from pluginkit.runtime.process import ProcessRuntime
+from pluginkit.runtime.process import ProcessRuntime, _parse_stat, _read_stat
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -828,3 +830,28 @@ def test_restore_of_supervised_plugin(runtime: ProcessRuntime, spec: RuntimeSpec
     runtime.stop(spec.id)
     assert new.wait().exit_code == -signal.SIGTERM
     assert old.exits == []
+
+
+# -- /proc parsing --------------------------------------------------------------
+
+
+@given(
+    comm=st.binary(max_size=16).filter(lambda b: b"\0" not in b),
+    state=st.sampled_from("RSDZTtXIP"),
+    start_time=st.integers(min_value=0, max_value=2**63),
+)
+def test_parse_stat_any_command_name(comm: bytes, state: str, start_time: int) -> None:
+    """State and start time are found whatever the command name holds (spaces, parens)."""
+    fields = [state, *[str(n) for n in range(4, 22)], str(start_time), "0", "0"]
+    data = b"1234 (" + comm + b") " + " ".join(fields).encode() + b"\n"
+    stat = _parse_stat(data)
+    assert (stat.state, stat.start_time) == (state, start_time)
+
+
+def test_read_stat_of_this_process() -> None:
+    """Our own stat reads as running, with the start time of field 22."""
+    stat = _read_stat(os.getpid())
+    assert stat is not None
+    assert stat.state in "RS"
+    fields = Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()
+    assert stat.start_time == int(fields[19])

@@ -1,5 +1,5 @@
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pluginkit import Device, EnvVar, InvalidConfigError, Mount, Privilege, Settings
@@ -16,6 +16,9 @@ from pluginkit._config import (
     parse_config,
     privileges_equal,
 )
+
+# Timing is not under test, and the machines running the suite are shared.
+relaxed = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 CONFIG = PluginConfig(
     interface=Interface(types=(), socket="p.sock"),
@@ -284,6 +287,7 @@ _arg = st.text(st.characters(codec="utf-8"), max_size=20) | st.builds(
 )
 
 
+@relaxed
 @given(st.lists(_arg, max_size=5))
 def test_any_set_arguments_apply_or_raise_invalid_config(args):
     """Any argument list either applies or raises InvalidConfigError, never anything else."""
@@ -298,6 +302,19 @@ def test_any_set_arguments_apply_or_raise_invalid_config(args):
     assert field is not None
 
 
+@relaxed
+@given(st.lists(_arg, max_size=6))
+def test_config_and_settings_mounts_stay_equal(args):
+    """After any successful batch, Settings.Mounts/Devices equal Config.Mounts/Linux.Devices."""
+    try:
+        cfg, settings = apply_set(CONFIG, SETTINGS, args)
+    except InvalidConfigError:
+        cfg, settings = CONFIG, SETTINGS
+    assert settings.mounts == cfg.mounts
+    assert settings.devices == cfg.linux.devices
+
+
+@relaxed
 @given(st.text(st.characters(codec="utf-8")))
 def test_any_env_value_is_set_verbatim(value):
     """Whatever the value (with '=', '.', spaces), NAME=value is stored verbatim."""
@@ -305,6 +322,7 @@ def test_any_env_value_is_set_verbatim(value):
     assert settings.env[0] == f"DEBUG={value}"
 
 
+@relaxed
 @given(st.lists(st.text(st.characters(codec="utf-8", blacklist_characters=" ")), min_size=1))
 def test_args_value_split_round_trip(words):
     """args=<words joined by spaces> gives back the words."""
@@ -360,6 +378,7 @@ def test_validate_privileges(required, granted, expected):
     assert privileges_equal(granted, required) is expected
 
 
+@relaxed
 @given(
     st.lists(
         st.builds(

@@ -800,8 +800,14 @@ def _read_stat(pid: int) -> _Stat | None:
             data = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
+    return _parse_stat(data)
+
+
+def _parse_stat(data: bytes) -> _Stat:
+    """Parse the content of ``/proc/<pid>/stat``."""
     # The command name (field 2) is in parentheses and may itself contain
-    # spaces and parentheses: the fields that follow start after the last ')'.
+    # spaces, parentheses and newlines: the fields that follow start after
+    # the last ')'.
     fields = data[data.rindex(b")") + 2 :].split()
     return _Stat(state=fields[0].decode(), start_time=int(fields[19]))
 
