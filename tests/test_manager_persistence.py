@@ -274,6 +274,27 @@ def test_shutdown_stops_real_processes_without_live_restore(short_tmp: Path) -> 
         env.close()
 
 
+def test_a_killed_plugin_process_is_restarted(short_tmp: Path) -> None:
+    """ProcessRuntime: SIGKILL of the plugin process gives exit + restart and a new process."""
+    from pluginkit import RestartPolicy
+
+    env = Env(short_tmp, ProcessRuntime())
+    try:
+        m = env.manager(restart_policy=RestartPolicy(initial_delay=0.01))
+        p = m.create("proc", _process_plugin_dir(short_tmp / "ctx"))
+        m.enable("proc", timeout=20)
+        pid = _pid(env, p.id)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: "restart" in env.actions(), timeout=20)
+        new_pid = _pid(env, p.id)
+        assert new_pid != pid
+        assert _alive(new_pid)
+        assert env.actions() == ["create", "enable", "exit", "restart"]
+        assert m.lookup_with_capability("proc", "volumedriver") is p
+    finally:
+        env.close()
+
+
 # -- the root lock --------------------------------------------------------------
 
 
