@@ -1390,13 +1390,28 @@ def _name_from_source(path: Path) -> str:
 
 
 def _find_context(extracted: Path, archive: Path) -> Path:
-    """Find the plugin directory in an extracted archive: its top or its only sub-directory."""
-    if (extracted / "config.json").exists():
-        return extracted
-    children = [c for c in extracted.iterdir() if c.is_dir() and not c.is_symlink()]
-    if len(children) == 1 and (children[0] / "config.json").exists():
-        return children[0]
-    raise InvalidConfigError(f"config not found in archive {archive}", path=os.fspath(archive))
+    """Find the plugin directory in an extracted archive: its top or its only sub-directory.
+
+    Its ``config.json`` and ``rootfs`` must resolve inside the extraction:
+    links checked one by one can still combine into a way out (a relative
+    link through an absolute one under ``rootfs/``).
+    """
+    context = extracted
+    if not (extracted / "config.json").exists():
+        children = [c for c in extracted.iterdir() if c.is_dir() and not c.is_symlink()]
+        if len(children) != 1 or not (children[0] / "config.json").exists():
+            raise InvalidConfigError(
+                f"config not found in archive {archive}", path=os.fspath(archive)
+            )
+        context = children[0]
+    real_top = os.path.realpath(extracted)
+    for name in ("config.json", "rootfs"):
+        real = os.path.realpath(context / name)
+        if real != real_top and not real.startswith(real_top + os.sep):
+            raise InvalidConfigError(
+                f"{name} in archive {archive} resolves outside it", path=os.fspath(archive)
+            )
+    return context
 
 
 def _copy_tree(context: Path, dest: Path) -> None:
@@ -1487,11 +1502,8 @@ def _safe_extract(archive: Path, dest: Path) -> None:
                 if link.startswith("/"):
                     if parts[0] != "rootfs":
                         raise refuse(member, "absolute symlink outside rootfs/")
-                else:
-                    resolved = os.path.normpath(os.path.join("/", *parts[:-1], link))
-                    floor = "/rootfs" if parts[0] == "rootfs" else "/"
-                    if not (resolved == floor or resolved.startswith(floor.rstrip("/") + "/")):
-                        raise refuse(member, f"symlink to {link!r} points outside the archive")
+                elif not _link_stays_inside(parts, link):
+                    raise refuse(member, f"symlink to {link!r} points outside the archive")
                 os.symlink(link, target)
             elif member.islnk():
                 link_parts = _member_parts(member.linkname)
@@ -1508,6 +1520,27 @@ def _safe_extract(archive: Path, dest: Path) -> None:
                 os.link(real_source, target)
             else:
                 raise refuse(member, "device files, fifos and other special files are not allowed")
+
+
+def _link_stays_inside(parts: tuple[str, ...], link: str) -> bool:
+    """Tell whether a relative symlink at member ``parts`` resolves inside its floor.
+
+    The floor is ``rootfs/`` for links under it, else the archive's top. The
+    components are walked one by one: ``normpath`` would clamp ``/..`` to
+    ``/`` and let ``../../../etc/passwd`` at the top look inside.
+    """
+    floor = 1 if parts[0] == "rootfs" else 0
+    depth = list(parts[:-1])
+    for component in link.split("/"):
+        if component in ("", "."):
+            continue
+        if component == "..":
+            if len(depth) <= floor:
+                return False
+            depth.pop()
+        else:
+            depth.append(component)
+    return True
 
 
 def _member_parts(name: str) -> tuple[str, ...] | None:

@@ -828,3 +828,45 @@ def test_set_is_all_or_nothing_for_any_arguments(env: Env, args: list[str]) -> N
     record = json.loads((env.root / "plugins" / before["Id"] / "plugin.json").read_text())
     assert record["Settings"] == m.inspect("foo")["Settings"]
     assert record["Config"] == m.inspect("foo")["Config"]
+
+
+def test_install_refuses_a_top_level_symlink_climbing_out(env: Env, m: Manager) -> None:
+    """A config.json symlink with more '..' than the archive is deep is refused, not followed."""
+    outside = env.plugin_dir("outside")  # a valid plugin directory outside the archive
+    climb = "../" * 30 + os.fspath(outside / "config.json").lstrip("/")
+    archive = _tar(
+        env.tmp / "bad.tar.gz",
+        [
+            (_member("config.json", tarfile.SYMTYPE, linkname=climb), None),
+            (_member("rootfs", tarfile.DIRTYPE), None),
+        ],
+    )
+    with pytest.raises(
+        InvalidConfigError,
+        match=rf"^unsafe member 'config.json' in .*: symlink to {re.escape(repr(climb))} "
+        "points outside the archive$",
+    ):
+        m.install(archive, name="bad")
+    assert m.list() == []
+    assert list((env.root / "tmp").iterdir()) == []
+
+
+def test_install_refuses_a_config_reached_through_an_absolute_rootfs_link(
+    env: Env, m: Manager
+) -> None:
+    """config.json linked through rootfs/abs -> /outside resolves out of the archive: refused."""
+    outside = env.plugin_dir("outside")
+    archive = _tar(
+        env.tmp / "bad.tar.gz",
+        [
+            (_member("rootfs", tarfile.DIRTYPE), None),
+            (_member("rootfs/abs", tarfile.SYMTYPE, linkname=os.fspath(outside)), None),
+            (_member("config.json", tarfile.SYMTYPE, linkname="rootfs/abs/config.json"), None),
+        ],
+    )
+    with pytest.raises(
+        InvalidConfigError, match=r"^config.json in archive .*bad.tar.gz resolves outside it$"
+    ):
+        m.install(archive, name="bad")
+    assert m.list() == []
+    assert list((env.root / "tmp").iterdir()) == []
