@@ -239,7 +239,6 @@ class Manager:
         self._snap: Mapping[str, _Hit] = {}
         self._by_cap: Mapping[str, tuple[Plugin, ...]] = {}
         self._closing = False
-        self._closed = False
 
         self._store = Store(self._root)
         self._store.open()
@@ -567,6 +566,8 @@ class Manager:
         if entry.restart_timer is not None:
             entry.restart_timer.cancel()
             entry.restart_timer = None
+        if entry.running:
+            self._publish_locked()  # a plugin about to stop is not looked up any more
 
     # -- remove / set -------------------------------------------------------
 
@@ -1155,20 +1156,14 @@ class Manager:
                 return
             self._closing = True
             entries = list(self._entries.values())
+            to_stop = []
+            self._publish_locked()
             for entry in entries:
-                entry.restart_token += 1
-                if entry.restart_timer is not None:
-                    entry.restart_timer.cancel()
-                    entry.restart_timer = None
-        to_stop = []
-        for entry in entries:
-            if self.live_restore and entry.enabled:
-                continue
-            with self._lock:
-                entry.want_running = False
-                busy = entry.run is not None or entry.running
-            if busy:
-                to_stop.append(entry)
+                self._stand_down_locked(entry)
+                if self.live_restore and entry.enabled:
+                    continue  # left running for the next manager
+                if entry.run is not None or entry.running:
+                    to_stop.append(entry)
 
         def stop(entry: _Entry) -> None:
             with entry.op_lock:
@@ -1186,10 +1181,6 @@ class Manager:
             log.exception("runtime close failed")
         for entry in entries:
             entry.plugin._drop_client()
-        with self._lock:
-            self._snap = {}
-            self._by_cap = {}
-            self._closed = True
         self._store.close()
 
     # -- helpers ------------------------------------------------------------
@@ -1233,11 +1224,16 @@ class Manager:
 
     def _publish_locked(self) -> None:
         """Rebuild the lookup snapshot (called with ``_lock`` held after any change)."""
+        if self._closing:
+            self._snap, self._by_cap = {}, {}  # shutting down: nothing is looked up
+            return
         snap: dict[str, _Hit] = {}
         ids: list[_Hit] = []
         by_cap: dict[str, list[Plugin]] = {}
         for entry in self._entries.values():
-            if entry.running:
+            # Only a plugin that runs and is meant to: once disable, remove or
+            # shutdown decides to stop one, lookups (and use()) refuse it.
+            if entry.running and entry.want_running:
                 state = _RUNNING
                 for cap in entry.plugin.capabilities:
                     by_cap.setdefault(cap, []).append(entry.plugin)

@@ -222,3 +222,49 @@ def test_lookup_of_a_removed_plugin_is_not_found(env: Env) -> None:
     m.remove("foo", force=True)
     with pytest.raises(ErrNotFound):
         m.lookup_with_capability("foo", "volumedriver")
+
+
+class _SlowStopRuntime(FakeRuntime):
+    """A FakeRuntime whose stop() blocks until released, like a plugin slow to exit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopping = threading.Event()
+        self.release = threading.Event()
+
+    def stop(self, plugin_id: str, *, grace: float = 10.0) -> None:
+        self.stopping.set()
+        self.release.wait(10)
+        super().stop(plugin_id, grace=grace)
+
+
+@pytest.mark.timeout(30)
+def test_a_plugin_being_disabled_is_no_longer_looked_up(short_tmp: Path) -> None:
+    """While disable() waits for the plugin to exit, lookups, use() and find no longer return it."""
+    runtime = _SlowStopRuntime()
+    env = Env(short_tmp, runtime)
+    try:
+        m = env.manager()
+        p = m.create("foo", env.plugin_dir())
+        m.enable("foo")
+        disabler = threading.Thread(target=m.disable, args=("foo",))
+        disabler.start()
+        try:
+            assert runtime.stopping.wait(10)
+            with pytest.raises(ErrDisabled, match=r'^plugin "foo" found but not running$'):
+                m.lookup_with_capability("foo", "volumedriver")
+            with (
+                pytest.raises(ErrDisabled, match=r'^plugin "foo" found but not running$'),
+                m.use("foo", "volumedriver"),
+            ):
+                pass
+            assert m.find_with_capability("volumedriver") == []
+        finally:
+            runtime.release.set()
+            disabler.join(10)
+        assert not disabler.is_alive()
+        assert p.enabled is False
+        assert p.refcount == 0
+        assert env.actions() == ["create", "enable", "disable"]
+    finally:
+        env.close()
