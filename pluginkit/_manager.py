@@ -683,6 +683,7 @@ class Manager:
             enabled: keep only enabled (``True``) or disabled (``False``) ones.
         """
         with self._lock:
+            self._check_open_locked()
             entries = list(self._entries.values())
         cap = capability.lower() if capability is not None else None
         found = [
@@ -725,6 +726,7 @@ class Manager:
 
     def find_with_capability(self, capability: str) -> builtins.list[Plugin]:
         """Every running managed plugin with ``capability``, then the legacy ones."""
+        self._check_open_locked()  # reading one flag needs no lock
         found = list(self._by_cap.get(capability.lower(), ()))
         legacy = self.legacy
         if legacy is not None:
@@ -768,6 +770,7 @@ class Manager:
         """
         cap = capability.lower()
         with self._lock:
+            self._check_open_locked()
             self._handlers.setdefault(cap, []).append(callback)
             running = list(self._by_cap.get(cap, ()))
         legacy = self.legacy
@@ -777,7 +780,12 @@ class Manager:
             _call_handler(callback, plugin)
 
     def _slow_hit(self, name: str) -> _Hit | None:
-        """Resolve what the snapshot has no key for: other spellings, id prefixes."""
+        """Resolve what the snapshot has no key for: other spellings, id prefixes.
+
+        A shut-down manager's snapshot is empty, so every lookup ends up here
+        and is refused instead of falling back to the legacy registry.
+        """
+        self._check_open_locked()  # reading one flag needs no lock
         try:
             key = normalize_name(name)
         except InvalidReferenceError:
@@ -1149,7 +1157,9 @@ class Manager:
         """Stop every plugin (or leave them running with ``live_restore``) and release the root.
 
         Plugins stopped here keep their enabled flag and are started again by
-        the next manager on this root. Idempotent.
+        the next manager on this root. Idempotent. From the moment it starts,
+        every other method (lookups included, legacy fallback too) raises
+        :class:`~pluginkit.PluginError` ``the plugin manager is shut down``.
         """
         with self._lock:
             if self._closing:

@@ -720,6 +720,54 @@ def test_a_shut_down_manager_refuses_operations(env: Env, m: Manager) -> None:
         m.create("foo", env.plugin_dir())
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.lookup_with_capability("foo", "volumedriver"),
+        lambda m: m.lookup_with_capability("old", "volumedriver"),
+        lambda m: m.find_with_capability("volumedriver"),
+        lambda m: m.use("foo", "volumedriver").__enter__(),
+        lambda m: m.use("old", "volumedriver").__enter__(),
+        lambda m: m.list(),
+        lambda m: m.handle("volumedriver", lambda name, client: None),
+        lambda m: m.get("foo"),
+        lambda m: m.inspect("foo"),
+        lambda m: m.privileges("foo"),
+        lambda m: m.enable("foo"),
+        lambda m: m.disable("foo"),
+        lambda m: m.set("foo", ["DEBUG=1"]),
+        lambda m: m.remove("foo", force=True),
+    ],
+    ids=[
+        "lookup",
+        "lookup-legacy",
+        "find",
+        "use",
+        "use-legacy",
+        "list",
+        "handle",
+        "get",
+        "inspect",
+        "privileges",
+        "enable",
+        "disable",
+        "set",
+        "remove",
+    ],
+)
+def test_a_shut_down_manager_refuses_lookups_and_queries(env: Env, call: Any) -> None:
+    """After shutdown() every query and lookup fails clearly instead of answering stale data."""
+    legacy = Legacy({"old": Plugin("old", "unix:///x.sock", capabilities=("VolumeDriver",))})
+    m = env.manager(legacy=legacy)
+    m.create("foo", env.plugin_dir())
+    m.enable("foo")
+    m.shutdown()
+    with pytest.raises(PluginError, match=r"^the plugin manager is shut down$"):
+        call(m)
+    assert legacy.asked == []
+    assert legacy.handlers == []
+
+
 def test_context_manager_shuts_down(env: Env) -> None:
     """Leaving a with block stops enabled plugins and releases the root."""
     with env.manager() as m:
