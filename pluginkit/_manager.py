@@ -34,7 +34,7 @@ import stat
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -360,6 +360,8 @@ class Manager:
             PrivilegesNotGrantedError: ``incorrect privileges``, naming the
                 missing ones.
             PluginExistsError: the name is taken.
+            TypeError: ``grant`` is not one of the above, or a list entry is
+                not a :class:`~pluginkit.Privilege`.
         """
         path = Path(source)
         if not path.exists():
@@ -1352,7 +1354,16 @@ def _check_grant(required: list[Privilege], grant: Grant) -> None:
         if grant(list(required)):
             return
         raise PrivilegesNotGrantedError(f"incorrect privileges: not granted: {_describe(required)}")
-    granted = [] if grant is None or grant is False else list(grant)
+    given: object = grant  # what callers really pass, whatever the annotation says
+    if given is None or given is False:
+        granted: list[Privilege] = []
+    elif isinstance(given, (str, bytes)) or not isinstance(given, Iterable):
+        raise TypeError(f"grant must be True, a list of Privilege or a callable, not {given!r}")
+    else:
+        granted = list(given)
+    for index, privilege in enumerate(granted):
+        if not isinstance(privilege, Privilege):
+            raise TypeError(f"grant[{index}] must be a Privilege, not {privilege!r}")
     if privileges_equal(required, granted):
         return
     have = [_privilege_key(g) for g in granted]

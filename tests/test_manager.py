@@ -588,6 +588,23 @@ def test_install_with_grant_true_and_callables(env: Env, m: Manager) -> None:
     assert [p.name for p in m.list()] == ["bar:latest", "foo:latest"]
 
 
+def test_install_refuses_a_grant_of_the_wrong_type(env: Env, m: Manager) -> None:
+    """A grant that is a string, or holds something else than Privilege objects, is a TypeError."""
+    ctx = env.plugin_dir(Network={"Type": "host"})
+    with pytest.raises(
+        TypeError,
+        match=r"^grant must be True, a list of Privilege or a callable, not 'network'$",
+    ):
+        m.install(ctx, name="foo", grant="network")  # type: ignore[arg-type]
+    docker_json = {"Name": "network", "Description": "", "Value": ["host"]}
+    with pytest.raises(
+        TypeError,
+        match=r"^grant\[0\] must be a Privilege, not \{'Name': 'network', ",
+    ):
+        m.install(ctx, name="foo", grant=[docker_json])  # type: ignore[list-item]
+    assert m.list() == []
+
+
 def test_install_of_an_unprivileged_plugin_needs_no_grant(env: Env, m: Manager) -> None:
     """A plugin that needs no privileges installs without grant; the name comes from the dir."""
     p = m.install(env.plugin_dir("my-plugin"))
