@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -93,6 +93,7 @@ SOCKET_PATH_MAX = 107
 """Longest unix socket path Linux accepts (``sun_path`` is 108 bytes with the NUL)."""
 
 _RECORD_VERSION = 1
+_T = TypeVar("_T")
 _POLL_FIRST = 0.001
 _POLL_MAX = 0.05
 
@@ -1083,7 +1084,7 @@ class Manager:
         source = os.path.join(self._store.plugins_str, plugin_id, "plugin.json")
         if record.get("Id") != plugin_id:
             raise ValueError(f"{source}: Id {record.get('Id')!r} does not match the directory")
-        name = normalize_name(_require_str(record, "Name", source))
+        name = normalize_name(_record_field(record, "Name", str, None, "a string", source))
         config = parse_config(record["Config"], source=source)
         settings = parse_settings(record["Settings"], source=source)
         entry = self._new_entry(
@@ -1091,14 +1092,17 @@ class Manager:
             name,
             config,
             settings,
-            str(record.get("PluginReference", name)),
-            str(record.get("Created", "")),
+            _record_field(record, "PluginReference", str, name, "a string", source),
+            _record_field(record, "Created", str, "", "a string", source),
         )
-        entry.enabled = bool(record.get("Enabled", False))
+        entry.enabled = _record_field(record, "Enabled", bool, False, "true or false", source)
         entry.plugin.enabled = entry.enabled
-        timeout = record.get("EnableTimeout", 30.0)
-        if isinstance(timeout, (int, float)) and timeout > 0:
-            entry.timeout = float(timeout)
+        timeout = _record_field(record, "EnableTimeout", float, 30.0, "a number > 0", source)
+        if not timeout > 0:
+            raise ValueError(
+                f"{source}: EnableTimeout must be a number > 0, got {record['EnableTimeout']!r}"
+            )
+        entry.timeout = timeout
         return entry
 
     def _restore_all(self) -> None:
@@ -1331,10 +1335,20 @@ def _call_handler(callback: Callable[[str, Client], None], plugin: Plugin) -> No
         log.exception("handler %r failed for plugin %s", callback, plugin.name)
 
 
-def _require_str(record: Mapping[str, Any], key: str, source: str) -> str:
+def _record_field(
+    record: Mapping[str, Any], key: str, kind: type[_T], default: _T | None, what: str, source: str
+) -> _T:
+    """Return ``record[key]`` if it is a ``kind`` (``default`` when absent), else raise.
+
+    JSON booleans are not numbers here, and integers are floats.
+    """
+    if key not in record and default is not None:
+        return default
     value = record.get(key)
-    if not isinstance(value, str):
-        raise ValueError(f"{source}: {key} must be a string, got {value!r}")
+    if kind is float and type(value) is int:
+        value = float(value)
+    if type(value) is not kind:
+        raise ValueError(f"{source}: {key} must be {what}, got {value!r}")
     return value
 
 

@@ -126,6 +126,39 @@ def test_an_unreadable_plugin_is_skipped(env: Env, caplog: pytest.LogCaptureFixt
     )
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("Enabled", "false", "Enabled must be true or false, got 'false'"),
+        ("Enabled", 1, "Enabled must be true or false, got 1"),
+        ("PluginReference", ["x"], "PluginReference must be a string, got ['x']"),
+        ("Created", 12, "Created must be a string, got 12"),
+        ("EnableTimeout", True, "EnableTimeout must be a number > 0, got True"),
+        ("EnableTimeout", -1, "EnableTimeout must be a number > 0, got -1"),
+    ],
+)
+def test_a_record_with_a_field_of_the_wrong_type_is_skipped(
+    env: Env, caplog: pytest.LogCaptureFixture, field: str, value: object, why: str
+) -> None:
+    """A record field of the wrong type skips that plugin with a log naming file and field."""
+    caplog.set_level(logging.WARNING, "pluginkit.manager")
+    m = env.manager()
+    a = m.create("a", env.plugin_dir("a"))
+    m.create("b", env.plugin_dir("b"))
+    m.shutdown()
+    env.managers.remove(m)
+    record = env.root / "plugins" / str(a.id) / "plugin.json"
+    data = json.loads(record.read_text())
+    data[field] = value
+    record.write_text(json.dumps(data))
+    m2 = env.manager()
+    assert [p.name for p in m2.list()] == ["b:latest"]
+    assert env.runtime.running() == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"error loading plugin {a.id}, skipping: {record}: {why}"
+    ]
+
+
 def test_a_record_under_the_wrong_directory_is_skipped(env: Env) -> None:
     """A record whose Id is not its directory's name is not loaded."""
     m = env.manager()
