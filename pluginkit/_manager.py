@@ -717,7 +717,8 @@ class Manager:
         """
         hit = self._snap.get(name)
         if hit is None:
-            hit = self._slow_hit(name)
+            with self._lock:
+                hit = self._slow_hit_locked(name)
             if hit is None:
                 return self._legacy_get(name, capability)
         plugin, caps, state, _ = hit
@@ -745,7 +746,7 @@ class Manager:
         Legacy plugins are not counted.
         """
         with self._lock:
-            hit = self._snap.get(name) or self._slow_hit(name)
+            hit = self._snap.get(name) or self._slow_hit_locked(name)
             if hit is not None:
                 plugin, caps, state, entry = hit
                 if state != _RUNNING:
@@ -782,29 +783,14 @@ class Manager:
         for plugin in running:
             _call_handler(callback, plugin)
 
-    def _slow_hit(self, name: str) -> _Hit | None:
+    def _slow_hit_locked(self, name: str) -> _Hit | None:
         """Resolve what the snapshot has no key for: other spellings, id prefixes.
 
         A shut-down manager's snapshot is empty, so every lookup ends up here
         and is refused instead of falling back to the legacy registry.
         """
-        self._check_open_locked()  # reading one flag needs no lock
-        try:
-            key = normalize_name(name)
-        except InvalidReferenceError:
-            key = None
-        snap = self._snap
-        if key is not None and key in snap:
-            return snap[key]
-        if name and len(name) < 64 and all(c in "0123456789abcdef" for c in name):
-            matches = {
-                h[3].id: h for k, h in snap.items() if k.startswith(name) and is_plugin_id(k)
-            }
-            if len(matches) > 1:
-                raise InvalidReferenceError(f'multiple plugins found for "{name}"')
-            if matches:
-                return next(iter(matches.values()))
-        return None
+        entry = self._find_locked(name)
+        return None if entry is None else self._snap[entry.id]
 
     def _legacy_get(self, name: str, capability: str) -> Plugin:
         legacy = self.legacy
@@ -813,26 +799,38 @@ class Manager:
         return legacy.get(name, capability)
 
     def _resolve(self, ref: str) -> _Entry:
-        """Docker's ``resolvePluginID``: id, then name (``:latest`` added), then id prefix."""
+        """Return the entry ``ref`` names, else raise :class:`ErrNotFound`."""
         with self._lock:
-            self._check_open_locked()
-            if is_plugin_id(ref):
-                if ref in self._entries:
-                    return self._entries[ref]
-                raise ErrNotFound(ref)
-            try:
-                full = normalize_name(ref)
-            except InvalidReferenceError:
-                raise ErrNotFound(ref) from None
-            if full in self._names:
-                return self._entries[self._names[full]]
-            if ref and all(c in "0123456789abcdef" for c in ref):
-                matches = [e for i, e in self._entries.items() if i.startswith(ref)]
-                if len(matches) > 1:
-                    raise InvalidReferenceError(f'multiple plugins found for "{ref}"')
-                if matches:
-                    return matches[0]
+            entry = self._find_locked(ref)
+        if entry is None:
             raise ErrNotFound(ref)
+        return entry
+
+    def _find_locked(self, ref: str) -> _Entry | None:
+        """Docker's ``resolvePluginID``: exact id, name (``:latest`` added), unique id prefix.
+
+        Returns ``None`` when nothing matches. A 64-hex string is only ever an
+        id, and a prefix only ever matches ids.
+
+        Raises:
+            InvalidReferenceError: ``multiple plugins found for "PREFIX"``.
+        """
+        self._check_open_locked()
+        if is_plugin_id(ref):
+            return self._entries.get(ref)
+        try:
+            full = normalize_name(ref)
+        except InvalidReferenceError:
+            return None
+        if full in self._names:
+            return self._entries[self._names[full]]
+        if ref and all(c in "0123456789abcdef" for c in ref):
+            matches = [e for i, e in self._entries.items() if i.startswith(ref)]
+            if len(matches) > 1:
+                raise InvalidReferenceError(f'multiple plugins found for "{ref}"')
+            if matches:
+                return matches[0]
+        return None
 
     # -- starting and stopping ---------------------------------------------
 
@@ -1244,7 +1242,6 @@ class Manager:
             self._snap, self._by_cap = {}, {}  # shutting down: nothing is looked up
             return
         snap: dict[str, _Hit] = {}
-        ids: list[_Hit] = []
         by_cap: dict[str, list[Plugin]] = {}
         for entry in self._entries.values():
             # Only a plugin that runs and is meant to: once disable, remove or
@@ -1259,11 +1256,10 @@ class Manager:
                 state = _DISABLED
             hit = (entry.plugin, frozenset(entry.plugin.capabilities), state, entry)
             snap[entry.name] = hit
-            if entry.name.endswith(":latest"):
-                snap[entry.name[: -len(":latest")]] = hit
-            ids.append(hit)
-        for hit in ids:  # a full id wins over a name that looks like one, as in Docker
-            snap[hit[3].id] = hit
+            short = entry.name[: -len(":latest")]
+            if entry.name.endswith(":latest") and not is_plugin_id(short):
+                snap[short] = hit  # a 64-hex string is only ever an id, as in Docker
+            snap[entry.id] = hit
         self._snap = snap
         self._by_cap = {cap: tuple(plugins) for cap, plugins in by_cap.items()}
 

@@ -173,6 +173,25 @@ def test_get_by_name_tag_id_and_prefix(env: Env, m: Manager) -> None:
     assert m.get(p.id[:5]) is p
 
 
+def test_lookups_resolve_a_hex_looking_name_like_get(env: Env, m: Manager) -> None:
+    """A 64-hex string is only ever an id and a prefix matches ids only, in lookups as in get()."""
+    hex_name = "ab" * 32
+    p = m.create(f"{hex_name}:latest", env.plugin_dir())
+    m.enable(f"{hex_name}:latest")
+    assert p.id is not None
+    assert not p.id.startswith(hex_name[:8])
+    assert m.lookup_with_capability(f"{hex_name}:latest", "volumedriver") is p
+    for ref in (hex_name, hex_name[:8]):
+        with pytest.raises(ErrNotFound, match=rf'^plugin "{ref}" not found$'):
+            m.get(ref)
+        with pytest.raises(ErrNotFound, match=rf'^plugin "{ref}" not found$'):
+            m.lookup_with_capability(ref, "volumedriver")
+        with pytest.raises(ErrNotFound, match=rf'^plugin "{ref}" not found$'):
+            m.use(ref, "volumedriver").__enter__()
+    assert p.refcount == 0
+    assert m.lookup_with_capability(p.id[:6], "volumedriver") is p
+
+
 def test_get_unknown_gives_docker_not_found(m: Manager) -> None:
     """An unknown name fails with plugin "NAME" not found."""
     with pytest.raises(ErrNotFound, match=r'^plugin "nope" not found$'):
