@@ -124,8 +124,10 @@ def test_remove_force_during_a_slow_enable(env: Env) -> None:
     assert not (env.root / "plugins" / str(p.id)).exists()
 
 
-def test_lookups_race_enable_and_disable(env: Env) -> None:
-    """8 threads looking up while another toggles the plugin see only the plugin or ErrDisabled."""
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["lookup", "use"])
+def test_lookups_race_enable_and_disable(env: Env, how: str) -> None:
+    """8 threads looking up (or using) while another toggles the plugin see it or ErrDisabled."""
     m: Manager = env.manager()
     p = m.create("foo", env.plugin_dir())
     stop = threading.Event()
@@ -133,12 +135,21 @@ def test_lookups_race_enable_and_disable(env: Env) -> None:
     counts = {"found": 0, "disabled": 0}
     lock = threading.Lock()
 
+    def look_once() -> None:
+        if how == "use":
+            with m.use("foo", "volumedriver") as got:
+                assert got is p
+                assert p.refcount >= 1
+            return
+        assert m.lookup_with_capability("foo:latest", "VolumeDriver") is p
+        assert m.get("foo") is p
+        assert m.find_with_capability("volumedriver") in ([], [p])
+
     def look() -> None:
         found = disabled = 0
         while not stop.is_set():
             try:
-                got = m.lookup_with_capability("foo", "volumedriver")
-                assert got is p
+                look_once()
                 found += 1
             except ErrDisabled:
                 disabled += 1
@@ -156,7 +167,7 @@ def test_lookups_race_enable_and_disable(env: Env) -> None:
     try:
         for _ in range(20):
             m.enable("foo")
-            m.disable("foo")
+            m.disable("foo", force=how == "use")
     finally:
         stop.set()
         for t in threads:
@@ -164,6 +175,8 @@ def test_lookups_race_enable_and_disable(env: Env) -> None:
     assert not any(t.is_alive() for t in threads)
     assert unexpected == []
     assert counts["disabled"] > 0
+    assert p.refcount == 0
+    assert env.actions() == ["create"] + ["enable", "disable"] * 20
 
 
 def test_operations_on_many_plugins_from_many_threads(env: Env) -> None:

@@ -472,6 +472,52 @@ def test_names_never_escape_the_root(env: Env, name: str) -> None:
     assert os.listdir(env.root / "plugins") == []
 
 
+def _id_attacks() -> st.SearchStrategy[tuple[int, str, str]]:
+    """(cut, before, after): the plugin's id cut at ``cut`` and wrapped in traversal text."""
+    wrap = st.sampled_from(
+        ["", "../", "/", "./", "..", "/..", "%2e%2e/", "\x00", "\n", " ", "-removing", "/rootfs"]
+    )
+    return st.tuples(st.integers(0, 64), wrap | st.text(max_size=6), wrap | st.text(max_size=6))
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(attack=_id_attacks())
+def test_ids_never_escape_the_root(env: Env, attack: tuple[int, str, str]) -> None:
+    """An id wrapped in traversal text finds the plugin only when it is a prefix; never a path."""
+    if not env.managers:
+        m = env.manager()
+        m.create("victim", env.plugin_dir())
+        m.enable("victim")
+    m = env.managers[0]
+    p = m.get("victim")
+    assert p.id is not None
+    cut, before, after = attack
+    ref = before + p.id[:cut] + after
+    listing = sorted(os.listdir(env.root / "plugins"))
+    if ref and p.id.startswith(ref):
+        assert m.get(ref) is p
+        assert m.lookup_with_capability(ref, "volumedriver") is p
+        return
+    for op in (
+        m.get,
+        m.inspect,
+        m.enable,
+        m.disable,
+        lambda r: m.set(r, ["DEBUG=1"]),
+        lambda r: m.remove(r, force=True),
+        lambda r: m.lookup_with_capability(r, "volumedriver"),
+        lambda r: m.use(r, "volumedriver").__enter__(),
+    ):
+        with pytest.raises((ErrNotFound, InvalidReferenceError)):
+            op(ref)
+    assert sorted(os.listdir(env.root / "plugins")) == listing == [p.id]
+    assert sorted(os.listdir(env.root)) == ["lock", "plugins", "tmp"]
+    assert m.lookup_with_capability("victim", "volumedriver") is p
+    assert p.refcount == 0
+
+
 def test_files_are_0600_and_directories_0700(env: Env) -> None:
     """State files are 0600; the root, plugin and run directories are 0700."""
     m = env.manager()

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _manager_helpers import Env, wait_for
+from _manager_helpers import Env, wait_for, write_plugin_dir
 
 from pluginkit import ErrDisabled, Manager, RestartPolicy
+from pluginkit.runtime.process import ProcessRuntime
 
 FAST = RestartPolicy(initial_delay=0.01, max_delay=0.04, multiplier=2.0, reset_after=30.0)
 
@@ -205,3 +207,56 @@ def test_disable_interrupts_a_restart_in_progress(env: Env) -> None:
     assert env.runtime.started_count("foo") == 2
     assert m.get("foo").enabled is False
     assert env.actions() == ["create", "enable", "exit", "disable"]
+
+
+CRASHING_PLUGIN = """\
+#!{python}
+import os, socket, sys, time
+path = os.path.join(os.environ["PLUGINKIT_SOCKET_DIR"], os.environ["PLUGINKIT_SOCKET"])
+server = socket.socket(socket.AF_UNIX)
+server.bind(path)
+server.listen()
+time.sleep(0.05)
+sys.exit(3)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("action", ["disable", "remove"])
+def test_stopping_a_real_crash_loop(
+    short_tmp: Path, caplog: pytest.LogCaptureFixture, action: str
+) -> None:
+    """ProcessRuntime: disable / remove --force of a plugin that keeps crashing ends the loop."""
+    caplog.set_level(logging.WARNING, "pluginkit")
+    ctx = write_plugin_dir(short_tmp / "ctx", entrypoint=("/bin/plugin",))
+    script = ctx / "rootfs" / "bin" / "plugin"
+    script.parent.mkdir()
+    script.write_text(CRASHING_PLUGIN.format(python=sys.executable))
+    script.chmod(0o755)
+    runtime = ProcessRuntime(grace=5)
+    env = Env(short_tmp, runtime)
+    try:
+        m = env.manager(restart_policy=FAST)
+        p = m.create("loop", ctx)
+        m.enable("loop", timeout=20)
+        wait_for(lambda: env.actions().count("restart") >= 3)  # crashing and restarting
+        if action == "disable":
+            m.disable("loop", force=True)
+        else:
+            m.remove("loop", force=True)
+        assert p.id is not None
+        assert not runtime.is_running(p.id)
+        logged = len(caplog.records)
+        actions = env.actions()
+        time.sleep(0.3)  # many times max_delay: a leftover restart would have happened
+        assert env.actions() == actions
+        assert actions[-1] == action
+        assert len(caplog.records) == logged
+        assert not runtime.is_running(p.id)
+        if action == "disable":
+            assert m.get("loop").enabled is False
+        else:
+            assert m.list() == []
+            assert not (env.root / "plugins" / p.id).exists()
+    finally:
+        env.close()
