@@ -371,7 +371,7 @@ def test_a_manager_in_another_process_holds_the_root(env: Env) -> None:
 # -- crash safety ---------------------------------------------------------------
 
 MUTATOR = """\
-import random, sys
+import random, sys, tarfile
 from pathlib import Path
 from _manager_helpers import write_plugin_dir
 from pluginkit import Manager, PluginError
@@ -380,15 +380,20 @@ from pluginkit.testing import FakeRuntime
 root, run_root, src = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 env = [{"Name": "DEBUG", "Description": "", "Settable": ["value"], "Value": "0"}]
 ctx = write_plugin_dir(src, Env=env)
+archive = src.parent / "plugin.tar"
+with tarfile.open(archive, "w") as tar:
+    tar.add(ctx, arcname="plugin")
 m = Manager(root, runtime=FakeRuntime(), run_root=run_root, legacy=None)
 print("ready", flush=True)
 rng = random.Random()
 while True:
     name = f"p{rng.randrange(6)}"
     try:
-        action = rng.choice(["create", "create", "set", "enable", "disable", "remove"])
+        action = rng.choice(["create", "install", "set", "enable", "disable", "remove"])
         if action == "create":
             m.create(name, ctx)
+        elif action == "install":
+            m.install(archive, name=name)
         elif action == "set":
             m.set(name, [f"DEBUG={rng.randrange(1000)}"])
         elif action == "enable":
