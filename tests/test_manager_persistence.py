@@ -328,6 +328,51 @@ def test_a_killed_plugin_process_is_restarted(short_tmp: Path) -> None:
         env.close()
 
 
+PROCESS_MANAGER = """\
+import sys
+from pluginkit import Manager
+from pluginkit.runtime.process import ProcessRuntime
+m = Manager(sys.argv[1], runtime=ProcessRuntime(), run_root=sys.argv[2], legacy=None)
+m.create("proc", sys.argv[3])
+m.enable("proc", timeout=20)
+print(m.get("proc").id, flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("live_restore", [True, False])
+def test_plugins_of_a_killed_manager_process(short_tmp: Path, live_restore: bool) -> None:
+    """ProcessRuntime: a SIGKILLed manager's plugin is re-attached (live restore) or replaced."""
+    ctx = _process_plugin_dir(short_tmp / "ctx")
+    root, run_root = short_tmp / "root", short_tmp / "run"
+    with subprocess.Popen(
+        [sys.executable, "-c", PROCESS_MANAGER, str(root), str(run_root), str(ctx)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=_subprocess_env(),
+    ) as child:
+        assert child.stdout is not None
+        plugin_id = child.stdout.readline().decode().strip()
+        child.kill()
+    env = Env(short_tmp, ProcessRuntime())
+    try:
+        pid = _pid(env, plugin_id)
+        assert _alive(pid)  # the plugin outlived its manager
+        m = env.manager(live_restore=live_restore)
+        p = m.lookup_with_capability("proc", "volumedriver")
+        assert p.id == plugin_id
+        assert _accepts(p.addr.removeprefix("unix://"))
+        new_pid = _pid(env, plugin_id)
+        assert (new_pid == pid) is live_restore
+        assert _alive(new_pid)
+        if not live_restore:
+            wait_for(lambda: not _alive(pid))
+        m.disable("proc")
+        wait_for(lambda: not _alive(new_pid))
+    finally:
+        env.close()
+
+
 # -- the root lock --------------------------------------------------------------
 
 
