@@ -150,7 +150,8 @@ class _Entry:
     op_lock: threading.Lock = attrs.field(factory=threading.Lock)
 
 
-_Hit = tuple[Plugin, frozenset[str], int, "_Entry"]
+_Hit = tuple[frozenset[str], int, "_Entry"]
+"""What the lookup snapshot holds per key: capabilities, state, entry."""
 
 
 def _now_iso() -> str:
@@ -721,12 +722,7 @@ class Manager:
                 hit = self._slow_hit_locked(name)
             if hit is None:
                 return self._legacy_get(name, capability)
-        plugin, caps, state, _ = hit
-        if state != _RUNNING:
-            raise _not_running(name, state)
-        if capability.lower() not in caps:
-            raise ErrInadequateCapability(name, capability)
-        return plugin
+        return _usable(hit, name, capability).plugin
 
     def find_with_capability(self, capability: str) -> builtins.list[Plugin]:
         """Every running managed plugin with ``capability``, then the legacy ones."""
@@ -747,23 +743,19 @@ class Manager:
         """
         with self._lock:
             hit = self._snap.get(name) or self._slow_hit_locked(name)
-            if hit is not None:
-                plugin, caps, state, entry = hit
-                if state != _RUNNING:
-                    raise _not_running(name, state)
-                if capability.lower() not in caps:
-                    raise ErrInadequateCapability(name, capability)
+            entry = None if hit is None else _usable(hit, name, capability)
+            if entry is not None:
                 entry.refcount += 1
-                plugin.refcount = entry.refcount
-        if hit is None:
+                entry.plugin.refcount = entry.refcount
+        if entry is None:
             yield self._legacy_get(name, capability)
             return
         try:
-            yield plugin
+            yield entry.plugin
         finally:
             with self._lock:
                 entry.refcount -= 1
-                plugin.refcount = entry.refcount
+                entry.plugin.refcount = entry.refcount
 
     def handle(self, capability: str, callback: Callable[[str, Client], None]) -> None:
         """Call ``callback(name, client)`` for every plugin with ``capability``.
@@ -1254,7 +1246,7 @@ class Manager:
                 state = _DOWN
             else:
                 state = _DISABLED
-            hit = (entry.plugin, frozenset(entry.plugin.capabilities), state, entry)
+            hit = (frozenset(entry.plugin.capabilities), state, entry)
             snap[entry.name] = hit
             short = entry.name[: -len(":latest")]
             if entry.name.endswith(":latest") and not is_plugin_id(short):
@@ -1296,10 +1288,16 @@ class Manager:
 # -- module helpers -----------------------------------------------------------
 
 
-def _not_running(name: str, state: int) -> ErrDisabled:
+def _usable(hit: _Hit, name: str, capability: str) -> _Entry:
+    """Return the entry of a lookup hit if it runs and has ``capability``, else raise."""
+    caps, state, entry = hit
     if state == _DOWN:
-        return ErrDisabled(name, f'plugin "{name}" found but not running')
-    return ErrDisabled(name)
+        raise ErrDisabled(name, f'plugin "{name}" found but not running')
+    if state != _RUNNING:
+        raise ErrDisabled(name)
+    if capability.lower() not in caps:
+        raise ErrInadequateCapability(name, capability)
+    return entry
 
 
 def _early_exit(name: str, info: PluginExit | None) -> RuntimeStartError:
