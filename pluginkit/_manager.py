@@ -488,9 +488,13 @@ class Manager:
             RuntimeStartError: the plugin exited before it was ready (with its
                 exit code and last stderr lines) or could not be started.
             PluginTimeoutError: the socket did not accept connections in time.
+            TypeError, ValueError: ``timeout`` is not a number > 0.
 
         On failure the plugin stays installed and disabled, settings intact.
         """
+        given: object = timeout  # what callers really pass, whatever the annotation says
+        if isinstance(given, bool) or not isinstance(given, (int, float)):
+            raise TypeError(f"timeout must be a number of seconds, not {given!r}")
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0, got {timeout!r}")
         entry = self._resolve(name)

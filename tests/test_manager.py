@@ -291,6 +291,20 @@ def test_enable_rejects_a_non_positive_timeout(env: Env, m: Manager) -> None:
         m.enable("foo", timeout=0)
 
 
+@pytest.mark.parametrize("timeout", ["30", None, True])
+def test_enable_rejects_a_timeout_that_is_not_a_number(
+    env: Env, m: Manager, timeout: object
+) -> None:
+    """A timeout that is not a number of seconds is a TypeError naming it; nothing starts."""
+    m.create("foo", env.plugin_dir())
+    with pytest.raises(
+        TypeError, match=rf"^timeout must be a number of seconds, not {re.escape(repr(timeout))}$"
+    ):
+        m.enable("foo", timeout=timeout)  # type: ignore[arg-type]
+    assert env.runtime.started_count("foo") == 0
+    assert m.get("foo").enabled is False
+
+
 def test_remove_enabled_needs_force(env: Env, m: Manager) -> None:
     """Removing an enabled plugin gives "plugin X is enabled"; force stops and removes it."""
     p = m.create("foo", env.plugin_dir())
