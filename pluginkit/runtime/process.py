@@ -877,7 +877,13 @@ def _user_kwargs(spec: RuntimeSpec) -> dict[str, Any]:
 
 
 def _write_state(state_dir: Path, record: Mapping[str, Any]) -> None:
-    """Write the state file atomically: temp file, fsync, rename, fsync the directory."""
+    """Write the state file atomically: temp file, fsync, rename, fsync the directory.
+
+    Temp files of a write interrupted by a kill are deleted first: one start
+    at a time writes here (the runtime refuses concurrent starts of a plugin).
+    """
+    for stale in state_dir.glob(f".{STATE_FILE}.*.tmp"):
+        stale.unlink(missing_ok=True)
     atomic_write(state_dir / STATE_FILE, json.dumps(record, indent=1).encode())
 
 
