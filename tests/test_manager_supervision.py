@@ -260,3 +260,26 @@ def test_stopping_a_real_crash_loop(
             assert not (env.root / "plugins" / p.id).exists()
     finally:
         env.close()
+
+
+def test_every_action_reports_the_plugin_id_and_name(env: Env) -> None:
+    """Events of install, set, enable, exit, restart, disable, remove carry the id and name."""
+    m = env.manager(restart_policy=FAST)
+    env_var = [{"Name": "DEBUG", "Description": "", "Settable": ["value"], "Value": "0"}]
+    other = m.create("other", env.plugin_dir("other"))
+    p = m.install(env.plugin_dir("ctx", Env=env_var), name="acme/vol:1.0")
+    m.set("acme/vol:1.0", ["DEBUG=1"])
+    m.enable("acme/vol:1.0")
+    env.runtime.crash("acme/vol:1.0")
+    wait_for(lambda: "restart" in env.actions())
+    m.disable(str(p.id)[:12])
+    m.remove(str(p.id))
+    assert [(e.action, e.id, e.name) for e in env.events] == [
+        ("create", other.id, "other:latest"),
+        *[
+            (action, p.id, "acme/vol:1.0")
+            for action in ("install", "set", "enable", "exit", "restart", "disable", "remove")
+        ],
+    ]
+    times = [e.time for e in env.events]
+    assert times == sorted(times)
