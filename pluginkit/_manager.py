@@ -135,6 +135,8 @@ class _Entry:
     reference: str
     created: str
     plugin: Plugin
+    # The flag being recorded; plugin.enabled follows it once the record is
+    # saved, and only then do lookups see the change.
     enabled: bool = False
     timeout: float = 30.0
     # Why-it-stops flag: False means any exit from now on is intended (disable,
@@ -1240,13 +1242,15 @@ class Manager:
         snap: dict[str, _Hit] = {}
         by_cap: dict[str, list[Plugin]] = {}
         for entry in self._entries.values():
-            # Only a plugin that runs and is meant to: once disable, remove or
-            # shutdown decides to stop one, lookups (and use()) refuse it.
-            if entry.running and entry.want_running:
+            # Only a plugin that runs, is meant to, and whose enable is
+            # recorded (plugin.enabled is set once enable() has saved it):
+            # lookups never hand out a plugin that an enable failing late, a
+            # disable, a remove or a shutdown is about to stop.
+            if entry.running and entry.want_running and entry.plugin.enabled:
                 state = _RUNNING
                 for cap in entry.plugin.capabilities:
                     by_cap.setdefault(cap, []).append(entry.plugin)
-            elif entry.enabled:
+            elif entry.plugin.enabled:
                 state = _DOWN
             else:
                 state = _DISABLED

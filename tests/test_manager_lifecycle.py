@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _manager_helpers import Env
@@ -281,3 +282,50 @@ def test_a_plugin_being_disabled_is_no_longer_looked_up(short_tmp: Path) -> None
         assert env.actions() == ["create", "enable", "disable"]
     finally:
         env.close()
+
+
+class _SlowSaveManager(Manager):
+    """A Manager whose save of an enable blocks until released (a slow disk)."""
+
+    saving = threading.Event()
+    release = threading.Event()
+
+    def _save(self, entry: Any) -> None:
+        if entry.enabled and not entry.plugin.enabled:  # enable() recording the plugin
+            self.saving.set()
+            self.release.wait(10)
+        super()._save(entry)
+
+
+@pytest.mark.timeout(30)
+def test_a_plugin_is_looked_up_only_once_its_enable_is_recorded(env: Env) -> None:
+    """Until enable() has saved the plugin as enabled, lookups and use() do not return it."""
+    m = _SlowSaveManager(
+        env.root,
+        runtime=env.runtime,
+        run_root=env.run_root,
+        legacy=None,
+        on_event=env.events.append,
+    )
+    env.managers.append(m)
+    m.create("foo", env.plugin_dir())
+    enabler = threading.Thread(target=m.enable, args=("foo",))
+    enabler.start()
+    try:
+        assert m.saving.wait(10)
+        assert env.runtime.running() == ["foo:latest"]  # it runs and listens already
+        with pytest.raises(ErrDisabled, match=r'^plugin "foo" found but disabled$'):
+            m.lookup_with_capability("foo", "volumedriver")
+        with (
+            pytest.raises(ErrDisabled, match=r'^plugin "foo" found but disabled$'),
+            m.use("foo", "volumedriver"),
+        ):
+            pass
+        assert m.find_with_capability("volumedriver") == []
+    finally:
+        m.release.set()
+        enabler.join(10)
+    assert not enabler.is_alive()
+    p = m.lookup_with_capability("foo", "volumedriver")
+    assert p.enabled is True
+    assert p.refcount == 0
