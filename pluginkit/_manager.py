@@ -321,6 +321,7 @@ class Manager:
             PluginExistsError: ``plugin NAME already exists``.
         """
         full = normalize_name(name)
+        self._check_name_free(full)
         context = Path(context_dir)
         config = _read_context(context)
         entry = self._add(full, config, reference=full, fill=lambda dst: _copy_tree(context, dst))
@@ -371,6 +372,7 @@ class Manager:
         if not path.exists():
             raise InvalidConfigError(f"plugin source {path} does not exist", path=str(path))
         full = normalize_name(name) if name is not None else _name_from_source(path)
+        self._check_name_free(full)
         with self._unpacked(path) as context:
             config = _read_context(context)
             _check_grant(compute_privileges(config), grant)
@@ -401,9 +403,7 @@ class Manager:
         self, name: str, config: PluginConfig, *, reference: str, fill: Callable[[Path], None]
     ) -> _Entry:
         with self._lock:
-            self._check_open_locked()
-            if name in self._names or name in self._reserved:
-                raise PluginExistsError(name)
+            self._check_name_free_locked(name)
             self._reserved.add(name)
         try:
             plugin_id = self._new_id()
@@ -425,6 +425,16 @@ class Manager:
         finally:
             with self._lock:
                 self._reserved.discard(name)
+
+    def _check_name_free(self, name: str) -> None:
+        """Refuse a taken name early, as Docker does before reading anything."""
+        with self._lock:
+            self._check_name_free_locked(name)
+
+    def _check_name_free_locked(self, name: str) -> None:
+        self._check_open_locked()
+        if name in self._names or name in self._reserved:
+            raise PluginExistsError(name)
 
     def _new_id(self) -> str:
         while True:

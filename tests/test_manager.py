@@ -93,6 +93,23 @@ def test_create_twice_gives_docker_already_exists(env: Env, m: Manager) -> None:
     assert [p.name for p in m.list()] == ["foo:latest"]
 
 
+def test_a_taken_name_is_refused_before_the_source_is_read(env: Env, m: Manager) -> None:
+    """As in Docker, "already exists" comes first: before config, archive or privilege checks."""
+    m.create("foo", env.plugin_dir())
+    empty = env.tmp / "empty"
+    empty.mkdir()
+    with pytest.raises(PluginExistsError, match=r"^plugin foo:latest already exists$"):
+        m.create("foo", empty)
+    junk = env.tmp / "junk.tar"
+    junk.write_text("not an archive")
+    with pytest.raises(PluginExistsError, match=r"^plugin foo:latest already exists$"):
+        m.install(junk, name="foo")
+    privileged = env.plugin_dir("privileged", Network={"Type": "host"})
+    with pytest.raises(PluginExistsError, match=r"^plugin foo:latest already exists$"):
+        m.install(privileged, name="foo")
+    assert [p.name for p in m.list()] == ["foo:latest"]
+
+
 def test_create_rejects_a_bad_name(env: Env, m: Manager) -> None:
     """Upper-case names do not parse and nothing is installed."""
     with pytest.raises(InvalidReferenceError, match="must be lowercase"):
