@@ -117,7 +117,6 @@ _DOWN = 2  # enabled, but not running right now (starting, crashed, restarting)
 class _Run:
     """One start of a plugin on the runtime (a process or a container)."""
 
-    started_at: float
     exited: threading.Event = attrs.field(factory=threading.Event)
     exit: PluginExit | None = None
     ready: bool = False
@@ -895,7 +894,7 @@ class Manager:
             spec.socket_path.unlink()  # a stale socket must not look ready
         if spec.propagated_mount_source is not None:
             ensure_private_dir(spec.propagated_mount_source)
-        run = _Run(started_at=time.monotonic())
+        run = _Run()
         with self._lock:
             if not entry.want_running or self._closing:
                 raise PluginError(f"plugin {entry.name} was stopped while it was starting")
@@ -1128,7 +1127,7 @@ class Manager:
                 entry.want_running = True
             try:
                 spec = self._spec(entry)
-                run = _Run(started_at=time.monotonic())
+                run = _Run()
                 with self._lock:
                     entry.run = run
                 try:
