@@ -538,10 +538,11 @@ def test_ids_never_escape_the_root(env: Env, attack: tuple[int, str, str]) -> No
     """An id wrapped in traversal text finds the plugin only when it is a prefix; never a path."""
     if not env.managers:
         m = env.manager()
-        m.create("victim", env.plugin_dir())
-        m.enable("victim")
+        # A name longer than the wrapping text, so no example can spell it.
+        m.create("victim-plugin-x", env.plugin_dir())
+        m.enable("victim-plugin-x")
     m = env.managers[0]
-    p = m.get("victim")
+    p = m.get("victim-plugin-x")
     assert p.id is not None
     cut, before, after = attack
     ref = before + p.id[:cut] + after
@@ -564,7 +565,7 @@ def test_ids_never_escape_the_root(env: Env, attack: tuple[int, str, str]) -> No
             op(ref)
     assert sorted(os.listdir(env.root / "plugins")) == listing == [p.id]
     assert sorted(os.listdir(env.root)) == ["lock", "plugins", "tmp"]
-    assert m.lookup_with_capability("victim", "volumedriver") is p
+    assert m.lookup_with_capability("victim-plugin-x", "volumedriver") is p
     assert p.refcount == 0
 
 
