@@ -529,7 +529,9 @@ class Manager:
                     raise
             except BaseException:
                 with self._lock:
-                    entry.want_running = False
+                    # Also cancels a restart that a crash after the plugin was
+                    # ready may have scheduled meanwhile.
+                    self._stand_down_locked(entry)
                 try:
                     self._stop(entry)
                 except Exception:

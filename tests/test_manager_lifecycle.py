@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _manager_helpers import Env
+from _manager_helpers import Env, wait_for
 
 from pluginkit import (
     ErrDisabled,
@@ -329,3 +330,62 @@ def test_a_plugin_is_looked_up_only_once_its_enable_is_recorded(env: Env) -> Non
     p = m.lookup_with_capability("foo", "volumedriver")
     assert p.enabled is True
     assert p.refcount == 0
+
+
+class _FailingSaveManager(Manager):
+    """A Manager whose first save of an enable waits for a crash, then fails (a full disk)."""
+
+    saving = threading.Event()
+    release = threading.Event()
+    failed = False
+
+    def _save(self, entry: Any) -> None:
+        if entry.enabled and not entry.plugin.enabled and not self.failed:
+            self.failed = True
+            self.saving.set()
+            self.release.wait(10)
+            raise OSError(28, "No space left on device")
+        super()._save(entry)
+
+
+@pytest.mark.timeout(30)
+def test_a_crash_during_a_failing_enable_leaves_no_restart_behind(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restart scheduled by a crash inside an enable that then fails never fires later."""
+    from pluginkit import RestartPolicy
+
+    caplog.set_level(logging.WARNING, "pluginkit")
+    m = _FailingSaveManager(
+        env.root,
+        runtime=env.runtime,
+        run_root=env.run_root,
+        legacy=None,
+        on_event=env.events.append,
+        restart_policy=RestartPolicy(initial_delay=0.5),
+    )
+    env.managers.append(m)
+    m.create("foo", env.plugin_dir())
+    errors: list[BaseException] = []
+
+    def enable() -> None:
+        try:
+            m.enable("foo")
+        except BaseException as exc:
+            errors.append(exc)
+
+    enabler = threading.Thread(target=enable)
+    enabler.start()
+    assert m.saving.wait(10)
+    env.runtime.crash("foo")  # dies while its enable is being saved
+    wait_for(lambda: "exit" in env.actions())  # a restart is now scheduled in 0.5 s
+    m.release.set()
+    enabler.join(10)
+    assert [str(e) for e in errors] == ["[Errno 28] No space left on device"]
+    caplog.clear()
+    m.enable("foo")  # a new enable, before the old restart would fire
+    time.sleep(1.0)  # twice the restart delay: a leftover timer would have fired
+    assert env.runtime.started_count("foo") == 2
+    assert env.runtime.running() == ["foo:latest"]
+    assert [r.getMessage() for r in caplog.records] == []
+    assert env.actions() == ["create", "exit", "enable"]
