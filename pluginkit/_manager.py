@@ -1041,7 +1041,7 @@ class Manager:
                 entry.restart_timer = None
             try:
                 self._start(entry, entry.timeout)
-            except PluginError as exc:
+            except Exception as exc:  # host errors too: this timer thread must not die
                 with self._lock:
                     if entry.restart_token != token or not entry.want_running or self._closing:
                         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -283,3 +284,23 @@ def test_every_action_reports_the_plugin_id_and_name(env: Env) -> None:
     ]
     times = [e.time for e in env.events]
     assert times == sorted(times)
+
+
+def test_a_restart_failing_on_the_host_is_retried(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restart that fails with an OSError (socket dir unusable) is logged and retried."""
+    caplog.set_level(logging.WARNING, "pluginkit.manager")
+    m = env.manager(restart_policy=RestartPolicy(initial_delay=0.2, max_delay=0.2))
+    p = m.create("foo", env.plugin_dir())
+    m.enable("foo")
+    env.runtime.crash("foo")
+    wait_for(lambda: "exit" in env.actions())
+    socket_dir = env.run_root / str(p.id)
+    shutil.rmtree(socket_dir)
+    socket_dir.write_text("in the way")  # the restart cannot create its socket directory
+    wait_for(lambda: any("could not be restarted" in r.getMessage() for r in caplog.records))
+    socket_dir.unlink()
+    wait_for(lambda: "restart" in env.actions())
+    assert m.lookup_with_capability("foo", "volumedriver") is p
+    assert env.actions() == ["create", "enable", "exit", "restart"]
