@@ -370,6 +370,19 @@ def test_restore_reattaches_to_the_same_container(
         second.close()
 
 
+def test_restore_of_a_supervised_plugin_takes_the_new_callback(
+    runtime: DockerRuntime, make_spec: SpecFactory, exits: Exits, client: Any
+) -> None:
+    """restore() of a supervised plugin answers True; its exits go to the new callback."""
+    spec = make_spec()
+    start_and_wait(runtime, spec, exits)
+    later = Exits()
+    assert runtime.restore(spec, later) is True
+    client.api.kill(runtime.container_id(spec.id))
+    assert [(e.id, e.exit_code) for e in later.wait()] == [(spec.id, -9)]
+    assert exits.seen == []
+
+
 def test_restore_of_a_stopped_plugin_returns_false(
     runtime: DockerRuntime, make_spec: SpecFactory, exits: Exits
 ) -> None:

@@ -251,6 +251,7 @@ class DockerRuntime:
         with self._plugin_lock(spec.id):
             current = self._runs.get(spec.id)
             if current is not None and not current.exited.is_set():
+                current.on_exit = on_exit  # supervised already: report to the new caller
                 return True
             containers = self._containers(spec.id)
             running = [c for c in containers if c["State"] == "running"]
@@ -560,7 +561,14 @@ class DockerRuntime:
         except docker.errors.APIError as exc:
             # 404: gone; 409: not running. Both mean it is already stopped.
             if exc.status_code not in (404, 409):
-                raise
+                raise PluginError(
+                    f"Docker could not send {signal} to container {container_id[:12]}: "
+                    f"{_explain(exc)}"
+                ) from exc
+        except requests.exceptions.RequestException as exc:
+            raise PluginError(
+                f"Docker could not send {signal} to container {container_id[:12]}: {exc}"
+            ) from exc
 
     # -- supervision -----------------------------------------------------------
 
