@@ -143,7 +143,10 @@ class DockerRuntime:
     lines of stderr are kept for :attr:`PluginExit.stderr_tail`.
 
     ``on_exit`` is called from a watcher thread of the runtime, once per
-    exit, after the container's last output has been logged.
+    exit, after the container's last output has been logged. Each running
+    plugin has two daemon threads: the watcher, blocked in the engine's
+    ``wait`` (re-issued every second so that :meth:`close` is prompt), and
+    the log pump reading the attach stream.
     """
 
     def __init__(
