@@ -212,7 +212,9 @@ def test_empty_network_type_means_no_network(
     spec = make_spec(network="")
     runtime.prepare(spec)
     (container,) = labelled(client, spec.id)
-    assert client.api.inspect_container(container["Id"])["HostConfig"]["NetworkMode"] == "none"
+    inspect = client.api.inspect_container(container["Id"])
+    assert inspect["HostConfig"]["NetworkMode"] == "none"
+    assert inspect["Config"]["NetworkDisabled"] is True
 
 
 def test_propagated_mount_is_an_rshared_bind(

@@ -129,7 +129,8 @@ class DockerRuntime:
 
     Network types map to Docker network modes: ``host`` and ``none`` as they
     are, ``""`` to ``none`` (the engine gives such plugins a fresh, empty
-    network namespace, which is what ``none`` is), any other value to the
+    network namespace, which is what ``none`` is; both are created with
+    networking disabled, which starts faster), any other value to the
     Docker network of that name (the engine itself does not connect plugins
     to named networks). ``allow_all_devices`` becomes the device cgroup rule
     ``a *:* rwm``. Exit codes above 128 are reported as ``-(code - 128)``
@@ -423,6 +424,7 @@ class DockerRuntime:
                 environment=config["env"],
                 working_dir=config["workdir"],
                 user=config["user"],
+                network_disabled=config["network_disabled"],
                 labels=labels,
                 name=_container_name(spec),
                 host_config=host_config,
@@ -782,6 +784,11 @@ def _container_config(spec: RuntimeSpec, image_id: str) -> dict[str, Any]:
         "cap_add": list(spec.capabilities),
         "device_cgroup_rules": ["a *:* rwm"] if spec.allow_all_devices else [],
         "network_mode": _network_mode(spec.network),
+        # Docker's "none" mode still sets up a sandbox through its network
+        # stack, which makes a start ~2x slower; without networking the
+        # runtime simply gets a fresh namespace with only loopback, exactly
+        # what the engine gives its plugins.
+        "network_disabled": _network_mode(spec.network) == "none",
         "ipc_mode": "host" if spec.ipc_host else None,
         "pid_mode": "host" if spec.pid_host else None,
         "propagated_source": propagated_source,
