@@ -127,14 +127,15 @@ class DockerRuntime:
         PluginError: No Docker engine answers (the message names
             ``DOCKER_HOST`` / the socket and points at ``ProcessRuntime``).
 
-    Network types map to Docker network modes: ``host`` and ``none`` as they
-    are, ``""`` to ``none`` (the engine gives such plugins a fresh, empty
-    network namespace, which is what ``none`` is; both are created with
-    networking disabled, which starts faster), any other value to the
-    Docker network of that name (the engine itself does not connect plugins
-    to named networks). ``allow_all_devices`` becomes the device cgroup rule
-    ``a *:* rwm``. Exit codes above 128 are reported as ``-(code - 128)``
-    (killed by that signal), as :mod:`subprocess` does.
+    Network types map to Docker network modes: ``host`` as it is; ``""``,
+    ``none``, ``null`` and ``bridge`` - the types that need no network
+    privilege - to ``none``, a fresh namespace with only loopback, which is
+    what the engine gives such plugins (created with networking disabled,
+    which starts faster); any other value to the Docker network of that name
+    (the engine itself does not connect plugins to named networks).
+    ``allow_all_devices`` becomes the device cgroup rule ``a *:* rwm``.
+    Exit codes above 128 are reported as ``-(code - 128)`` (killed by that
+    signal), as :mod:`subprocess` does.
 
     Plugin output is streamed from the container (``attach``) to the logger
     ``pluginkit.plugin``, one record per line, the message being the line
@@ -830,10 +831,14 @@ def _add_mount(
     )
 
 
+# Network types that need no "network" privilege (Docker's computePrivileges)
+# must not get more than the engine gives them: an empty namespace. The
+# engine does not implement "bridge" either (a TODO in its code).
+_NO_NETWORK = frozenset({"", "none", "null", "bridge"})
+
+
 def _network_mode(network: str) -> str:
-    if network in ("", "none"):
-        return "none"
-    return network
+    return "none" if network in _NO_NETWORK else network
 
 
 def _container_name(spec: RuntimeSpec) -> str:
