@@ -512,7 +512,10 @@ class Manager:
             except BaseException:
                 with self._lock:
                     entry.want_running = False
-                self._stop(entry)
+                try:
+                    self._stop(entry)
+                except Exception:
+                    log.exception("cannot stop plugin %s after a failed enable", entry.name)
                 raise
             with self._lock:
                 entry.plugin.enabled = True
@@ -581,7 +584,9 @@ class Manager:
         entry = self._resolve(name)
         with self._lock:
             self._check_remove_locked(entry, name, force)
-            self._stand_down_locked(entry)
+            if force:
+                # Interrupt a start in progress or a crash loop at once.
+                self._stand_down_locked(entry)
         with entry.op_lock:
             with self._lock:
                 self._check_remove_locked(entry, name, force)
@@ -606,6 +611,7 @@ class Manager:
                     del self._names[entry.name]
                 self._publish_locked()
             shutil.rmtree(self._socket_dir(entry.id), ignore_errors=True)
+            entry.plugin._drop_client()
         self._emit(entry, "remove")
 
     def _check_remove_locked(self, entry: _Entry, name: str, force: bool) -> None:
@@ -947,6 +953,7 @@ class Manager:
                 self._publish_locked()
         with contextlib.suppress(FileNotFoundError):
             (self._socket_dir(entry.id) / entry.config.interface.socket).unlink()
+        entry.plugin._drop_client()
 
     def _on_exit(self, entry: _Entry, run: _Run, info: PluginExit) -> None:
         """Runtime callback: decide, by the why-it-stops flag, whether this was a crash."""
@@ -965,7 +972,8 @@ class Manager:
                 return  # stopped on purpose: no restart, no error
             if time.monotonic() - run.ready_at >= self.restart_policy.reset_after:
                 entry.restarts = 0
-            delay = self._schedule_restart_locked(entry)
+            delay = self._schedule_restart_locked(entry, start=False)
+            timer = entry.restart_timer
         tail = f"; stderr: {info.stderr_tail.strip()}" if info.stderr_tail.strip() else ""
         if delay is None:
             log.error(
@@ -984,8 +992,13 @@ class Manager:
                 delay,
             )
         self._emit(entry, "exit")
+        if timer is not None:
+            # Started only now so that "exit" is always reported before
+            # "restart"; a cancel() in between makes the timer do nothing.
+            timer.start()
 
-    def _schedule_restart_locked(self, entry: _Entry) -> float | None:
+    def _schedule_restart_locked(self, entry: _Entry, *, start: bool = True) -> float | None:
+        """Arm the restart timer of a crashed plugin; ``None`` when the policy gives up."""
         policy = self.restart_policy
         if policy.gives_up(entry.restarts):
             return None
@@ -996,7 +1009,8 @@ class Manager:
         timer.daemon = True
         timer.name = f"pluginkit-restart-{entry.id[:12]}"
         entry.restart_timer = timer
-        timer.start()
+        if start:
+            timer.start()
         return delay
 
     def _restart(self, entry: _Entry, token: int) -> None:
@@ -1113,12 +1127,20 @@ class Manager:
                     if entry.run is run:
                         entry.run = None
                 self._start(entry, entry.timeout)
-            except PluginError as exc:
+            except InvalidConfigError as exc:
+                # A config problem does not go away by retrying.
+                log.error("cannot start plugin %s: %s", entry.name, exc)
+            except Exception as exc:
                 with self._lock:
                     if not entry.want_running or self._closing:
                         return
                     delay = self._schedule_restart_locked(entry)
-                log.error("cannot start plugin %s: %s; retrying in %s s", entry.name, exc, delay)
+                if delay is None:
+                    log.error("cannot start plugin %s: %s", entry.name, exc)
+                else:
+                    log.error(
+                        "cannot start plugin %s: %s; retrying in %.3g s", entry.name, exc, delay
+                    )
 
     # -- shutdown -----------------------------------------------------------
 
@@ -1162,6 +1184,8 @@ class Manager:
             self._runtime.close()
         except Exception:
             log.exception("runtime close failed")
+        for entry in entries:
+            entry.plugin._drop_client()
         with self._lock:
             self._snap = {}
             self._by_cap = {}
@@ -1210,6 +1234,7 @@ class Manager:
     def _publish_locked(self) -> None:
         """Rebuild the lookup snapshot (called with ``_lock`` held after any change)."""
         snap: dict[str, _Hit] = {}
+        ids: list[_Hit] = []
         by_cap: dict[str, list[Plugin]] = {}
         for entry in self._entries.values():
             if entry.running:
@@ -1221,10 +1246,12 @@ class Manager:
             else:
                 state = _DISABLED
             hit = (entry.plugin, frozenset(entry.plugin.capabilities), state, entry)
-            snap[entry.id] = hit
             snap[entry.name] = hit
             if entry.name.endswith(":latest"):
                 snap[entry.name[: -len(":latest")]] = hit
+            ids.append(hit)
+        for hit in ids:  # a full id wins over a name that looks like one, as in Docker
+            snap[hit[3].id] = hit
         self._snap = snap
         self._by_cap = {cap: tuple(plugins) for cap, plugins in by_cap.items()}
 

@@ -32,8 +32,10 @@ class Plugin:
     Capabilities are lower-case.
 
     The ``client`` of a managed plugin is created on first use (a disabled
-    plugin has nothing listening yet). ``enabled`` and ``refcount`` of a
-    managed plugin are kept current by its manager.
+    plugin has nothing listening yet) and closed when the plugin is
+    disabled, removed or its manager shuts down; the next use of ``client``
+    creates a fresh one. ``enabled`` and ``refcount`` of a managed plugin are
+    kept current by its manager.
     """
 
     name: str
@@ -64,6 +66,15 @@ class Plugin:
                     raise PluginError(f"plugin {self.name} has no client")
                 self._client = self._client_factory()
             return self._client
+
+    def _drop_client(self) -> None:
+        """Close a managed plugin's client; the next use of ``client`` makes a new one."""
+        if self._client_factory is None:
+            return  # legacy plugins share their registry's client
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     def implements(self, capability: str) -> bool:
         """Tell whether the plugin implements ``capability`` (case-insensitive)."""

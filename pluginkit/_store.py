@@ -7,7 +7,7 @@ Layout under the root (directories 0700, files 0600)::
     <root>/plugins/<id>/rootfs/        its root filesystem
     <root>/plugins/<id>/runtime/       private state of the runtime (pid files...)
     <root>/plugins/<id>-removing/      a plugin being deleted (finished at next start)
-    <root>/tmp/<random>/               installs being staged
+    <root>/tmp/                        installs being staged, records being written
 
 Every change is made so that a kill at any instant leaves a loadable state:
 ``plugin.json`` is replaced atomically (temp file, fsync, rename, fsync dir);
@@ -58,14 +58,19 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = _FILE_MODE) -> None:
+def atomic_write(
+    path: Path, data: bytes, *, mode: int = _FILE_MODE, tmp_dir: Path | None = None
+) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new file, never a mix.
 
-    The data goes to a temporary file in the same directory, which is fsynced,
-    renamed over ``path``, and then the directory is fsynced so the rename
-    itself survives a crash.
+    The data goes to a temporary file (in ``tmp_dir``, which must be on the
+    same filesystem, else next to ``path``), which is fsynced, renamed over
+    ``path``, and then the directory is fsynced so the rename itself
+    survives a crash.
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp", dir=tmp_dir if tmp_dir is not None else path.parent
+    )
     try:
         os.fchmod(fd, mode)
         view = memoryview(data)
@@ -242,7 +247,9 @@ class Store:
 
     def save(self, plugin_id: str, record: dict[str, Any]) -> None:
         """Atomically replace the record of an installed plugin."""
-        atomic_write(self.plugin_dir(plugin_id) / RECORD, _encode(record))
+        # The temporary file lives in tmp/, which is cleared at every start,
+        # so a kill between write and rename leaves nothing in the plugin dir.
+        atomic_write(self.plugin_dir(plugin_id) / RECORD, _encode(record), tmp_dir=self.tmp_dir)
 
     def load_all(self) -> list[tuple[str, dict[str, Any]]]:
         """Read every plugin record; unreadable ones are logged and skipped, never fatal."""

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from _manager_helpers import Env, Legacy, write_plugin_dir
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pluginkit import (
     ErrDisabled,
@@ -743,3 +745,86 @@ def test_plugins_written_by_hand_get_a_standard_config(env: Env, m: Manager) -> 
     (ctx / "config.json").write_text(json.dumps(lower))
     p = m.create("lower", ctx)
     assert p.capabilities == ("volumedriver",)
+
+
+# -- clients, module lookups, default runtime -------------------------------------
+
+
+def test_the_plugin_client_talks_to_the_running_plugin(env: Env, m: Manager) -> None:
+    """A managed plugin's client calls the plugin on its socket; handlers get that client."""
+    env.runtime.set_handlers(
+        "foo", {"VolumeDriver.Get": lambda req: {"Volume": {"Name": req["Name"]}}}
+    )
+    m.create("foo", env.plugin_dir())
+    replies: list[Any] = []
+    m.handle(
+        "volumedriver",
+        lambda name, client: replies.append(client.call("VolumeDriver.Get", {"Name": name})),
+    )
+    m.enable("foo")
+    assert replies == [{"Volume": {"Name": "foo:latest"}}]
+    p = m.lookup_with_capability("foo", "volumedriver")
+    assert p.client.call("VolumeDriver.Get", {"Name": "v"}) == {"Volume": {"Name": "v"}}
+
+
+def test_module_lookups_use_the_default_manager(env: Env, m: Manager) -> None:
+    """pluginkit.lookup_with_capability / find_with_capability go through set_default_manager."""
+    import pluginkit
+
+    p = m.create("foo", env.plugin_dir())
+    m.enable("foo")
+    pluginkit.set_default_manager(m)
+    try:
+        assert pluginkit.lookup_with_capability("foo", "VolumeDriver") is p
+        assert pluginkit.LookupWithCapability("foo", "VolumeDriver") is p
+        assert pluginkit.find_with_capability("VolumeDriver") == [p]
+    finally:
+        pluginkit.set_default_manager(None)
+    assert pluginkit.lookup_with_capability("foo", "VolumeDriver", manager=m) is p
+
+
+def test_a_single_privilege_is_checked(env: Env, m: Manager) -> None:
+    """A plugin with one privilege is checked too (Docker never checked those)."""
+    ctx = env.plugin_dir(Network={"Type": "host"})
+    with pytest.raises(PrivilegesNotGrantedError, match=r"not granted: network \[host\]"):
+        m.install(ctx, name="foo", grant=[Privilege("network", "", ("none",))])
+    m.install(ctx, name="foo", grant=[Privilege("network", "whatever", ("host",))])
+
+
+@pytest.mark.docker
+def test_the_default_runtime_is_docker(env: Env) -> None:
+    """Without runtime=, the manager runs plugins with DockerRuntime."""
+    from pluginkit.runtime import DockerRuntime
+
+    m = env.manager(runtime=None)
+    assert isinstance(m.runtime, DockerRuntime)
+
+
+_SET_ARGS = st.lists(
+    st.one_of(
+        st.sampled_from(
+            ["DEBUG=1", "DEBUG", "data.source=/x", "data=/y", "args=-a -b", "=", "=v", "nope=1"]
+        ),
+        st.text(max_size=20),
+    ),
+    max_size=4,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(args=_SET_ARGS)
+def test_set_is_all_or_nothing_for_any_arguments(env: Env, args: list[str]) -> None:
+    """Any batch of set arguments either applies and persists, or changes nothing at all."""
+    if not env.managers:
+        env.manager().create("foo", env.plugin_dir(**SETTABLE))
+    m = env.managers[0]
+    before = m.inspect("foo")
+    try:
+        m.set("foo", args)
+    except InvalidConfigError:
+        assert m.inspect("foo") == before
+    record = json.loads((env.root / "plugins" / before["Id"] / "plugin.json").read_text())
+    assert record["Settings"] == m.inspect("foo")["Settings"]
+    assert record["Config"] == m.inspect("foo")["Config"]

@@ -27,7 +27,6 @@ from pluginkit import (
     RootInUseError,
 )
 from pluginkit.runtime.process import ProcessRuntime
-from pluginkit.testing import FakeRuntime
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -275,6 +274,27 @@ def test_shutdown_stops_real_processes_without_live_restore(short_tmp: Path) -> 
         env.close()
 
 
+def test_a_killed_plugin_process_is_restarted(short_tmp: Path) -> None:
+    """ProcessRuntime: SIGKILL of the plugin process gives exit + restart and a new process."""
+    from pluginkit import RestartPolicy
+
+    env = Env(short_tmp, ProcessRuntime())
+    try:
+        m = env.manager(restart_policy=RestartPolicy(initial_delay=0.01))
+        p = m.create("proc", _process_plugin_dir(short_tmp / "ctx"))
+        m.enable("proc", timeout=20)
+        pid = _pid(env, p.id)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: "restart" in env.actions(), timeout=20)
+        new_pid = _pid(env, p.id)
+        assert new_pid != pid
+        assert _alive(new_pid)
+        assert env.actions() == ["create", "enable", "exit", "restart"]
+        assert m.lookup_with_capability("proc", "volumedriver") is p
+    finally:
+        env.close()
+
+
 # -- the root lock --------------------------------------------------------------
 
 
@@ -470,10 +490,16 @@ def test_stale_work_is_cleaned_at_start(env: Env, monkeypatch: pytest.MonkeyPatc
     assert os.listdir(env.root / "tmp") == []
 
 
-def test_the_default_run_root_is_short(tmp_path: Path) -> None:
-    """Without run_root, sockets go to a short directory that fits 64-hex ids."""
-    fake = FakeRuntime()
-    with Manager(tmp_path / "root", runtime=fake, legacy=None) as m:
-        assert len(os.fsencode(m.run_root)) + 1 + 64 + 1 + 20 <= 107
-        assert _mode(m.run_root) == 0o700
-    fake.shutdown()
+def test_the_default_run_root_is_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without run_root, sockets go to a short directory: /run as root, else XDG or /tmp."""
+    from pluginkit import _manager
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert _manager._default_run_root() == Path("/run/pluginkit")
+    assert _manager._default_root() == Path("/var/lib/pluginkit")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert _manager._default_run_root() == tmp_path / "pluginkit"
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert _manager._default_run_root() == Path(f"/tmp/pluginkit-{os.getuid()}")
+    assert _manager._default_root().name == "pluginkit"

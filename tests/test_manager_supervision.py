@@ -189,3 +189,19 @@ def test_restart_policy_validates(kwargs: dict[str, float], message: str) -> Non
     """Bad policy values are rejected with a message naming the field."""
     with pytest.raises(ValueError, match=f"^{message}$"):
         RestartPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_disable_interrupts_a_restart_in_progress(env: Env) -> None:
+    """Disable while a restarted plugin is still starting stops it; it is not started again."""
+    m = env.manager(restart_policy=FAST)
+    p = m.create("foo", env.plugin_dir())
+    m.enable("foo", timeout=60)
+    env.runtime.set_start_delay("foo", 3600)  # the restart will wait for its socket
+    env.runtime.crash("foo")
+    wait_for(lambda: env.runtime.started_count("foo") == 2)
+    m.disable("foo")
+    assert p.id is not None
+    assert not env.runtime.is_running(p.id)
+    assert env.runtime.started_count("foo") == 2
+    assert m.get("foo").enabled is False
+    assert env.actions() == ["create", "enable", "exit", "disable"]

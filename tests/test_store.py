@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,21 @@ def test_check_plugin_id_rejects(bad: str) -> None:
     """Traversal, absolute paths, upper case, wrong lengths and trailing newlines are refused."""
     with pytest.raises(ValueError, match="must be 64 lower-case hex digits"):
         check_plugin_id(bad)
+
+
+def test_save_stages_its_temporary_file_in_tmp(store: Store) -> None:
+    """A record's temporary file is made under tmp/ (cleared at start), never in the plugin dir."""
+    _install(store, ID_A)
+    made: list[str] = []
+    real_mkstemp = tempfile.mkstemp
+
+    def spy(*args: object, **kwargs: object) -> tuple[int, str]:
+        fd, name = real_mkstemp(*args, **kwargs)  # type: ignore[call-overload]
+        made.append(name)
+        return fd, name
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tempfile, "mkstemp", spy)
+        store.save(ID_A, {"Id": ID_A})
+    assert [Path(n).parent for n in made] == [store.tmp_dir]
+    assert sorted(os.listdir(store.plugin_dir(ID_A))) == ["plugin.json", "rootfs"]
