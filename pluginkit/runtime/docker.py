@@ -608,6 +608,7 @@ class DockerRuntime:
 
     def _wait_for_exit(self, run: _Run) -> int | None:
         """Block until the container stops (or the runtime detaches); return its exit code."""
+        failures = 0
         while not run.detached.is_set():
             try:
                 result = self._api.wait(
@@ -618,8 +619,14 @@ class DockerRuntime:
             except requests.exceptions.ReadTimeout:
                 continue
             except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+                # The engine is restarting or gone: keep trying, without
+                # flooding the log (once, then every minute).
                 if not run.detached.is_set():
-                    _log.warning("waiting for plugin %s failed: %s; retrying", run.spec.name, exc)
+                    if failures % 60 == 0:
+                        _log.warning(
+                            "waiting for plugin %s failed: %s; retrying", run.spec.name, exc
+                        )
+                    failures += 1
                     time.sleep(_WAIT_SLICE)
                 continue
             status = result.get("StatusCode")
