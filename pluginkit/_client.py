@@ -539,7 +539,11 @@ class Client:
         self.max_response_size = max_response_size
         self.backoff_unit = backoff_unit
         self._use_tls = self._address.tls or (tls is not None and self._address.unix_path is None)
-        self._host_line = b"Host: " + self._address.host_header.encode("idna") + b"\r\n"
+        self._host_line = (
+            _UNIX_HOST_LINE
+            if self._address.unix_path is not None
+            else b"Host: " + self._address.host_header.encode("idna") + b"\r\n"
+        )
         self._prefixes: dict[str, bytes] = {}
         self._idle: list[tuple[socket.socket, float]] = []
         self._closed = False
@@ -727,20 +731,7 @@ class Client:
     def _prefix(self, method: str) -> bytes:
         prefix = self._prefixes.get(method)
         if prefix is None:
-            if not isinstance(method, str) or not method:
-                raise ValueError(f"method must be a non-empty str, not {method!r}")
-            if any(c.isspace() or ord(c) < 32 for c in method):
-                raise ValueError(f"invalid method name {method!r}")
-            path = method if method.startswith("/") else "/" + method
-            prefix = (
-                b"POST "
-                + path.encode()
-                + b" HTTP/1.1\r\n"
-                + self._host_line
-                + b"Accept: "
-                + MIMETYPE.encode()
-                + b"\r\n"
-            )
+            prefix = _request_prefix(method, self._host_line)
             if len(self._prefixes) < 256:
                 self._prefixes[method] = prefix
         return prefix
@@ -1233,6 +1224,23 @@ def _read_up_to(reader: io.RawIOBase, limit: int) -> bytes:
             break
         data += block
     return bytes(data)
+
+
+_UNIX_HOST_LINE: Final = b"Host: " + _UNIX_HOST.encode() + b"\r\n"
+
+
+@functools.lru_cache(maxsize=1024)
+def _request_prefix(method: str, host_line: bytes) -> bytes:
+    """Build (once per method and host) the request line and fixed headers."""
+    if not isinstance(method, str) or not method:
+        raise ValueError(f"method must be a non-empty str, not {method!r}")
+    if any(c.isspace() or ord(c) < 32 for c in method):
+        raise ValueError(f"invalid method name {method!r}")
+    path = method if method.startswith("/") else "/" + method
+    return (
+        b"POST " + path.encode() + b" HTTP/1.1\r\n" + host_line
+        + b"Accept: " + MIMETYPE.encode() + b"\r\n"
+    )  # fmt: skip
 
 
 def _check_timeout(name: str, value: float | None) -> None:
