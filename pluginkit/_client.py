@@ -641,7 +641,8 @@ class Client:
             ):
                 stop = head.find(b"\r\n", start + 17)
                 value = (head[start + 17 : stop] if stop > 0 else head[start + 17 :]).strip()
-                if value.isdigit() and len(data) - end - 4 == int(value):
+                length = int(value) if value.isdigit() else -1
+                if len(data) - end - 4 == length and length <= self.max_response_size:
                     self._checkin(sock)
                     return self._decode(method, data[end + 4 :])
         # Anything less common (more to read, an error status...): the general reader.
@@ -834,7 +835,7 @@ class Client:
                     raise _ConnectFailed(
                         ConnectionResetError("connection reset"), retry=False
                     ) from None
-        sock = self._connect(deadline, timeout)
+        sock = self._connect(method, deadline, timeout)
         try:
             return self._exchange(sock, method, request, body, deadline, timeout)
         except _NothingReceived as exc:
@@ -869,7 +870,7 @@ class Client:
             raise self._timeout_error(method, timeout) from None
         except _BadReply as exc:
             sock.close()
-            raise PluginProtocolError(f"{method}: {exc}") from None
+            raise self._protocol_error(method, str(exc)) from None
         except OSError as exc:
             sock.close()
             raise _NothingReceived() from exc
@@ -985,7 +986,7 @@ class Client:
                 return self._open_stream(sock, method, request, deadline, timeout)
             except _NothingReceived:
                 pass
-        sock = self._connect(deadline, timeout)
+        sock = self._connect(method, deadline, timeout)
         try:
             return self._open_stream(sock, method, request, deadline, timeout)
         except _NothingReceived as exc:
@@ -1085,7 +1086,7 @@ class Client:
                 break
             sock.close()
 
-    def _connect(self, deadline: float | None, timeout: float | None) -> socket.socket:
+    def _connect(self, method: str, deadline: float | None, timeout: float | None) -> socket.socket:
         if self._closed:
             raise PluginConnectionError(f"cannot call plugin at {self.addr}: client is closed")
         address = self._address
@@ -1115,7 +1116,7 @@ class Client:
             raise _ConnectFailed(exc, retry=False) from None
         except TimeoutError as exc:
             if deadline is not None and time.monotonic() >= deadline:
-                raise self._timeout_error("connect", timeout) from None
+                raise self._timeout_error(method, timeout) from None
             raise _ConnectFailed(exc) from None
         except OSError as exc:
             raise _ConnectFailed(exc) from None
