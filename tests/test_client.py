@@ -111,8 +111,8 @@ def test_retry_schedule_gives_up_like_docker(short_tmp: Path):
         return  # accept and close: a connection failure every time
 
     with RawServer(short_tmp / "p.sock", behaviour) as server:
-        # Docker's 30 s budget and 1 s unit, scaled down 100 times.
-        with Client(server.addr, retry_timeout=0.3, backoff_unit=0.01) as client:
+        # Docker's 30 s budget and 1 s unit, scaled down 20 times.
+        with Client(server.addr, retry_timeout=1.5, backoff_unit=0.05) as client:
             with pytest.raises(PluginConnectionError) as info:
                 client.call("Test.Method")
         attempts = server.accepted
