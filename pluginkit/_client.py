@@ -64,6 +64,7 @@ DEFAULT_MAX_RESPONSE_SIZE: Final = 64 * 1024 * 1024
 _UNIX_HOST: Final = "plugin.moby.localhost"
 _MAX_HEAD: Final = 64 * 1024  # status line + headers
 _RECV: Final = 65536
+_MULTIPLEX_MAX: Final = 1024 * 1024  # replies to call_concurrently (activations)
 _FIRST_RECV: Final = 16384  # most replies are small: do not allocate 64 KiB for each
 _DIAL_TIMEOUT: Final = 10.0  # Docker's (go-connections) dial timeout
 _IDLE_TIMEOUT: Final = 30.0  # Docker's IdleConnTimeout: drop older pooled connections
@@ -915,48 +916,71 @@ class Client:
     def _read_reply(
         self, sock: socket.socket, data: bytes, deadline: float | None
     ) -> tuple[_Head, bytes]:
+        """Read a whole reply whose first bytes are ``data``; linear in its size."""
         limit = self.max_response_size
-        end = data.find(b"\r\n\r\n")
-        if end >= 0 and data[9:10] != b"1":
-            head = _parse_head(data[:end])
-            length = head.length
-            if length is not None:
-                # The common case: Content-Length, often all in the first recv.
-                if length > limit:
-                    raise _TooLarge(length)
-                start = end + 4
-                got = len(data) - start
-                if got == length:
-                    return head, data[start:]
-                if got > length:
-                    head.keep_alive = False
-                    return head, data[start : start + length]
-                buf = bytearray(data[start:])
-                while len(buf) < length:
-                    if deadline is not None:
-                        sock.settimeout(_remaining(deadline))
-                    more = sock.recv(min(length - len(buf), 1 << 20))
-                    if not more:
-                        raise _BadReply(f"reply truncated: got {len(buf)} of {length} bytes")
-                    buf += more
-                return head, bytes(buf)
-        # Chunked bodies, bodies that end at close, interim 1xx replies, and
-        # headers split over several recvs: accumulate until complete.
-        acc = bytearray(data)
-        while True:
-            eof = False
-            done = _complete(bytes(acc), False, limit)
-            if done is not None:
-                return done
+
+        def recv(size: int) -> bytes:
             if deadline is not None:
                 sock.settimeout(_remaining(deadline))
-            more = sock.recv(_RECV)
+            return sock.recv(size)
+
+        # The head, possibly over several recvs, after any interim 1xx replies.
+        acc = data
+        while True:
+            end = acc.find(b"\r\n\r\n")
+            if end >= 0 and acc[9:10] == b"1" and not acc.startswith(b"HTTP/1.1 101"):
+                acc = acc[end + 4 :]
+                continue
+            if end >= 0:
+                break
+            if len(acc) > _MAX_HEAD:
+                raise _BadReply("reply headers too large")
+            more = recv(_RECV)
             if not more:
-                eof = True
-                done = _complete(bytes(acc), eof, limit)
-                assert done is not None  # _complete raises at eof when incomplete
-                return done
+                raise _BadReply("connection closed in the middle of the reply headers")
             acc += more
+        head = _parse_head(acc[:end])
+        rest = acc[end + 4 :]
+        length = head.length
+        if length is not None:
+            # The common case: Content-Length, often all in the first recv.
+            if length > limit:
+                raise _TooLarge(length)
+            if len(rest) >= length:
+                if len(rest) > length:
+                    head.keep_alive = False
+                return head, rest[:length]
+            buf = bytearray(rest)
+            while len(buf) < length:
+                more = recv(min(length - len(buf), 1 << 20))
+                if not more:
+                    raise _BadReply(f"reply truncated: got {len(buf)} of {length} bytes")
+                buf += more
+            return head, bytes(buf)
+        if head.chunked:
+            decoder = _Chunked()
+            extra = decoder.feed(rest)
+            while not decoder.done:
+                if len(decoder.out) > limit:
+                    raise _TooLarge(len(decoder.out))
+                more = recv(_RECV)
+                if not more:
+                    raise _BadReply("reply truncated in the middle of a chunked body")
+                extra = decoder.feed(more)
+            if len(decoder.out) > limit:
+                raise _TooLarge(len(decoder.out))
+            if extra:
+                head.keep_alive = False
+            return head, bytes(decoder.out)
+        # No length: the body ends when the plugin closes the connection.
+        buf = bytearray(rest)
+        while True:
+            if len(buf) > limit:
+                raise _TooLarge(len(buf))
+            more = recv(_RECV)
+            if not more:
+                return head, bytes(buf)
+            buf += more
 
     def _roundtrip_stream(
         self,
@@ -1296,8 +1320,9 @@ def call_concurrently(calls: Iterable[tuple[Client, str]], *, timeout: float | N
     and ``epoll`` (hundreds of activations cost one thread); others get a
     small thread pool. Each result is the decoded reply or the
     :class:`PluginError` the call raised; ``timeout`` counts from the moment
-    the last request was sent. Connections that end cleanly go to their
-    client's pool.
+    the last request was sent. Replies over 1 MiB are refused on unix sockets
+    (these are handshakes). Connections that end cleanly go to their client's
+    pool.
     """
     results: list[Any] = []
     poller = select.epoll()
@@ -1401,6 +1426,11 @@ def _multiplex(
     timeout: float | None,
 ) -> None:
     """Run the started calls to completion, or until ``timeout``."""
+
+    def limit(client: Client) -> int:
+        # Replies are re-parsed as they grow: keep them small (a manifest is).
+        return min(client.max_response_size, _MULTIPLEX_MAX)
+
     deadline = None if timeout is None else time.monotonic() + timeout
     while jobs:
         wait = -1.0 if deadline is None else deadline - time.monotonic()
@@ -1435,7 +1465,7 @@ def _multiplex(
                 continue
             job.data += more
             try:
-                done = _complete(job.data, not more, client.max_response_size)
+                done = _complete(job.data, not more, limit(client))
             except _BadReply as exc:
                 del jobs[fd]
                 job.sock.close()
@@ -1447,7 +1477,7 @@ def _multiplex(
                 results[job.index] = client._protocol_error(
                     method,
                     f"the reply ({exc.size} bytes or more) is larger than the limit of "
-                    f"{client.max_response_size} bytes (max_response_size)",
+                    f"{limit(client)} bytes",
                 )
                 continue
             if done is None:
