@@ -46,6 +46,14 @@ logger = logging.getLogger("pluginkit.sdk")
 Handler = Callable[[Any], Any]
 _H = TypeVar("_H", bound=Handler)
 
+class _Handling(threading.local):
+    """Which server a pool thread is answering a request for (stop() must not wait on it)."""
+
+    state: _ServeState | None = None
+
+
+_handling = _Handling()
+
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 _RECV_SIZE = 262144
@@ -412,8 +420,8 @@ class PluginServer:
         if state is None:
             return
         self._request_stop(state, timeout)
-        if state.loop_ident == threading.get_ident():
-            return  # called by a handler: the loop ends once this request is answered
+        if state.loop_ident == threading.get_ident() or _handling.state is state:
+            return  # called by a handler: the server stops once its request is answered
         state.done.wait()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -828,6 +836,7 @@ class _ServeState:
     def work(self, conn: _Conn, request: Request) -> None:
         """Run one handler in a pool thread and write its reply (the loop is not watching)."""
         sock = conn.sock
+        _handling.state = self
         try:
             reply = self.server._answer(request, self)
             if not request.keep_alive:
@@ -850,6 +859,7 @@ class _ServeState:
                 logger.exception("reply of the plugin server at %s failed", self.url)
             conn.close_after = True
         finally:
+            _handling.state = None
             with contextlib.suppress(OSError):
                 sock.setblocking(False)
             self.posted.append(conn)
