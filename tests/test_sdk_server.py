@@ -22,9 +22,9 @@ from pluginkit.sdk import CONTENT_TYPE, PluginServer
 from tests._sdk_helpers import RawClient, wait_for
 
 
-@pytest.fixture
-def server(short_tmp: Path) -> Iterator[PluginServer]:
-    srv = PluginServer(["VolumeDriver"], name="t")
+@pytest.fixture(params=[0, 4], ids=["inline", "threads"])
+def server(short_tmp: Path, request: pytest.FixtureRequest) -> Iterator[PluginServer]:
+    srv = PluginServer(["VolumeDriver"], name="t", threads=request.param)
 
     @srv.handler("Echo")
     def echo(request: Any) -> Any:
@@ -503,3 +503,11 @@ def test_tls_over_tcp(short_tmp: Path) -> None:
             client.sock, client.buf = tls, b""
             for _ in range(3):
                 assert client.call("Plugin.Activate").json() == {"Implements": ["VolumeDriver"]}
+
+
+def test_half_closed_client_still_gets_reply(client: RawClient) -> None:
+    """A client that shuts down its sending side after a request still gets the reply."""
+    client.send(client.request_bytes("Echo", b'{"last": 1}'))
+    client.sock.shutdown(socket.SHUT_WR)
+    assert client.read_reply().json() == {"last": 1}
+    assert client.closed_by_server()

@@ -16,6 +16,8 @@ import contextlib
 import json
 import logging
 import os
+import queue
+import select
 import selectors
 import signal
 import socket
@@ -25,7 +27,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
@@ -45,6 +46,7 @@ logger = logging.getLogger("pluginkit.sdk")
 #: ``bytes``, or an iterator of bytes / a binary file for a streamed reply.
 Handler = Callable[[Any], Any]
 _H = TypeVar("_H", bound=Handler)
+
 
 class _Handling(threading.local):
     """Which server a pool thread is answering a request for (stop() must not wait on it)."""
@@ -107,6 +109,24 @@ class _Stream:
 
 # Compact like Go's encoder: smaller replies, same speed.
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _send_all(sock: socket.socket, data: bytes, timeout: float = 60.0) -> None:
+    """Write all of ``data`` to a non-blocking socket, waiting at most ``timeout`` when full."""
+    view = memoryview(data)
+    deadline = 0.0
+    while view:
+        try:
+            sent = sock.send(view)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            sent = 0
+        view = view[sent:]
+        if view and not sent:
+            now = time.monotonic()
+            deadline = deadline or now + timeout
+            if now >= deadline:
+                raise TimeoutError("the client does not read its reply")
+            select.select([], [sock], [], deadline - now)
 
 
 def _err(status: int, message: str) -> tuple[int, bytes]:
@@ -518,7 +538,12 @@ class _ServeState:
     waker_w: socket.socket = attrs.field(init=False)
     conns: set[_Conn] = attrs.field(init=False, factory=set)
     posted: deque[_Conn] = attrs.field(init=False, factory=deque)
-    pool: ThreadPoolExecutor | None = attrs.field(init=False, default=None)
+    jobs: queue.SimpleQueue[tuple[_Conn, Request] | None] = attrs.field(
+        init=False, factory=queue.SimpleQueue
+    )
+    workers: list[threading.Thread] = attrs.field(init=False, factory=list)
+    # Guards the hand-back of a connection from a pool thread to the loop.
+    lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
     socket_ino: int | None = attrs.field(init=False, default=None)
     spec_file: Path | None = attrs.field(init=False, default=None)
     stopping: bool = attrs.field(init=False, default=False)
@@ -541,8 +566,12 @@ class _ServeState:
             raise
         self.selector.register(self.listener, _READ, self.on_accept)
         self.selector.register(self.waker_r, _READ, self.on_wake)
-        if self.server.threads:
-            self.pool = ThreadPoolExecutor(self.server.threads, thread_name_prefix="pluginkit-sdk")
+        for n in range(self.server.threads):
+            worker = threading.Thread(
+                target=self.work_loop, name=f"pluginkit-sdk-worker-{n}", daemon=True
+            )
+            worker.start()
+            self.workers.append(worker)
 
     def _bind(self) -> socket.socket:
         where = self.where
@@ -711,11 +740,33 @@ class _ServeState:
         except (OSError, ssl.SSLError):
             self.close(conn)
             return
+        if self.workers:
+            self.received_while_busy(conn, data)
+            return
         if not data:
             self.close(conn)
             return
         conn.parser.feed(data)
         self.process(conn)
+
+    def received_while_busy(self, conn: _Conn, data: bytes) -> None:
+        """Take bytes for ``conn`` in pool mode, where a worker may own it right now."""
+        with self.lock:
+            busy = conn.busy
+            if data:
+                conn.parser.feed(data)
+            if busy and (not data or conn.parser.buffered > 1 << 20):
+                # Stop watching until the worker hands the connection back: EOF
+                # stays readable forever, and a client that floods is paused.
+                if not data:
+                    conn.close_after = True  # answer what is in flight, then close
+                self.selector.unregister(conn.sock)
+                conn.events = 0
+        if not busy:
+            if data:
+                self.process(conn)
+            else:
+                self.close(conn)
 
     def handshake(self, conn: _Conn) -> None:
         sock = conn.sock
@@ -757,12 +808,13 @@ class _ServeState:
                 if conn.close_after:
                     self.close(conn)
                 return
-            if self.pool is not None:
+            if self.workers:
                 conn.busy = True
-                if conn.events:
+                if conn.events and self.ssl_context is not None:
+                    # An SSL object must not be used by two threads at once.
                     conn.events = 0
                     self.selector.unregister(conn.sock)
-                self.pool.submit(self.work, conn, request)
+                self.jobs.put((conn, request))
                 return
             reply = server._answer(request, self)
             if not request.keep_alive:
@@ -833,36 +885,57 @@ class _ServeState:
         if resume and conn.parser.buffered:
             self.process(conn)
 
+    def work_loop(self) -> None:
+        """Body of a pool thread: answer requests until told to stop (None)."""
+        while (job := self.jobs.get()) is not None:
+            self.work(*job)
+
     def work(self, conn: _Conn, request: Request) -> None:
-        """Run one handler in a pool thread and write its reply (the loop is not watching)."""
+        """Run one handler in a pool thread and write its reply.
+
+        The loop does not process ``conn`` while it is busy (it only buffers
+        what arrives); afterwards the connection is handed back to the loop
+        only when there is something to do, so a plain request-reply
+        exchange costs no extra wake-up of the loop.
+        """
         sock = conn.sock
         _handling.state = self
         try:
             reply = self.server._answer(request, self)
             if not request.keep_alive:
                 conn.close_after = True
-            sock.settimeout(60.0)
             if type(reply) is bytes:
-                sock.sendall(reply)
+                _send_all(sock, reply)
             else:
                 assert isinstance(reply, _Stream)
-                sock.sendall(reply.head)
+                _send_all(sock, reply.head)
                 try:
                     for piece in reply.pieces:
                         if piece:
-                            sock.sendall(chunk(bytes(piece)))
+                            _send_all(sock, chunk(bytes(piece)))
                 finally:
                     _close_quietly(reply.pieces)
-                sock.sendall(b"0\r\n\r\n")
+                _send_all(sock, b"0\r\n\r\n")
         except Exception as exc:
             if not isinstance(exc, OSError):
                 logger.exception("reply of the plugin server at %s failed", self.url)
             conn.close_after = True
         finally:
             _handling.state = None
-            with contextlib.suppress(OSError):
-                sock.setblocking(False)
-            self.posted.append(conn)
+        with self.lock:
+            if (
+                conn.close_after
+                or conn.parser.buffered
+                or conn.events == 0
+                or self.stopping
+                or conn.closed
+            ):
+                self.posted.append(conn)  # still busy: the loop takes it back
+                post = True
+            else:
+                conn.busy = False
+                post = False
+        if post:
             self.wake()
 
     def close(self, conn: _Conn) -> None:
@@ -887,8 +960,8 @@ class _ServeState:
         self.closed = True
         for conn in list(self.conns):
             self.close(conn)
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+        for _ in self.workers:
+            self.jobs.put(None)
         with contextlib.suppress(Exception):
             self.selector.close()
         for sock in (self.listener, self.waker_r, self.waker_w):
