@@ -511,3 +511,32 @@ def test_half_closed_client_still_gets_reply(client: RawClient) -> None:
     client.sock.shutdown(socket.SHUT_WR)
     assert client.read_reply().json() == {"last": 1}
     assert client.closed_by_server()
+
+
+def test_stop_is_bounded_by_a_stuck_inline_handler(
+    short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """stop(timeout) returns even when an inline handler never finishes; the socket is removed."""
+    entered = threading.Event()
+    release = threading.Event()
+    srv = PluginServer([])
+
+    @srv.handler("Stuck")
+    def stuck(request: Any) -> Any:
+        entered.set()
+        release.wait(30)
+        return {}
+
+    srv.start(short_tmp / "s.sock")
+    c = RawClient(short_tmp / "s.sock")
+    try:
+        c.send(c.request_bytes("Stuck"))
+        assert entered.wait(10)
+        with caplog.at_level(logging.WARNING, "pluginkit.sdk"):
+            srv.stop(timeout=0.1)
+        assert not srv.serving
+        assert not (short_tmp / "s.sock").exists()
+        assert "still running after the stop timeout" in caplog.text
+    finally:
+        release.set()
+        c.close()

@@ -442,7 +442,19 @@ class PluginServer:
         self._request_stop(state, timeout)
         if state.loop_ident == threading.get_ident() or _handling.state is state:
             return  # called by a handler: the server stops once its request is answered
-        state.done.wait()
+        # A handler stuck inline in the loop cannot be interrupted: past the
+        # deadline, close the sockets from here and let that thread run out.
+        if not state.done.wait(max(0.0, state.deadline - time.monotonic()) + 2.0):
+            logger.warning(
+                "plugin server at %s: a handler is still running after the stop timeout; "
+                "closing the server under it",
+                state.url,
+            )
+            state.cleanup()
+            with self._lock:
+                if self._state is state:
+                    self._state = None
+            return
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
@@ -511,9 +523,10 @@ class PluginServer:
         state.loop_ident = threading.get_ident()
         try:
             state.run()
-        except BaseException:
-            logger.exception("plugin server loop at %s failed", state.url)
-            raise
+        except Exception:
+            if not state.closed:
+                logger.exception("plugin server loop at %s failed", state.url)
+                raise
         finally:
             state.cleanup()
             with self._lock:
@@ -640,7 +653,7 @@ class _ServeState:
 
     def run(self) -> None:
         select = self.selector.select
-        while True:
+        while not self.closed:
             if self.stopping:
                 if not self.drain_step():
                     return
