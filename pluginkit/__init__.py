@@ -29,6 +29,18 @@ from ._errors import (
 from ._plugin import Plugin
 
 # -- client and legacy registry (issue 2) --
+# isort: split
+from ._client import Client, TLSConfig
+from ._legacy import LegacyRegistry
+from ._lookup import (
+    FindWithCapability,
+    LookupWithCapability,
+    PluginGetter,
+    find_with_capability,
+    get_default_manager,
+    lookup_with_capability,
+    set_default_manager,
+)
 
 # -- manager and models (issue 4) --
 
@@ -55,5 +67,15 @@ __all__ = [
     # values
     "Plugin",
     # -- client and legacy registry (issue 2) --
+    "Client",
+    "TLSConfig",
+    "LegacyRegistry",
+    "FindWithCapability",
+    "LookupWithCapability",
+    "PluginGetter",
+    "find_with_capability",
+    "get_default_manager",
+    "lookup_with_capability",
+    "set_default_manager",
     # -- manager and models (issue 4) --
 ]
