@@ -43,6 +43,9 @@ from ._lookup import (
 )
 
 # -- manager and models (issue 4) --
+# isort: split
+from ._config import CapabilityID, Device, EnvVar, Mount, PluginConfig, Privilege, Settings
+from ._reference import Reference
 
 __version__ = "0.1.0.dev0"
 
@@ -78,4 +81,12 @@ __all__ = [
     "lookup_with_capability",
     "set_default_manager",
     # -- manager and models (issue 4) --
+    "CapabilityID",
+    "Device",
+    "EnvVar",
+    "Mount",
+    "PluginConfig",
+    "Privilege",
+    "Reference",
+    "Settings",
 ]
