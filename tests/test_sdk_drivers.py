@@ -368,3 +368,30 @@ def test_converter_ignores_unknown_fields() -> None:
     assert converter.structure({"Name": "v", "ID": "i", "New": 1}, volume.MountRequest) == (
         volume.MountRequest(name="v", id="i")
     )
+
+
+def test_sdk_public_names() -> None:
+    """pluginkit.sdk exports exactly its documented public names."""
+    import pluginkit.sdk
+
+    assert sorted(pluginkit.sdk.__all__) == sorted(
+        [
+            "CONTENT_TYPE",
+            "AuthzPlugin",
+            "Driver",
+            "Endpoint",
+            "Handler",
+            "InvalidRequestError",
+            "IpamDriver",
+            "NetworkDriver",
+            "PluginServer",
+            "VolumeDriver",
+            "authz",
+            "converter",
+            "ipam",
+            "network",
+            "volume",
+        ]
+    )
+    for name in pluginkit.sdk.__all__:
+        assert getattr(pluginkit.sdk, name) is not None
