@@ -197,3 +197,12 @@ def test_process_runtime_runs_the_shipped_plugin_dir(
         assert not sock.exists()
     finally:
         runtime.close()
+
+
+def test_plugin_dir_config_parses_as_docker_config() -> None:
+    """The shipped config.json passes pluginkit's config.json validation (volumedriver, socket)."""
+    from pluginkit._config import parse_config
+
+    config = parse_config(json.loads((plugin_dir() / "config.json").read_text()))
+    assert [(t.capability, t.version) for t in config.interface.types] == [("volumedriver", "1.0")]
+    assert config.interface.socket == "localvolume.sock"
