@@ -591,17 +591,27 @@ class _ServeState:
         if where.path is not None:
             path = where.path
             prepare_unix_path(path)
+            # Bind under a temporary name, set mode and group, listen, then
+            # rename into place: whoever finds the socket (Docker's discovery
+            # polls the directory) finds it ready, with its final permissions.
+            staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            if len(os.fsencode(staged)) > 107:
+                staged = path
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                sock.bind(str(path))
+                sock.bind(str(staged))
+                try:
+                    os.chmod(staged, self.mode)
+                    if self.gid is not None:
+                        os.chown(staged, -1, self.gid)
+                    sock.listen(128)
+                    os.replace(staged, path)
+                except BaseException:
+                    staged.unlink(missing_ok=True)
+                    raise
                 self.socket_ino = path.stat().st_ino
-                os.chmod(path, self.mode)
-                if self.gid is not None:
-                    os.chown(path, -1, self.gid)
-                sock.listen(128)
             except BaseException:
                 sock.close()
-                self._remove_socket()
                 raise
             self.url = f"unix://{path}"
         else:
