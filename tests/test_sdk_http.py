@@ -37,7 +37,7 @@ def parse_all(data: bytes, cuts: list[int]) -> list[Request]:
 methods = st.from_regex(r"[A-Za-z][A-Za-z0-9.]{0,30}", fullmatch=True)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     st.lists(st.tuples(methods, st.binary(max_size=300), st.booleans()), min_size=1, max_size=5),
     st.lists(st.integers(min_value=0, max_value=10000), max_size=20),

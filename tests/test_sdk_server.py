@@ -6,10 +6,12 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import ssl
 import stat
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -540,3 +542,50 @@ def test_stop_is_bounded_by_a_stuck_inline_handler(
     finally:
         release.set()
         c.close()
+
+
+SLOW_PLUGIN = """
+import sys, threading, time
+from pluginkit.sdk import PluginServer
+
+server = PluginServer(["VolumeDriver"])
+
+@server.handler("Slow")
+def slow(request):
+    print("in handler", flush=True)
+    time.sleep(1.0)
+    return {"finished": True}
+
+server.serve(sys.argv[1])
+print("served", flush=True)
+"""
+
+
+def test_sigterm_during_request_lets_it_finish(short_tmp: Path) -> None:
+    """SIGTERM to a process in serve() lets the in-flight request finish, then it exits 0."""
+    sock = short_tmp / "slow.sock"
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_PLUGIN, str(sock)],
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: sock.exists() or proc.poll() is not None, timeout=30)
+        with RawClient(sock) as c:
+            c.send(c.request_bytes("Slow"))
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == "in handler\n"
+            proc.send_signal(signal.SIGTERM)
+            reply = c.read_reply()
+        assert (reply.status, reply.json()) == (200, {"finished": True})
+        assert proc.wait(30) == 0
+        assert proc.stdout.read() == "served\n"
+        assert not sock.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
