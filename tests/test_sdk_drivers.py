@@ -392,6 +392,7 @@ def test_sdk_public_names() -> None:
             "authz",
             "converter",
             "ipam",
+            "json_name",
             "network",
             "volume",
         ]
