@@ -8,6 +8,8 @@ with :mod:`pluginkit.sdk` work with a real Docker engine.
 
 from __future__ import annotations
 
+import logging
+
 from ._errors import (
     ErrDisabled,
     ErrInadequateCapability,
@@ -44,13 +46,32 @@ from ._lookup import (
 
 # -- manager and models (issue 4) --
 # isort: split
-from ._config import CapabilityID, Device, EnvVar, Mount, PluginConfig, Privilege, Settings
+from ._config import (
+    CapabilityID,
+    Device,
+    EnvVar,
+    Mount,
+    PluginConfig,
+    Privilege,
+    Settings,
+    apply_set,
+    compute_privileges,
+    dump_config,
+    initial_settings,
+    load_config,
+    parse_config,
+)
 from ._events import PluginEvent
 from ._manager import Manager
-from ._reference import Reference
+from ._reference import Reference, normalize_name, parse_reference
 from ._restart import RestartPolicy
 
 __version__ = "0.1.0.dev0"
+
+# A library must not print on its own: plugin output (logger
+# "pluginkit.plugin") and pluginkit's own logs reach the application's
+# handlers, and nothing at all when logging is not configured.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     # errors
@@ -95,4 +116,12 @@ __all__ = [
     "Manager",
     "PluginEvent",
     "RestartPolicy",
+    "apply_set",
+    "compute_privileges",
+    "dump_config",
+    "initial_settings",
+    "load_config",
+    "normalize_name",
+    "parse_config",
+    "parse_reference",
 ]
