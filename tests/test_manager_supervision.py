@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _manager_helpers import Env, wait_for, write_plugin_dir
@@ -304,3 +306,27 @@ def test_a_restart_failing_on_the_host_is_retried(
     wait_for(lambda: "restart" in env.actions())
     assert m.lookup_with_capability("foo", "volumedriver") is p
     assert env.actions() == ["create", "enable", "exit", "restart"]
+
+
+def test_an_exit_handler_may_remove_the_plugin(env: Env) -> None:
+    """on_event removing the plugin on its "exit" cancels the restart about to be armed."""
+    removed = threading.Event()
+    managers: list[Manager] = []
+
+    def on_event(event: Any) -> None:
+        env.events.append(event)
+        if event.action == "exit":
+            managers[0].remove(event.id, force=True)
+            removed.set()
+
+    m = env.manager(restart_policy=FAST, on_event=on_event)
+    managers.append(m)
+    p = m.create("foo", env.plugin_dir())
+    m.enable("foo")
+    env.runtime.crash("foo")
+    assert removed.wait(10)
+    time.sleep(0.2)  # several times max_delay: a restart would have happened
+    assert env.actions() == ["create", "enable", "exit", "remove"]
+    assert env.runtime.started_count("foo") == 1
+    assert m.list() == []
+    assert not (env.root / "plugins" / str(p.id)).exists()
