@@ -589,3 +589,72 @@ def test_sigterm_during_request_lets_it_finish(short_tmp: Path) -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_deeply_nested_json_is_400_and_server_keeps_serving(client: RawClient) -> None:
+    """A body nested deeper than the JSON decoder can go answers 400; the server lives on."""
+    client.send(client.request_bytes("Echo", b"[" * 100_000))
+    reply = client.read_reply()
+    assert (reply.status, reply.json()) == (
+        400,
+        {"Err": "Echo: request body is not valid JSON: it is nested too deeply"},
+    )
+    assert client.call("Echo", {"after": "deep"}).json() == {"after": "deep"}
+
+
+def _nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("threads", [0, 2], ids=["inline", "threads"])
+def test_reply_nested_too_deeply_is_500(
+    short_tmp: Path, threads: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reply too deep to encode answers 500 naming the method, and is logged; serving goes on."""
+    srv = PluginServer([], threads=threads)
+    srv.add_handler("Deep", lambda request: _nested(100_000))
+    srv.add_handler("Echo", lambda request: request)
+    with srv, caplog.at_level(logging.ERROR, "pluginkit.sdk"):
+        srv.start(short_tmp / "s.sock")
+        with RawClient(short_tmp / "s.sock") as c:
+            reply = c.call("Deep")
+            assert (reply.status, reply.json()) == (
+                500,
+                {"Err": "Deep: the plugin's reply is not JSON: it is nested too deeply"},
+            )
+            assert c.call("Echo", [1]).json() == [1]
+    assert "handler for Deep returned a value that is not JSON" in caplog.text
+
+
+class _Treacherous:
+    """A reply whose attribute lookups fail in an unexpected way."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"no {name} here")
+
+
+@pytest.mark.parametrize("threads", [0, 2], ids=["inline", "threads"])
+def test_failure_while_building_a_reply_is_500_and_logged(
+    short_tmp: Path, threads: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception while turning a handler's result into a reply answers 500; serving goes on."""
+    srv = PluginServer([], threads=threads)
+    srv.add_handler("Odd", lambda request: _Treacherous())
+    srv.add_handler("Echo", lambda request: request)
+    with srv, caplog.at_level(logging.ERROR, "pluginkit.sdk"):
+        srv.start(short_tmp / "s.sock")
+        with RawClient(short_tmp / "s.sock") as c:
+            reply = c.call("Odd")
+            assert (reply.status, reply.json(), reply.headers["connection"]) == (
+                500,
+                {"Err": "Odd: the plugin server failed to build the reply: no read here"},
+                "close",
+            )
+            assert c.closed_by_server()
+        with RawClient(short_tmp / "s.sock") as c:
+            assert c.call("Echo", [3]).json() == [3]
+    assert "plugin server at unix://" in caplog.text
+    assert "failed to answer /Odd" in caplog.text

@@ -438,7 +438,7 @@ class ServeLoop:
                     self.selector.unregister(conn.sock)
                 self.jobs.put((conn, request))
                 return
-            reply = self.answer(request, self)
+            reply = self.answer_safely(request)
             if not request.keep_alive:
                 conn.close_after = True
             if type(reply) is bytes:
@@ -448,6 +448,19 @@ class ServeLoop:
                 conn.stream = reply.pieces
                 conn.out += reply.head
                 self.flush(conn, resume=False)
+
+    def answer_safely(self, request: Request) -> bytes | Stream:
+        """Run ``answer``; an exception escaping it costs one request (500), never the loop."""
+        try:
+            return self.answer(request, self)
+        except Exception as exc:
+            method = request.path.decode("utf-8", "replace")
+            logger.exception("plugin server at %s failed to answer %s", self.url, method)
+            request.keep_alive = False
+            status, data = error_reply(
+                500, f"{method[1:]}: the plugin server failed to build the reply: {exc}"
+            )
+            return response_head(status, len(data), keep_alive=False) + data
 
     def send(self, conn: _Conn, data: bytes) -> None:
         if not conn.out:
@@ -523,7 +536,7 @@ class ServeLoop:
         sock = conn.sock
         handling.state = self
         try:
-            reply = self.answer(request, self)
+            reply = self.answer_safely(request)
             if not request.keep_alive:
                 conn.close_after = True
             if type(reply) is bytes:

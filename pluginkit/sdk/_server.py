@@ -64,6 +64,11 @@ def _file_pieces(fileobj: Any) -> Iterator[bytes]:
         fileobj.close()
 
 
+def _why(exc: Exception) -> str:
+    """Say why JSON could not be decoded or encoded (a RecursionError says nothing useful)."""
+    return "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+
+
 class PluginServer:
     """A Docker plugin server: routes ``POST /<Method>`` to Python functions.
 
@@ -218,9 +223,9 @@ class PluginServer:
         elif body and not body.isspace():
             try:
                 argument = json.loads(body)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 method = path[1:].decode("utf-8", "replace")
-                return error_reply(400, f"{method}: request body is not valid JSON: {exc}")
+                return error_reply(400, f"{method}: request body is not valid JSON: {_why(exc)}")
         else:
             argument = None
         try:
@@ -236,23 +241,23 @@ class PluginServer:
         if result is None:
             return 200, b"{}"
         kind = type(result)
-        if kind is not dict and kind is not list:
+        if kind is not dict and kind is not list and not attrs.has(kind):
             if isinstance(result, (bytes, bytearray, memoryview)):
                 return 200, bytes(result)
+            if hasattr(result, "read"):
+                return 200, _file_pieces(result)
+            if isinstance(result, Iterator):
+                return 200, result
+        try:
             if attrs.has(kind):
                 from ._convert import converter
 
                 result = converter.unstructure(result)
-            elif hasattr(result, "read"):
-                return 200, _file_pieces(result)
-            elif isinstance(result, Iterator):
-                return 200, result
-        try:
             return 200, dumps(result).encode()
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             method = path[1:].decode("utf-8", "replace")
-            logger.error("handler for %s returned a value that is not JSON: %s", method, exc)
-            return error_reply(500, f"{method}: the plugin's reply is not JSON: {exc}")
+            logger.error("handler for %s returned a value that is not JSON: %s", method, _why(exc))
+            return error_reply(500, f"{method}: the plugin's reply is not JSON: {_why(exc)}")
 
     # -- serving ---------------------------------------------------------------
 
