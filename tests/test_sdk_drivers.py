@@ -440,3 +440,84 @@ def test_models_round_trip_through_json(model: Any) -> None:
     """Any model survives unstructure -> JSON text -> structure unchanged."""
     data = json.loads(json.dumps(converter.unstructure(model)))
     assert converter.structure(data, type(model)) == model
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "err"),
+    [
+        (
+            "VolumeDriver.Mount",
+            {"Name": 5, "ID": "x"},
+            "invalid VolumeDriver.Mount request: invalid value for type, expected str "
+            "(got int) @ request.name",
+        ),
+        (
+            "VolumeDriver.Create",
+            {"Name": "v", "Opts": {"size": 10}},
+            "invalid VolumeDriver.Create request: invalid value for type, expected str "
+            "(got int) @ request.options['size']",
+        ),
+        (
+            "VolumeDriver.Mount",
+            {"Name": {"a": 1}},
+            "invalid VolumeDriver.Mount request: invalid value for type, expected str "
+            "(got dict) @ request.name",
+        ),
+    ],
+)
+def test_volume_wrong_typed_field_is_400(serve: Any, method: str, body: Any, err: str) -> None:
+    """A field of the wrong JSON type answers 400 naming it, instead of being turned into text."""
+    driver = RecordingVolumes()
+    c = serve(driver.server())
+    reply = c.call(method, body)
+    assert (reply.status, reply.json()) == (400, {"Err": err})
+    assert driver.calls == []
+
+
+@pytest.mark.parametrize(
+    ("body", "cls", "err"),
+    [
+        (
+            {"V6": "false"},
+            ipam.RequestPoolRequest,
+            "invalid value for type, expected bool (got str) @ request.v6",
+        ),
+        (
+            {"DiscoveryType": 1.7},
+            network.DiscoveryNotification,
+            "invalid value for type, expected int (got float) @ request.discovery_type",
+        ),
+        (
+            {"DiscoveryType": True},
+            network.DiscoveryNotification,
+            "invalid value for type, expected int (got bool) @ request.discovery_type",
+        ),
+        (
+            {"NetworkID": "n", "IPv4Data": [{"Pool": 3}]},
+            network.CreateNetworkRequest,
+            "invalid value for type, expected str (got int) @ request.ipv4_data[0].pool",
+        ),
+        (
+            {"ResponseStatusCode": "200"},
+            authz.AuthzRequest,
+            "invalid value for type, expected int (got str) @ request.response_status_code",
+        ),
+    ],
+)
+def test_wrong_json_types_are_not_coerced(body: Any, cls: type[Any], err: str) -> None:
+    """Scalars must have the JSON type Docker sends: "false" is not False, 1.7 is not 1."""
+    from pluginkit.sdk._driver import _describe
+
+    with pytest.raises(Exception) as info:
+        converter.structure(body, cls)
+    assert _describe(info.value) == err
+
+
+def test_right_json_types_still_accepted() -> None:
+    """Well-typed values, nulls and missing optionals still structure as before."""
+    assert converter.structure(
+        {"V6": True, "Options": None, "Pool": "10.0.0.0/8"}, ipam.RequestPoolRequest
+    ) == ipam.RequestPoolRequest(pool="10.0.0.0/8", v6=True)
+    assert converter.structure(
+        {"DiscoveryType": 1, "DiscoveryData": {"x": [1]}}, network.DiscoveryNotification
+    ) == network.DiscoveryNotification(discovery_type=1, discovery_data={"x": [1]})

@@ -21,7 +21,14 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-__all__ = ["converter", "json_name", "structure", "unstructure", "wire_name"]
+__all__ = [
+    "WrongTypeError",
+    "converter",
+    "json_name",
+    "structure",
+    "unstructure",
+    "wire_name",
+]
 
 _T = TypeVar("_T")
 
@@ -45,9 +52,35 @@ def wire_name(attribute: attrs.Attribute[Any]) -> str:
 converter = cattrs.Converter()
 
 
+class WrongTypeError(TypeError):
+    """A JSON value whose type does not fit the field (``"false"`` for a bool, 1.7 for an int)."""
+
+    def __init__(self, expected: type, value: Any) -> None:
+        self.got = type(value).__name__
+        super().__init__(f"expected {expected.__name__}, got {self.got}")
+
+
+def _strict(expected: type[_T]) -> Callable[[Any, type], _T]:
+    # cattrs' default hooks call str()/int()/bool() on anything: {"Name": 5}
+    # became "5" and {"V6": "false"} became True. Go's decoder refuses
+    # mismatched JSON types; so do we (bool is not an int here either).
+    def structure_scalar(value: Any, _: type) -> _T:
+        if isinstance(value, expected) and (expected is bool or not isinstance(value, bool)):
+            return value
+        if expected is float and type(value) is int:
+            return float(value)  # type: ignore[return-value]
+        raise WrongTypeError(expected, value)
+
+    return structure_scalar
+
+
+for _scalar in (str, int, float, bool):
+    converter.register_structure_hook(_scalar, _strict(_scalar))
+
+
 def _structure_bytes(value: Any, _: type) -> bytes:
     if isinstance(value, str):
-        return base64.b64decode(value)
+        return base64.b64decode(value, validate=True)
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     raise TypeError(f"expected base64 text, got {type(value).__name__}")

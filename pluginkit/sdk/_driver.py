@@ -17,8 +17,9 @@ from typing import Any, ClassVar, TypeVar
 
 import attrs
 import cattrs
+from cattrs.v import format_exception
 
-from ._convert import converter
+from ._convert import WrongTypeError, converter
 from ._server import InvalidRequestError, PluginServer
 
 __all__ = ["Driver", "Endpoint", "unimplemented"]
@@ -130,5 +131,12 @@ class Driver:
 
 def _describe(exc: Exception) -> str:
     if isinstance(exc, cattrs.BaseValidationError):
-        return "; ".join(cattrs.transform_error(exc, path="request"))
+        return "; ".join(cattrs.transform_error(exc, path="request", format_exception=_format))
     return str(exc)
+
+
+def _format(exc: BaseException, type_: type | None) -> str:
+    text = format_exception(exc, type_)
+    if isinstance(exc, WrongTypeError):
+        text += f" (got {exc.got})"
+    return text
