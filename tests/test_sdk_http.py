@@ -95,6 +95,29 @@ def test_connection_close_header() -> None:
     assert request.keep_alive is False
 
 
+@pytest.mark.parametrize("size", [b"0x2", b"+2", b"0_2", b"-0", b"2 2", b"1" * 17, b""])
+def test_chunk_size_must_be_plain_hex(size: bytes) -> None:
+    """A chunk size is 1-16 hex digits, as Go reads it: no 0x, sign, underscore or inner blank."""
+    head = b"POST /A HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with pytest.raises(HTTPError) as info:
+        one(head + size + b"\r\n{}\r\n0\r\n\r\n")
+    assert (info.value.status, info.value.message) == (
+        400,
+        f"invalid chunk size {size[:20].decode()!r}",
+    )
+
+
+def test_chunk_size_with_extension_and_blanks() -> None:
+    """Upper/lower-case hex, blanks before an extension and the extension itself are accepted."""
+    data = (
+        b"POST /A HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0000A ;name=value\r\n0123456789\r\n2\r\n{}\r\n0\r\n\r\n"
+    )
+    request = one(data)
+    assert request is not None
+    assert request.body == b"0123456789{}"
+
+
 @pytest.mark.parametrize(
     ("data", "status", "message"),
     [

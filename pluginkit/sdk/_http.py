@@ -43,6 +43,8 @@ _REASONS: Final = {
     505: "HTTP Version Not Supported",
 }
 
+_HEX_DIGITS: Final = b"0123456789abcdefABCDEF"
+
 _HEAD: Final = 0
 _BODY: Final = 1  # Content-Length body
 _CHUNK_SIZE: Final = 2  # waiting for a chunk-size line
@@ -228,15 +230,13 @@ class RequestParser:
                             raise HTTPError(400, "chunk size line is too long")
                         return None
                     size_text = bytes(buf[pos:eol]).partition(b";")[0].strip()
-                    try:
-                        size = int(size_text, 16)
-                    except ValueError:
-                        raise HTTPError(
-                            400, f"invalid chunk size {size_text[:20].decode('latin-1')!r}"
-                        ) from None
-                    if size < 0:
+                    # Only hex digits, as Go reads them: int() alone would also
+                    # take "0x2", "+2" and "0_2", sizes a front proxy may frame
+                    # differently.
+                    if not 0 < len(size_text) <= 16 or size_text.translate(None, _HEX_DIGITS):
                         shown = size_text[:20].decode("latin-1")
                         raise HTTPError(400, f"invalid chunk size {shown!r}")
+                    size = int(size_text, 16)
                     pos = eol + 2
                     if size == 0:
                         self._state = _TRAILER
