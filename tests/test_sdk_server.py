@@ -658,3 +658,54 @@ def test_failure_while_building_a_reply_is_500_and_logged(
             assert c.call("Echo", [3]).json() == [3]
     assert "plugin server at unix://" in caplog.text
     assert "failed to answer /Odd" in caplog.text
+
+
+FD_LIMITED_PLUGIN = """
+import logging, resource, sys
+from pluginkit.sdk import PluginServer
+
+logging.basicConfig(filename=sys.argv[2], level=logging.WARNING, format="%(message)s")
+resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
+server = PluginServer([])
+server.add_handler("Echo", lambda request: request)
+server.serve(sys.argv[1])
+"""
+
+
+def test_out_of_file_descriptors_backs_off_and_recovers(short_tmp: Path) -> None:
+    """When accept() runs out of descriptors the server backs off (no log flood) and recovers."""
+    sock, log = short_tmp / "fd.sock", short_tmp / "fd.log"
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FD_LIMITED_PLUGIN, str(sock), str(log)],
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    clients: list[socket.socket] = []
+    try:
+        wait_for(lambda: sock.exists() or proc.poll() is not None, timeout=30)
+        for _ in range(40):  # more than the server has descriptors for
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.connect(str(sock))
+            clients.append(client)
+        wait_for(lambda: log.exists() and "accept failed" in log.read_text())
+        threading.Event().wait(0.5)  # hold the descriptors for a while
+        for client in clients:
+            client.close()
+        clients.clear()
+
+        def served() -> bool:
+            with RawClient(sock, timeout=5) as c:
+                return bool(c.call("Echo", [1]).json() == [1])
+
+        wait_for(served)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        failures = [line for line in log.read_text().splitlines() if "accept failed" in line]
+        assert 1 <= len(failures) <= 15, f"{len(failures)} accept failures logged"
+        assert "Too many open files; retrying in 0.005 s" in failures[0]
+    finally:
+        for client in clients:
+            client.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -161,6 +161,10 @@ class ServeLoop:
     spec_file: Path | None = attrs.field(init=False, default=None)
     stopping: bool = attrs.field(init=False, default=False)
     deadline: float = attrs.field(init=False, default=0.0)
+    # After a failed accept(): the pause before the next try, and when it ends
+    # (0.0 = the listener is watched).
+    accept_delay: float = attrs.field(init=False, default=0.0)
+    accept_resume: float = attrs.field(init=False, default=0.0)
     closed: bool = attrs.field(init=False, default=False)
     loop_ident: int | None = attrs.field(init=False, default=None)
     done: threading.Event = attrs.field(init=False, factory=threading.Event)
@@ -264,12 +268,13 @@ class ServeLoop:
     def run(self) -> None:
         select = self.selector.select
         while not self.closed:
+            timeout: float | None = None
             if self.stopping:
                 if not self.drain_step():
                     return
-                timeout: float | None = max(0.0, min(0.1, self.deadline - time.monotonic()))
-            else:
-                timeout = None
+                timeout = max(0.0, min(0.1, self.deadline - time.monotonic()))
+            elif self.accept_resume:
+                timeout = self.resume_accepting()
             for key, mask in select(timeout):
                 data = key.data
                 if type(data) is _Conn:
@@ -280,7 +285,8 @@ class ServeLoop:
     def drain_step(self) -> bool:
         """While stopping: close what is idle; False when the loop may end."""
         if self.listener.fileno() >= 0:
-            self.selector.unregister(self.listener)
+            if not self.accept_resume:
+                self.selector.unregister(self.listener)
             self.listener.close()
         for conn in list(self.conns):
             if not conn.busy and not conn.out and conn.stream is None and conn.parser.idle:
@@ -315,8 +321,9 @@ class ServeLoop:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                logger.warning("plugin server at %s: accept failed: %s", self.url, exc)
+                self.pause_accepting(exc)
                 return
+            self.accept_delay = 0.0
             sock.setblocking(False)
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -333,6 +340,33 @@ class ServeLoop:
                 conn.handshaking = True
             self.conns.add(conn)
             self.set_events(conn, _READ)
+
+    def pause_accepting(self, exc: OSError) -> None:
+        """Stop watching the listener for a while after a failed accept().
+
+        Out of file descriptors (EMFILE), the pending connection stays in the
+        backlog and the listener stays readable: retrying at once spins the
+        loop and floods the log. Like Go's net/http, wait 5 ms, doubling up
+        to 1 s, while the loop goes on serving (and closing) connections.
+        """
+        self.accept_delay = min(max(self.accept_delay * 2, 0.005), 1.0)
+        self.accept_resume = time.monotonic() + self.accept_delay
+        self.selector.unregister(self.listener)
+        logger.warning(
+            "plugin server at %s: accept failed: %s; retrying in %s s",
+            self.url,
+            exc.strerror or exc,
+            f"{self.accept_delay:.3g}",
+        )
+
+    def resume_accepting(self) -> float | None:
+        """Watch the listener again once the pause is over; else return the time left."""
+        left = self.accept_resume - time.monotonic()
+        if left > 0:
+            return left
+        self.accept_resume = 0.0
+        self.selector.register(self.listener, _READ, self.on_accept)
+        return None
 
     def set_events(self, conn: _Conn, events: int) -> None:
         """Watch ``conn`` for ``events`` (``conn.events == 0`` means not registered)."""
