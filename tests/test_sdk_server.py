@@ -236,6 +236,8 @@ def test_tcp_spec_file_written_and_removed(short_tmp: Path) -> None:
     srv.start("tcp://127.0.0.1:0", spec_dir=short_tmp / "specs")
     spec = short_tmp / "specs" / "tcpplug.spec"
     assert spec.read_text() == f"{srv.address}\n"
+    assert stat.S_IMODE(spec.stat().st_mode) == 0o644
+    assert [p.name for p in spec.parent.iterdir()] == ["tcpplug.spec"]
     srv.stop()
     assert not spec.exists()
 

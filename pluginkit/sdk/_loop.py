@@ -23,7 +23,6 @@ import select
 import selectors
 import socket
 import ssl
-import tempfile
 import threading
 import time
 from collections import deque
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import attrs
 
+from .._store import atomic_write
 from ._address import Address, prepare_unix_path
 from ._http import HTTPError, Request, RequestParser, chunk, response_head
 
@@ -245,18 +245,8 @@ class ServeLoop:
         scheme = "https" if self.ssl_context is not None else "tcp"
         spec_dir.mkdir(parents=True, exist_ok=True)
         target = spec_dir / f"{self.name}.spec"
-        fd, tmp = tempfile.mkstemp(dir=spec_dir, prefix=f".{self.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(f"{scheme}://{host}:{port}\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        # 0644: the engine reading it may not run as this process's user.
+        atomic_write(target, f"{scheme}://{host}:{port}\n".encode(), mode=0o644)
         self.spec_file = target
 
     def wake(self) -> None:
