@@ -242,6 +242,18 @@ def test_tcp_spec_file_written_and_removed(short_tmp: Path) -> None:
     assert not spec.exists()
 
 
+def test_spec_file_of_a_newer_server_is_left_alone(short_tmp: Path) -> None:
+    """Stopping a server does not remove a spec file another server has since written."""
+    first, second = PluginServer([], name="same"), PluginServer([], name="same")
+    spec = short_tmp / "same.spec"
+    with first, second:
+        first.start("tcp://127.0.0.1:0", spec_dir=short_tmp)
+        second.start("tcp://127.0.0.1:0", spec_dir=short_tmp)
+        first.stop()
+        assert spec.read_text() == f"{second.address}\n"
+    assert not spec.exists()
+
+
 def test_env_socket_convention(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """address=None serves at $PLUGINKIT_SOCKET_DIR/$PLUGINKIT_SOCKET."""
     monkeypatch.setenv("PLUGINKIT_SOCKET_DIR", str(short_tmp / "run"))

@@ -159,6 +159,7 @@ class ServeLoop:
     lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
     socket_ino: int | None = attrs.field(init=False, default=None)
     spec_file: Path | None = attrs.field(init=False, default=None)
+    spec_ino: int | None = attrs.field(init=False, default=None)
     stopping: bool = attrs.field(init=False, default=False)
     deadline: float = attrs.field(init=False, default=0.0)
     # After a failed accept(): the pause before the next try, and when it ends
@@ -248,6 +249,7 @@ class ServeLoop:
         # 0644: the engine reading it may not run as this process's user.
         atomic_write(target, f"{scheme}://{host}:{port}\n".encode(), mode=0o644)
         self.spec_file = target
+        self.spec_ino = target.stat().st_ino
 
     def wake(self) -> None:
         with contextlib.suppress(OSError):
@@ -626,16 +628,14 @@ class ServeLoop:
         for sock in (self.listener, self.waker_r, self.waker_w):
             with contextlib.suppress(OSError):
                 sock.close()
-        self._remove_socket()
-        if self.spec_file is not None:
-            with contextlib.suppress(OSError):
-                self.spec_file.unlink()
+        _remove_if_ours(self.where.path, self.socket_ino)
+        _remove_if_ours(self.spec_file, self.spec_ino)
 
-    def _remove_socket(self) -> None:
-        path = self.where.path
-        if path is None:
-            return
-        # Only remove the file we created: another server may have replaced it.
-        with contextlib.suppress(OSError):
-            if self.socket_ino is not None and path.stat().st_ino == self.socket_ino:
-                path.unlink()
+
+def _remove_if_ours(path: Path | None, ino: int | None) -> None:
+    """Remove the file we created at ``path``, unless another server has replaced it since."""
+    if path is None or ino is None:
+        return
+    with contextlib.suppress(OSError):
+        if path.stat().st_ino == ino:
+            path.unlink()
