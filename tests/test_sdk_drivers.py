@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cattrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -508,7 +509,7 @@ def test_wrong_json_types_are_not_coerced(body: Any, cls: type[Any], err: str) -
     """Scalars must have the JSON type Docker sends: "false" is not False, 1.7 is not 1."""
     from pluginkit.sdk._driver import _describe
 
-    with pytest.raises(Exception) as info:
+    with pytest.raises(cattrs.BaseValidationError) as info:
         converter.structure(body, cls)
     assert _describe(info.value) == err
 
