@@ -53,6 +53,38 @@ def test_invalid_name_rejected(plugin: RawClient) -> None:
     )
 
 
+@pytest.mark.parametrize("name", ["/abs", "/", "..", ".", "a/../b", "a/b", "a\x00b", "-x", ""])
+@pytest.mark.parametrize(
+    "method",
+    ["VolumeDriver.Create", "VolumeDriver.Remove", "VolumeDriver.Mount", "VolumeDriver.Path"],
+)
+def test_names_that_could_escape_the_root_are_refused(
+    plugin: RawClient, short_tmp: Path, method: str, name: str
+) -> None:
+    """Absolute, dotted, slashed, NUL-bearing or empty names are refused by every endpoint."""
+    reply = plugin.call(method, {"Name": name, "ID": "c1"})
+    assert (reply.status, reply.json()) == (
+        500,
+        {"Err": f'invalid volume name "{name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed'},
+    )
+    assert list((short_tmp / "vols").glob("**/*")) == []
+
+
+def test_same_id_mounted_twice_needs_two_unmounts(plugin: RawClient) -> None:
+    """Docker mounts a container's volume again under the same ID (docker cp): count each."""
+    plugin.call("VolumeDriver.Create", {"Name": "v1"})
+    plugin.call("VolumeDriver.Mount", {"Name": "v1", "ID": "c1"})
+    plugin.call("VolumeDriver.Mount", {"Name": "v1", "ID": "c1"})
+    plugin.call("VolumeDriver.Unmount", {"Name": "v1", "ID": "c1"})
+    assert plugin.call("VolumeDriver.Get", {"Name": "v1"}).json()["Volume"]["Status"] == {
+        "Mounts": 1
+    }
+    reply = plugin.call("VolumeDriver.Remove", {"Name": "v1"})
+    assert (reply.status, reply.json()) == (500, {"Err": "volume v1 is in use"})
+    plugin.call("VolumeDriver.Unmount", {"Name": "v1", "ID": "c1"})
+    assert plugin.call("VolumeDriver.Remove", {"Name": "v1"}).json() == {}
+
+
 def test_unknown_volume_error(plugin: RawClient) -> None:
     """Calls on a volume that does not exist answer Err "no such volume"."""
     reply = plugin.call("VolumeDriver.Mount", {"Name": "nope", "ID": "c1"})

@@ -2,8 +2,10 @@
 
 Volume ``NAME`` lives in ``<root>/NAME/_data`` (like Docker's own ``local``
 driver); ``<root>/NAME/opts.json`` keeps the options it was created with.
-Mounts are counted per caller id, so a volume used by two containers stays
-mounted until both have left, and a mounted volume cannot be removed.
+Mounts are counted per caller id, and per id (Docker mounts a running
+container's volumes again, under the same id, for ``docker cp``), so a volume
+stays mounted until every Mount has had its Unmount, and a mounted volume
+cannot be removed.
 
 Run it with ``python3 -m pluginkit.examples.localvolume``: it serves at
 ``$PLUGINKIT_SOCKET_DIR/$PLUGINKIT_SOCKET`` (what pluginkit's process
@@ -24,6 +26,7 @@ import os
 import re
 import shutil
 import threading
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -57,7 +60,8 @@ class LocalVolumeDriver(volume.VolumeDriver):
             root = os.environ.get("LOCALVOLUME_ROOT") or DEFAULT_ROOT
         self.root = Path(root).resolve()
         self._lock = threading.Lock()
-        self._mounts: dict[str, set[str]] = {}
+        # volume name -> caller id -> how many Mounts that id has not unmounted yet
+        self._mounts: dict[str, Counter[str]] = {}
 
     def _dir(self, name: str) -> Path:
         if not _NAME.match(name):
@@ -96,15 +100,17 @@ class LocalVolumeDriver(volume.VolumeDriver):
         """Count one more user of the volume and return its data directory."""
         with self._lock:
             path = self._existing(request.name)
-            self._mounts.setdefault(request.name, set()).add(request.id)
+            self._mounts.setdefault(request.name, Counter())[request.id] += 1
         return volume.MountResponse(mountpoint=str(path / "_data"))
 
     def unmount(self, request: volume.UnmountRequest) -> None:
         """Forget one user of the volume."""
         with self._lock:
             self._existing(request.name)
-            users = self._mounts.get(request.name, set())
-            users.discard(request.id)
+            users = self._mounts.get(request.name, Counter())
+            users[request.id] -= 1
+            if users[request.id] <= 0:
+                del users[request.id]
             if not users:
                 self._mounts.pop(request.name, None)
 
@@ -129,7 +135,7 @@ class LocalVolumeDriver(volume.VolumeDriver):
         with contextlib.suppress(OSError, ValueError):
             created = json.loads((path / "opts.json").read_text()).get("CreatedAt")
         with self._lock:
-            users = len(self._mounts.get(name, ()))
+            users = self._mounts[name].total() if name in self._mounts else 0
         return volume.Volume(
             name=name,
             mountpoint=str(path / "_data"),
