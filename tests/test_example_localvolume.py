@@ -85,6 +85,17 @@ def test_same_id_mounted_twice_needs_two_unmounts(plugin: RawClient) -> None:
     assert plugin.call("VolumeDriver.Remove", {"Name": "v1"}).json() == {}
 
 
+def test_list_skips_what_is_not_a_volume(plugin: RawClient, short_tmp: Path) -> None:
+    """Stray directories under the root (bad names, no _data) do not break List."""
+    plugin.call("VolumeDriver.Create", {"Name": "good"})
+    (short_tmp / "vols" / ".trash" / "_data").mkdir(parents=True)
+    (short_tmp / "vols" / "with space" / "_data").mkdir(parents=True)
+    (short_tmp / "vols" / "nodata").mkdir()
+    reply = plugin.call("VolumeDriver.List")
+    assert reply.status == 200
+    assert [v["Name"] for v in reply.json()["Volumes"]] == ["good"]
+
+
 def test_unknown_volume_error(plugin: RawClient) -> None:
     """Calls on a volume that does not exist answer Err "no such volume"."""
     reply = plugin.call("VolumeDriver.Mount", {"Name": "nope", "ID": "c1"})

@@ -124,10 +124,15 @@ class LocalVolumeDriver(volume.VolumeDriver):
 
     def list(self) -> volume.ListResponse:
         """List every volume under the root."""
-        if not self.root.is_dir():
-            return volume.ListResponse()
-        names = sorted(p.name for p in self.root.iterdir() if (p / "_data").is_dir())
-        return volume.ListResponse(volumes=[self._describe(name) for name in names])
+        volumes = []
+        if self.root.is_dir():
+            for name in sorted(p.name for p in self.root.iterdir()):
+                # Skip what this driver cannot have made (a stray ".trash") and
+                # volumes removed since iterdir(): one of them must not fail List.
+                if _NAME.match(name):
+                    with contextlib.suppress(PluginError):
+                        volumes.append(self._describe(name))
+        return volume.ListResponse(volumes=volumes)
 
     def _describe(self, name: str) -> volume.Volume:
         path = self._existing(name)
