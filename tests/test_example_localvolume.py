@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,6 +37,17 @@ def test_create_makes_data_dir(plugin: RawClient, short_tmp: Path) -> None:
     assert plugin.call("VolumeDriver.Path", {"Name": "v1"}).json() == {
         "Mountpoint": str(short_tmp / "vols" / "v1" / "_data")
     }
+
+
+def test_create_records_options_atomically(plugin: RawClient, short_tmp: Path) -> None:
+    """Create writes opts.json (0600, options and creation time) and leaves no temp file."""
+    plugin.call("VolumeDriver.Create", {"Name": "v1", "Opts": {"size": "1G"}})
+    volume_dir = short_tmp / "vols" / "v1"
+    assert sorted(p.name for p in volume_dir.iterdir()) == ["_data", "opts.json"]
+    meta = volume_dir / "opts.json"
+    assert stat.S_IMODE(meta.stat().st_mode) == 0o600
+    record = json.loads(meta.read_text())
+    assert (sorted(record), record["Opts"]) == (["CreatedAt", "Opts"], {"size": "1G"})
 
 
 def test_create_is_idempotent(plugin: RawClient) -> None:

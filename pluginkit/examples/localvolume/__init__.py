@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pluginkit import PluginError
+from pluginkit._store import atomic_write
 from pluginkit.sdk import PluginServer, volume
 
 __all__ = ["DEFAULT_ROOT", "LocalVolumeDriver", "plugin_dir"]
@@ -84,9 +85,8 @@ class LocalVolumeDriver(volume.VolumeDriver):
             meta = path / "opts.json"
             if not meta.exists():
                 created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                tmp = path / "opts.json.tmp"
-                tmp.write_text(json.dumps({"Opts": request.options, "CreatedAt": created}))
-                os.replace(tmp, meta)
+                record = {"Opts": request.options, "CreatedAt": created}
+                atomic_write(meta, json.dumps(record).encode())
 
     def remove(self, request: volume.RemoveRequest) -> None:
         """Delete the volume and its data; refused while mounted."""
