@@ -504,10 +504,13 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
 @pytest.mark.skipif(
     shutil.which("openssl") is None, reason="openssl is needed to make a certificate"
 )
-def test_tls_over_tcp(short_tmp: Path) -> None:
-    """certfile/keyfile serve TLS; a verifying client gets the handshake answered."""
+@pytest.mark.parametrize("threads", [0, 2], ids=["inline", "threads"])
+def test_tls_over_tcp(short_tmp: Path, threads: int) -> None:
+    """certfile/keyfile serve TLS; a verifying client gets the handshake and a large reply."""
     cert, key = _self_signed(short_tmp)
-    srv = PluginServer(["VolumeDriver"])
+    big = bytes(range(256)) * 8192  # 2 MiB: written in many pieces
+    srv = PluginServer(["VolumeDriver"], threads=threads)
+    srv.add_handler("Big", lambda request: big)
     with srv:
         srv.start("tcp://127.0.0.1:0", certfile=cert, keyfile=key)
         assert srv.address is not None
@@ -519,6 +522,7 @@ def test_tls_over_tcp(short_tmp: Path) -> None:
             client.sock, client.buf = tls, b""
             for _ in range(3):
                 assert client.call("Plugin.Activate").json() == {"Implements": ["VolumeDriver"]}
+                assert client.call("Big").body == big
 
 
 def test_half_closed_client_still_gets_reply(client: RawClient) -> None:
@@ -723,3 +727,20 @@ def test_out_of_file_descriptors_backs_off_and_recovers(short_tmp: Path) -> None
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_client_not_reading_its_reply_does_not_hold_a_worker(short_tmp: Path) -> None:
+    """With threads=1, a client that leaves a large reply unread does not stall other clients."""
+    big = b"x" * 8_000_000  # far more than a socket buffer holds
+    srv = PluginServer([], threads=1)
+    srv.add_handler("Big", lambda request: big)
+    srv.add_handler("Echo", lambda request: request)
+    with srv:
+        srv.start(short_tmp / "s.sock")
+        with RawClient(short_tmp / "s.sock") as slow, RawClient(short_tmp / "s.sock") as other:
+            slow.send(slow.request_bytes("Big"))
+            assert other.call("Echo", {"n": 1}).json() == {"n": 1}
+            assert other.call("Echo", {"n": 2}).json() == {"n": 2}
+            reply = slow.read_reply()
+            assert (reply.status, len(reply.body), reply.body == big) == (200, len(big), True)
+            assert slow.call("Echo", {"n": 3}).json() == {"n": 3}

@@ -6,9 +6,10 @@ the ``answer`` callable the server gives (routing and handlers live in
 :mod:`pluginkit.sdk._server`). Without workers, ``answer`` runs inline in the
 loop - the fastest path: no thread hand-off per request, which costs more
 than the whole request in CPython. With workers, a complete request is handed
-to a pool thread, which also writes the reply; the loop keeps accepting and
-parsing, and only takes a connection back when there is something to do
-(pipelined bytes, a close, TLS), so a plain request-reply costs no loop
+to a pool thread, which also writes the reply (what the socket cannot take
+at once is left to the loop); the loop keeps accepting and parsing, and only
+takes a connection back when there is something to do (pipelined bytes, the
+rest of a reply, a close, TLS), so a plain request-reply costs no loop
 wake-up.
 """
 
@@ -300,7 +301,9 @@ class ServeLoop:
         while self.posted:
             conn = self.posted.popleft()
             conn.busy = False
-            if conn.close_after or conn.closed:
+            if conn.out and not conn.closed:
+                self.flush(conn)  # the rest of a reply the client was slow to take
+            elif conn.close_after or conn.closed:
                 self.close(conn)
             else:
                 self.set_events(conn, _READ)
@@ -566,7 +569,14 @@ class ServeLoop:
             if not request.keep_alive:
                 conn.close_after = True
             if type(reply) is bytes:
-                send_all(sock, reply)
+                # Send what the socket takes now; the loop writes the rest, so a
+                # client that does not read its reply does not hold this thread.
+                try:
+                    sent = sock.send(reply)
+                except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
+                    sent = 0
+                if sent < len(reply):
+                    conn.out += memoryview(reply)[sent:]
             else:
                 assert isinstance(reply, Stream)
                 send_all(sock, reply.head)
@@ -586,6 +596,7 @@ class ServeLoop:
         with self.lock:
             if (
                 conn.close_after
+                or conn.out
                 or conn.parser.buffered
                 or conn.events == 0
                 or self.stopping
