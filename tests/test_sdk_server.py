@@ -744,3 +744,52 @@ def test_client_not_reading_its_reply_does_not_hold_a_worker(short_tmp: Path) ->
             reply = slow.read_reply()
             assert (reply.status, len(reply.body), reply.body == big) == (200, len(big), True)
             assert slow.call("Echo", {"n": 3}).json() == {"n": 3}
+
+
+def _refused(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        return True
+    finally:
+        probe.close()
+    return False
+
+
+def test_stop_under_load_refuses_new_and_finishes_in_flight(short_tmp: Path) -> None:
+    """During stop(), new connections are refused while every in-flight request still finishes."""
+    entered = threading.Semaphore(0)
+    release = threading.Event()
+    srv = PluginServer([], threads=4)
+
+    @srv.handler("Slow")
+    def slow(request: Any) -> Any:
+        entered.release()
+        release.wait(10)
+        return request
+
+    srv.start(short_tmp / "s.sock")
+    clients = [RawClient(short_tmp / "s.sock") for _ in range(4)]
+    try:
+        for n, c in enumerate(clients):
+            c.send(c.request_bytes("Slow", json.dumps({"n": n}).encode()))
+        for _ in clients:
+            assert entered.acquire(timeout=10)
+        stopper = threading.Thread(target=srv.stop)
+        stopper.start()
+        wait_for(lambda: _refused(short_tmp / "s.sock"))
+        assert stopper.is_alive()
+        release.set()
+        replies = [c.read_reply() for c in clients]
+        stopper.join(30)
+        assert not stopper.is_alive()
+        assert [(r.status, r.json(), r.headers["connection"]) for r in replies] == [
+            (200, {"n": n}, "close") for n in range(4)
+        ]
+        assert all(c.closed_by_server() for c in clients)
+        assert not (short_tmp / "s.sock").exists()
+    finally:
+        release.set()
+        for c in clients:
+            c.close()
