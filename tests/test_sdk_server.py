@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pluginkit import PluginError
 from pluginkit.sdk import CONTENT_TYPE, PluginServer
@@ -793,3 +795,46 @@ def test_stop_under_load_refuses_new_and_finishes_in_flight(short_tmp: Path) -> 
         release.set()
         for c in clients:
             c.close()
+
+
+_wire_pieces = st.sampled_from(
+    [
+        b"POST /Echo HTTP/1.1\r\n",
+        b"POST /Echo HTTP/1.0\r\n",
+        b"GET / HTTP/1.1\r\n",
+        b"Content-Length: 2\r\n",
+        b"Content-Length: -1\r\n",
+        b"Content-Length: 99999999999\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Expect: 100-continue\r\n",
+        b"Connection: close\r\n",
+        b"\r\n",
+        b"{}",
+        b"[[[[",
+        b"2\r\n{}\r\n0\r\n\r\n",
+        b"\xff\x00\n",
+    ]
+)
+
+
+@pytest.mark.parametrize("threads", [0, 2], ids=["inline", "threads"])
+def test_any_bytes_on_the_wire_never_stop_the_server(short_tmp: Path, threads: int) -> None:
+    """Whatever a client sends and however it hangs up, the server answers the next client."""
+    srv = PluginServer([], threads=threads, max_body=1000)
+    srv.add_handler("Echo", lambda request: request)
+    sock = short_tmp / "s.sock"
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.one_of(_wire_pieces, st.binary(max_size=40)), max_size=12))
+    def send(pieces: list[bytes]) -> None:
+        with RawClient(sock, timeout=10) as c:
+            c.send(b"".join(pieces))
+            c.sock.shutdown(socket.SHUT_WR)
+            while c.sock.recv(65536):  # the server must close its side once we did
+                pass
+        with RawClient(sock, timeout=10) as c:
+            assert c.call("Echo", {"ok": True}).json() == {"ok": True}
+
+    with srv:
+        srv.start(sock)
+        send()
