@@ -838,3 +838,44 @@ def test_any_bytes_on_the_wire_never_stop_the_server(short_tmp: Path, threads: i
     with srv:
         srv.start(sock)
         send()
+
+
+def test_http10_keep_alive_is_confirmed_and_kept(client: RawClient) -> None:
+    """An HTTP/1.0 client asking for keep-alive gets "Connection: keep-alive" and a kept connection."""
+    for n in range(2):
+        client.send(
+            b"POST /Echo HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 7\r\n\r\n"
+            b'{"n":%d}' % n
+        )
+        reply = client.read_reply()
+        assert (reply.status, reply.json(), reply.headers["connection"]) == (
+            200,
+            {"n": n},
+            "keep-alive",
+        )
+
+
+def test_http10_plain_request_is_answered_then_closed(client: RawClient) -> None:
+    """An HTTP/1.0 request without keep-alive is answered with "Connection: close", then closed."""
+    client.send(b"POST /Echo HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}")
+    reply = client.read_reply()
+    assert (reply.status, reply.headers["connection"]) == (200, "close")
+    assert client.closed_by_server()
+
+
+@pytest.mark.parametrize("threads", [0, 2], ids=["inline", "threads"])
+def test_http10_streamed_reply_is_not_chunked(short_tmp: Path, threads: int) -> None:
+    """HTTP/1.0 knows no chunked coding: a streamed reply is sent raw and ended by closing."""
+    srv = PluginServer([], threads=threads)
+    srv.add_handler("Logs", lambda request: iter([b"line 1\n", b"", b"line 2\n"]))
+    with srv:
+        srv.start(short_tmp / "s.sock")
+        with RawClient(short_tmp / "s.sock") as c:
+            c.send(b"POST /Logs HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
+            data = b""
+            while chunk := c.sock.recv(65536):
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding" not in head
+    assert b"Connection: close" in head
+    assert body == b"line 1\nline 2\n"

@@ -64,16 +64,25 @@ class HTTPError(Exception):
 class Request:
     """One parsed request: the path (bytes, without query), body and connection flags."""
 
-    __slots__ = ("body", "head_only", "keep_alive", "method", "path")
+    __slots__ = ("body", "head_only", "http10", "keep_alive", "method", "path")
 
     def __init__(
-        self, method: bytes, path: bytes, body: bytes, keep_alive: bool, head_only: bool
+        self,
+        method: bytes,
+        path: bytes,
+        body: bytes,
+        keep_alive: bool,
+        head_only: bool,
+        http10: bool = False,
     ) -> None:
         self.method = method
         self.path = path
         self.body = body
         self.keep_alive = keep_alive
         self.head_only = head_only
+        #: An HTTP/1.0 request: its reply must not be chunked, and keep-alive
+        #: is confirmed explicitly.
+        self.http10 = http10
 
 
 class RequestParser:
@@ -172,8 +181,10 @@ class RequestParser:
         method, target, version = parts
         if version == b"HTTP/1.1":
             keep_alive = True
+            http10 = False
         elif version == b"HTTP/1.0":
             keep_alive = False
+            http10 = True
         else:
             raise HTTPError(505, f"unsupported HTTP version {version[:20].decode('latin-1')!r}")
         length = 0
@@ -216,7 +227,8 @@ class RequestParser:
             # absolute-form target: keep only the path
             slash = path.find(b"/", path.find(b"//") + 2)
             path = path[slash:] if slash >= 0 else b"/"
-        return Request(method, path, b"", keep_alive, method == b"HEAD"), length, chunked, expect
+        request = Request(method, path, b"", keep_alive, method == b"HEAD", http10)
+        return request, length, chunked, expect
 
     def _next_chunked(self) -> Request | None:
         buf = self._buf
@@ -293,17 +305,33 @@ def response_head(
     length: int | None,
     *,
     keep_alive: bool = True,
+    http10: bool = False,
     content_type: str = CONTENT_TYPE,
 ) -> bytes:
-    """Build the status line and headers of a response; ``length=None`` means chunked."""
-    framing = b"Transfer-Encoding: chunked" if length is None else b"Content-Length: %d" % length
-    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nDate: %s\r\n%s\r\n%s\r\n" % (
+    """Build the status line and headers of a response; ``length=None`` means streamed.
+
+    A streamed body is chunked, except for an HTTP/1.0 client (which knows no
+    chunked coding): then the body ends when the connection is closed. An
+    HTTP/1.0 client's keep-alive is confirmed with ``Connection: keep-alive``.
+    """
+    if length is not None:
+        framing = b"Content-Length: %d\r\n" % length
+    elif http10:
+        framing = b""
+        keep_alive = False
+    else:
+        framing = b"Transfer-Encoding: chunked\r\n"
+    if not keep_alive:
+        connection = b"Connection: close\r\n"
+    else:
+        connection = b"Connection: keep-alive\r\n" if http10 else b""
+    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nDate: %s\r\n%s%s\r\n" % (
         status,
         _REASONS.get(status, "Unknown").encode("ascii"),
         content_type.encode("latin-1"),
         _date(),
         framing,
-        b"" if keep_alive else b"Connection: close\r\n",
+        connection,
     )
 
 

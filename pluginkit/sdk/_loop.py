@@ -73,7 +73,7 @@ class _Conn:
         self.sock = sock
         self.parser = parser
         self.out = bytearray()
-        self.stream: Iterator[bytes] | None = None
+        self.stream: Stream | None = None
         self.events = 0
         self.busy = False
         self.close_after = False
@@ -82,13 +82,25 @@ class _Conn:
 
 
 class Stream:
-    """A streamed reply: the response head and the iterator of body pieces."""
+    """A streamed reply: the response head, the iterator of body pieces, their framing."""
 
-    __slots__ = ("head", "pieces")
+    __slots__ = ("chunked", "head", "pieces")
 
-    def __init__(self, head: bytes, pieces: Iterator[bytes]) -> None:
+    def __init__(self, head: bytes, pieces: Iterator[bytes], *, chunked: bool = True) -> None:
         self.head = head
         self.pieces = pieces
+        #: False for an HTTP/1.0 client: pieces go out as they are, and
+        #: closing the connection ends the body.
+        self.chunked = chunked
+
+    def frame(self, piece: bytes) -> bytes:
+        """Return one piece as it goes on the wire."""
+        return chunk(bytes(piece)) if self.chunked else bytes(piece)
+
+    @property
+    def end(self) -> bytes:
+        """What ends the body on the wire (the last chunk, or nothing)."""
+        return b"0\r\n\r\n" if self.chunked else b""
 
 
 # Compact like Go's encoder: smaller replies, same speed.
@@ -474,7 +486,7 @@ class ServeLoop:
                 self.send(conn, reply)
             else:
                 assert isinstance(reply, Stream)
-                conn.stream = reply.pieces
+                conn.stream = reply
                 conn.out += reply.head
                 self.flush(conn, resume=False)
 
@@ -531,17 +543,17 @@ class ServeLoop:
             if stream is None:
                 break
             try:
-                piece = next(stream)
+                piece = next(stream.pieces)
             except StopIteration:
                 conn.stream = None
-                conn.out += b"0\r\n\r\n"
+                conn.out += stream.end
                 continue
             except Exception:
                 logger.exception("streamed reply of the plugin server at %s failed", self.url)
                 self.close(conn)  # the status is sent already: cutting the stream is all we can do
                 return
             if piece:
-                conn.out += chunk(bytes(piece))
+                conn.out += stream.frame(piece)
         if conn.close_after:
             self.close(conn)
             return
@@ -583,10 +595,10 @@ class ServeLoop:
                 try:
                     for piece in reply.pieces:
                         if piece:
-                            send_all(sock, chunk(bytes(piece)))
+                            send_all(sock, reply.frame(piece))
                 finally:
                     close_quietly(reply.pieces)
-                send_all(sock, b"0\r\n\r\n")
+                send_all(sock, reply.end)
         except Exception as exc:
             if not isinstance(exc, OSError):
                 logger.exception("reply of the plugin server at %s failed", self.url)
@@ -621,7 +633,7 @@ class ServeLoop:
         stream = conn.stream
         if stream is not None:
             conn.stream = None
-            close_quietly(stream)
+            close_quietly(stream.pieces)
         with contextlib.suppress(OSError):
             conn.sock.close()
 

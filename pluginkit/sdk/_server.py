@@ -197,15 +197,18 @@ class PluginServer:
         status, payload = self._run(request)
         # Decided after the handler ran: a stop() meanwhile closes the connection.
         keep_alive = request.keep_alive = request.keep_alive and not state.stopping
+        http10 = request.http10
         if type(payload) is bytes:
-            head = response_head(status, len(payload), keep_alive=keep_alive)
+            head = response_head(status, len(payload), keep_alive=keep_alive, http10=http10)
             return head if request.head_only else head + payload
         assert isinstance(payload, Iterator)
-        head = response_head(status, None, keep_alive=keep_alive)
+        if http10:
+            request.keep_alive = False  # the body ends when the connection does
+        head = response_head(status, None, keep_alive=keep_alive, http10=http10)
         if request.head_only:
             close_quietly(payload)
             return head
-        return Stream(head, payload)
+        return Stream(head, payload, chunked=not http10)
 
     def _run(self, request: Request) -> tuple[int, bytes | Iterator[bytes]]:
         """Route one request and run its handler: the status and the body (or pieces)."""
