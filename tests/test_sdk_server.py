@@ -841,7 +841,7 @@ def test_any_bytes_on_the_wire_never_stop_the_server(short_tmp: Path, threads: i
 
 
 def test_http10_keep_alive_is_confirmed_and_kept(client: RawClient) -> None:
-    """An HTTP/1.0 client asking for keep-alive gets "Connection: keep-alive" and a kept connection."""
+    """An HTTP/1.0 client asking for keep-alive gets "Connection: keep-alive", and keeps it."""
     for n in range(2):
         client.send(
             b"POST /Echo HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 7\r\n\r\n"
