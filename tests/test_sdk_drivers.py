@@ -522,3 +522,35 @@ def test_right_json_types_still_accepted() -> None:
     assert converter.structure(
         {"DiscoveryType": 1, "DiscoveryData": {"x": [1]}}, network.DiscoveryNotification
     ) == network.DiscoveryNotification(discovery_type=1, discovery_data={"x": [1]})
+
+
+_PEM = (
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIIBszCCAVmgAwIBAgIUQ2VydGlmaWNhdGVGb3JUZXN0czAKBggqhkjOPQQDAjAP\n"
+    "-----END CERTIFICATE-----\n"
+)
+
+
+def test_authz_peer_certificates_arrive_as_pem_text(serve: Any) -> None:
+    """Docker sends each peer certificate as base64 of its PEM; the method gets the PEM text."""
+    plugin = NoExec()
+    c = serve(plugin.server())
+    wire = base64.b64encode(_PEM.encode()).decode()  # what Go's json.Marshal([]byte(pem)) gives
+    body = {"RequestUri": "/info", "RequestPeerCertificates": [wire]}
+    assert c.call("AuthZPlugin.AuthZReq", body).json()["Allow"] is True
+    assert plugin.seen[0].request_peer_certificates == [_PEM]
+    request = authz.AuthzRequest(request_peer_certificates=[_PEM])
+    assert converter.unstructure(request)["RequestPeerCertificates"] == [wire]
+
+
+def test_authz_peer_certificate_not_base64_is_400(serve: Any) -> None:
+    """A peer certificate that is not base64 answers 400 naming the field."""
+    c = serve(NoExec().server())
+    reply = c.call("AuthZPlugin.AuthZReq", {"RequestPeerCertificates": ["-----BEGIN"]})
+    assert (reply.status, reply.json()) == (
+        400,
+        {
+            "Err": "invalid AuthZPlugin.AuthZReq request: invalid value for type, expected "
+            "PEMCertificate @ request.request_peer_certificates[0]"
+        },
+    )

@@ -16,21 +16,40 @@ The engine (started with ``--authorization-plugin=NAME``) asks
 
 from __future__ import annotations
 
-from typing import ClassVar
+import base64
+from typing import Any, ClassVar, NewType
 
 import attrs
 
-from ._convert import json_name
+from ._convert import converter, json_name
 from ._driver import Driver, Endpoint, unimplemented
 
-__all__ = ["AuthzPlugin", "AuthzRequest", "AuthzResponse"]
+__all__ = ["AuthzPlugin", "AuthzRequest", "AuthzResponse", "PEMCertificate"]
+
+#: One certificate of the client's TLS chain, as PEM text
+#: (``-----BEGIN CERTIFICATE-----...``).
+PEMCertificate = NewType("PEMCertificate", str)
+
+
+# Docker's PeerCertificate marshals the PEM as a Go []byte: base64 on the wire.
+def _structure_pem(value: Any, _: type) -> PEMCertificate:
+    if not isinstance(value, str):
+        raise TypeError(f"expected base64 text, got {type(value).__name__}")
+    return PEMCertificate(base64.b64decode(value, validate=True).decode("ascii"))
+
+
+converter.register_structure_hook(PEMCertificate, _structure_pem)
+converter.register_unstructure_hook(
+    PEMCertificate, lambda pem: base64.b64encode(pem.encode("ascii")).decode("ascii")
+)
 
 
 @attrs.frozen
 class AuthzRequest:
     """What the engine tells the plugin about one API call (and, for AuthZRes, its response).
 
-    ``request_peer_certificates`` are PEM texts of the client's TLS chain.
+    ``request_peer_certificates`` are the PEM texts of the client's TLS chain
+    (Docker sends each as base64 of the PEM; they arrive decoded).
     """
 
     user: str = ""
@@ -39,7 +58,7 @@ class AuthzRequest:
     request_uri: str = ""
     request_body: bytes = b""
     request_headers: dict[str, str] = attrs.field(factory=dict)
-    request_peer_certificates: list[str] = attrs.field(factory=list)
+    request_peer_certificates: list[PEMCertificate] = attrs.field(factory=list)
     response_status_code: int = 0
     response_body: bytes = b""
     response_headers: dict[str, str] = attrs.field(factory=dict)
