@@ -879,3 +879,32 @@ def test_http10_streamed_reply_is_not_chunked(short_tmp: Path, threads: int) -> 
     assert b"Transfer-Encoding" not in head
     assert b"Connection: close" in head
     assert body == b"line 1\nline 2\n"
+
+
+@pytest.mark.parametrize("threads", [0, 2], ids=["inline", "threads"])
+def test_stream_failing_midway_is_cut_and_logged(
+    short_tmp: Path, threads: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An iterator raising mid-stream closes the connection (no last chunk) and is logged."""
+
+    def pieces() -> Iterator[bytes]:
+        yield b"first"
+        raise RuntimeError("disk gone")
+
+    srv = PluginServer([], threads=threads)
+    srv.add_handler("Logs", lambda request: pieces())
+    srv.add_handler("Echo", lambda request: request)
+    with srv, caplog.at_level(logging.ERROR, "pluginkit.sdk"):
+        srv.start(short_tmp / "s.sock")
+        with RawClient(short_tmp / "s.sock") as c:
+            c.send(c.request_bytes("Logs"))
+            data = b""
+            while piece := c.sock.recv(65536):
+                data += piece
+        with RawClient(short_tmp / "s.sock") as c:
+            assert c.call("Echo", [4]).json() == [4]
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    assert body == b"5\r\nfirst\r\n"  # cut: no "0\r\n\r\n", so the client sees it failed
+    assert "RuntimeError: disk gone" in caplog.text
