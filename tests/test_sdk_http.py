@@ -95,6 +95,25 @@ def test_connection_close_header() -> None:
     assert request.keep_alive is False
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"POST /A HTTP/1.1\nContent-Length: 0\n\n",
+        b"POST /A HTTP/1.1\r\nHost: x\n",
+        b"\n",
+        b"POST /A HTTP/1.1\r\nX: a\nContent-Length: 2\r\n\r\n{}",
+    ],
+)
+def test_bare_lf_line_ends_are_refused_at_once(data: bytes) -> None:
+    """A head with a bare LF line end is refused when the LF arrives, not waited on forever."""
+    with pytest.raises(HTTPError) as info:
+        one(data)
+    assert (info.value.status, info.value.message) == (
+        400,
+        "request head lines must end with CRLF, not a bare LF",
+    )
+
+
 @pytest.mark.parametrize("size", [b"0x2", b"+2", b"0_2", b"-0", b"2 2", b"1" * 17, b""])
 def test_chunk_size_must_be_plain_hex(size: bytes) -> None:
     """A chunk size is 1-16 hex digits, as Go reads it: no 0x, sign, underscore or inner blank."""

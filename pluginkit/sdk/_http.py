@@ -139,10 +139,13 @@ class RequestParser:
             if end < 0:
                 if len(buf) > self.max_head:
                     raise HTTPError(431, f"request head is larger than {self.max_head} bytes")
+                _check_line_ends(buf)  # else a bare-LF client waits for a reply forever
                 return None
             if end > self.max_head:
                 raise HTTPError(431, f"request head is larger than {self.max_head} bytes")
-            request, length, chunked, expect = self._parse_head(bytes(buf[:end]))
+            head = bytes(buf[:end])
+            _check_line_ends(head)
+            request, length, chunked, expect = self._parse_head(head)
             if not chunked and len(buf) >= end + 4 + length:
                 # Fast path: the whole request is here.
                 request.body = bytes(buf[end + 4 : end + 4 + length])
@@ -284,6 +287,13 @@ class RequestParser:
         finally:
             if pos:
                 del buf[:pos]
+
+
+def _check_line_ends(head: bytes | bytearray) -> None:
+    # A bare LF is a line end to some parsers (and to a proxy in front) but
+    # part of a header value to this one: refuse it rather than disagree.
+    if head.count(b"\n") != head.count(b"\r\n"):
+        raise HTTPError(400, "request head lines must end with CRLF, not a bare LF")
 
 
 _date_cache: list[object] = [0, b""]
