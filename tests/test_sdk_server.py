@@ -908,3 +908,30 @@ def test_stream_failing_midway_is_cut_and_logged(
     assert b"Transfer-Encoding: chunked" in head
     assert body == b"5\r\nfirst\r\n"  # cut: no "0\r\n\r\n", so the client sees it failed
     assert "RuntimeError: disk gone" in caplog.text
+
+
+@pytest.mark.parametrize("threads", [0, 2], ids=["inline", "threads"])
+def test_stalled_request_is_answered_408_and_closed(short_tmp: Path, threads: int) -> None:
+    """A client that starts a request and stalls (slowloris) is answered 408 and disconnected."""
+    srv = PluginServer([], threads=threads, read_timeout=0.2)
+    srv.add_handler("Echo", lambda request: request)
+    with srv:
+        srv.start(short_tmp / "s.sock")
+        with RawClient(short_tmp / "s.sock") as idle, RawClient(short_tmp / "s.sock") as slow:
+            assert idle.call("Echo", [1]).json() == [1]
+            slow.send(b"POST /Echo HTTP/1.1\r\nContent-Le")
+            reply = slow.read_reply()
+            assert (reply.status, reply.json(), reply.headers["connection"]) == (
+                408,
+                {"Err": "request not completed: nothing received for 0.2 s"},
+                "close",
+            )
+            assert slow.closed_by_server()
+            # an idle keep-alive connection is not a stalled request: it stays open
+            assert idle.call("Echo", [2]).json() == [2]
+
+
+def test_read_timeout_must_be_positive() -> None:
+    """read_timeout is a positive number of seconds or None."""
+    with pytest.raises(ValueError, match=r"read_timeout must be a number > 0 or None, not 0"):
+        PluginServer([], read_timeout=0)

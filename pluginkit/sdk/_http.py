@@ -36,6 +36,7 @@ _REASONS: Final = {
     200: "OK",
     400: "Bad Request",
     404: "Not Found",
+    408: "Request Timeout",
     413: "Content Too Large",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",

@@ -63,8 +63,10 @@ class _Conn:
         "closed",
         "events",
         "handshaking",
+        "mark",
         "out",
         "parser",
+        "received",
         "sock",
         "stream",
     )
@@ -79,6 +81,11 @@ class _Conn:
         self.close_after = False
         self.closed = False
         self.handshaking = False
+        # Bytes received so far, and that count when a sweep last found a
+        # request in progress here (-1: none was): equal at the next sweep
+        # means the client stalled mid-request.
+        self.received = 0
+        self.mark = -1
 
 
 class Stream:
@@ -158,6 +165,7 @@ class ServeLoop:
     mode: int
     ssl_context: ssl.SSLContext | None
     url: str = ""
+    read_timeout: float | None = None
     listener: socket.socket = attrs.field(init=False)
     selector: selectors.BaseSelector = attrs.field(init=False)
     waker_r: socket.socket = attrs.field(init=False)
@@ -179,6 +187,7 @@ class ServeLoop:
     # (0.0 = the listener is watched).
     accept_delay: float = attrs.field(init=False, default=0.0)
     accept_resume: float = attrs.field(init=False, default=0.0)
+    next_sweep: float = attrs.field(init=False, default=0.0)
     closed: bool = attrs.field(init=False, default=False)
     loop_ident: int | None = attrs.field(init=False, default=None)
     done: threading.Event = attrs.field(init=False, factory=threading.Event)
@@ -280,6 +289,15 @@ class ServeLoop:
                 timeout = max(0.0, min(0.1, self.deadline - time.monotonic()))
             elif self.accept_resume:
                 timeout = self.resume_accepting()
+            if self.read_timeout is not None and self.conns:
+                now = time.monotonic()
+                if now >= self.next_sweep:
+                    # Late by more than half a period, the loop was blocked (an
+                    # inline handler): bytes may wait unread, so judge no one.
+                    self.sweep(judge=now - self.next_sweep < self.read_timeout / 2)
+                    self.next_sweep = now + self.read_timeout
+                wait = self.next_sweep - now
+                timeout = wait if timeout is None else min(timeout, wait)
             for key, mask in select(timeout):
                 data = key.data
                 if type(data) is _Conn:
@@ -306,6 +324,29 @@ class ServeLoop:
             )
             return False
         return True
+
+    def sweep(self, *, judge: bool = True) -> None:
+        """Cut off clients stalled mid-request since the last sweep (slowloris).
+
+        A request in progress at one sweep that has received nothing by the
+        next (``read_timeout`` later) is answered 408 and its connection
+        closed. Idle keep-alive connections are left alone: the engine keeps
+        them open between calls.
+        """
+        for conn in list(self.conns):
+            partial = conn.handshaking or not conn.parser.idle
+            if not partial or conn.busy or conn.out or conn.stream is not None or not judge:
+                conn.mark = -1
+            elif conn.mark != conn.received:
+                conn.mark = conn.received
+            elif conn.handshaking:
+                self.close(conn)
+            else:
+                conn.close_after = True
+                status, data = error_reply(
+                    408, f"request not completed: nothing received for {self.read_timeout:g} s"
+                )
+                self.send(conn, response_head(status, len(data), keep_alive=False) + data)
 
     def on_wake(self, mask: int) -> None:
         with contextlib.suppress(OSError):
@@ -404,6 +445,7 @@ class ServeLoop:
         except (OSError, ssl.SSLError):
             self.close(conn)
             return
+        conn.received += len(data)
         if self.workers:
             self.received_while_busy(conn, data)
             return

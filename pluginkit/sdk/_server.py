@@ -96,6 +96,11 @@ class PluginServer:
             at a time - the fastest choice for handlers that return quickly.
             N > 0 runs them in a pool of N threads, for handlers that block.
         max_body: The largest request body accepted (HTTP 413 above it).
+        read_timeout: A client that has begun a request and then sends
+            nothing for this many seconds (up to twice as long) is answered
+            HTTP 408 and disconnected, so stalled clients cannot hold
+            connections forever; None waits forever. Idle keep-alive
+            connections between requests are not affected.
         stop_timeout: How long :meth:`stop` waits for in-flight requests.
     """
 
@@ -107,6 +112,7 @@ class PluginServer:
         threads: int = 0,
         max_body: int = 64 * 1024 * 1024,
         stop_timeout: float = 10.0,
+        read_timeout: float | None = 60.0,
     ) -> None:
         if isinstance(implements, str):
             implements = [implements]
@@ -119,7 +125,14 @@ class PluginServer:
             raise ValueError(f"threads must be an int >= 0, not {threads!r}")
         self.name = name
         self.threads = threads
+        if read_timeout is not None and (
+            isinstance(read_timeout, bool)
+            or not isinstance(read_timeout, (int, float))
+            or not read_timeout > 0
+        ):
+            raise ValueError(f"read_timeout must be a number > 0 or None, not {read_timeout!r}")
         self.max_body = max_body
+        self.read_timeout = read_timeout
         self.stop_timeout = stop_timeout
         self._routes: dict[bytes, tuple[Callable[[Any], Any], bool]] = {}
         self._activate_body = b""
@@ -436,6 +449,7 @@ class PluginServer:
                 resolve_gid(gid),
                 mode,
                 ssl_context,
+                read_timeout=self.read_timeout,
             )
             try:
                 if spec_dir is not None:
