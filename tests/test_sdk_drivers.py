@@ -554,3 +554,18 @@ def test_authz_peer_certificate_not_base64_is_400(serve: Any) -> None:
             "PEMCertificate @ request.request_peer_certificates[0]"
         },
     )
+
+
+def test_driver_server_passes_options_and_default_name(short_tmp: Path) -> None:
+    """driver.server() names the server after default_name unless told, and passes the limits."""
+    from pluginkit.examples.localvolume import LocalVolumeDriver
+
+    server = LocalVolumeDriver(short_tmp).server(threads=2, read_timeout=None, max_body=10)
+    assert (server.name, server.threads, server.read_timeout, server.max_body) == (
+        "localvolume",
+        2,
+        None,
+        10,
+    )
+    assert LocalVolumeDriver(short_tmp).server(name="other").name == "other"
+    assert RecordingVolumes().server().name is None

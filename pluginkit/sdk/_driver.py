@@ -55,11 +55,13 @@ class Driver:
     """Base class of the typed drivers; subclass one of its subclasses.
 
     ``implements`` is the capability announced in ``Plugin.Activate``;
-    ``endpoints`` the methods served.
+    ``endpoints`` the methods served; ``default_name`` the plugin name
+    :meth:`server` uses when none is given.
     """
 
     implements: ClassVar[str] = ""
     endpoints: ClassVar[tuple[Endpoint, ...]] = ()
+    default_name: ClassVar[str | None] = None
 
     def server(
         self,
@@ -68,17 +70,25 @@ class Driver:
         threads: int = 0,
         max_body: int = 64 * 1024 * 1024,
         stop_timeout: float = 10.0,
+        read_timeout: float | None = 60.0,
     ) -> PluginServer:
         """Make a :class:`PluginServer` that serves this driver.
 
         Args:
-            name: The plugin's name (default socket ``/run/docker/plugins/<name>.sock``).
+            name: The plugin's name (default socket
+                ``/run/docker/plugins/<name>.sock``); default ``default_name``.
             threads: 0 runs handlers inline in the I/O loop, N > 0 in N threads.
             max_body: The largest request body accepted.
             stop_timeout: How long ``stop()`` waits for in-flight requests.
+            read_timeout: How long a client may stall mid-request (None: forever).
         """
         server = PluginServer(
-            [], name=name, threads=threads, max_body=max_body, stop_timeout=stop_timeout
+            [],
+            name=name if name is not None else self.default_name,
+            threads=threads,
+            max_body=max_body,
+            stop_timeout=stop_timeout,
+            read_timeout=read_timeout,
         )
         self.register(server)
         return server

@@ -29,10 +29,11 @@ import threading
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import ClassVar
 
 from pluginkit import PluginError
 from pluginkit._store import atomic_write
-from pluginkit.sdk import PluginServer, volume
+from pluginkit.sdk import volume
 
 __all__ = ["DEFAULT_ROOT", "LocalVolumeDriver", "plugin_dir"]
 
@@ -55,6 +56,8 @@ class LocalVolumeDriver(volume.VolumeDriver):
         root: The directory holding the volumes (created when missing);
             default ``$LOCALVOLUME_ROOT``, else ``/var/lib/pluginkit/localvolume``.
     """
+
+    default_name: ClassVar[str | None] = "localvolume"
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         if root is None:
@@ -146,17 +149,4 @@ class LocalVolumeDriver(volume.VolumeDriver):
             mountpoint=str(path / "_data"),
             created_at=created,
             status={"Mounts": users},
-        )
-
-    def server(
-        self,
-        *,
-        name: str | None = "localvolume",
-        threads: int = 0,
-        max_body: int = 64 * 1024 * 1024,
-        stop_timeout: float = 10.0,
-    ) -> PluginServer:
-        """Make the plugin server (named ``localvolume`` by default)."""
-        return super().server(
-            name=name, threads=threads, max_body=max_body, stop_timeout=stop_timeout
         )
