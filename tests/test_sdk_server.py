@@ -935,3 +935,19 @@ def test_read_timeout_must_be_positive() -> None:
     """read_timeout is a positive number of seconds or None."""
     with pytest.raises(ValueError, match=r"read_timeout must be a number > 0 or None, not 0"):
         PluginServer([], read_timeout=0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_body": -1}, "max_body must be an int >= 0, not -1"),
+        ({"max_body": "1M"}, "max_body must be an int >= 0, not '1M'"),
+        ({"stop_timeout": -1}, "stop_timeout must be a number >= 0, not -1"),
+        ({"stop_timeout": None}, "stop_timeout must be a number >= 0, not None"),
+    ],
+)
+def test_bad_limits_are_refused_by_name(options: dict[str, Any], message: str) -> None:
+    """max_body and stop_timeout of the wrong type or sign fail at construction, named."""
+    with pytest.raises(ValueError, match="must be") as info:
+        PluginServer([], **options)
+    assert str(info.value) == message

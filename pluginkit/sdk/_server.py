@@ -123,6 +123,14 @@ class PluginServer:
             raise ValueError(f"name must be a non-empty string without '/', not {name!r}")
         if not isinstance(threads, int) or threads < 0:
             raise ValueError(f"threads must be an int >= 0, not {threads!r}")
+        if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 0:
+            raise ValueError(f"max_body must be an int >= 0, not {max_body!r}")
+        if (
+            isinstance(stop_timeout, bool)
+            or not isinstance(stop_timeout, (int, float))
+            or not stop_timeout >= 0
+        ):
+            raise ValueError(f"stop_timeout must be a number >= 0, not {stop_timeout!r}")
         self.name = name
         self.threads = threads
         if read_timeout is not None and (
