@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import cattrs
 import pytest
 from hypothesis import given, settings
@@ -569,3 +570,109 @@ def test_driver_server_passes_options_and_default_name(short_tmp: Path) -> None:
     )
     assert LocalVolumeDriver(short_tmp).server(name="other").name == "other"
     assert RecordingVolumes().server().name is None
+
+
+def _wire_names(model: type[Any]) -> list[str]:
+    from pluginkit.sdk._convert import wire_name
+
+    return [wire_name(a) for a in attrs.fields(model)]
+
+
+def test_every_reference_endpoint_is_declared() -> None:
+    """Each driver declares every endpoint of go-plugins-helpers' API, by Docker's name."""
+    assert [e.method for e in VolumeDriver.endpoints] == [
+        f"VolumeDriver.{m}"
+        for m in ("Create", "Remove", "Mount", "Unmount", "Path", "Get", "List", "Capabilities")
+    ]
+    assert sorted(e.method for e in NetworkDriver.endpoints) == sorted(
+        f"NetworkDriver.{m}"
+        for m in (
+            "GetCapabilities",
+            "CreateNetwork",
+            "AllocateNetwork",
+            "DeleteNetwork",
+            "FreeNetwork",
+            "CreateEndpoint",
+            "EndpointOperInfo",
+            "DeleteEndpoint",
+            "Join",
+            "Leave",
+            "DiscoverNew",
+            "DiscoverDelete",
+            "ProgramExternalConnectivity",
+            "RevokeExternalConnectivity",
+        )
+    )
+    assert sorted(e.method for e in IpamDriver.endpoints) == sorted(
+        f"IpamDriver.{m}"
+        for m in (
+            "GetCapabilities",
+            "GetDefaultAddressSpaces",
+            "RequestPool",
+            "ReleasePool",
+            "RequestAddress",
+            "ReleaseAddress",
+        )
+    )
+    assert [e.method for e in AuthzPlugin.endpoints] == [
+        "AuthZPlugin.AuthZReq",
+        "AuthZPlugin.AuthZRes",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("model", "names"),
+    [
+        (volume.CreateRequest, ["Name", "Opts"]),
+        (volume.MountRequest, ["Name", "ID"]),
+        (volume.Volume, ["Name", "Mountpoint", "CreatedAt", "Status"]),
+        (volume.CapabilitiesResponse, ["Capabilities"]),
+        (network.CreateNetworkRequest, ["NetworkID", "Options", "IPv4Data", "IPv6Data"]),
+        (network.IPAMData, ["AddressSpace", "Pool", "Gateway", "AuxAddresses"]),
+        (network.EndpointInterface, ["Address", "AddressIPv6", "MacAddress"]),
+        (network.JoinRequest, ["NetworkID", "EndpointID", "SandboxKey", "Options"]),
+        (
+            network.JoinResponse,
+            [
+                "InterfaceName",
+                "Gateway",
+                "GatewayIPv6",
+                "StaticRoutes",
+                "DisableGatewayService",
+            ],
+        ),
+        (network.InterfaceName, ["SrcName", "DstPrefix"]),
+        (network.StaticRoute, ["Destination", "RouteType", "NextHop"]),
+        (network.CapabilitiesResponse, ["Scope", "ConnectivityScope"]),
+        (network.DiscoveryNotification, ["DiscoveryType", "DiscoveryData"]),
+        (network.InfoResponse, ["Value"]),
+        (ipam.CapabilitiesResponse, ["RequiresMACAddress"]),
+        (
+            ipam.AddressSpacesResponse,
+            ["LocalDefaultAddressSpace", "GlobalDefaultAddressSpace"],
+        ),
+        (ipam.RequestPoolRequest, ["AddressSpace", "Pool", "SubPool", "Options", "V6"]),
+        (ipam.RequestPoolResponse, ["PoolID", "Pool", "Data"]),
+        (ipam.RequestAddressRequest, ["PoolID", "Address", "Options"]),
+        (ipam.ReleaseAddressRequest, ["PoolID", "Address"]),
+        (
+            authz.AuthzRequest,
+            [
+                "User",
+                "UserAuthNMethod",
+                "RequestMethod",
+                "RequestUri",
+                "RequestBody",
+                "RequestHeaders",
+                "RequestPeerCertificates",
+                "ResponseStatusCode",
+                "ResponseBody",
+                "ResponseHeaders",
+            ],
+        ),
+        (authz.AuthzResponse, ["Allow", "Msg", "Err"]),
+    ],
+)
+def test_models_use_dockers_json_names(model: type[Any], names: list[str]) -> None:
+    """Every model field goes on the wire under the exact name Docker's Go structs use."""
+    assert _wire_names(model) == names
