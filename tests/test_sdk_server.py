@@ -951,3 +951,18 @@ def test_bad_limits_are_refused_by_name(options: dict[str, Any], message: str) -
     with pytest.raises(ValueError, match="must be") as info:
         PluginServer([], **options)
     assert str(info.value) == message
+
+
+@pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="openssl is needed to make a certificate"
+)
+def test_stalled_tls_handshake_is_cut(short_tmp: Path) -> None:
+    """A TCP client that never starts its TLS handshake is disconnected after read_timeout."""
+    cert, key = _self_signed(short_tmp)
+    srv = PluginServer([], read_timeout=0.2)
+    with srv:
+        srv.start("tcp://127.0.0.1:0", certfile=cert, keyfile=key)
+        assert srv.address is not None
+        port = int(srv.address.rpartition(":")[2])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            assert raw.recv(1) == b""
