@@ -411,12 +411,15 @@ class LegacyRegistry:
             if entry is not None:
                 return self._wait(entry)
         definition = self._locate_with_retry(name, retry_timeout)
+        # Before the entry exists: an entry nobody settles would hang every later get().
+        client = self._client(definition)
         with self._cond:
             entry = self._entries.get(name)
-            if entry is not None:  # someone else got there first: share theirs
+            if entry is None:
+                entry = self._entries[name] = _Entry(name)
+            else:  # someone else got there first: share theirs
+                client.close()
                 return self._wait(entry)
-            entry = self._entries[name] = _Entry(name)
-        client = self._client(definition)
         try:
             reply = client.call(
                 "Plugin.Activate", timeout=self.activation_timeout, retry_timeout=retry_timeout

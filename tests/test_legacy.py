@@ -604,3 +604,30 @@ def test_get_all_uses_the_socket_get_would_use(registry: LegacyRegistry, dirs: t
         assert plugin.addr == f"unix://{dirs[0]}/n.sock"
         registry.close()
         assert registry.get("n", "VolumeDriver").addr == plugin.addr
+
+
+def test_socket_path_too_long_fails_every_get(
+    short_tmp: Path, dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+):
+    """A socket whose path is too long for connect() fails each get(), never leaving it hung."""
+    deep = short_tmp / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)  # bind() takes the short relative name
+    with listen(Path("p.sock")):
+        monkeypatch.undo()
+        expected = f"unix socket path '{deep}/p.sock' is too long"
+        with LegacyRegistry([deep], [dirs[1]], activation_timeout=5) as reg:
+            errors: list[str] = []
+
+            def get() -> None:
+                try:
+                    reg.get("p", "VolumeDriver")
+                except InvalidConfigError as exc:
+                    errors.append(str(exc))
+
+            for attempt in (1, 2):
+                thread = threading.Thread(target=get, daemon=True)
+                thread.start()
+                thread.join(5)
+                assert not thread.is_alive(), "get() hangs on the entry the first one left"
+                assert errors == [expected] * attempt
