@@ -1063,7 +1063,7 @@ class Client:
             raise self._protocol_error(method, str(exc)) from None
         # Reads of the body wait at most `timeout` each.
         sock.settimeout(timeout)
-        reader = _BodyReader(self, sock, head, bytes(acc[end + 4 :]), method)
+        reader = _BodyReader(self, sock, head, bytes(acc[end + 4 :]), method, timeout)
         return head.status, reader
 
     def _protocol_error(self, method: str, detail: str) -> PluginProtocolError:
@@ -1150,13 +1150,20 @@ class _BodyReader(io.RawIOBase):
     """The body of a streamed reply, read straight from the connection."""
 
     def __init__(
-        self, client: Client, sock: socket.socket, head: _Head, pending: bytes, method: str
+        self,
+        client: Client,
+        sock: socket.socket,
+        head: _Head,
+        pending: bytes,
+        method: str,
+        timeout: float | None,
     ) -> None:
         super().__init__()
         self._client = client
         self._sock: socket.socket | None = sock
         self._head = head
         self._method = method
+        self._timeout = timeout  # this call's, not necessarily the client's
         self._left = head.length  # bytes still to read, when known
         self._chunked = _Chunked() if head.chunked else None
         self._pending = bytearray()
@@ -1207,7 +1214,7 @@ class _BodyReader(io.RawIOBase):
         try:
             data = sock.recv(want)
         except TimeoutError:
-            raise self._client._timeout_error(self._method, self._client.timeout) from None
+            raise self._client._timeout_error(self._method, self._timeout) from None
         except OSError as exc:
             raise self._client._protocol_error(
                 self._method, f"connection broke mid-reply: {exc}"

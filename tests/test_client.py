@@ -620,3 +620,20 @@ def test_interim_100_reply_is_skipped(short_tmp: Path):
     with RawServer(short_tmp / "i.sock", lambda conn: reply(conn, raw)) as server:
         with Client(server.addr) as client:
             assert client.call("X") == {}
+
+
+def test_stream_per_call_timeout_mid_body(short_tmp: Path):
+    """A body stalling past stream()'s own timeout gives PluginTimeoutError naming that timeout."""
+    done = threading.Event()
+
+    def stall(conn: socket.socket) -> None:
+        reply(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        done.wait(5)
+
+    with RawServer(short_tmp / "s.sock", stall) as server:
+        with Client(server.addr) as client:
+            with pytest.raises(PluginTimeoutError) as info:
+                with client.stream("Logs", timeout=0.05) as body:
+                    body.read()
+        done.set()
+    assert str(info.value) == f"Logs: plugin at {server.addr} did not answer within 0.05 s"
