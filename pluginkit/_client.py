@@ -858,14 +858,20 @@ class Client:
                     sock.settimeout(None)
             else:
                 sock.settimeout(max(deadline - time.monotonic(), 1e-6))
-            if isinstance(request, bytes):
-                sock.sendall(request)
+            sent_whole = True
+            try:
+                if isinstance(request, bytes):
+                    sock.sendall(request)
+                else:
+                    sock.sendall(request[0])
+                    sock.sendall(request[1])
+                if not isinstance(body, bytes):
+                    body.send(sock)
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                sent_whole = False
+                data = _early_reply(sock, exc)
             else:
-                sock.sendall(request[0])
-                sock.sendall(request[1])
-            if not isinstance(body, bytes):
-                body.send(sock)
-            data = sock.recv(_FIRST_RECV)
+                data = sock.recv(_FIRST_RECV)
         except TimeoutError:
             sock.close()
             raise self._timeout_error(method, timeout) from None
@@ -878,7 +884,7 @@ class Client:
         if not data:
             sock.close()
             raise _NothingReceived() from ConnectionResetError("connection closed by the plugin")
-        return self._finish_reply(sock, method, data, deadline, timeout)
+        return self._finish_reply(sock, method, data, deadline, timeout, reuse=sent_whole)
 
     def _finish_reply(
         self,
@@ -887,8 +893,13 @@ class Client:
         data: bytes,
         deadline: float | None,
         timeout: float | None,
+        *,
+        reuse: bool = True,
     ) -> tuple[_Head, bytes]:
-        """Read the rest of a reply that starts with ``data``; pool or close ``sock``."""
+        """Read the rest of a reply that starts with ``data``; pool or close ``sock``.
+
+        ``reuse=False``: close it in any case (the request was not sent whole).
+        """
         try:
             head, reply = self._read_reply(sock, data, deadline)
         except TimeoutError:
@@ -907,7 +918,7 @@ class Client:
         except OSError as exc:
             sock.close()
             raise self._protocol_error(method, f"connection broke mid-reply: {exc}") from None
-        if head.keep_alive:
+        if head.keep_alive and reuse:
             self._checkin(sock)
         else:
             sock.close()
@@ -1024,10 +1035,16 @@ class Client:
         deadline: float | None,
         timeout: float | None,
     ) -> tuple[int, _BodyReader]:
+        sent_whole = True
         try:
             sock.settimeout(None if deadline is None else _remaining(deadline))
-            sock.sendall(request)
-            data = sock.recv(_RECV)
+            try:
+                sock.sendall(request)
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                sent_whole = False
+                data = _early_reply(sock, exc)
+            else:
+                data = sock.recv(_RECV)
         except TimeoutError:
             sock.close()
             raise self._timeout_error(method, timeout) from None
@@ -1055,6 +1072,7 @@ class Client:
                     raise _BadReply("connection closed in the middle of the reply headers")
                 acc += more
             head = _parse_head(bytes(acc[:end]))
+            head.keep_alive = head.keep_alive and sent_whole
         except TimeoutError:
             sock.close()
             raise self._timeout_error(method, timeout) from None
@@ -1245,6 +1263,22 @@ class _BodyReader(io.RawIOBase):
 
 
 # -- helpers ----------------------------------------------------------------
+
+
+def _early_reply(sock: socket.socket, exc: OSError) -> bytes:
+    """Read the reply of a plugin that broke the connection we were sending on.
+
+    A plugin may answer (an error, typically) and close without reading the
+    whole request; its reply is still waiting in our receive buffer. Raises
+    ``exc`` when nothing came.
+    """
+    try:
+        data = sock.recv(_FIRST_RECV)
+    except OSError:
+        data = b""
+    if not data:
+        raise exc
+    return data
 
 
 def _read_up_to(reader: io.RawIOBase, limit: int) -> bytes:

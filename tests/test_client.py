@@ -637,3 +637,28 @@ def test_stream_per_call_timeout_mid_body(short_tmp: Path):
                     body.read()
         done.set()
     assert str(info.value) == f"Logs: plugin at {server.addr} did not answer within 0.05 s"
+
+
+def test_reply_sent_before_the_request_was_read(short_tmp: Path):
+    """A plugin that answers and closes without reading a big request: its reply is the result."""
+    raw = (
+        b"HTTP/1.1 413 Too Large\r\nContent-Length: 17\r\nConnection: close\r\n\r\n"
+        b'{"Err":"too big"}'
+    )
+
+    def early(conn: socket.socket) -> None:
+        conn.recv(100)
+        conn.sendall(raw)
+
+    with RawServer(short_tmp / "e.sock", early) as server:
+        with Client(server.addr, backoff_unit=0.01) as client:
+            with pytest.raises(PluginCallError) as info:
+                client.call("Test.Big", {"data": "x" * 4_000_000})
+            with pytest.raises(PluginCallError) as info_file:
+                client.send_file("Test.Big", io.BytesIO(b"y" * 4_000_000))
+            with pytest.raises(PluginCallError) as info_stream:
+                with client.stream("Test.Big", {"data": "x" * 4_000_000}):
+                    pass
+        assert server.accepted == 3
+    for error in (info.value, info_file.value, info_stream.value):
+        assert (error.status, error.message) == (413, "too big")
