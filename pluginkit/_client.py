@@ -467,24 +467,31 @@ class _FileBody:
         self.file.seek(self.start)
         return True
 
-    def send(self, sock: socket.socket) -> None:
+    def send(self, sock: socket.socket, deadline: float | None) -> None:
+        """Send the file on ``sock``, all of it by ``deadline``."""
         self.consumed = True
         read = self.file.read
+
+        def sendall(data: bytes) -> None:
+            if deadline is not None:  # each sendall would get the whole timeout
+                sock.settimeout(_remaining(deadline))
+            sock.sendall(data)
+
         if self.length is not None:
             left = self.length
             while left > 0:
                 block = read(min(left, 1 << 20))
                 if not block:
                     raise _BadReply("the file got shorter while it was being sent")
-                sock.sendall(block)
+                sendall(block)
                 left -= len(block)
             return
         while True:
             block = read(1 << 20)
             if not block:
                 break
-            sock.sendall(b"%x\r\n%b\r\n" % (len(block), block))
-        sock.sendall(b"0\r\n\r\n")
+            sendall(b"%x\r\n%b\r\n" % (len(block), block))
+        sendall(b"0\r\n\r\n")
 
 
 class Client:
@@ -866,11 +873,13 @@ class Client:
                     sock.sendall(request[0])
                     sock.sendall(request[1])
                 if not isinstance(body, bytes):
-                    body.send(sock)
+                    body.send(sock, deadline)
             except (BrokenPipeError, ConnectionResetError) as exc:
                 sent_whole = False
                 data = _early_reply(sock, exc)
             else:
+                if deadline is not None:  # sending used part of the time
+                    sock.settimeout(_remaining(deadline))
                 data = sock.recv(_FIRST_RECV)
         except TimeoutError:
             sock.close()
@@ -1044,6 +1053,8 @@ class Client:
                 sent_whole = False
                 data = _early_reply(sock, exc)
             else:
+                if deadline is not None:  # sending used part of the time
+                    sock.settimeout(_remaining(deadline))
                 data = sock.recv(_RECV)
         except TimeoutError:
             sock.close()

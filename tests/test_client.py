@@ -662,3 +662,31 @@ def test_reply_sent_before_the_request_was_read(short_tmp: Path):
         assert server.accepted == 3
     for error in (info.value, info_file.value, info_stream.value):
         assert (error.status, error.message) == (413, "too big")
+
+
+def test_timeout_spans_sending_and_receiving(short_tmp: Path):
+    """The call's timeout covers sending the request and waiting for the reply together."""
+    done = threading.Event()
+    big = short_tmp / "big"
+    big.write_bytes(b"y" * 4_000_000)
+
+    def slow_reader(conn: socket.socket) -> None:
+        # Read the request late (the client's send takes ~0.5 s), then answer
+        # 1.25 s after the connection came: past the 1 s timeout of the call.
+        accepted = time.monotonic()
+        time.sleep(0.5)
+        read_request(conn)
+        time.sleep(max(0.0, accepted + 1.25 - time.monotonic()))
+        conn.sendall(OK)
+        done.wait(5)
+
+    with RawServer(short_tmp / "t.sock", slow_reader) as server:
+        with Client(server.addr, timeout=1.0, retry_timeout=0) as client:
+            with pytest.raises(PluginTimeoutError):
+                client.call("Test.Big", {"data": "x" * 4_000_000})
+            with pytest.raises(PluginTimeoutError), big.open("rb") as file:
+                client.send_file("Test.Big", file)
+            with pytest.raises(PluginTimeoutError):
+                with client.stream("Test.Big", {"data": "x" * 4_000_000}):
+                    pass
+        done.set()
