@@ -33,6 +33,7 @@ import socket
 import ssl
 import stat
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -555,6 +556,7 @@ class Client:
         self._prefixes: dict[str, bytes] = {}
         self._idle: list[tuple[socket.socket, float]] = []
         self._closed = False
+        _clients.add(self)
 
     def __repr__(self) -> str:
         return f"Client({self.addr!r})"
@@ -1173,6 +1175,20 @@ class Client:
             raise _ConnectFailed(exc) from None
         except OSError as exc:
             raise _ConnectFailed(exc) from None
+
+
+# A forked child must not talk on its parent's pooled connections: both would
+# send on one socket and read each other's replies. The hook costs nothing
+# per call, unlike a pid check.
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _drop_pools_after_fork() -> None:
+    for client in list(_clients):
+        client._drain()  # closes the child's copies only; the parent's stay open
+
+
+os.register_at_fork(after_in_child=_drop_pools_after_fork)
 
 
 class _BodyReader(io.RawIOBase):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -690,3 +691,27 @@ def test_timeout_spans_sending_and_receiving(short_tmp: Path):
                 with client.stream("Test.Big", {"data": "x" * 4_000_000}):
                     pass
         done.set()
+
+
+def test_forked_child_does_not_share_pooled_connections(short_tmp: Path):
+    """After fork() the child opens its own connection; the parent keeps using its own."""
+
+    def keep_alive(conn: socket.socket) -> None:
+        while read_request(conn):
+            conn.sendall(OK)
+
+    with RawServer(short_tmp / "f.sock", keep_alive) as server:
+        with Client(server.addr) as client:
+            assert client.call("X") == {}
+            pid = os.fork()
+            if pid == 0:  # the child: exit at once, whatever happens
+                code = 1
+                try:
+                    code = 0 if client.call("X") == {} else 2
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            assert server.accepted == 2
+            assert client.call("X") == {}
+        assert server.accepted == 2
