@@ -32,10 +32,10 @@ import select
 import socket
 import ssl
 import stat
+import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Final
 from urllib.parse import urlsplit
@@ -1385,8 +1385,9 @@ def call_concurrently(calls: Iterable[tuple[Client, str]], *, timeout: float | N
     ``calls`` is consumed lazily: each request is on its way before the next
     item is produced, so the plugins work while the caller prepares the rest.
     Unix-socket clients are driven from this thread with non-blocking sockets
-    and ``epoll`` (hundreds of activations cost one thread); others get a
-    small thread pool. Each result is the decoded reply or the
+    and ``epoll`` (hundreds of activations cost one thread); others (TCP,
+    TLS) get a thread each, so that slow ones never queue the rest behind
+    them. Each result is the decoded reply or the
     :class:`PluginError` the call raised; ``timeout`` counts from the moment
     the last request was sent. Replies over 1 MiB are refused on unix sockets
     (these are handshakes). Connections that end cleanly go to their client's
@@ -1395,15 +1396,19 @@ def call_concurrently(calls: Iterable[tuple[Client, str]], *, timeout: float | N
     results: list[Any] = []
     poller = select.epoll()
     jobs: dict[int, _Pending] = {}
-    pool: ThreadPoolExecutor | None = None
-    futures: list[tuple[int, Future[Any]]] = []
+    threads: list[threading.Thread] = []
     try:
         for index, (client, method) in enumerate(calls):
             results.append(None)
             if client._address.unix_path is None or client._use_tls:
-                if pool is None:
-                    pool = ThreadPoolExecutor(max_workers=16)
-                futures.append((index, pool.submit(_call_quietly, client, method, timeout)))
+                thread = threading.Thread(
+                    target=_call_quietly,
+                    args=(client, method, timeout, results, index),
+                    name=f"pluginkit-call-{index}",
+                    daemon=True,
+                )
+                thread.start()
+                threads.append(thread)
             else:
                 results[index] = _start(poller, jobs, index, client, method, timeout)
         _multiplex(poller, jobs, results, timeout)
@@ -1411,18 +1416,22 @@ def call_concurrently(calls: Iterable[tuple[Client, str]], *, timeout: float | N
         poller.close()
         for job in jobs.values():
             job.sock.close()
-        if pool is not None:
-            for index, future in futures:
-                results[index] = future.result()
-            pool.shutdown()
+        for thread in threads:
+            thread.join()
     return results
 
 
-def _call_quietly(client: Client, method: str, timeout: float | None) -> Any:
+def _call_quietly(
+    client: Client, method: str, timeout: float | None, results: list[Any], index: int
+) -> None:
     try:
-        return client.call(method, timeout=timeout, retry_timeout=0)
+        results[index] = client.call(method, timeout=timeout, retry_timeout=0)
     except PluginError as exc:
-        return exc
+        results[index] = exc
+    except Exception as exc:  # a result for every call, never a dead thread's None
+        error = PluginError(f"{method}: calling plugin at {client.addr} failed: {exc!r}")
+        error.__cause__ = exc
+        results[index] = error
 
 
 class _Pending:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -631,3 +632,40 @@ def test_socket_path_too_long_fails_every_get(
                 thread.join(5)
                 assert not thread.is_alive(), "get() hangs on the entry the first one left"
                 assert errors == [expected] * attempt
+
+
+def test_get_all_activates_many_tcp_plugins_at_once(dirs: tuple[Path, Path]):
+    """get_all() waits for all its TCP activations at once, not in batches behind slow ones."""
+    count = 24
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    lock = threading.Lock()
+    waiting: list[socket.socket] = []
+    everyone = threading.Event()  # every plugin's request is in: answer them all
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            read_request(conn)
+            with lock:
+                waiting.append(conn)
+                if len(waiting) == count:
+                    everyone.set()
+            if everyone.wait(5):
+                body = b'{"Implements": ["VolumeDriver"]}'
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                threading.Thread(target=serve, args=(listener.accept()[0],), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    for i in range(count):
+        (dirs[1] / f"t{i:02}.spec").write_text(f"tcp://127.0.0.1:{port}")
+    try:
+        with LegacyRegistry([dirs[0]], [dirs[1]], activation_timeout=3) as reg:
+            found = reg.get_all("VolumeDriver")
+    finally:
+        everyone.set()
+        listener.close()
+    assert [p.name for p in found] == [f"t{i:02}" for i in range(count)]
