@@ -16,7 +16,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _client_helpers import HTTPPluginServer, RawServer, Request, activate, echo, read_request
+from _client_helpers import (
+    HTTPPluginServer,
+    RawServer,
+    Request,
+    activate,
+    echo,
+    read_request,
+    wait_for,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -669,3 +677,37 @@ def test_get_all_activates_many_tcp_plugins_at_once(dirs: tuple[Path, Path]):
         everyone.set()
         listener.close()
     assert [p.name for p in found] == [f"t{i:02}" for i in range(count)]
+
+
+def test_get_all_loop_leaks_no_fds_or_threads(dirs: tuple[Path, Path]):
+    """Repeated get_all() over broken plugins keeps the process's fds and threads flat."""
+    sockets, specs = dirs
+    (specs / "broken.spec").write_text("no-scheme")
+    (specs / "tcpdead.spec").write_text("tcp://127.0.0.1:1")
+    listen(sockets / "dead.sock").close()
+
+    def hang(conn: socket.socket) -> None:  # until the client hangs up
+        read_request(conn)
+        while conn.recv(4096):
+            pass
+
+    def garbage(conn: socket.socket) -> None:
+        read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nnotjs")
+
+    with (
+        plugin_server(sockets / "good.sock", "VolumeDriver"),
+        RawServer(sockets / "hang.sock", hang),
+        RawServer(sockets / "drop.sock", read_request),
+        RawServer(sockets / "garbage.sock", garbage),
+        HTTPPluginServer(None, {"Plugin.Activate": activate("VolumeDriver")}) as tcp,
+    ):
+        (specs / "remote.json").write_text(json.dumps({"Addr": tcp.addr}))
+        with LegacyRegistry([sockets], [specs], activation_timeout=0.05) as reg:
+            reg.get_all("VolumeDriver")
+            fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+            for _ in range(20):
+                found = reg.get_all("VolumeDriver")
+            wait_for(lambda: threading.active_count() == threads)
+            assert len(os.listdir("/proc/self/fd")) == fds
+    assert [p.name for p in found] == ["good", "remote"]
