@@ -675,6 +675,7 @@ def test_get_all_activates_many_tcp_plugins_at_once(dirs: tuple[Path, Path]):
             found = reg.get_all("VolumeDriver")
     finally:
         everyone.set()
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
         listener.close()
     assert [p.name for p in found] == [f"t{i:02}" for i in range(count)]
 
@@ -708,6 +709,6 @@ def test_get_all_loop_leaks_no_fds_or_threads(dirs: tuple[Path, Path]):
             fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
             for _ in range(20):
                 found = reg.get_all("VolumeDriver")
-            wait_for(lambda: threading.active_count() == threads)
-            assert len(os.listdir("/proc/self/fd")) == fds
+            wait_for(lambda: threading.active_count() <= threads)
+            assert len(os.listdir("/proc/self/fd")) <= fds
     assert [p.name for p in found] == ["good", "remote"]
