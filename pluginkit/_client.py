@@ -35,9 +35,9 @@ import stat
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -136,6 +136,7 @@ class _Unset:
 
 
 _UNSET: Final = _Unset()
+_T = TypeVar("_T")
 _MISS: Final = object()  # "take the general path" (see Client._fast_call)
 
 
@@ -780,23 +781,60 @@ class Client:
             timeout, retry_timeout = self.timeout, self.retry_timeout
         else:
             timeout, retry_timeout = self._options(timeout, retry_timeout)
+        head_bytes = self._request_head(method, body)
+        # One sendall for small requests; big bodies are not copied.
+        request: bytes | tuple[bytes, bytes] = head_bytes
         if isinstance(body, bytes):
-            prefix = self._prefixes.get(method) or self._prefix(method)
-            head_bytes = prefix + b"Content-Length: %d\r\n\r\n" % len(body)
-        else:
-            head_bytes = self._request_head(method, body)
-        if isinstance(body, bytes):
-            # One sendall for small requests; big bodies are not copied.
-            request: bytes | tuple[bytes, bytes] = (
-                head_bytes + body if len(body) < 16384 else (head_bytes, body)
-            )
-        else:
-            request = head_bytes
+            request = head_bytes + body if len(body) < 16384 else (head_bytes, body)
+
+        def exchange(sock: socket.socket, deadline: float | None) -> tuple[_Head, bytes]:
+            data, sent_whole = self._send(sock, method, request, body, deadline, timeout)
+            return self._finish_reply(sock, method, data, deadline, timeout, reuse=sent_whole)
+
+        return self._with_retries(exchange, method, body, timeout, retry_timeout)
+
+    def _roundtrip_stream(
+        self,
+        method: str,
+        body: bytes,
+        timeout: float | _Unset | None,
+        retry_timeout: float | _Unset,
+    ) -> tuple[int, _BodyReader]:
+        """Send one request and read the reply's head; the body is left to read."""
+        timeout, retry_timeout = self._options(timeout, retry_timeout)
+        request = self._request_head(method, body) + body
+
+        def exchange(sock: socket.socket, deadline: float | None) -> tuple[int, _BodyReader]:
+            data, sent_whole = self._send(sock, method, request, b"", deadline, timeout)
+            try:
+                head, rest = _read_head(sock, data, deadline)
+            except TimeoutError:
+                sock.close()
+                raise self._timeout_error(method, timeout) from None
+            except (_BadReply, OSError) as exc:
+                sock.close()
+                raise self._protocol_error(method, str(exc)) from None
+            head.keep_alive = head.keep_alive and sent_whole
+            # Reads of the body wait at most `timeout` each.
+            sock.settimeout(timeout)
+            return head.status, _BodyReader(self, sock, head, rest, method, timeout)
+
+        return self._with_retries(exchange, method, body, timeout, retry_timeout)
+
+    def _with_retries(
+        self,
+        exchange: Callable[[socket.socket, float | None], _T],
+        method: str,
+        body: bytes | _FileBody,
+        timeout: float | None,
+        retry_timeout: float,
+    ) -> _T:
+        """Run ``exchange`` on a connection, retrying connection failures (Docker's rule)."""
         start = time.monotonic()
         retries = 0
         while True:
             try:
-                return self._attempt(method, request, body, timeout)
+                return self._attempt(exchange, method, body, timeout)
             except _ConnectFailed as failed:
                 self._before_retry(failed, retries, start, retry_timeout, body)
                 retries += 1
@@ -828,16 +866,16 @@ class Client:
 
     def _attempt(
         self,
+        exchange: Callable[[socket.socket, float | None], _T],
         method: str,
-        request: bytes | tuple[bytes, bytes],
         body: bytes | _FileBody,
         timeout: float | None,
-    ) -> tuple[_Head, bytes]:
+    ) -> _T:
         deadline = None if timeout is None else time.monotonic() + timeout
         sock = self._checkout()
         if sock is not None:
             try:
-                return self._exchange(sock, method, request, body, deadline, timeout)
+                return exchange(sock, deadline)
             except _NothingReceived:
                 # The pooled connection had gone stale (the plugin closed it or
                 # restarted); nothing came back, so try once on a fresh one.
@@ -847,11 +885,11 @@ class Client:
                     ) from None
         sock = self._connect(method, deadline, timeout)
         try:
-            return self._exchange(sock, method, request, body, deadline, timeout)
+            return exchange(sock, deadline)
         except _NothingReceived as exc:
             raise _ConnectFailed(exc.__cause__ or exc) from None
 
-    def _exchange(
+    def _send(
         self,
         sock: socket.socket,
         method: str,
@@ -859,15 +897,21 @@ class Client:
         body: bytes | _FileBody,
         deadline: float | None,
         timeout: float | None,
-    ) -> tuple[_Head, bytes]:
-        """Send ``request`` on ``sock`` and read the whole reply."""
+    ) -> tuple[bytes, bool]:
+        """Send ``request`` (and a file ``body``); return the reply's first bytes.
+
+        Also returns whether the request went out whole: a plugin may answer
+        (an error, typically) and close before reading all of it, and that
+        connection must not be reused. Raises ``_NothingReceived`` when the
+        connection failed before any byte of a reply arrived.
+        """
+        sent_whole = True
         try:
             if deadline is None:
                 if sock.gettimeout() is not None:
                     sock.settimeout(None)
             else:
-                sock.settimeout(max(deadline - time.monotonic(), 1e-6))
-            sent_whole = True
+                sock.settimeout(_remaining(deadline))
             try:
                 if isinstance(request, bytes):
                     sock.sendall(request)
@@ -895,7 +939,7 @@ class Client:
         if not data:
             sock.close()
             raise _NothingReceived() from ConnectionResetError("connection closed by the plugin")
-        return self._finish_reply(sock, method, data, deadline, timeout, reuse=sent_whole)
+        return data, sent_whole
 
     def _finish_reply(
         self,
@@ -946,23 +990,7 @@ class Client:
                 sock.settimeout(_remaining(deadline))
             return sock.recv(size)
 
-        # The head, possibly over several recvs, after any interim 1xx replies.
-        acc = data
-        while True:
-            end = acc.find(b"\r\n\r\n")
-            if end >= 0 and acc[9:10] == b"1" and not acc.startswith(b"HTTP/1.1 101"):
-                acc = acc[end + 4 :]
-                continue
-            if end >= 0:
-                break
-            if len(acc) > _MAX_HEAD:
-                raise _BadReply("reply headers too large")
-            more = recv(_RECV)
-            if not more:
-                raise _BadReply("connection closed in the middle of the reply headers")
-            acc += more
-        head = _parse_head(acc[:end])
-        rest = acc[end + 4 :]
+        head, rest = _read_head(sock, data, deadline)
         length = head.length
         if length is not None:
             # The common case: Content-Length, often all in the first recv.
@@ -1003,99 +1031,6 @@ class Client:
             if not more:
                 return head, bytes(buf)
             buf += more
-
-    def _roundtrip_stream(
-        self,
-        method: str,
-        body: bytes,
-        timeout: float | _Unset | None,
-        retry_timeout: float | _Unset,
-    ) -> tuple[int, _BodyReader]:
-        timeout, retry_timeout = self._options(timeout, retry_timeout)
-        request = self._request_head(method, body) + body
-        start = time.monotonic()
-        retries = 0
-        while True:
-            try:
-                return self._attempt_stream(method, request, timeout)
-            except _ConnectFailed as failed:
-                self._before_retry(failed, retries, start, retry_timeout, body)
-                retries += 1
-
-    def _attempt_stream(
-        self, method: str, request: bytes, timeout: float | None
-    ) -> tuple[int, _BodyReader]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        sock = self._checkout()
-        if sock is not None:
-            try:
-                return self._open_stream(sock, method, request, deadline, timeout)
-            except _NothingReceived:
-                pass
-        sock = self._connect(method, deadline, timeout)
-        try:
-            return self._open_stream(sock, method, request, deadline, timeout)
-        except _NothingReceived as exc:
-            raise _ConnectFailed(exc.__cause__ or exc) from None
-
-    def _open_stream(
-        self,
-        sock: socket.socket,
-        method: str,
-        request: bytes,
-        deadline: float | None,
-        timeout: float | None,
-    ) -> tuple[int, _BodyReader]:
-        sent_whole = True
-        try:
-            sock.settimeout(None if deadline is None else _remaining(deadline))
-            try:
-                sock.sendall(request)
-            except (BrokenPipeError, ConnectionResetError) as exc:
-                sent_whole = False
-                data = _early_reply(sock, exc)
-            else:
-                if deadline is not None:  # sending used part of the time
-                    sock.settimeout(_remaining(deadline))
-                data = sock.recv(_RECV)
-        except TimeoutError:
-            sock.close()
-            raise self._timeout_error(method, timeout) from None
-        except OSError as exc:
-            sock.close()
-            raise _NothingReceived() from exc
-        if not data:
-            sock.close()
-            raise _NothingReceived() from ConnectionResetError("connection closed by the plugin")
-        acc = bytearray(data)
-        try:
-            while True:
-                end = acc.find(b"\r\n\r\n")
-                if end >= 0 and acc[9:10] == b"1":
-                    del acc[: end + 4]  # interim 1xx reply
-                    continue
-                if end >= 0:
-                    break
-                if len(acc) > _MAX_HEAD:
-                    raise _BadReply("reply headers too large")
-                if deadline is not None:
-                    sock.settimeout(_remaining(deadline))
-                more = sock.recv(_RECV)
-                if not more:
-                    raise _BadReply("connection closed in the middle of the reply headers")
-                acc += more
-            head = _parse_head(bytes(acc[:end]))
-            head.keep_alive = head.keep_alive and sent_whole
-        except TimeoutError:
-            sock.close()
-            raise self._timeout_error(method, timeout) from None
-        except (_BadReply, OSError) as exc:
-            sock.close()
-            raise self._protocol_error(method, str(exc)) from None
-        # Reads of the body wait at most `timeout` each.
-        sock.settimeout(timeout)
-        reader = _BodyReader(self, sock, head, bytes(acc[end + 4 :]), method, timeout)
-        return head.status, reader
 
     def _protocol_error(self, method: str, detail: str) -> PluginProtocolError:
         return PluginProtocolError(f"{method}: invalid reply from plugin at {self.addr}: {detail}")
@@ -1290,6 +1225,29 @@ class _BodyReader(io.RawIOBase):
 
 
 # -- helpers ----------------------------------------------------------------
+
+
+def _read_head(sock: socket.socket, data: bytes, deadline: float | None) -> tuple[_Head, bytes]:
+    """Read a reply's head (after any interim 1xx replies) starting with ``data``.
+
+    Returns the parsed head and the bytes after it.
+    """
+    acc = data
+    while True:
+        end = acc.find(b"\r\n\r\n")
+        if end >= 0 and acc[9:10] == b"1" and not acc.startswith(b"HTTP/1.1 101"):
+            acc = acc[end + 4 :]
+            continue
+        if end >= 0:
+            return _parse_head(acc[:end]), acc[end + 4 :]
+        if len(acc) > _MAX_HEAD:
+            raise _BadReply("reply headers too large")
+        if deadline is not None:
+            sock.settimeout(_remaining(deadline))
+        more = sock.recv(_RECV)
+        if not more:
+            raise _BadReply("connection closed in the middle of the reply headers")
+        acc += more
 
 
 def _early_reply(sock: socket.socket, exc: OSError) -> bytes:
