@@ -628,7 +628,7 @@ class Client:
             sock, since = self._idle.pop()
         except IndexError:
             return _MISS
-        if time.monotonic() - since >= _IDLE_TIMEOUT:
+        if time.monotonic() - since >= _IDLE_TIMEOUT or not _quiet(sock):
             sock.close()
             return _MISS
         try:
@@ -1048,9 +1048,9 @@ class Client:
                 sock, since = idle.pop()
             except IndexError:
                 break
-            if time.monotonic() - since < _IDLE_TIMEOUT:
+            if time.monotonic() - since < _IDLE_TIMEOUT and _quiet(sock):
                 return sock
-            sock.close()  # idle too long: the plugin may have dropped it
+            sock.close()  # idle too long, closed by the plugin, or holding stray bytes
         if self._closed:
             raise PluginConnectionError(f"cannot call plugin at {self.addr}: client is closed")
         return None
@@ -1225,6 +1225,30 @@ class _BodyReader(io.RawIOBase):
 
 
 # -- helpers ----------------------------------------------------------------
+
+
+_PEEK: Final = socket.MSG_PEEK | socket.MSG_DONTWAIT
+
+
+def _quiet(sock: socket.socket) -> bool:
+    """Tell whether an idle pooled connection is still open and received nothing.
+
+    Bytes arriving on an idle connection are no reply to anything we sent:
+    read by the next call, they would be taken for its reply (Go's transport
+    drops such a connection too). An end of file means the plugin closed it.
+    """
+    if sock.gettimeout():
+        # Python would wait that long for data before the peek; the next
+        # use of the connection sets the mode it needs anyway.
+        sock.settimeout(0.0)
+    try:
+        # The plain socket's recv, also for TLS: peek at the raw bytes.
+        socket.socket.recv(sock, 1, _PEEK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _read_head(sock: socket.socket, data: bytes, deadline: float | None) -> tuple[_Head, bytes]:

@@ -489,6 +489,24 @@ def test_tls_with_ca_file(tls_server: HTTPPluginServer, certificate: tuple[Path,
     assert tls_server.requests[0].headers["host"] == tls_server.addr.removeprefix("https://")
 
 
+def test_tls_connection_is_kept_alive(tls_server: HTTPPluginServer):
+    """Calls over TLS reuse one kept-alive connection."""
+    accepted: list[object] = []
+    server = tls_server._server
+    get_request = server.get_request
+
+    def counting() -> tuple[socket.socket, object]:
+        accepted.append(1)
+        return get_request()
+
+    server.get_request = counting  # type: ignore[method-assign]
+    with Client(tls_server.addr, tls=TLSConfig(insecure_skip_verify=True)) as client:
+        for i in range(5):
+            assert client.call("Test.Echo", [i]) == [i]
+            assert client.call("Test.Echo", [i], timeout=5) == [i]
+    assert len(accepted) == 1
+
+
 def test_tls_insecure_skip_verify(tls_server: HTTPPluginServer):
     """insecure_skip_verify accepts a self-signed certificate."""
     with Client(tls_server.addr, tls=TLSConfig(insecure_skip_verify=True)) as client:
@@ -715,3 +733,34 @@ def test_forked_child_does_not_share_pooled_connections(short_tmp: Path):
             assert server.accepted == 2
             assert client.call("X") == {}
         assert server.accepted == 2
+
+
+def test_pooled_connection_with_unsolicited_bytes_is_not_reused(short_tmp: Path):
+    """Bytes a plugin sends on an idle kept-alive connection are never read as the next reply."""
+    stale = b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"stale":1}'
+    # The first two connections send `stale` once the client has its reply.
+    go = [threading.Event(), threading.Event()]
+    sent = [threading.Event(), threading.Event()]
+    turns = iter(zip(go, sent, strict=True))
+
+    def behaviour(conn: socket.socket) -> None:
+        turn = next(turns, None)
+        reply(conn, OK)
+        if turn is not None:
+            turn[0].wait(5)
+            conn.sendall(stale)  # nobody asked for it
+            turn[1].set()
+        while read_request(conn):
+            conn.sendall(OK)
+
+    with RawServer(short_tmp / "u.sock", behaviour) as server:
+        with Client(server.addr) as client:
+            assert client.call("X") == {}
+            go[0].set()
+            assert sent[0].wait(5)
+            assert client.call("X") == {}  # the fast path (pooled, no timeout)
+            go[1].set()
+            assert sent[1].wait(5)
+            assert client.call("X", timeout=5) == {}  # the general path
+            assert client.call("X") == {}
+        assert server.accepted == 3
