@@ -836,12 +836,13 @@ class Client:
             try:
                 return self._attempt(exchange, method, body, timeout)
             except _ConnectFailed as failed:
-                self._before_retry(failed, retries, start, retry_timeout, body)
+                self._before_retry(failed, method, retries, start, retry_timeout, body)
                 retries += 1
 
     def _before_retry(
         self,
         failed: _ConnectFailed,
+        method: str,
         retries: int,
         start: float,
         retry_timeout: float,
@@ -854,10 +855,12 @@ class Client:
         if not failed.retry or not rewound or elapsed + delay >= retry_timeout:
             detail = f" (gave up after {retries + 1} attempts)" if retries else ""
             raise PluginConnectionError(
-                f"cannot connect to plugin at {self.addr}: {_reason(failed.cause)}{detail}"
+                f"{method}: cannot connect to plugin at {self.addr}:"
+                f" {_reason(failed.cause)}{detail}"
             ) from failed.cause
         log.warning(
-            "cannot connect to plugin at %s: %s, retrying in %g s",
+            "%s: cannot connect to plugin at %s: %s, retrying in %g s",
+            method,
             self.addr,
             _reason(failed.cause),
             delay,
@@ -872,7 +875,7 @@ class Client:
         timeout: float | None,
     ) -> _T:
         deadline = None if timeout is None else time.monotonic() + timeout
-        sock = self._checkout()
+        sock = self._checkout(method)
         if sock is not None:
             try:
                 return exchange(sock, deadline)
@@ -1032,6 +1035,11 @@ class Client:
                 return head, bytes(buf)
             buf += more
 
+    def _closed_error(self, method: str) -> PluginConnectionError:
+        return PluginConnectionError(
+            f"{method}: cannot call plugin at {self.addr}: client is closed"
+        )
+
     def _protocol_error(self, method: str, detail: str) -> PluginProtocolError:
         return PluginProtocolError(f"{method}: invalid reply from plugin at {self.addr}: {detail}")
 
@@ -1040,7 +1048,7 @@ class Client:
             f"{method}: plugin at {self.addr} did not answer within {timeout:g} s"
         )
 
-    def _checkout(self) -> socket.socket | None:
+    def _checkout(self, method: str) -> socket.socket | None:
         # list.pop and list.append are atomic: the pool needs no lock.
         idle = self._idle
         while idle:
@@ -1052,7 +1060,7 @@ class Client:
                 return sock
             sock.close()  # idle too long, closed by the plugin, or holding stray bytes
         if self._closed:
-            raise PluginConnectionError(f"cannot call plugin at {self.addr}: client is closed")
+            raise self._closed_error(method)
         return None
 
     def _checkin(self, sock: socket.socket) -> None:
@@ -1078,7 +1086,7 @@ class Client:
 
     def _connect(self, method: str, deadline: float | None, timeout: float | None) -> socket.socket:
         if self._closed:
-            raise PluginConnectionError(f"cannot call plugin at {self.addr}: client is closed")
+            raise self._closed_error(method)
         address = self._address
         try:
             if address.unix_path is not None:
@@ -1470,7 +1478,9 @@ def _start(
             sent = 0
     except OSError as exc:
         sock.close()
-        return PluginConnectionError(f"cannot connect to plugin at {client.addr}: {_reason(exc)}")
+        return PluginConnectionError(
+            f"{method}: cannot connect to plugin at {client.addr}: {_reason(exc)}"
+        )
     job = _Pending(index, client, method, sock, request[sent:])
     fd = sock.fileno()
     jobs[fd] = job
@@ -1567,5 +1577,5 @@ def _fail_job(jobs: dict[int, _Pending], fd: int, results: list[Any], exc: BaseE
     job = jobs.pop(fd)
     job.sock.close()
     results[job.index] = PluginConnectionError(
-        f"cannot connect to plugin at {job.client.addr}: {_reason(exc)}"
+        f"{job.method}: cannot connect to plugin at {job.client.addr}: {_reason(exc)}"
     )

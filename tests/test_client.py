@@ -57,11 +57,13 @@ def echo_server(short_tmp: Path) -> Iterator[HTTPPluginServer]:
 
 
 def test_failed_connection():
-    """Nothing listening and no retries: PluginConnectionError naming the address."""
+    """Nothing listening and no retries: PluginConnectionError naming the method and address."""
     with Client("tcp://127.0.0.1:1", retry_timeout=0) as client:
         with pytest.raises(PluginConnectionError) as info:
             client.call("Service.Method")
-    assert str(info.value) == "cannot connect to plugin at tcp://127.0.0.1:1: Connection refused"
+    assert str(info.value) == (
+        "Service.Method: cannot connect to plugin at tcp://127.0.0.1:1: Connection refused"
+    )
     assert isinstance(info.value, ConnectionError)
 
 

@@ -466,7 +466,8 @@ def test_dead_socket_fails_fast(registry: LegacyRegistry, dirs: tuple[Path, Path
     with pytest.raises(PluginConnectionError) as info:
         registry.get("dead", "VolumeDriver")
     assert str(info.value) == (
-        f'plugin "dead": cannot connect to plugin at unix://{dirs[0]}/dead.sock: Connection refused'
+        f'plugin "dead": Plugin.Activate: cannot connect to plugin at unix://{dirs[0]}/dead.sock:'
+        " Connection refused"
     )
 
 
@@ -567,7 +568,10 @@ def test_get_all_skips_broken_plugins(dirs: tuple[Path, Path], caplog: pytest.Lo
             assert [p.name for p in reg.get_all("networkdriver")] == ["net"]
         done.set()
     assert "skipping legacy plugin broken" in caplog.text
-    assert "skipping legacy plugin dead" in caplog.text
+    assert (
+        f'skipping legacy plugin dead: plugin "dead": Plugin.Activate: cannot connect to plugin'
+        f" at unix://{sockets}/dead.sock: Connection refused"
+    ) in caplog.text
     assert 'plugin "hang": Plugin.Activate: plugin at' in caplog.text
 
 
