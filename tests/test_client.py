@@ -766,3 +766,24 @@ def test_pooled_connection_with_unsolicited_bytes_is_not_reused(short_tmp: Path)
             assert client.call("X", timeout=5) == {}  # the general path
             assert client.call("X") == {}
         assert server.accepted == 3
+
+
+def test_stream_left_mid_body_closes_the_connection(short_tmp: Path):
+    """Leaving stream() before the body's end closes its connection; the next call opens one."""
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1_000_000
+    first = threading.Event()
+
+    def behaviour(conn: socket.socket) -> None:
+        if not first.is_set():
+            first.set()
+            reply(conn, big)
+        while read_request(conn):
+            conn.sendall(OK)
+
+    with RawServer(short_tmp / "m.sock", behaviour) as server:
+        with Client(server.addr) as client:
+            with client.stream("Logs") as body:
+                assert body.read(10) == b"x" * 10
+            assert client.call("X") == {}
+            assert client.call("X") == {}
+        assert server.accepted == 2
