@@ -524,6 +524,19 @@ def test_tls_unverified_is_not_retried(tls_server: HTTPPluginServer):
         client.call("Test.Echo", [1])
 
 
+def test_tls_checks_the_host_name(tls_server: HTTPPluginServer, certificate: tuple[Path, Path]):
+    """A trusted certificate for another name fails; insecure_skip_verify accepts it."""
+    port = tls_server.addr.rsplit(":", 1)[1]
+    addr = f"https://localhost:{port}"  # the certificate is for 127.0.0.1 only
+    with (
+        Client(addr, tls=TLSConfig(ca_file=str(certificate[0])), retry_timeout=30) as client,
+        pytest.raises(PluginConnectionError, match="Hostname mismatch"),
+    ):
+        client.call("Test.Echo", [1])
+    with Client(addr, tls=TLSConfig(insecure_skip_verify=True)) as client:
+        assert client.call("Test.Echo", [1]) == [1]
+
+
 def test_tls_missing_ca_file(tls_server: HTTPPluginServer, tmp_path: Path):
     """A CA file that does not exist is an InvalidConfigError naming it."""
     missing = tmp_path / "nope.pem"
