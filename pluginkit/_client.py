@@ -28,6 +28,7 @@ import json.encoder
 import json.scanner
 import logging
 import os
+import re
 import select
 import socket
 import ssl
@@ -284,8 +285,29 @@ def _header(lower_head: bytes, name: bytes) -> bytes | None:
     return lower_head[start : end if end >= 0 else None].strip()
 
 
+def _split_head(data: bytes) -> tuple[bytes, bytes] | None:
+    """Split a reply into its head and what follows; ``None`` until the head is whole.
+
+    Interim 1xx replies before the head are skipped. Lines may end with a
+    bare LF: Go's and Python's clients accept that, so plugins may send it.
+    """
+    while True:
+        blank = _BLANK_LINE.search(data)
+        if blank is None:
+            return None
+        if data[9:10] == b"1" and not data.startswith(b"HTTP/1.1 101"):
+            data = data[blank.end() :]  # an interim 1xx reply
+            continue
+        return data[: blank.start()], data[blank.end() :]
+
+
+_BLANK_LINE: Final = re.compile(rb"\r?\n\r?\n")
+
+
 def _parse_head(head: bytes) -> _Head:
     # head: status line and headers, without the blank line.
+    if head.count(b"\n") != head.count(b"\r\n"):  # some lines end with a bare LF
+        head = head.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     if head[:7] != b"HTTP/1." or head[8:9] != b" " or not head[9:12].isdigit():
         raise _BadReply(f"not an HTTP/1.x reply: {head[:40]!r}")
     status = int(head[9:12])
@@ -380,18 +402,15 @@ class _Chunked:
 
 def _complete(data: bytes, eof: bool, limit: int) -> tuple[_Head, bytes] | None:
     """Parse a whole reply held in ``data``; ``None`` while more is needed."""
-    end = data.find(b"\r\n\r\n")
-    while end >= 0 and data[9:10] == b"1" and not data.startswith(b"HTTP/1.1 101"):
-        data = data[end + 4 :]  # skip 1xx interim replies
-        end = data.find(b"\r\n\r\n")
-    if end < 0:
+    split = _split_head(data)
+    if split is None:
         if len(data) > _MAX_HEAD:
             raise _BadReply("reply headers too large")
         if eof:
             raise _BadReply("connection closed in the middle of the reply headers")
         return None
-    head = _parse_head(data[:end])
-    body = data[end + 4 :]
+    head = _parse_head(split[0])
+    body = split[1]
     if head.length is not None:
         if head.length > limit:
             raise _TooLarge(head.length)
@@ -1266,12 +1285,9 @@ def _read_head(sock: socket.socket, data: bytes, deadline: float | None) -> tupl
     """
     acc = data
     while True:
-        end = acc.find(b"\r\n\r\n")
-        if end >= 0 and acc[9:10] == b"1" and not acc.startswith(b"HTTP/1.1 101"):
-            acc = acc[end + 4 :]
-            continue
-        if end >= 0:
-            return _parse_head(acc[:end]), acc[end + 4 :]
+        split = _split_head(acc)
+        if split is not None:
+            return _parse_head(split[0]), split[1]
         if len(acc) > _MAX_HEAD:
             raise _BadReply("reply headers too large")
         if deadline is not None:

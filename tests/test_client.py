@@ -40,7 +40,14 @@ from pluginkit import (
     PluginTimeoutError,
     TLSConfig,
 )
-from pluginkit._client import _backoff, _Chunked, _complete, _parse_head, parse_address
+from pluginkit._client import (
+    _backoff,
+    _Chunked,
+    _complete,
+    _parse_head,
+    call_concurrently,
+    parse_address,
+)
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
 
@@ -800,3 +807,24 @@ def test_stream_left_mid_body_closes_the_connection(short_tmp: Path):
             assert client.call("X") == {}
             assert client.call("X") == {}
         assert server.accepted == 2
+
+
+def test_bare_lf_reply_heads_are_accepted(short_tmp: Path):
+    """Reply heads whose lines end with a bare LF are read, as Go's and Python's clients do."""
+    raw = b'HTTP/1.1 200 OK\nContent-Length: 8\n\n{"a": 1}'
+
+    def behaviour(conn: socket.socket) -> None:
+        while read_request(conn):
+            conn.sendall(raw)
+
+    with RawServer(short_tmp / "lf.sock", behaviour) as server:
+        with Client(server.addr, timeout=5) as client:
+            assert client.call("X") == {"a": 1}
+            with client.stream("X") as body:
+                assert body.read() == b'{"a": 1}'
+        with Client(server.addr) as client:  # no timeout: the pooled fast path
+            assert client.call("X") == {"a": 1}
+            assert client.call("X") == {"a": 1}
+        with Client(server.addr) as client:  # get_all's multiplexed activations
+            assert call_concurrently([(client, "X")], timeout=5) == [{"a": 1}]
+        assert server.accepted == 3
