@@ -332,6 +332,8 @@ def _parse_head(head: bytes) -> _Head:
     keep_alive = b"keep-alive" in connection if http10 else b"close" not in connection
     if status in (204, 304) or 100 <= status < 200:
         length, chunked = 0, False
+    if status == 101:
+        keep_alive = False  # the connection speaks another protocol now
     if chunked:
         length = None
     elif length is None:

@@ -828,3 +828,24 @@ def test_bare_lf_reply_heads_are_accepted(short_tmp: Path):
         with Client(server.addr) as client:  # get_all's multiplexed activations
             assert call_concurrently([(client, "X")], timeout=5) == [{"a": 1}]
         assert server.accepted == 3
+
+
+def test_switching_protocols_reply_is_not_pooled(short_tmp: Path):
+    """A 101 reply is a PluginCallError and its connection (no longer HTTP) is not reused."""
+    switch = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n"
+    first = threading.Event()
+
+    def behaviour(conn: socket.socket) -> None:
+        if not first.is_set():
+            first.set()
+            reply(conn, switch)
+        while read_request(conn):
+            conn.sendall(OK)
+
+    with RawServer(short_tmp / "up.sock", behaviour) as server:
+        with Client(server.addr) as client:
+            with pytest.raises(PluginCallError) as info:
+                client.call("X")
+            assert info.value.status == 101
+            assert client.call("X") == {}
+        assert server.accepted == 2
