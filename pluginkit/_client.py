@@ -453,11 +453,16 @@ class _NothingReceived(Exception):
 
 
 class _ConnectFailed(Exception):
-    """The plugin could not be reached; retried with backoff."""
+    """The plugin could not be reached; retried with backoff.
 
-    def __init__(self, cause: BaseException, *, retry: bool = True) -> None:
+    ``sent``: the connection broke after (part of) the request went out, so
+    the plugin may have received it.
+    """
+
+    def __init__(self, cause: BaseException, *, retry: bool = True, sent: bool = False) -> None:
         self.cause = cause
         self.retry = retry
+        self.sent = sent
 
 
 class _FileBody:
@@ -873,19 +878,19 @@ class Client:
         delay = _backoff(retries) * self.backoff_unit
         elapsed = time.monotonic() - start
         rewound = isinstance(body, bytes) or body.rewind()
+        if failed.sent:
+            what = f"the connection to plugin at {self.addr} broke before any reply"
+        else:
+            what = f"cannot connect to plugin at {self.addr}"
         if not failed.retry or not rewound or elapsed + delay >= retry_timeout:
             detail = f" (gave up after {retries + 1} attempts)" if retries else ""
             raise PluginConnectionError(
-                f"{method}: cannot connect to plugin at {self.addr}:"
-                f" {_reason(failed.cause)}{detail}"
+                f"{method}: {what}: {_reason(failed.cause)}{detail}"
             ) from failed.cause
-        log.warning(
-            "%s: cannot connect to plugin at %s: %s, retrying in %g s",
-            method,
-            self.addr,
-            _reason(failed.cause),
-            delay,
-        )
+        # Docker re-sends in this case too (its TestFailOnce); say so, since
+        # the plugin may have acted on the request it did not answer.
+        again = "sending the request again" if failed.sent else "retrying"
+        log.warning("%s: %s: %s, %s in %g s", method, what, _reason(failed.cause), again, delay)
         time.sleep(delay)
 
     def _attempt(
@@ -905,13 +910,13 @@ class Client:
                 # restarted); nothing came back, so try once on a fresh one.
                 if not (isinstance(body, bytes) or body.rewind()):
                     raise _ConnectFailed(
-                        ConnectionResetError("connection reset"), retry=False
+                        ConnectionResetError("connection reset"), retry=False, sent=True
                     ) from None
         sock = self._connect(method, deadline, timeout)
         try:
             return exchange(sock, deadline)
         except _NothingReceived as exc:
-            raise _ConnectFailed(exc.__cause__ or exc) from None
+            raise _ConnectFailed(exc.__cause__ or exc, sent=True) from None
 
     def _send(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import shutil
 import socket
@@ -74,8 +75,8 @@ def test_failed_connection():
     assert isinstance(info.value, ConnectionError)
 
 
-def test_fail_once_then_retry(short_tmp: Path):
-    """A connection dropped before any reply is retried, and the retry succeeds."""
+def test_fail_once_then_retry(short_tmp: Path, caplog: pytest.LogCaptureFixture):
+    """A connection dropped before any reply is retried (logged as a re-send), and succeeds."""
     calls = []
 
     def behaviour(conn: socket.socket) -> None:
@@ -87,8 +88,13 @@ def test_fail_once_then_retry(short_tmp: Path):
 
     with RawServer(short_tmp / "p.sock", behaviour) as server:
         with Client(server.addr, backoff_unit=0.01) as client:
-            assert client.call("Test.FailOnce") == {}
+            with caplog.at_level(logging.WARNING, logger="pluginkit.client"):
+                assert client.call("Test.FailOnce") == {}
     assert len(calls) == 2
+    assert caplog.messages == [
+        f"Test.FailOnce: the connection to plugin at {server.addr} broke before any reply:"
+        " connection closed by the plugin, sending the request again in 0.01 s"
+    ]
 
 
 def test_echo_input_output(echo_server: HTTPPluginServer):
