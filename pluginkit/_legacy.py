@@ -261,6 +261,8 @@ class LegacyRegistry:
             raise ValueError(f"activation_timeout must be > 0, not {activation_timeout!r}")
         if retry_timeout < 0:
             raise ValueError(f"retry_timeout must be >= 0, not {retry_timeout!r}")
+        if not backoff_unit > 0:
+            raise ValueError(f"backoff_unit must be > 0, not {backoff_unit!r}")
         self.socket_dirs = tuple(os.fspath(d) for d in socket_dirs)
         self.spec_dirs = tuple(os.fspath(d) for d in spec_dirs)
         self.activation_timeout = activation_timeout

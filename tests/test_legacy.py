@@ -716,3 +716,19 @@ def test_get_all_loop_leaks_no_fds_or_threads(dirs: tuple[Path, Path]):
             wait_for(lambda: threading.active_count() <= threads)
             assert len(os.listdir("/proc/self/fd")) <= fds
     assert [p.name for p in found] == ["good", "remote"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"activation_timeout": 0}, "activation_timeout must be > 0, not 0"),
+        ({"retry_timeout": -1}, "retry_timeout must be >= 0, not -1"),
+        ({"backoff_unit": 0}, "backoff_unit must be > 0, not 0"),
+    ],
+)
+def test_bad_settings_are_refused_at_once(
+    dirs: tuple[Path, Path], kwargs: dict[str, float], message: str
+):
+    """Bad timeouts are refused by the constructor, not by the first get()."""
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        LegacyRegistry([dirs[0]], [dirs[1]], **kwargs)
