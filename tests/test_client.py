@@ -16,7 +16,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -51,6 +51,19 @@ from pluginkit._client import (
 )
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def keep_alive(first: bytes | None = None, then: bytes = OK) -> Callable[[socket.socket], None]:
+    """A RawServer behaviour answering ``then`` to every request, ``first`` to the very first."""
+    pending = [] if first is None else [first]
+
+    def behaviour(conn: socket.socket) -> None:
+        with contextlib.suppress(IndexError):
+            reply(conn, pending.pop())  # only on the first connection
+        while read_request(conn):
+            conn.sendall(then)
+
+    return behaviour
 
 
 @pytest.fixture
@@ -742,11 +755,7 @@ def test_timeout_spans_sending_and_receiving(short_tmp: Path):
 def test_forked_child_does_not_share_pooled_connections(short_tmp: Path):
     """After fork() the child opens its own connection; the parent keeps using its own."""
 
-    def keep_alive(conn: socket.socket) -> None:
-        while read_request(conn):
-            conn.sendall(OK)
-
-    with RawServer(short_tmp / "f.sock", keep_alive) as server:
+    with RawServer(short_tmp / "f.sock", keep_alive()) as server:
         with Client(server.addr) as client:
             assert client.call("X") == {}
             pid = os.fork()
@@ -797,16 +806,7 @@ def test_pooled_connection_with_unsolicited_bytes_is_not_reused(short_tmp: Path)
 def test_stream_left_mid_body_closes_the_connection(short_tmp: Path):
     """Leaving stream() before the body's end closes its connection; the next call opens one."""
     big = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1_000_000
-    first = threading.Event()
-
-    def behaviour(conn: socket.socket) -> None:
-        if not first.is_set():
-            first.set()
-            reply(conn, big)
-        while read_request(conn):
-            conn.sendall(OK)
-
-    with RawServer(short_tmp / "m.sock", behaviour) as server:
+    with RawServer(short_tmp / "m.sock", keep_alive(first=big)) as server:
         with Client(server.addr) as client:
             with client.stream("Logs") as body:
                 assert body.read(10) == b"x" * 10
@@ -818,12 +818,7 @@ def test_stream_left_mid_body_closes_the_connection(short_tmp: Path):
 def test_bare_lf_reply_heads_are_accepted(short_tmp: Path):
     """Reply heads whose lines end with a bare LF are read, as Go's and Python's clients do."""
     raw = b'HTTP/1.1 200 OK\nContent-Length: 8\n\n{"a": 1}'
-
-    def behaviour(conn: socket.socket) -> None:
-        while read_request(conn):
-            conn.sendall(raw)
-
-    with RawServer(short_tmp / "lf.sock", behaviour) as server:
+    with RawServer(short_tmp / "lf.sock", keep_alive(then=raw)) as server:
         with Client(server.addr, timeout=5) as client:
             assert client.call("X") == {"a": 1}
             with client.stream("X") as body:
@@ -839,16 +834,7 @@ def test_bare_lf_reply_heads_are_accepted(short_tmp: Path):
 def test_switching_protocols_reply_is_not_pooled(short_tmp: Path):
     """A 101 reply is a PluginCallError and its connection (no longer HTTP) is not reused."""
     switch = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n"
-    first = threading.Event()
-
-    def behaviour(conn: socket.socket) -> None:
-        if not first.is_set():
-            first.set()
-            reply(conn, switch)
-        while read_request(conn):
-            conn.sendall(OK)
-
-    with RawServer(short_tmp / "up.sock", behaviour) as server:
+    with RawServer(short_tmp / "up.sock", keep_alive(first=switch)) as server:
         with Client(server.addr) as client:
             with pytest.raises(PluginCallError) as info:
                 client.call("X")
