@@ -153,6 +153,8 @@ def _legacy_registry(args: argparse.Namespace) -> LegacyRegistry:
 
 def _open_manager(args: argparse.Namespace, *, legacy: bool = False) -> Manager:
     """Open the short-lived manager of one invocation (live restore: plugins outlive it)."""
+    # The runtime first: an unreachable engine is the likeliest failure.
+    runtime = _make_runtime(args.runtime)
     from ._manager import Manager
 
     kwargs: dict[str, Any] = {}
@@ -160,7 +162,7 @@ def _open_manager(args: argparse.Namespace, *, legacy: bool = False) -> Manager:
         kwargs["legacy"] = _legacy_registry(args)
     return Manager(
         args.root,
-        runtime=_make_runtime(args.runtime),
+        runtime=runtime,
         run_root=args.run_root,
         live_restore=True,
         **kwargs,

@@ -1,0 +1,510 @@
+"""The ``pluginkit`` command, driven through subprocesses as a user would.
+
+Every test runs ``python -m pluginkit`` with a temporary ``--root`` and a short
+``--run-root`` on the process runtime, so no Docker engine is needed (except
+the one test that checks the hint given when the engine is unreachable).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import pty
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DESCRIPTION_LIMIT = 45
+
+
+class Cli:
+    """Runs ``python -m pluginkit`` on one temporary root."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.root = tmp / "root"
+        self.run_root = tmp / "run"
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "PLUGINKIT_RUNTIME": "process",
+        }
+        self.env.pop("PLUGINKIT_ROOT", None)
+
+    def __call__(
+        self, *args: str, stdin: Any = subprocess.DEVNULL, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "pluginkit", "--root", str(self.root)]
+        command += ["--run-root", str(self.run_root), *args]
+        return subprocess.run(
+            command,
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+            check=False,
+        )
+
+    def ok(self, *args: str) -> str:
+        """Run a command that must succeed; return its stdout."""
+        result = self(*args)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+        return result.stdout
+
+    def sockets(self) -> list[Path]:
+        """The plugin sockets currently present under the run root."""
+        return sorted(p for p in self.run_root.rglob("*.sock") if p.is_socket())
+
+
+@pytest.fixture
+def cli(short_tmp: Path) -> Iterator[Cli]:
+    runner = Cli(short_tmp)
+    try:
+        yield runner
+    finally:
+        # Never leave a plugin process behind, whatever the test did.
+        if runner.root.exists():
+            ids = runner("ls", "-q", "--no-trunc").stdout.split()
+            if ids:
+                runner("rm", "-f", *ids)
+
+
+@pytest.fixture
+def plugin_dir() -> Path:
+    """The bundled example plugin's directory (config.json + rootfs/)."""
+    from pluginkit.examples.localvolume import plugin_dir
+
+    return Path(plugin_dir())
+
+
+@pytest.fixture
+def privileged_dir(plugin_dir: Path, short_tmp: Path) -> Path:
+    """A copy of the example plugin that asks for the host network."""
+    target = short_tmp / "privileged"
+    shutil.copytree(plugin_dir, target, symlinks=True)
+    config_path = target / "config.json"
+    config = json.loads(config_path.read_text())
+    config.pop("network", None)
+    config["Network"] = {"Type": "host"}
+    config_path.write_text(json.dumps(config))
+    return target
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket, to talk to a plugin without pluginkit's client."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__("plugin.moby.localhost", timeout=5)
+        self.path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.path)
+        self.sock = sock
+
+
+def activate(path: Path) -> Any:
+    """POST /Plugin.Activate on the socket and return the decoded reply."""
+    conn = UnixHTTPConnection(path)
+    try:
+        conn.request("POST", "/Plugin.Activate", body=b"")
+        response = conn.getresponse()
+        assert response.status == 200
+        return json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def answers(path: Path) -> bool:
+    """Tell whether a plugin answers on the socket."""
+    try:
+        activate(path)
+    except OSError:
+        return False
+    return True
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The single line a failing command wrote on stderr."""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# -- the whole cycle ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_full_cycle_on_the_process_runtime(cli: Cli, plugin_dir: Path) -> None:
+    """create -> set -> enable -> ls -> inspect -> call -> rm refused -> disable -> rm works."""
+    assert cli.ok("create", "localvolume", str(plugin_dir)) == "localvolume\n"
+    assert cli.ok("set", "localvolume", "DEBUG=1") == ""
+    assert cli.ok("enable", "localvolume") == "localvolume\n"
+
+    [record] = json.loads(cli.ok("inspect", "localvolume"))
+    assert record["Name"] == "localvolume:latest"
+    assert record["Enabled"] is True
+    assert "DEBUG=1" in record["Settings"]["Env"]
+    plugin_id = record["Id"]
+    description = record["Config"]["Description"]
+    header, row = cli.ok("ls").splitlines()
+    assert header.split() == ["ID", "NAME", "DESCRIPTION", "ENABLED"]
+    assert row.startswith(plugin_id[:12] + "   ")
+    assert "localvolume:latest" in row
+    assert description[:20] in row
+    assert row.endswith("true")
+
+    assert (
+        json.loads(cli.ok("call", "localvolume", "VolumeDriver.Create", '{"Name": "demo"}')) == {}
+    )
+    listed = json.loads(cli.ok("call", "localvolume", "VolumeDriver.List"))
+    assert [v["Name"] for v in listed["Volumes"]] == ["demo"]
+
+    refused = cli("rm", "localvolume")
+    assert refused.returncode == 1
+    assert error_line(refused) == "Error: plugin localvolume:latest is enabled"
+
+    assert cli.ok("disable", "localvolume") == "localvolume\n"
+    assert cli.ok("rm", "localvolume") == "localvolume\n"
+    assert cli.ok("ls", "-q") == ""
+
+
+@pytest.mark.slow
+def test_plugin_outlives_the_command_and_stops_on_disable(cli: Cli, plugin_dir: Path) -> None:
+    """An enabled plugin keeps answering after enable returns; disable stops it."""
+    cli.ok("create", "localvolume", str(plugin_dir))
+    cli.ok("enable", "localvolume")
+    [sock] = cli.sockets()
+    assert activate(sock) == {"Implements": ["VolumeDriver"]}
+    # A second invocation re-attaches (live restore) instead of starting another.
+    cli.ok("call", "localvolume", "VolumeDriver.List")
+    assert cli.sockets() == [sock]
+    assert answers(sock)
+
+    cli.ok("disable", "localvolume")
+    assert not answers(sock)
+
+
+# -- ls, inspect, formats ---------------------------------------------------------
+
+
+def test_ls_empty_prints_docker_header(cli: Cli) -> None:
+    """With no plugins, ls prints docker plugin ls's header only."""
+    assert cli.ok("ls") == "ID        NAME      DESCRIPTION   ENABLED\n"
+
+
+def test_ls_formats(cli: Cli, plugin_dir: Path) -> None:
+    """-q prints 12-char ids, --no-trunc full ids, --format json one object per line."""
+    cli.ok("create", "localvolume", str(plugin_dir))
+    [record] = json.loads(cli.ok("inspect", "localvolume"))
+    full_id = record["Id"]
+    assert cli.ok("ls", "-q") == full_id[:12] + "\n"
+    assert cli.ok("ls", "-q", "--no-trunc") == full_id + "\n"
+    [line] = cli.ok("ls", "--format", "json", "--no-trunc").splitlines()
+    assert json.loads(line) == {
+        "Description": record["Config"]["Description"],
+        "Enabled": False,
+        "ID": full_id,
+        "Name": "localvolume:latest",
+        "PluginReference": record.get("PluginReference", ""),
+    }
+
+
+def test_ls_filters(cli: Cli, plugin_dir: Path) -> None:
+    """--filter enabled=/capability= select plugins like docker plugin ls."""
+    cli.ok("create", "localvolume", str(plugin_dir))
+    full_id = json.loads(cli.ok("inspect", "localvolume"))[0]["Id"]
+    assert cli.ok("ls", "-q", "--filter", "enabled=false") == full_id[:12] + "\n"
+    assert cli.ok("ls", "-q", "--filter", "enabled=true") == ""
+    assert cli.ok("ls", "-q", "--filter", "capability=volumedriver") == full_id[:12] + "\n"
+    assert cli.ok("ls", "-q", "--filter", "capability=authz") == ""
+
+
+@pytest.mark.parametrize(
+    ("filter_arg", "message"),
+    [
+        ("color=red", "Error: invalid filter 'color'"),
+        ("enabled=maybe", "Error: invalid filter 'enabled=maybe'"),
+        ("enabled", "Error: bad format of filter (expected name=value): enabled"),
+    ],
+)
+def test_ls_bad_filter(cli: Cli, filter_arg: str, message: str) -> None:
+    """A bad --filter is one error line and exit status 1, as docker's."""
+    result = cli("ls", "--filter", filter_arg)
+    assert result.returncode == 1
+    assert error_line(result) == message
+
+
+def test_inspect_unknown_plugin(cli: Cli) -> None:
+    """inspect of an unknown name prints [] and Docker's not-found text."""
+    result = cli("inspect", "nosuch")
+    assert result.returncode == 1
+    assert json.loads(result.stdout) == []
+    assert error_line(result) == 'Error: plugin "nosuch" not found'
+
+
+def test_description_is_truncated_like_docker(cli: Cli, plugin_dir: Path, short_tmp: Path) -> None:
+    """Descriptions longer than 45 characters end in an ellipsis unless --no-trunc."""
+    target = short_tmp / "long"
+    shutil.copytree(plugin_dir, target, symlinks=True)
+    config = json.loads((target / "config.json").read_text())
+    config = {k: v for k, v in config.items() if k.lower() != "description"}
+    config["Description"] = "x" * 50
+    (target / "config.json").write_text(json.dumps(config))
+    cli.ok("create", "long", str(target))
+    row = cli.ok("ls").splitlines()[1]
+    assert "x" * 44 + "…" in row
+    assert "x" * 45 not in row
+    assert "x" * 50 in cli.ok("ls", "--no-trunc")
+
+
+# -- install and privileges -----------------------------------------------------------
+
+
+def test_privileges_lists_what_install_asks(cli: Cli, privileged_dir: Path) -> None:
+    """privileges prints Docker's bullet list; --format json the API shape."""
+    assert cli.ok("privileges", str(privileged_dir)) == " - network: [host]\n"
+    [privilege] = json.loads(cli.ok("privileges", "--format", "json", str(privileged_dir)))
+    assert privilege["Name"] == "network"
+    assert privilege["Value"] == ["host"]
+
+
+def test_install_without_terminal_refuses(cli: Cli, privileged_dir: Path) -> None:
+    """install cannot ask without a terminal: it refuses and installs nothing."""
+    result = cli("install", str(privileged_dir), "--alias", "priv")
+    assert result.returncode == 1
+    assert error_line(result) == (
+        f'Error: plugin "{privileged_dir}" requests privileges and there is no terminal '
+        f"to ask; review them with 'pluginkit privileges {privileged_dir}' "
+        "and pass --grant-all-permissions"
+    )
+    assert cli.ok("ls", "-q") == ""
+
+
+def test_install_asks_on_a_terminal(cli: Cli, privileged_dir: Path) -> None:
+    """On a terminal, install shows the privileges and a 'no' installs nothing."""
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, b"n\n")
+        result = cli("install", str(privileged_dir), "--alias", "priv", stdin=terminal)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert result.returncode == 1
+    assert result.stdout == (
+        f'Plugin "{privileged_dir}" is requesting the following privileges:\n'
+        " - network: [host]\n"
+        "Do you grant the above permissions? [y/N] "
+    )
+    assert error_line(result) == "Error: permission denied"
+    assert cli.ok("ls", "-q") == ""
+
+
+@pytest.mark.slow
+def test_install_grant_all_sets_and_enables(cli: Cli, privileged_dir: Path) -> None:
+    """install --grant-all-permissions applies KEY=VAL settings, then enables."""
+    out = cli.ok(
+        "install", str(privileged_dir), "--alias", "priv", "--grant-all-permissions", "DEBUG=1"
+    )
+    assert out == f"Installed plugin {privileged_dir}\n"
+    [record] = json.loads(cli.ok("inspect", "priv"))
+    assert record["Enabled"] is True
+    assert "DEBUG=1" in record["Settings"]["Env"]
+    cli.ok("disable", "priv")
+
+
+def test_install_with_a_bad_setting_leaves_nothing(cli: Cli, plugin_dir: Path) -> None:
+    """A bad KEY=VAL on install fails with Docker's text and removes the plugin again."""
+    result = cli("install", str(plugin_dir), "--alias", "lv", "--disable", "=x")
+    assert result.returncode == 1
+    assert error_line(result) == "Error: invalid format, must be <name>[.<field>][=<value>]"
+    assert cli.ok("ls", "-q") == ""
+
+
+# -- legacy plugins -------------------------------------------------------------------
+
+
+@pytest.fixture
+def legacy_dirs(short_tmp: Path) -> Iterator[tuple[Path, Path]]:
+    """A socket dir with a running legacy volume plugin ``legacyvol``, and an empty spec dir."""
+    from pluginkit.sdk import PluginServer
+
+    sockets = short_tmp / "sockets"
+    specs = short_tmp / "specs"
+    sockets.mkdir()
+    specs.mkdir()
+    server = PluginServer(implements=["VolumeDriver"])
+    server.add_handler("VolumeDriver.List", lambda request: {"Volumes": [{"Name": "old"}]})
+    server.start(str(sockets / "legacyvol.sock"))
+    try:
+        yield sockets, specs
+    finally:
+        server.stop()
+
+
+def test_discover_lists_legacy_plugins(cli: Cli, legacy_dirs: tuple[Path, Path]) -> None:
+    """discover activates each legacy plugin found and shows what it implements."""
+    sockets, specs = legacy_dirs
+    out = cli.ok("discover", "--socket-dir", str(sockets), "--spec-dir", str(specs))
+    address = f"unix://{sockets}/legacyvol.sock"
+    assert out.splitlines() == [
+        "NAME        CAPABILITIES   ADDRESS",
+        f"legacyvol   volumedriver   {address}",
+    ]
+
+
+def test_discover_reports_a_broken_spec_and_goes_on(
+    cli: Cli, legacy_dirs: tuple[Path, Path]
+) -> None:
+    """A bad spec file is a warning line; the other plugins are still listed."""
+    sockets, specs = legacy_dirs
+    (specs / "broken.spec").write_text("no-scheme-here\n")
+    result = cli("discover", "--socket-dir", str(sockets), "--spec-dir", str(specs))
+    assert result.returncode == 0
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["NAME", "legacyvol"]
+    assert error_line(result).startswith("Warning: plugin broken: ")
+
+
+def test_call_legacy_plugin(cli: Cli, legacy_dirs: tuple[Path, Path]) -> None:
+    """call falls back to legacy plugins, as Docker's lookup does."""
+    sockets, specs = legacy_dirs
+    out = cli.ok(
+        "call",
+        "--socket-dir",
+        str(sockets),
+        "--spec-dir",
+        str(specs),
+        "legacyvol",
+        "VolumeDriver.List",
+    )
+    assert out == '{\n    "Volumes": [\n        {\n            "Name": "old"\n        }\n    ]\n}\n'
+
+
+# -- errors -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("enable", "nosuch"), ("disable", "nosuch"), ("rm", "nosuch"), ("set", "nosuch", "A=1")],
+)
+def test_unknown_plugin(cli: Cli, args: tuple[str, ...]) -> None:
+    """Commands on an unknown plugin fail with Docker's not-found text."""
+    result = cli(*args)
+    assert result.returncode == 1
+    assert error_line(result) == 'Error: plugin "nosuch" not found'
+
+
+def test_bad_set_argument(cli: Cli, plugin_dir: Path) -> None:
+    """A malformed set argument fails with Docker's text."""
+    cli.ok("create", "localvolume", str(plugin_dir))
+    result = cli("set", "localvolume", "=1")
+    assert result.returncode == 1
+    assert error_line(result) == "Error: invalid format, must be <name>[.<field>][=<value>]"
+
+
+def test_set_unknown_setting(cli: Cli, plugin_dir: Path) -> None:
+    """Setting something the config does not declare names it, as Docker does."""
+    cli.ok("create", "localvolume", str(plugin_dir))
+    result = cli("set", "localvolume", "NOPE=1")
+    assert result.returncode == 1
+    assert error_line(result) == 'Error: setting "NOPE" not found in the plugin configuration'
+
+
+def test_create_twice(cli: Cli, plugin_dir: Path) -> None:
+    """Creating a name that exists fails with Docker's text."""
+    cli.ok("create", "localvolume", str(plugin_dir))
+    result = cli("create", "localvolume", str(plugin_dir))
+    assert result.returncode == 1
+    assert error_line(result) == "Error: plugin localvolume:latest already exists"
+
+
+def test_create_from_missing_dir(cli: Cli, short_tmp: Path) -> None:
+    """create from a directory that does not exist fails with one line naming it."""
+    missing = short_tmp / "missing"
+    result = cli("create", "x", str(missing))
+    assert result.returncode == 1
+    line = error_line(result)
+    assert line.startswith("Error: ")
+    assert str(missing) in line
+
+
+def test_call_bad_json(cli: Cli) -> None:
+    """call with a body that is not JSON fails before looking anything up."""
+    result = cli("call", "localvolume", "VolumeDriver.Create", "{nope")
+    assert result.returncode == 1
+    assert error_line(result) == (
+        "Error: invalid JSON for VolumeDriver.Create: "
+        "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
+    )
+
+
+def test_call_unknown_plugin(cli: Cli, short_tmp: Path) -> None:
+    """call of a plugin neither managed nor legacy fails with the not-found text."""
+    empty = short_tmp / "empty"
+    empty.mkdir()
+    result = cli(
+        "call", "--socket-dir", str(empty), "--spec-dir", str(empty), "nosuch", "VolumeDriver.List"
+    )
+    assert result.returncode == 1
+    assert error_line(result) == 'Error: plugin "nosuch" not found'
+
+
+def test_usage_error_exits_2(cli: Cli) -> None:
+    """A usage error is one line and exit status 2."""
+    result = cli("rm")
+    assert result.returncode == 2
+    assert error_line(result) == (
+        "Error: the following arguments are required: NAME (see 'pluginkit rm --help')"
+    )
+
+
+def test_call_method_without_interface(cli: Cli) -> None:
+    """A METHOD without an Interface. prefix is a usage error."""
+    result = cli("call", "x", "List")
+    assert result.returncode == 2
+    assert error_line(result) == (
+        "Error: METHOD must look like Interface.Method (e.g. VolumeDriver.List), not 'List'"
+    )
+
+
+def test_bad_runtime_env(cli: Cli) -> None:
+    """An unknown PLUGINKIT_RUNTIME is a usage error naming the variable."""
+    cli.env["PLUGINKIT_RUNTIME"] = "podman"
+    result = cli("ls")
+    assert result.returncode == 2
+    assert (
+        error_line(result)
+        == "Error: PLUGINKIT_RUNTIME must be one of docker, process, not 'podman'"
+    )
+
+
+def test_unreachable_engine_points_at_process_runtime(cli: Cli, short_tmp: Path) -> None:
+    """With no Docker engine, the error says how to run without one."""
+    cli.env["DOCKER_HOST"] = f"unix://{short_tmp}/no-engine.sock"
+    result = cli("--runtime", "docker", "ls")
+    assert result.returncode == 1
+    line = error_line(result)
+    assert line.startswith("Error: cannot reach the Docker engine (")
+    assert line.endswith(
+        "use --runtime process (or PLUGINKIT_RUNTIME=process) to run plugins as host processes"
+    )
+
+
+def test_debug_shows_traceback(cli: Cli) -> None:
+    """--debug prints the traceback before the error line."""
+    plain = cli("enable", "nosuch")
+    assert "Traceback" not in plain.stderr
+    debug = cli("--debug", "enable", "nosuch")
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last):" in debug.stderr
+    assert debug.stderr.splitlines()[-1] == 'Error: plugin "nosuch" not found'
