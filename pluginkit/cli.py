@@ -16,12 +16,13 @@ that need them, so that ``pluginkit --help`` and usage errors stay fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
@@ -122,7 +123,43 @@ def _format_privileges(privileges: Iterable[Any]) -> list[str]:
 # -- building the manager -------------------------------------------------------
 
 
-def _make_runtime(name: str) -> Runtime:
+class _ImportProgress:
+    """Shows the progress of a rootfs import into the Docker engine on stderr.
+
+    On a terminal one line is rewritten in place; otherwise (logs, CI) a line
+    is printed when an import starts and when it ends, not one per chunk.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._started: set[str] = set()
+
+    def __call__(self, progress: Any) -> None:
+        done, total = int(progress.done), int(progress.total)
+        label = f"Importing the rootfs of {progress.name} into the Docker engine"
+        finished = done >= total
+        if self._tty:
+            percent = 100 * done // total if total else 100
+            end = "\n" if finished else ""
+            self._stream.write(
+                f"\r{label}: {_megabytes(done)}/{_megabytes(total)} ({percent}%){end}"
+            )
+        elif progress.plugin_id not in self._started:
+            self._stream.write(f"{label} ({_megabytes(total)})...\n")
+        elif finished:
+            self._stream.write(f"{label}: done\n")
+        self._started.add(progress.plugin_id)
+        if finished:
+            self._started.discard(progress.plugin_id)
+        self._stream.flush()
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def _make_runtime(name: str, stack: contextlib.ExitStack) -> Runtime:
     if name == "process":
         from .runtime import ProcessRuntime
 
@@ -132,12 +169,14 @@ def _make_runtime(name: str) -> Runtime:
 
     try:
         client = docker.from_env()
+        stack.callback(client.close)
         client.ping()
-    except docker.errors.DockerException as exc:
-        raise CLIError(f"cannot reach the Docker engine ({exc}); {ENGINE_HINT}") from exc
+    except Exception as exc:  # docker and requests raise many kinds
+        host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        raise CLIError(f"cannot reach the Docker engine at {host} ({exc}); {ENGINE_HINT}") from exc
     from .runtime import DockerRuntime
 
-    return DockerRuntime(client=client)
+    return DockerRuntime(client, on_progress=_ImportProgress(sys.stderr))
 
 
 def _legacy_registry(args: argparse.Namespace) -> LegacyRegistry:
@@ -151,22 +190,26 @@ def _legacy_registry(args: argparse.Namespace) -> LegacyRegistry:
     return LegacyRegistry(**kwargs)
 
 
-def _open_manager(args: argparse.Namespace, *, legacy: bool = False) -> Manager:
+@contextlib.contextmanager
+def _open_manager(args: argparse.Namespace, *, legacy: bool = False) -> Iterator[Manager]:
     """Open the short-lived manager of one invocation (live restore: plugins outlive it)."""
-    # The runtime first: an unreachable engine is the likeliest failure.
-    runtime = _make_runtime(args.runtime)
-    from ._manager import Manager
+    with contextlib.ExitStack() as stack:
+        # The runtime first: an unreachable engine is the likeliest failure.
+        runtime = _make_runtime(args.runtime, stack)
+        from ._manager import Manager
 
-    kwargs: dict[str, Any] = {}
-    if legacy:
-        kwargs["legacy"] = _legacy_registry(args)
-    return Manager(
-        args.root,
-        runtime=runtime,
-        run_root=args.run_root,
-        live_restore=True,
-        **kwargs,
-    )
+        kwargs: dict[str, Any] = {}
+        if legacy:
+            kwargs["legacy"] = _legacy_registry(args)
+        manager = Manager(
+            args.root,
+            runtime=runtime,
+            run_root=args.run_root,
+            live_restore=True,
+            **kwargs,
+        )
+        # Closed before the engine connection (the stack unwinds in reverse).
+        yield stack.enter_context(manager)
 
 
 # -- commands -----------------------------------------------------------------

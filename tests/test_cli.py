@@ -494,7 +494,9 @@ def test_unreachable_engine_points_at_process_runtime(cli: Cli, short_tmp: Path)
     result = cli("--runtime", "docker", "ls")
     assert result.returncode == 1
     line = error_line(result)
-    assert line.startswith("Error: cannot reach the Docker engine (")
+    assert line.startswith(
+        f"Error: cannot reach the Docker engine at unix://{short_tmp}/no-engine.sock ("
+    )
     assert line.endswith(
         "use --runtime process (or PLUGINKIT_RUNTIME=process) to run plugins as host processes"
     )
