@@ -30,7 +30,7 @@ class Cli:
 
     def __init__(self, tmp: Path) -> None:
         self.root = tmp / "root"
-        self.run_root = tmp / "run"
+        self.run_root = tmp / "r"
         self.env = {
             **os.environ,
             "PYTHONPATH": str(REPO),
