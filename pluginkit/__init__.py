@@ -29,8 +29,23 @@ from ._errors import (
 from ._plugin import Plugin
 
 # -- client and legacy registry (issue 2) --
+# isort: split
+from ._client import Client, TLSConfig
+from ._legacy import LegacyRegistry
+from ._lookup import (
+    FindWithCapability,
+    LookupWithCapability,
+    PluginGetter,
+    find_with_capability,
+    get_default_manager,
+    lookup_with_capability,
+    set_default_manager,
+)
 
 # -- manager and models (issue 4) --
+# isort: split
+from ._config import CapabilityID, Device, EnvVar, Mount, PluginConfig, Privilege, Settings
+from ._reference import Reference
 
 __version__ = "0.1.0.dev0"
 
@@ -55,5 +70,23 @@ __all__ = [
     # values
     "Plugin",
     # -- client and legacy registry (issue 2) --
+    "Client",
+    "TLSConfig",
+    "LegacyRegistry",
+    "FindWithCapability",
+    "LookupWithCapability",
+    "PluginGetter",
+    "find_with_capability",
+    "get_default_manager",
+    "lookup_with_capability",
+    "set_default_manager",
     # -- manager and models (issue 4) --
+    "CapabilityID",
+    "Device",
+    "EnvVar",
+    "Mount",
+    "PluginConfig",
+    "Privilege",
+    "Reference",
+    "Settings",
 ]

@@ -108,7 +108,11 @@ class Runtime(Protocol):
 
     Implementations must be thread-safe. ``on_exit`` is called exactly once
     per exit of a started or restored plugin, whatever the cause (crash,
-    :meth:`stop`, external kill).
+    :meth:`stop`, external kill), from a thread of the runtime - never from
+    inside a call to one of its methods - so a caller may hold its own locks
+    across :meth:`stop` and the callback may call the runtime (e.g. start
+    the plugin again). It may run before or after :meth:`stop` returns.
+    After :meth:`close`, exits are no longer reported.
     """
 
     def start(self, spec: RuntimeSpec, on_exit: ExitCallback) -> None:
@@ -121,7 +125,9 @@ class Runtime(Protocol):
     def stop(self, plugin_id: str, *, grace: float = 10.0) -> None:
         """Stop the plugin: SIGTERM, then SIGKILL after ``grace`` seconds; wait for the exit.
 
-        Stopping a plugin that is not running is not an error.
+        Returns once the plugin has exited; its ``on_exit`` call is not
+        waited for (it may come just before or just after). Stopping a plugin
+        that is not running is not an error.
         """
         ...
 

@@ -1,0 +1,167 @@
+"""Runtimes: how long a plugin takes to come up and to go, against bare baselines.
+
+Run alone: ``python3 benchmarks/bench_runtimes.py``. Prints medians and the
+ratio pluginkit / baseline (below 1.0: pluginkit is faster).
+
+- process start: ProcessRuntime.start() until the plugin's socket accepts,
+  against subprocess.Popen of the same program and the same socket wait.
+- process stop: ProcessRuntime.stop() (SIGTERM, wait, exit reported), against
+  Popen.terminate() + wait().
+- fake start: FakeRuntime.start() until listening, against starting a
+  PluginServer directly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pluginkit.runtime import PluginExit, RuntimeSpec
+from pluginkit.runtime.process import ProcessRuntime
+from pluginkit.sdk import PluginServer
+from pluginkit.testing import FakeRuntime
+
+ROUNDS = 20
+
+PLUGIN = f"""#!{sys.executable} -S
+import os, socket
+path = os.path.join(os.environ["PLUGINKIT_SOCKET_DIR"], os.environ["PLUGINKIT_SOCKET"])
+s = socket.socket(socket.AF_UNIX)
+s.bind(path)
+s.listen()
+while True:
+    s.accept()[0].close()
+"""
+
+
+def wait_listening(path: Path) -> None:
+    while True:
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(str(path))
+                return
+            except OSError:
+                time.sleep(0.0005)
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def report(what: str, ours: list[float], base: list[float]) -> None:
+    a, b = median_ms(ours), median_ms(base)
+    print(f"{what:<16} pluginkit {a:8.2f} ms   baseline {b:8.2f} ms   ratio {a / b:5.2f}")
+
+
+def make_spec(base: Path) -> RuntimeSpec:
+    script = base / "rootfs" / "plugin"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(PLUGIN)
+    script.chmod(0o755)
+    return RuntimeSpec(
+        id="b" * 64,
+        name="bench:latest",
+        rootfs=base / "rootfs",
+        entrypoint=("/plugin",),
+        socket_dir=base / "run",
+        socket="p.sock",
+        state_dir=base / "state",
+    )
+
+
+def bench_process(base: Path) -> None:
+    spec = make_spec(base)
+    runtime = ProcessRuntime()
+    exited = threading.Event()
+
+    def on_exit(exit_: PluginExit) -> None:
+        exited.set()
+
+    starts, stops = [], []
+    base_starts, base_stops = [], []
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "PLUGINKIT_SOCKET_DIR": str(spec.socket_dir),
+        "PLUGINKIT_SOCKET": spec.socket,
+    }
+    try:
+        for _ in range(ROUNDS):
+            exited.clear()
+            t0 = time.perf_counter()
+            runtime.start(spec, on_exit)
+            wait_listening(spec.socket_path)
+            t1 = time.perf_counter()
+            runtime.stop(spec.id)
+            exited.wait()
+            t2 = time.perf_counter()
+            starts.append(t1 - t0)
+            stops.append(t2 - t1)
+
+            spec.socket_path.unlink(missing_ok=True)
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(
+                [str(spec.rootfs / "plugin")],
+                env=env,
+                cwd=spec.rootfs,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            wait_listening(spec.socket_path)
+            t1 = time.perf_counter()
+            proc.terminate()
+            proc.wait()
+            t2 = time.perf_counter()
+            spec.socket_path.unlink(missing_ok=True)
+            base_starts.append(t1 - t0)
+            base_stops.append(t2 - t1)
+    finally:
+        runtime.close()
+    report("process start", starts, base_starts)
+    report("process stop", stops, base_stops)
+
+
+def bench_fake(base: Path) -> None:
+    spec = make_spec(base)
+    ours, baseline = [], []
+    with FakeRuntime() as fake:
+        for _ in range(ROUNDS):
+            t0 = time.perf_counter()
+            fake.start(spec, lambda exit_: None)
+            fake.wait_listening(spec.name)
+            ours.append(time.perf_counter() - t0)
+            fake.stop(spec.id)
+
+            t0 = time.perf_counter()
+            server = PluginServer(implements=["VolumeDriver"])
+            server.start(str(spec.socket_path))
+            baseline.append(time.perf_counter() - t0)
+            server.stop()
+    report("fake start", ours, baseline)
+
+
+def main() -> None:
+    print(f"runtimes: median of {ROUNDS} rounds")
+    benches: list[Callable[[Path], None]] = [bench_process, bench_fake]
+    for bench in benches:
+        base = Path(tempfile.mkdtemp(prefix="pk-bench-", dir="/tmp"))
+        try:
+            bench(base)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

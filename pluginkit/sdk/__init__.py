@@ -1,0 +1,40 @@
+"""Write Docker-compatible plugins in Python.
+
+:class:`PluginServer` answers Docker's plugin protocol (``Plugin.Activate``
+plus ``POST /<Method>`` JSON calls) over a unix socket or TCP. The typed
+drivers (:class:`VolumeDriver`, :class:`NetworkDriver`, :class:`IpamDriver`,
+:class:`AuthzPlugin`) turn Docker's endpoints into methods with attrs request
+and response models; the models live in :mod:`pluginkit.sdk.volume`,
+:mod:`pluginkit.sdk.network`, :mod:`pluginkit.sdk.ipam` and
+:mod:`pluginkit.sdk.authz`, and :data:`converter` maps them to Docker's JSON.
+"""
+
+from __future__ import annotations
+
+from . import authz, ipam, network, volume
+from ._convert import converter
+from ._driver import Driver, Endpoint
+from ._http import CONTENT_TYPE
+from ._server import Handler, InvalidRequestError, PluginServer
+from .authz import AuthzPlugin
+from .ipam import IpamDriver
+from .network import NetworkDriver
+from .volume import VolumeDriver
+
+__all__ = [
+    "CONTENT_TYPE",
+    "AuthzPlugin",
+    "Driver",
+    "Endpoint",
+    "Handler",
+    "InvalidRequestError",
+    "IpamDriver",
+    "NetworkDriver",
+    "PluginServer",
+    "VolumeDriver",
+    "authz",
+    "converter",
+    "ipam",
+    "network",
+    "volume",
+]

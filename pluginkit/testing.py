@@ -1,0 +1,480 @@
+"""Helpers for testing code that uses pluginkit, without Docker or plugin processes.
+
+:class:`FakeRuntime` is a :class:`~pluginkit.runtime.Runtime` that serves
+each "plugin" in-process, with :class:`pluginkit.sdk.PluginServer`, on a
+real unix socket at the path the manager expects. Give it to a
+:class:`~pluginkit.Manager` and say what each plugin answers::
+
+    from pluginkit import Manager
+    from pluginkit.testing import FakeCall, FakeRuntime
+
+    def get(request):
+        return {"Volume": {"Name": request["Name"], "Mountpoint": "/mnt"}}
+
+    fake = FakeRuntime()
+    fake.set_handlers("acme/vol", {"VolumeDriver.Get": get})
+    with Manager(tmp_path, runtime=fake, legacy=None) as manager:
+        manager.create("acme/vol", context_dir)
+        manager.enable("acme/vol")
+        plugin = manager.get("acme/vol")
+        assert plugin.client.call("VolumeDriver.Get", {"Name": "v"})["Volume"]["Name"] == "v"
+        assert fake.calls("acme/vol") == [FakeCall("VolumeDriver.Get", {"Name": "v"})]
+        fake.crash("acme/vol", exit_code=2)  # the manager sees an exit and restarts it
+
+    fake.shutdown()
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from ._errors import RuntimeStartError
+from .runtime._base import ExitCallback, PluginExit, RuntimeSpec
+from .sdk import PluginServer
+
+__all__ = ["FakeCall", "FakeRuntime", "Handler"]
+
+_log = logging.getLogger("pluginkit.testing")
+
+_ExitQueue = queue.SimpleQueue[tuple[ExitCallback, PluginExit] | None]
+
+Handler = Callable[[Any], Any]
+"""A fake plugin's answer to one method: decoded JSON request in, JSON-able reply out."""
+
+
+@attrs.frozen
+class FakeCall:
+    """One call a fake plugin received: the method and the decoded JSON request."""
+
+    method: str
+    request: Any
+
+
+def _key(name: str) -> str:
+    """Normalise a plugin name: a name without a tag means ``name:latest``."""
+    last = name.rsplit("/", 1)[-1]
+    return name if ":" in last or "@" in last else f"{name}:latest"
+
+
+@attrs.define
+class _Behaviour:
+    """What the test said about one plugin name."""
+
+    handlers: dict[str, Handler] = attrs.Factory(dict)
+    implements: tuple[str, ...] | None = None
+    start_delay: float | None = None
+    fail_error: Exception | None = None
+    fail_times: int | None = 0
+    early_exit: tuple[int | None, str] | None = None
+    early_exit_times: int | None = 0
+    calls: list[FakeCall] = attrs.Factory(list)
+    started: int = 0
+    last_spec: RuntimeSpec | None = None
+
+
+class _FakePlugin:
+    """One running fake plugin: a PluginServer started after the start delay."""
+
+    def __init__(self, spec: RuntimeSpec, on_exit: ExitCallback | None) -> None:
+        self.spec = spec
+        self.on_exit = on_exit
+        self.server: PluginServer | None = None  # once listening
+        self.cancel = threading.Event()
+        self.thread: threading.Thread | None = None
+
+
+class FakeRuntime:
+    """A runtime serving plugins in-process on real unix sockets, for tests.
+
+    Each started plugin becomes a :class:`pluginkit.sdk.PluginServer`
+    listening on ``spec.socket_path``, answering with the handlers given to
+    :meth:`set_handlers` for its name, so clients, lookups and the manager's
+    readiness wait run their real code paths. ``Plugin.Activate`` answers
+    ``{"Implements": [...]}``: the ``implements`` given to
+    :meth:`set_handlers`, else the prefixes of the handled methods
+    (``"VolumeDriver.Get"`` -> ``"VolumeDriver"``).
+
+    **Names.** Plugins are named as the manager names them in
+    ``spec.name``, ``name:tag``; a name given without a tag means
+    ``name:latest`` (``"acme/vol"`` and ``"acme/vol:latest"`` are the same
+    plugin). Settings made for a name apply to every later start of it.
+
+    **Exits.** :meth:`crash` makes a plugin exit as if it had died: its socket
+    goes away and ``on_exit`` receives the exit code given. :meth:`stop`
+    reports exit code ``0``. As with real runtimes, ``on_exit`` runs in a
+    thread of the runtime, one exit after the other, never inside the call
+    that caused it.
+
+    **Live restore.** Like real plugin processes, fake plugins outlive the
+    manager: :meth:`close` stops reporting exits but keeps them serving, and
+    giving the same ``FakeRuntime`` to a new manager lets :meth:`restore`
+    re-attach to them. The fake stays usable after :meth:`close`; call
+    :meth:`shutdown` (or use it as a context manager) at the end of a test to
+    stop every fake plugin.
+
+    Args:
+        start_delay: Default seconds between :meth:`start` and the socket
+            listening, for every plugin (see :meth:`set_start_delay`).
+    """
+
+    def __init__(self, *, start_delay: float = 0.0) -> None:
+        if start_delay < 0:
+            raise ValueError(f"start_delay must be >= 0, not {start_delay!r}")
+        self._start_delay = start_delay
+        self._lock = threading.Lock()
+        self._listening = threading.Condition(self._lock)  # notified when a plugin listens
+        self._behaviour: dict[str, _Behaviour] = {}
+        self._running: dict[str, _FakePlugin] = {}  # by plugin id
+        # One queue per dispatcher thread, so that close() ends exactly its own.
+        self._exits: _ExitQueue = queue.SimpleQueue()
+        self._dispatcher: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"<FakeRuntime running={self.running()!r}>"
+
+    def __enter__(self) -> FakeRuntime:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    # -- what the test says ------------------------------------------------------
+
+    def set_handlers(
+        self,
+        name: str,
+        handlers: Mapping[str, Handler],
+        *,
+        implements: Iterable[str] | None = None,
+    ) -> None:
+        """Say what the plugin ``name`` answers, from its next start on.
+
+        Args:
+            name: The plugin's name (``name`` or ``name:tag``).
+            handlers: Method name (``"VolumeDriver.Get"``) -> function taking
+                the decoded JSON request (``None`` for an empty body) and
+                returning the JSON-able reply (``None`` sends ``{}``). A
+                function that raises answers HTTP 500 ``{"Err": "<message>"}``.
+            implements: What ``Plugin.Activate`` announces; default the
+                method prefixes of ``handlers``.
+        """
+        for method in handlers:
+            if not isinstance(method, str) or "." not in method:
+                raise ValueError(f"handler method must look like 'Driver.Method', not {method!r}")
+        with self._lock:
+            behaviour = self._get(name)
+            behaviour.handlers = dict(handlers)
+            behaviour.implements = None if implements is None else tuple(implements)
+
+    def set_start_delay(self, name: str, seconds: float) -> None:
+        """Make the plugin ``name`` listen only ``seconds`` after each start."""
+        if seconds < 0:
+            raise ValueError(f"start delay must be >= 0, not {seconds!r}")
+        with self._lock:
+            self._get(name).start_delay = seconds
+
+    def fail_start(
+        self, name: str, error: Exception | None = None, *, times: int | None = 1
+    ) -> None:
+        """Make the next ``times`` starts of ``name`` raise (``None``: every start).
+
+        Args:
+            name: The plugin's name.
+            error: What :meth:`start` raises; default a
+                :class:`~pluginkit.RuntimeStartError`
+                ``fake plugin NAME failed to start``.
+            times: How many starts fail; ``None`` for all until
+                ``fail_start(name, times=0)``.
+        """
+        with self._lock:
+            behaviour = self._get(name)
+            behaviour.fail_error = error
+            behaviour.fail_times = times
+
+    def exit_on_start(
+        self,
+        name: str,
+        exit_code: int | None = 1,
+        stderr_tail: str = "",
+        *,
+        times: int | None = 1,
+    ) -> None:
+        """Make the next ``times`` starts of ``name`` die before listening.
+
+        :meth:`start` succeeds, the socket never appears and ``on_exit``
+        receives ``exit_code`` and ``stderr_tail`` (after the start delay):
+        a plugin process that crashes at start-up.
+
+        Args:
+            name: The plugin's name.
+            exit_code: The exit status reported.
+            stderr_tail: The last stderr lines reported.
+            times: How many starts die; ``None`` for all until
+                ``exit_on_start(name, times=0)``.
+        """
+        with self._lock:
+            behaviour = self._get(name)
+            behaviour.early_exit = (exit_code, stderr_tail)
+            behaviour.early_exit_times = times
+
+    def crash(self, name: str, exit_code: int | None = 1, stderr_tail: str = "") -> None:
+        """Make the running plugin ``name`` exit as if it died.
+
+        Its socket is gone when this returns; ``on_exit`` receives
+        ``PluginExit(id, exit_code, stderr_tail)`` shortly after, from the
+        runtime's thread.
+
+        Raises:
+            LookupError: No plugin of that name is running.
+        """
+        key = _key(name)
+        with self._lock:
+            plugin = next((p for p in self._running.values() if _key(p.spec.name) == key), None)
+            if plugin is None:
+                raise LookupError(f"fake plugin {key} is not running")
+            del self._running[plugin.spec.id]
+        self._end(plugin, exit_code, stderr_tail)
+
+    # -- introspection -------------------------------------------------------------
+
+    def running(self) -> list[str]:
+        """Return the names (``name:tag``) of the running fake plugins, sorted."""
+        with self._lock:
+            return sorted(p.spec.name for p in self._running.values())
+
+    def calls(self, name: str) -> list[FakeCall]:
+        """Return the calls the plugin ``name`` received (all its runs), oldest first."""
+        with self._lock:
+            return list(self._get(name).calls)
+
+    def started_count(self, name: str) -> int:
+        """How many times the plugin ``name`` was started (failed starts included)."""
+        with self._lock:
+            return self._get(name).started
+
+    def last_spec(self, name: str) -> RuntimeSpec | None:
+        """Return the spec of the latest start of ``name`` (to check env, args, mounts...)."""
+        with self._lock:
+            return self._get(name).last_spec
+
+    def wait_listening(self, name: str, timeout: float = 10.0) -> None:
+        """Block until the plugin ``name`` is serving on its socket.
+
+        Raises:
+            TimeoutError: It is not serving after ``timeout`` seconds.
+        """
+        key = _key(name)
+        with self._listening:
+            if not self._listening.wait_for(
+                lambda: any(
+                    _key(p.spec.name) == key and p.server is not None
+                    for p in self._running.values()
+                ),
+                timeout,
+            ):
+                raise TimeoutError(f"fake plugin {key} is not listening after {timeout} s")
+
+    # -- the Runtime protocol ---------------------------------------------------------
+
+    def start(self, spec: RuntimeSpec, on_exit: ExitCallback) -> None:
+        """Start serving the fake plugin of ``spec.name`` on ``spec.socket_path``.
+
+        Returns at once; the socket listens after the start delay.
+
+        Raises:
+            RuntimeStartError: The plugin runs already, or :meth:`fail_start`
+                asked for it (or the error given there).
+        """
+        with self._lock:
+            behaviour = self._get(spec.name)
+            behaviour.started += 1
+            behaviour.last_spec = spec
+            if spec.id in self._running:
+                raise RuntimeStartError(f"plugin {spec.name} is already running")
+            if behaviour.fail_times != 0:
+                if behaviour.fail_times is not None:
+                    behaviour.fail_times -= 1
+                raise behaviour.fail_error or RuntimeStartError(
+                    f"fake plugin {_key(spec.name)} failed to start"
+                )
+            early_exit = None
+            if behaviour.early_exit_times != 0:
+                if behaviour.early_exit_times is not None:
+                    behaviour.early_exit_times -= 1
+                early_exit = behaviour.early_exit
+            delay = self._start_delay if behaviour.start_delay is None else behaviour.start_delay
+            plugin = _FakePlugin(spec, on_exit)
+            self._running[spec.id] = plugin
+            self._ensure_dispatcher()
+        plugin.thread = threading.Thread(
+            target=self._bring_up,
+            args=(plugin, delay, early_exit),
+            name=f"pluginkit-fake-{spec.name}",
+            daemon=True,
+        )
+        plugin.thread.start()
+
+    def stop(self, plugin_id: str, *, grace: float = 10.0) -> None:
+        """Stop the fake plugin: its socket is gone on return; ``on_exit`` gets code 0.
+
+        ``grace`` is accepted for the protocol and not used: fake plugins
+        always stop at once. Stopping a plugin that is not running does nothing.
+        """
+        with self._lock:
+            plugin = self._running.pop(plugin_id, None)
+        if plugin is not None:
+            self._end(plugin, 0, "")
+
+    def is_running(self, plugin_id: str) -> bool:
+        """Tell whether the fake plugin runs (started, not yet stopped or crashed)."""
+        with self._lock:
+            return plugin_id in self._running
+
+    def restore(self, spec: RuntimeSpec, on_exit: ExitCallback) -> bool:
+        """Re-attach to a fake plugin still running from an earlier manager.
+
+        Returns ``True`` (and reports its later exits to ``on_exit``) when
+        the plugin of ``spec.id`` runs in this fake, else ``False``.
+        """
+        with self._lock:
+            plugin = self._running.get(spec.id)
+            if plugin is None:
+                return False
+            plugin.on_exit = on_exit
+            self._ensure_dispatcher()
+            return True
+
+    def discard(self, plugin_id: str) -> None:
+        """Stop the fake plugin if it runs; the calls recorded for its name are kept."""
+        self.stop(plugin_id)
+
+    def close(self) -> None:
+        """Stop reporting exits; the fake plugins keep serving (live restore).
+
+        Exits already under way are still reported. The fake can be given to
+        a new manager afterwards.
+        """
+        with self._lock:
+            for plugin in self._running.values():
+                plugin.on_exit = None
+            dispatcher, self._dispatcher = self._dispatcher, None
+            exits = self._exits
+        if dispatcher is not None:
+            exits.put(None)
+            if dispatcher is not threading.current_thread():
+                dispatcher.join()
+
+    def shutdown(self) -> None:
+        """Stop every fake plugin without reporting the exits; for test teardown."""
+        self.close()
+        with self._lock:
+            plugins = list(self._running.values())
+            self._running.clear()
+        for plugin in plugins:
+            self._end(plugin, None, "")
+
+    # -- internals ----------------------------------------------------------------
+
+    def _get(self, name: str) -> _Behaviour:
+        key = _key(name)
+        behaviour = self._behaviour.get(key)
+        if behaviour is None:
+            behaviour = self._behaviour[key] = _Behaviour()
+        return behaviour
+
+    def _ensure_dispatcher(self) -> None:
+        if self._dispatcher is None:
+            self._exits = queue.SimpleQueue()
+            self._dispatcher = threading.Thread(
+                target=self._dispatch_loop,
+                args=(self._exits,),
+                name="pluginkit-fake-exits",
+                daemon=True,
+            )
+            self._dispatcher.start()
+
+    @staticmethod
+    def _dispatch_loop(exits: _ExitQueue) -> None:
+        while True:
+            item = exits.get()
+            if item is None:
+                return
+            callback, exit_ = item
+            try:
+                callback(exit_)
+            except Exception:
+                _log.exception("on_exit callback for fake plugin %s failed", exit_.id)
+
+    def _bring_up(
+        self, plugin: _FakePlugin, delay: float, early_exit: tuple[int | None, str] | None
+    ) -> None:
+        if delay and plugin.cancel.wait(delay):
+            return  # stopped or crashed while "starting"
+        if early_exit is not None:
+            with self._lock:
+                if self._running.get(plugin.spec.id) is not plugin:
+                    return
+                del self._running[plugin.spec.id]
+            self._end(plugin, *early_exit)
+            return
+        try:
+            server = self._make_server(plugin.spec)
+            plugin.spec.socket_dir.mkdir(parents=True, exist_ok=True)
+            server.start(str(plugin.spec.socket_path))
+        except Exception as exc:
+            # Like a plugin process that cannot listen: it dies, saying why.
+            _log.exception("fake plugin %s cannot serve", plugin.spec.name)
+            with self._lock:
+                if self._running.get(plugin.spec.id) is not plugin:
+                    return
+                del self._running[plugin.spec.id]
+            self._end(plugin, 1, f"{type(exc).__name__}: {exc}")
+            return
+        with self._lock:
+            if self._running.get(plugin.spec.id) is plugin and not plugin.cancel.is_set():
+                plugin.server = server
+                self._listening.notify_all()
+                return
+        server.stop(timeout=0)  # stopped while the server was starting
+
+    def _make_server(self, spec: RuntimeSpec) -> PluginServer:
+        with self._lock:
+            behaviour = self._get(spec.name)
+            handlers = dict(behaviour.handlers)
+            implements = behaviour.implements
+            calls = behaviour.calls
+        if implements is None:
+            implements = tuple(dict.fromkeys(method.split(".", 1)[0] for method in handlers))
+        server = PluginServer(implements=list(implements), threads=4)
+        for method, handler in handlers.items():
+            server.add_handler(method, self._recording(calls, method, handler))
+        return server
+
+    def _recording(self, calls: list[FakeCall], method: str, handler: Handler) -> Handler:
+        def handle(request: Any) -> Any:
+            with self._lock:
+                calls.append(FakeCall(method, request))
+            return handler(request)
+
+        return handle
+
+    def _end(self, plugin: _FakePlugin, exit_code: int | None, stderr_tail: str) -> None:
+        """Take a plugin down (already removed from ``_running``) and report its exit."""
+        plugin.cancel.set()
+        if plugin.thread is not None and plugin.thread is not threading.current_thread():
+            plugin.thread.join()
+        with self._lock:
+            server, plugin.server = plugin.server, None
+            on_exit = plugin.on_exit
+        if server is not None:
+            server.stop(timeout=0)  # fake plugins end at once, cutting calls short
+        if on_exit is not None:
+            with self._lock:
+                self._ensure_dispatcher()
+                self._exits.put((on_exit, PluginExit(plugin.spec.id, exit_code, stderr_tail)))

@@ -1,0 +1,580 @@
+"""Client: Docker's plugin calls over real sockets (ports of pkg/plugins/client_test.go)."""
+
+# Nested with-blocks read as "server, then client, then expected error".
+# ruff: noqa: SIM117
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _client_helpers import (
+    HTTPPluginServer,
+    RawServer,
+    Request,
+    activate,
+    echo,
+    read_request,
+    reply,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pluginkit import (
+    Client,
+    InvalidConfigError,
+    PluginCallError,
+    PluginConnectionError,
+    PluginProtocolError,
+    PluginTimeoutError,
+    TLSConfig,
+)
+from pluginkit._client import _backoff, _Chunked, _complete, _parse_head, parse_address
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+
+
+@pytest.fixture
+def echo_server(short_tmp: Path) -> Iterator[HTTPPluginServer]:
+    with HTTPPluginServer(
+        short_tmp / "echo.sock", {"Test.Echo": echo, "Plugin.Activate": activate("VolumeDriver")}
+    ) as server:
+        yield server
+
+
+# -- ports of Docker's client tests ------------------------------------------
+
+
+def test_failed_connection():
+    """Nothing listening and no retries: PluginConnectionError naming the address."""
+    with Client("tcp://127.0.0.1:1", retry_timeout=0) as client:
+        with pytest.raises(PluginConnectionError) as info:
+            client.call("Service.Method")
+    assert str(info.value) == "cannot connect to plugin at tcp://127.0.0.1:1: Connection refused"
+    assert isinstance(info.value, ConnectionError)
+
+
+def test_fail_once_then_retry(short_tmp: Path):
+    """A connection dropped before any reply is retried, and the retry succeeds."""
+    calls = []
+
+    def behaviour(conn: socket.socket) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            read_request(conn)
+            return  # drop it, like Docker's panicking handler
+        reply(conn, OK)
+
+    with RawServer(short_tmp / "p.sock", behaviour) as server:
+        with Client(server.addr, backoff_unit=0.01) as client:
+            assert client.call("Test.FailOnce") == {}
+    assert len(calls) == 2
+
+
+def test_echo_input_output(echo_server: HTTPPluginServer):
+    """JSON round-trips; the request is a POST with Docker's headers and no Content-Type."""
+    manifest = {"Implements": ["VolumeDriver", "NetworkDriver"]}
+    with Client(echo_server.addr) as client:
+        assert client.call("Test.Echo", manifest) == manifest
+        assert client.call("Test.Echo") is None
+    first, second = echo_server.requests
+    assert first.http_method == "POST"
+    assert first.method == "Test.Echo"
+    assert first.headers["accept"] == "application/vnd.docker.plugins.v1.2+json"
+    assert first.headers["host"] == "plugin.moby.localhost"
+    assert "content-type" not in first.headers
+    assert json.loads(first.body) == manifest
+    assert second.body == b""
+    assert second.headers["content-length"] == "0"
+
+
+@pytest.mark.parametrize(("retries", "delay"), [(0, 1), (1, 2), (2, 4), (4, 16), (6, 30), (10, 30)])
+def test_backoff(retries: int, delay: int):
+    """Docker's backoff doubles from 1 and is capped at 30."""
+    assert _backoff(retries) == delay
+
+
+def test_retry_schedule_gives_up_like_docker(short_tmp: Path):
+    """Retries stop when elapsed + next delay reaches retry_timeout: 5 attempts (Docker: ~15 s)."""
+
+    def behaviour(conn: socket.socket) -> None:
+        return  # accept and close: a connection failure every time
+
+    with RawServer(short_tmp / "p.sock", behaviour) as server:
+        # Docker's 30 s budget and 1 s unit, scaled down 100 times.
+        with Client(server.addr, retry_timeout=0.3, backoff_unit=0.01) as client:
+            with pytest.raises(PluginConnectionError) as info:
+                client.call("Test.Method")
+        attempts = server.accepted
+    assert attempts == 5
+    assert str(info.value).endswith("(gave up after 5 attempts)")
+
+
+def test_retry_disabled_with_zero(short_tmp: Path):
+    """retry_timeout=0 makes exactly one attempt."""
+    with RawServer(short_tmp / "p.sock", lambda conn: None) as server:
+        with Client(server.addr, retry_timeout=0) as client:
+            with pytest.raises(PluginConnectionError):
+                client.call("Test.Method")
+        assert server.accepted == 1
+
+
+def test_retry_waits_for_a_socket_that_appears(short_tmp: Path):
+    """A plugin whose socket shows up during the retries is reached."""
+    path = short_tmp / "late.sock"
+    holder: list[HTTPPluginServer] = []
+
+    def start_later() -> None:
+        time.sleep(0.05)
+        server = HTTPPluginServer(path, {"Test.Echo": echo})
+        holder.append(server.__enter__())
+
+    thread = threading.Thread(target=start_later)
+    thread.start()
+    try:
+        with Client(f"unix://{path}", retry_timeout=5, backoff_unit=0.02) as client:
+            assert client.call("Test.Echo", [1]) == [1]
+    finally:
+        thread.join()
+        for server in holder:
+            server.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("addr", "tls", "target"),
+    [
+        ("tcp://127.0.0.1:8080", False, ("127.0.0.1", 8080)),
+        ("unix:///run/docker/plugins/x.sock", False, "/run/docker/plugins/x.sock"),
+        ("http://example.com:8080", False, ("example.com", 8080)),
+        ("https://example.com", True, ("example.com", 443)),
+        ("http://example.com/docker/plugin", False, ("example.com", 80)),
+    ],
+)
+def test_client_scheme(addr: str, tls: bool, target: object):
+    """tcp, unix and http speak plain HTTP; only https is TLS; URL paths are ignored."""
+    address = parse_address(addr)
+    assert address.tls is tls
+    got = address.unix_path if address.unix_path is not None else (address.host, address.port)
+    assert got == target
+
+
+@pytest.mark.parametrize(
+    ("addr", "message"),
+    [
+        ("localhost:8080", "invalid plugin address 'localhost:8080': no scheme"),
+        ("ftp://x:1", "invalid plugin address 'ftp://x:1': unknown scheme 'ftp'"),
+        ("tcp://host", "invalid plugin address 'tcp://host': no port"),
+        ("unix://", "invalid plugin address 'unix://': empty socket path"),
+        ("tcp://:80", "invalid plugin address 'tcp://:80': no host"),
+    ],
+)
+def test_bad_addresses(addr: str, message: str):
+    """Bad addresses fail at construction with a message naming them."""
+    with pytest.raises(InvalidConfigError) as info:
+        Client(addr)
+    assert str(info.value).startswith(message)
+
+
+def test_unix_path_too_long():
+    """A unix socket path over 107 bytes is refused with Docker's message."""
+    path = "/" + "x" * 120
+    with pytest.raises(InvalidConfigError) as info:
+        Client(f"unix://{path}")
+    assert str(info.value) == f"unix socket path {path!r} is too long"
+
+
+def test_timeout_is_not_retried(short_tmp: Path):
+    """A plugin slower than the timeout gives PluginTimeoutError, with one request only."""
+    release = threading.Event()
+
+    def slow(request: Request) -> tuple[int, bytes]:
+        release.wait(5)
+        return 200, b"{}"
+
+    with HTTPPluginServer(short_tmp / "slow.sock", {"Test.Slow": slow}) as server:
+        with Client(server.addr, timeout=0.05) as client:
+            with pytest.raises(PluginTimeoutError) as info:
+                client.call("Test.Slow")
+        release.set()
+        assert len(server.requests) == 1
+    assert str(info.value) == f"Test.Slow: plugin at {server.addr} did not answer within 0.05 s"
+    assert isinstance(info.value, TimeoutError)
+
+
+def test_request_timeout_per_call(short_tmp: Path):
+    """A per-call timeout applies even when the client has none."""
+    release = threading.Event()
+
+    def blocked(request: Request) -> tuple[int, bytes]:
+        release.wait(5)
+        return 200, b"{}"
+
+    with HTTPPluginServer(short_tmp / "b.sock", {"Test.Block": blocked}) as server:
+        with Client(server.addr) as client, pytest.raises(PluginTimeoutError):
+            client.call("Test.Block", timeout=0.01, retry_timeout=0)
+        release.set()
+
+
+def test_client_stream(echo_server: HTTPPluginServer):
+    """stream() yields the body as a binary stream."""
+    m = {"Implements": ["VolumeDriver"]}
+    with Client(echo_server.addr) as client:
+        with client.stream("Test.Echo", m) as body:
+            assert json.load(body) == m
+        # The connection went back to the pool and serves the next call.
+        assert client.call("Test.Echo", [2]) == [2]
+
+
+def test_client_send_file_bytes_and_file(echo_server: HTTPPluginServer, tmp_path: Path):
+    """send_file() sends bytes, regular files (sized) and other file objects (chunked)."""
+    m = {"Implements": ["VolumeDriver"]}
+    data = json.dumps(m).encode()
+    path = tmp_path / "body.json"
+    path.write_bytes(data)
+    with Client(echo_server.addr) as client:
+        assert client.send_file("Test.Echo", data) == m
+        with path.open("rb") as file:
+            assert client.send_file("Test.Echo", file) == m
+        assert client.send_file("Test.Echo", io.BytesIO(data)) == m
+    sized, streamed = echo_server.requests[1], echo_server.requests[2]
+    assert sized.headers["content-length"] == str(len(data))
+    assert streamed.headers["transfer-encoding"] == "chunked"
+
+
+def test_send_file_rejects_other_types(echo_server: HTTPPluginServer):
+    """send_file() of a str is a TypeError naming the type."""
+    with Client(echo_server.addr) as client:
+        with pytest.raises(TypeError, match="bytes or a binary file, not str"):
+            client.send_file("Test.Echo", "text")  # type: ignore[arg-type]
+
+
+# -- errors -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "message"),
+    [
+        (500, b'{"Err": "volume exists"}', "volume exists"),
+        (400, b"plain text error", "plain text error"),
+        (500, b'{"Err": ""}', '{"Err": ""}'),
+        (404, b"404 page not found\n", "404 page not found\n"),
+    ],
+)
+def test_http_errors(short_tmp: Path, status: int, body: bytes, message: str):
+    """Non-200 replies raise PluginCallError (Err, else the body) and are not retried."""
+    with HTTPPluginServer(
+        short_tmp / "e.sock", {"VolumeDriver.Create": lambda r: (status, body)}
+    ) as s:
+        with Client(s.addr) as client, pytest.raises(PluginCallError) as info:
+            client.call("VolumeDriver.Create", {"Name": "v"})
+        assert len(s.requests) == 1
+    assert (info.value.method, info.value.status, info.value.message) == (
+        "VolumeDriver.Create",
+        status,
+        message,
+    )
+    assert str(info.value) == f"VolumeDriver.Create: {message}"
+
+
+def test_stream_http_error(short_tmp: Path):
+    """stream() raises PluginCallError on a non-200 reply."""
+    with HTTPPluginServer(short_tmp / "e.sock", {"X": lambda r: (500, b'{"Err":"no"}')}) as s:
+        with Client(s.addr) as client:
+            with pytest.raises(PluginCallError, match=r"^X: no$"):
+                with client.stream("X"):
+                    pass
+
+
+def test_non_json_reply(short_tmp: Path):
+    """A 200 reply that is not JSON is a PluginProtocolError naming method and address."""
+    with HTTPPluginServer(short_tmp / "n.sock", {"X.Y": lambda r: (200, b"<html>")}) as s:
+        with Client(s.addr) as client:
+            with pytest.raises(PluginProtocolError) as info:
+                client.call("X.Y")
+    assert str(info.value).startswith(f"X.Y: reply from plugin at {s.addr} is not JSON: ")
+
+
+def test_truncated_reply(short_tmp: Path):
+    """A reply cut short of its Content-Length is a PluginProtocolError, not retried."""
+    raw = b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"a":'
+    with RawServer(short_tmp / "t.sock", lambda conn: reply(conn, raw)) as server:
+        with Client(server.addr, backoff_unit=0.01) as client:
+            with pytest.raises(PluginProtocolError) as info:
+                client.call("X.Y")
+        assert server.accepted == 1
+    assert str(info.value) == (
+        f"X.Y: invalid reply from plugin at {server.addr}: reply truncated: got 5 of 100 bytes"
+    )
+
+
+def test_not_http_reply(short_tmp: Path):
+    """Garbage instead of HTTP is a PluginProtocolError."""
+    with RawServer(short_tmp / "g.sock", lambda conn: reply(conn, b"SSH-2.0-x\r\n\r\n")) as s:
+        with Client(s.addr) as client:
+            with pytest.raises(PluginProtocolError, match=r"not an HTTP/1\.x reply"):
+                client.call("X.Y")
+
+
+def test_response_size_cap(short_tmp: Path):
+    """A reply over max_response_size is refused with a clear message."""
+    big = b"[" + b"1," * 600 + b"1]"
+    with (
+        HTTPPluginServer(short_tmp / "big.sock", {"Big": lambda r: (200, big)}) as server,
+        Client(server.addr, max_response_size=1000) as client,
+        pytest.raises(PluginProtocolError) as info,
+    ):
+        client.call("Big")
+    assert str(info.value) == (
+        f"Big: invalid reply from plugin at {server.addr}: the reply ({len(big)} bytes or more)"
+        " is larger than the limit of 1000 bytes (max_response_size)"
+    )
+
+
+def test_chunked_reply(short_tmp: Path):
+    """Chunked replies are decoded, and the connection is kept for the next call."""
+    raw = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'4\r\n{"a"\r\n3;ext=1\r\n: 1\r\n1\r\n}\r\n0\r\n\r\n'
+    )
+
+    def behaviour(conn: socket.socket) -> None:
+        reply(conn, raw)
+        reply(conn, raw)
+
+    with RawServer(short_tmp / "c.sock", behaviour) as server:
+        with Client(server.addr) as client:
+            assert client.call("X") == {"a": 1}
+            assert client.call("X") == {"a": 1}
+        assert server.accepted == 1
+
+
+def test_body_until_close(short_tmp: Path):
+    """An HTTP/1.0 reply without length ends at close, and is read whole."""
+    raw = b'HTTP/1.0 200 OK\r\n\r\n{"old": true}'
+    with RawServer(short_tmp / "o.sock", lambda conn: reply(conn, raw)) as server:
+        with Client(server.addr) as client:
+            assert client.call("X") == {"old": True}
+            assert client.call("X") == {"old": True}
+        assert server.accepted == 2
+
+
+# -- connections -----------------------------------------------------------
+
+
+def test_keep_alive_reuses_one_connection(short_tmp: Path):
+    """Sequential calls share one kept-alive connection."""
+
+    def behaviour(conn: socket.socket) -> None:
+        for _ in range(3):
+            reply(conn, OK)
+
+    with RawServer(short_tmp / "k.sock", behaviour) as server:
+        with Client(server.addr) as client:
+            for _ in range(3):
+                assert client.call("X") == {}
+        assert server.accepted == 1
+
+
+def test_connection_close_is_honoured(short_tmp: Path):
+    """A reply with Connection: close is not reused."""
+    raw = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"
+    with RawServer(short_tmp / "k.sock", lambda conn: reply(conn, raw)) as server:
+        with Client(server.addr, retry_timeout=0) as client:
+            assert client.call("X") == {}
+            assert client.call("X") == {}
+        assert server.accepted == 2
+
+
+def test_stale_pooled_connection_is_replaced(short_tmp: Path):
+    """A kept connection the plugin closed is retried once on a fresh one, even without retries."""
+    with RawServer(short_tmp / "s.sock", lambda conn: reply(conn, OK)) as server:
+        with Client(server.addr, retry_timeout=0) as client:
+            assert client.call("X") == {}
+            assert client.call("X") == {}  # the first connection was closed after one reply
+        assert server.accepted == 2
+
+
+def test_thread_safety(echo_server: HTTPPluginServer):
+    """Many threads calling one client each get their own answers."""
+    errors: list[BaseException] = []
+
+    with Client(echo_server.addr) as client:
+
+        def worker(n: int) -> None:
+            try:
+                for i in range(20):
+                    assert client.call("Test.Echo", [n, i]) == [n, i]
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    assert len(echo_server.requests) == 160
+
+
+def test_closed_client_refuses_calls(echo_server: HTTPPluginServer):
+    """After close(), a call raises PluginConnectionError saying so."""
+    client = Client(echo_server.addr)
+    assert client.call("Test.Echo", 1) == 1
+    client.close()
+    with pytest.raises(PluginConnectionError, match="client is closed"):
+        client.call("Test.Echo", 1)
+
+
+def test_constructor_does_not_connect(short_tmp: Path):
+    """Building a Client for a socket that does not exist yet is fine."""
+    client = Client(f"unix://{short_tmp}/nothing.sock")
+    assert client.addr == f"unix://{short_tmp}/nothing.sock"
+    client.close()
+
+
+def test_bad_method_name(echo_server: HTTPPluginServer):
+    """A method with spaces or newlines is refused before anything is sent."""
+    with Client(echo_server.addr) as client, pytest.raises(ValueError, match="invalid method name"):
+        client.call("X Y\r\nHost: evil")
+
+
+# -- TLS ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def tls_server(certificate: tuple[Path, Path]) -> Iterator[HTTPPluginServer]:
+    cert, key = certificate
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with HTTPPluginServer(None, {"Test.Echo": echo}, tls=context) as server:
+        yield server
+
+
+def test_tls_with_ca_file(tls_server: HTTPPluginServer, certificate: tuple[Path, Path]):
+    """https:// with the server's certificate as CA works."""
+    with Client(tls_server.addr, tls=TLSConfig(ca_file=str(certificate[0]))) as client:
+        assert client.call("Test.Echo", {"tls": True}) == {"tls": True}
+    assert tls_server.requests[0].headers["host"] == tls_server.addr.removeprefix("https://")
+
+
+def test_tls_insecure_skip_verify(tls_server: HTTPPluginServer):
+    """insecure_skip_verify accepts a self-signed certificate."""
+    with Client(tls_server.addr, tls=TLSConfig(insecure_skip_verify=True)) as client:
+        assert client.call("Test.Echo", [1]) == [1]
+
+
+def test_tls_unverified_is_not_retried(tls_server: HTTPPluginServer):
+    """A certificate that does not verify fails at once (no 15 s of retries)."""
+    with (
+        Client(tls_server.addr, retry_timeout=30) as client,
+        pytest.raises(PluginConnectionError, match="CERTIFICATE_VERIFY_FAILED"),
+    ):
+        client.call("Test.Echo", [1])
+
+
+def test_tls_missing_ca_file(tls_server: HTTPPluginServer, tmp_path: Path):
+    """A CA file that does not exist is an InvalidConfigError naming it."""
+    missing = tmp_path / "nope.pem"
+    with (
+        Client(tls_server.addr, tls=TLSConfig(ca_file=str(missing))) as client,
+        pytest.raises(InvalidConfigError, match=f"cannot load CA file {missing}"),
+    ):
+        client.call("Test.Echo")
+
+
+# -- parsers (hypothesis) ------------------------------------------------------
+
+
+@given(
+    body=st.binary(max_size=300),
+    sizes=st.lists(st.integers(min_value=1, max_value=50), max_size=20),
+    cuts=st.lists(st.integers(min_value=1, max_value=40), max_size=20),
+)
+def test_chunked_decoder_round_trip(body: bytes, sizes: list[int], cuts: list[int]):
+    """Any body, chunked any way and fed in any pieces, decodes to itself."""
+    encoded = b""
+    rest = body
+    for size in sizes:
+        if not rest:
+            break
+        chunk, rest = rest[:size], rest[size:]
+        encoded += b"%x\r\n%b\r\n" % (len(chunk), chunk)
+    if rest:
+        encoded += b"%x\r\n%b\r\n" % (len(rest), rest)
+    encoded += b"0\r\n\r\n"
+    decoder = _Chunked()
+    position = 0
+    for cut in [*cuts, len(encoded)]:
+        assert decoder.feed(encoded[position : position + cut]) == b""
+        position += cut
+        if position >= len(encoded):
+            break
+    assert decoder.done
+    assert bytes(decoder.out) == body
+
+
+@given(
+    length=st.integers(min_value=0, max_value=10**9),
+    name=st.sampled_from(["Content-Length", "content-length", "CONTENT-LENGTH"]),
+    close=st.booleans(),
+)
+def test_head_parser(length: int, name: str, close: bool):
+    """Header names are case-insensitive; Connection: close ends keep-alive."""
+    head = f"HTTP/1.1 200 OK\r\nDate: x\r\n{name}: {length}".encode()
+    if close:
+        head += b"\r\nConnection: close"
+    parsed = _parse_head(head)
+    assert (parsed.status, parsed.length, parsed.chunked, parsed.keep_alive) == (
+        200,
+        length,
+        False,
+        not close,
+    )
+
+
+@given(data=st.binary(max_size=200))
+def test_complete_never_crashes(data: bytes):
+    """Arbitrary bytes as a reply either parse, need more, or raise the parser's error."""
+    from pluginkit._client import _BadReply, _TooLarge
+
+    with contextlib.suppress(_BadReply, _TooLarge):
+        _complete(data, True, 1000)
+
+
+@given(
+    host=st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z]{2,5})?", fullmatch=True),
+    port=st.integers(min_value=1, max_value=65535),
+    scheme=st.sampled_from(["tcp", "http", "https"]),
+)
+def test_tcp_addresses_parse(host: str, port: int, scheme: str):
+    """Every scheme://host:port parses to that host and port, with a Host header to match."""
+    address = parse_address(f"{scheme}://{host}:{port}")
+    assert (address.host, address.port, address.host_header) == (host, port, f"{host}:{port}")

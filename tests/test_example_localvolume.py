@@ -1,0 +1,163 @@
+"""The localvolume example plugin: driver behaviour, the runnable module, the plugin directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pluginkit.examples.localvolume import LocalVolumeDriver, plugin_dir
+from tests._sdk_helpers import RawClient, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def plugin(short_tmp: Path) -> Iterator[RawClient]:
+    server = LocalVolumeDriver(short_tmp / "vols").server()
+    server.start(short_tmp / "lv.sock")
+    try:
+        with RawClient(short_tmp / "lv.sock") as client:
+            yield client
+    finally:
+        server.stop()
+
+
+def test_create_makes_data_dir(plugin: RawClient, short_tmp: Path) -> None:
+    """Create makes <root>/NAME/_data and Path reports it."""
+    assert plugin.call("VolumeDriver.Create", {"Name": "v1", "Opts": None}).json() == {}
+    assert (short_tmp / "vols" / "v1" / "_data").is_dir()
+    assert plugin.call("VolumeDriver.Path", {"Name": "v1"}).json() == {
+        "Mountpoint": str(short_tmp / "vols" / "v1" / "_data")
+    }
+
+
+def test_create_is_idempotent(plugin: RawClient) -> None:
+    """Creating an existing volume succeeds and keeps its data."""
+    plugin.call("VolumeDriver.Create", {"Name": "v1"})
+    assert plugin.call("VolumeDriver.Create", {"Name": "v1"}).status == 200
+
+
+def test_invalid_name_rejected(plugin: RawClient) -> None:
+    """A name that could escape the root is refused with Docker's rule in the message."""
+    reply = plugin.call("VolumeDriver.Create", {"Name": "../x"})
+    assert (reply.status, reply.json()) == (
+        500,
+        {"Err": 'invalid volume name "../x": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed'},
+    )
+
+
+def test_unknown_volume_error(plugin: RawClient) -> None:
+    """Calls on a volume that does not exist answer Err "no such volume"."""
+    reply = plugin.call("VolumeDriver.Mount", {"Name": "nope", "ID": "c1"})
+    assert (reply.status, reply.json()) == (500, {"Err": "no such volume: nope"})
+
+
+def test_mounts_are_counted(plugin: RawClient, short_tmp: Path) -> None:
+    """Two mounts need two unmounts before the volume can be removed."""
+    plugin.call("VolumeDriver.Create", {"Name": "v1"})
+    data = str(short_tmp / "vols" / "v1" / "_data")
+    assert plugin.call("VolumeDriver.Mount", {"Name": "v1", "ID": "c1"}).json() == {
+        "Mountpoint": data
+    }
+    plugin.call("VolumeDriver.Mount", {"Name": "v1", "ID": "c2"})
+    plugin.call("VolumeDriver.Unmount", {"Name": "v1", "ID": "c1"})
+    reply = plugin.call("VolumeDriver.Remove", {"Name": "v1"})
+    assert (reply.status, reply.json()) == (500, {"Err": "volume v1 is in use"})
+    plugin.call("VolumeDriver.Unmount", {"Name": "v1", "ID": "c2"})
+    assert plugin.call("VolumeDriver.Remove", {"Name": "v1"}).json() == {}
+    assert not (short_tmp / "vols" / "v1").exists()
+
+
+def test_get_and_list(plugin: RawClient, short_tmp: Path) -> None:
+    """Get and List describe volumes with Mountpoint, CreatedAt and the mount count."""
+    plugin.call("VolumeDriver.Create", {"Name": "b"})
+    plugin.call("VolumeDriver.Create", {"Name": "a"})
+    got = plugin.call("VolumeDriver.Get", {"Name": "a"}).json()["Volume"]
+    assert (got["Name"], got["Mountpoint"], got["Status"]) == (
+        "a",
+        str(short_tmp / "vols" / "a" / "_data"),
+        {"Mounts": 0},
+    )
+    assert got["CreatedAt"].endswith("+00:00")
+    listed = plugin.call("VolumeDriver.List").json()["Volumes"]
+    assert [v["Name"] for v in listed] == ["a", "b"]
+
+
+def test_capabilities_local(plugin: RawClient) -> None:
+    """The driver is local-scoped."""
+    assert plugin.call("VolumeDriver.Capabilities").json() == {"Capabilities": {"Scope": "local"}}
+
+
+def test_root_from_env(monkeypatch: pytest.MonkeyPatch, short_tmp: Path) -> None:
+    """LOCALVOLUME_ROOT chooses the root when none is passed."""
+    monkeypatch.setenv("LOCALVOLUME_ROOT", str(short_tmp / "envroot"))
+    assert LocalVolumeDriver().root == short_tmp / "envroot"
+
+
+def test_plugin_dir_config() -> None:
+    """The shipped plugin directory has Docker's config.json for a volume driver and a rootfs."""
+    directory = plugin_dir()
+    config = json.loads((directory / "config.json").read_text())
+    assert config["Interface"] == {
+        "Types": ["docker.volumedriver/1.0"],
+        "Socket": "localvolume.sock",
+    }
+    assert config["Entrypoint"] == ["python3", "-m", "pluginkit.examples.localvolume"]
+    assert [e["Name"] for e in config["Env"]] == ["LOCALVOLUME_ROOT"]
+    assert config["Env"][0]["Settable"] == ["value"]
+    assert (directory / "rootfs").is_dir()
+    assert (directory / "rootfs" / "README.md").is_file()
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+
+
+def test_module_prints_plugin_dir() -> None:
+    """python3 -m pluginkit.examples.localvolume --plugin-dir prints the plugin directory."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pluginkit.examples.localvolume", "--plugin-dir"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert out == f"{plugin_dir()}\n"
+
+
+def test_module_serves_at_runtime_socket_and_stops_on_sigterm(short_tmp: Path) -> None:
+    """Run as a process with the runtime's env vars, it serves there and exits 0 on SIGTERM."""
+    sock = short_tmp / "run" / "localvolume.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pluginkit.examples.localvolume"],
+        env=_env(
+            PLUGINKIT_SOCKET_DIR=str(sock.parent),
+            PLUGINKIT_SOCKET="localvolume.sock",
+            LOCALVOLUME_ROOT=str(short_tmp / "vols"),
+        ),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: sock.exists() or proc.poll() is not None, timeout=30)
+        with RawClient(sock) as client:
+            assert client.call("Plugin.Activate").json() == {"Implements": ["VolumeDriver"]}
+            assert client.call("VolumeDriver.Create", {"Name": "v"}).status == 200
+        assert (short_tmp / "vols" / "v" / "_data").is_dir()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert not sock.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()

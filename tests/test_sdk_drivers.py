@@ -1,0 +1,370 @@
+"""Typed drivers: Docker's JSON in, attrs models to the methods, Docker's JSON out."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pluginkit import PluginError
+from pluginkit.sdk import (
+    AuthzPlugin,
+    IpamDriver,
+    NetworkDriver,
+    PluginServer,
+    VolumeDriver,
+    authz,
+    converter,
+    ipam,
+    network,
+    volume,
+)
+from tests._sdk_helpers import RawClient
+
+
+class RecordingVolumes(VolumeDriver):
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+
+    def create(self, request: volume.CreateRequest) -> None:
+        self.calls.append(request)
+        if request.name == "exists":
+            raise PluginError("volume exists")
+
+    def mount(self, request: volume.MountRequest) -> volume.MountResponse:
+        self.calls.append(request)
+        return volume.MountResponse(mountpoint=f"/mnt/{request.name}")
+
+    def get(self, request: volume.GetRequest) -> volume.GetResponse:
+        return volume.GetResponse(volume=volume.Volume(name=request.name, status={"a": 1}))
+
+    def list(self) -> volume.ListResponse:
+        return volume.ListResponse(volumes=[volume.Volume(name="v1", mountpoint="/mnt/v1")])
+
+
+@pytest.fixture
+def serve(short_tmp: Path) -> Iterator[Any]:
+    servers: list[PluginServer] = []
+    clients: list[RawClient] = []
+
+    def start(server: PluginServer) -> RawClient:
+        server.start(short_tmp / f"{len(servers)}.sock")
+        servers.append(server)
+        assert server.address is not None
+        clients.append(RawClient.for_url(server.address))
+        return clients[-1]
+
+    yield start
+    for client in clients:
+        client.close()
+    for server in servers:
+        server.stop()
+
+
+def test_volume_activate_implements(serve: Any) -> None:
+    """A VolumeDriver's server announces VolumeDriver."""
+    c = serve(RecordingVolumes().server())
+    assert c.call("Plugin.Activate").json() == {"Implements": ["VolumeDriver"]}
+
+
+def test_volume_create_gets_typed_request(serve: Any) -> None:
+    """Create receives a CreateRequest built from Name/Opts and answers {}."""
+    driver = RecordingVolumes()
+    c = serve(driver.server())
+    reply = c.call("VolumeDriver.Create", {"Name": "v1", "Opts": {"size": "1G"}})
+    assert (reply.status, reply.json()) == (200, {})
+    assert driver.calls == [volume.CreateRequest(name="v1", options={"size": "1G"})]
+
+
+def test_volume_null_opts_accepted(serve: Any) -> None:
+    """ "Opts": null (as the engine sends) becomes an empty dict."""
+    driver = RecordingVolumes()
+    c = serve(driver.server())
+    assert c.call("VolumeDriver.Create", {"Name": "v1", "Opts": None}).status == 200
+    assert driver.calls == [volume.CreateRequest(name="v1", options={})]
+
+
+def test_volume_missing_opts_accepted(serve: Any) -> None:
+    """A request without Opts is accepted."""
+    driver = RecordingVolumes()
+    c = serve(driver.server())
+    assert c.call("VolumeDriver.Create", {"Name": "v1"}).status == 200
+    assert driver.calls == [volume.CreateRequest(name="v1", options={})]
+
+
+def test_volume_error_is_err_500(serve: Any) -> None:
+    """A driver method raising answers 500 {"Err": message}."""
+    c = serve(RecordingVolumes().server())
+    reply = c.call("VolumeDriver.Create", {"Name": "exists"})
+    assert (reply.status, reply.json()) == (500, {"Err": "volume exists"})
+
+
+def test_volume_mount_reply_uses_docker_names(serve: Any) -> None:
+    """Mount gets Name and ID, and its reply is {"Mountpoint": ...}."""
+    driver = RecordingVolumes()
+    c = serve(driver.server())
+    reply = c.call("VolumeDriver.Mount", {"Name": "v1", "ID": "abc123"})
+    assert reply.json() == {"Mountpoint": "/mnt/v1"}
+    assert driver.calls == [volume.MountRequest(name="v1", id="abc123")]
+
+
+def test_volume_get_and_list_shapes(serve: Any) -> None:
+    """Get and List answer Docker's Volume shape, leaving out fields that are None."""
+    c = serve(RecordingVolumes().server())
+    assert c.call("VolumeDriver.Get", {"Name": "v2"}).json() == {
+        "Volume": {"Name": "v2", "Status": {"a": 1}}
+    }
+    assert c.call("VolumeDriver.List").json() == {
+        "Volumes": [{"Name": "v1", "Mountpoint": "/mnt/v1"}]
+    }
+
+
+def test_volume_capabilities_default_local(serve: Any) -> None:
+    """Capabilities not overridden answers {"Capabilities": {"Scope": "local"}}."""
+    c = serve(RecordingVolumes().server())
+    assert c.call("VolumeDriver.Capabilities").json() == {"Capabilities": {"Scope": "local"}}
+
+
+def test_volume_unimplemented_required_is_404(serve: Any) -> None:
+    """A required endpoint the subclass does not implement answers 404."""
+    c = serve(RecordingVolumes().server())
+    assert c.call("VolumeDriver.Remove", {"Name": "v1"}).status == 404
+
+
+def test_volume_bad_request_is_400(serve: Any) -> None:
+    """A request missing a required field answers 400 saying which."""
+    c = serve(RecordingVolumes().server())
+    reply = c.call("VolumeDriver.Mount", {"ID": "x"})
+    assert reply.status == 400
+    assert reply.json() == {
+        "Err": "invalid VolumeDriver.Mount request: required field missing @ request.name"
+    }
+
+
+def test_implemented_lists_served_methods() -> None:
+    """implemented() names the endpoints the driver serves."""
+    assert RecordingVolumes().implemented() == [
+        "VolumeDriver.Create",
+        "VolumeDriver.Mount",
+        "VolumeDriver.Get",
+        "VolumeDriver.List",
+        "VolumeDriver.Capabilities",
+    ]
+
+
+class Bridge(NetworkDriver):
+    def __init__(self) -> None:
+        self.calls: list[Any] = []
+
+    def create_network(self, request: network.CreateNetworkRequest) -> None:
+        self.calls.append(request)
+
+    def delete_network(self, request: network.DeleteNetworkRequest) -> None:
+        self.calls.append(request)
+
+    def create_endpoint(
+        self, request: network.CreateEndpointRequest
+    ) -> network.CreateEndpointResponse:
+        self.calls.append(request)
+        return network.CreateEndpointResponse(
+            interface=network.EndpointInterface(mac_address="02:42:ac:11:00:02")
+        )
+
+    def delete_endpoint(self, request: network.DeleteEndpointRequest) -> None:
+        self.calls.append(request)
+
+    def join(self, request: network.JoinRequest) -> network.JoinResponse:
+        self.calls.append(request)
+        return network.JoinResponse(
+            interface_name=network.InterfaceName(src_name="veth1", dst_prefix="eth"),
+            gateway="10.0.0.1",
+            static_routes=[network.StaticRoute(destination="10.1.0.0/16", route_type=1)],
+        )
+
+    def leave(self, request: network.LeaveRequest) -> None:
+        self.calls.append(request)
+
+
+def test_network_create_network_fields(serve: Any) -> None:
+    """CreateNetwork decodes NetworkID, Options and IPv4Data/IPv6Data (null included)."""
+    driver = Bridge()
+    c = serve(driver.server())
+    body = {
+        "NetworkID": "n1",
+        "Options": {"com.docker.network.generic": {"mtu": "1400"}},
+        "IPv4Data": [
+            {
+                "AddressSpace": "LocalDefault",
+                "Pool": "10.0.0.0/24",
+                "Gateway": "10.0.0.1/24",
+                "AuxAddresses": None,
+            }
+        ],
+        "IPv6Data": None,
+    }
+    assert c.call("NetworkDriver.CreateNetwork", body).json() == {}
+    assert driver.calls == [
+        network.CreateNetworkRequest(
+            network_id="n1",
+            options={"com.docker.network.generic": {"mtu": "1400"}},
+            ipv4_data=[
+                network.IPAMData(
+                    address_space="LocalDefault", pool="10.0.0.0/24", gateway="10.0.0.1/24"
+                )
+            ],
+        )
+    ]
+
+
+def test_network_create_endpoint_reply(serve: Any) -> None:
+    """CreateEndpoint decodes Interface and answers Interface with Docker's names."""
+    driver = Bridge()
+    c = serve(driver.server())
+    body = {
+        "NetworkID": "n1",
+        "EndpointID": "e1",
+        "Interface": {"Address": "10.0.0.2/24", "AddressIPv6": "", "MacAddress": ""},
+        "Options": None,
+    }
+    assert c.call("NetworkDriver.CreateEndpoint", body).json() == {
+        "Interface": {"Address": "", "AddressIPv6": "", "MacAddress": "02:42:ac:11:00:02"}
+    }
+    assert driver.calls[0].interface == network.EndpointInterface(address="10.0.0.2/24")
+
+
+def test_network_join_reply_shape(serve: Any) -> None:
+    """Join answers InterfaceName, Gateway and StaticRoutes as libnetwork expects."""
+    c = serve(Bridge().server())
+    body = {
+        "NetworkID": "n1",
+        "EndpointID": "e1",
+        "SandboxKey": "/var/run/docker/netns/x",
+        "Options": {},
+    }
+    assert c.call("NetworkDriver.Join", body).json() == {
+        "InterfaceName": {"SrcName": "veth1", "DstPrefix": "eth"},
+        "Gateway": "10.0.0.1",
+        "GatewayIPv6": "",
+        "StaticRoutes": [{"Destination": "10.1.0.0/16", "RouteType": 1, "NextHop": ""}],
+        "DisableGatewayService": False,
+    }
+
+
+def test_network_optional_defaults(serve: Any) -> None:
+    """Optional network endpoints answer Docker's defaults when not overridden."""
+    c = serve(Bridge().server())
+    assert c.call("NetworkDriver.GetCapabilities").json() == {"Scope": "local"}
+    ids = {"NetworkID": "n1", "EndpointID": "e1"}
+    assert c.call("NetworkDriver.EndpointOperInfo", ids).json() == {"Value": {}}
+    assert c.call("NetworkDriver.ProgramExternalConnectivity", ids).json() == {}
+    assert c.call("NetworkDriver.RevokeExternalConnectivity", ids).json() == {}
+    assert (
+        c.call("NetworkDriver.DiscoverNew", {"DiscoveryType": 1, "DiscoveryData": {}}).json() == {}
+    )
+    assert c.call("NetworkDriver.AllocateNetwork", {"NetworkID": "n1"}).json() == {"Options": {}}
+    assert c.call("NetworkDriver.FreeNetwork", {"NetworkID": "n1"}).json() == {}
+
+
+class Pools(IpamDriver):
+    def request_pool(self, request: ipam.RequestPoolRequest) -> ipam.RequestPoolResponse:
+        return ipam.RequestPoolResponse(pool_id="p1", pool=request.pool or "10.9.0.0/24")
+
+    def release_pool(self, request: ipam.ReleasePoolRequest) -> None:
+        pass
+
+    def request_address(self, request: ipam.RequestAddressRequest) -> ipam.RequestAddressResponse:
+        return ipam.RequestAddressResponse(address="10.9.0.2/24")
+
+    def release_address(self, request: ipam.ReleaseAddressRequest) -> None:
+        pass
+
+
+def test_ipam_endpoints(serve: Any) -> None:
+    """IPAM calls use PoolID/Address names; capabilities and address spaces have defaults."""
+    c = serve(Pools().server())
+    assert c.call("Plugin.Activate").json() == {"Implements": ["IpamDriver"]}
+    assert c.call("IpamDriver.GetCapabilities").json() == {"RequiresMACAddress": False}
+    assert c.call("IpamDriver.GetDefaultAddressSpaces").json() == {
+        "LocalDefaultAddressSpace": "LocalDefault",
+        "GlobalDefaultAddressSpace": "GlobalDefault",
+    }
+    body = {"AddressSpace": "LocalDefault", "Pool": "", "SubPool": "", "Options": None, "V6": False}
+    assert c.call("IpamDriver.RequestPool", body).json() == {
+        "PoolID": "p1",
+        "Pool": "10.9.0.0/24",
+        "Data": {},
+    }
+    assert c.call("IpamDriver.RequestAddress", {"PoolID": "p1", "Address": ""}).json() == {
+        "Address": "10.9.0.2/24",
+        "Data": {},
+    }
+    assert c.call("IpamDriver.ReleaseAddress", {"PoolID": "p1", "Address": "10.9.0.2"}).json() == {}
+
+
+def test_network_and_ipam_share_one_server(serve: Any) -> None:
+    """register() puts two drivers on one server; Activate lists both."""
+    server = Bridge().server()
+    Pools().register(server)
+    c = serve(server)
+    assert c.call("Plugin.Activate").json() == {"Implements": ["NetworkDriver", "IpamDriver"]}
+    assert c.call("IpamDriver.RequestAddress", {"PoolID": "p1"}).status == 200
+
+
+class NoExec(AuthzPlugin):
+    def __init__(self) -> None:
+        self.seen: list[authz.AuthzRequest] = []
+
+    def authz_request(self, request: authz.AuthzRequest) -> authz.AuthzResponse:
+        self.seen.append(request)
+        if request.request_uri.endswith("/exec"):
+            return authz.AuthzResponse(allow=False, msg="exec is not allowed")
+        return authz.AuthzResponse(allow=True)
+
+
+def test_authz_request_decoding_and_verdict(serve: Any) -> None:
+    """AuthZReq decodes RequestUri, UserAuthNMethod and base64 bodies; replies Allow/Msg/Err."""
+    plugin = NoExec()
+    c = serve(plugin.server())
+    assert c.call("Plugin.Activate").json() == {"Implements": ["authz"]}
+    body = {
+        "User": "alice",
+        "UserAuthNMethod": "TLS",
+        "RequestMethod": "POST",
+        "RequestUri": "/v1.41/containers/x/exec",
+        "RequestBody": base64.b64encode(b'{"Cmd": ["sh"]}').decode(),
+        "RequestHeaders": {"Content-Type": "application/json"},
+        "RequestPeerCertificates": None,
+    }
+    assert c.call("AuthZPlugin.AuthZReq", body).json() == {
+        "Allow": False,
+        "Msg": "exec is not allowed",
+        "Err": "",
+    }
+    seen = plugin.seen[0]
+    assert (seen.user, seen.user_authn_method, seen.request_body) == (
+        "alice",
+        "TLS",
+        b'{"Cmd": ["sh"]}',
+    )
+    assert c.call("AuthZPlugin.AuthZRes", {"RequestUri": "/info"}).json() == {
+        "Allow": True,
+        "Msg": "",
+        "Err": "",
+    }
+
+
+def test_converter_round_trip_bytes_as_base64() -> None:
+    """The converter writes bytes as base64 and reads them back."""
+    data = converter.unstructure(authz.AuthzRequest(request_body=b"\x00\xff"))
+    assert data["RequestBody"] == "AP8="
+    assert converter.structure(data, authz.AuthzRequest).request_body == b"\x00\xff"
+
+
+def test_converter_ignores_unknown_fields() -> None:
+    """Fields a newer engine adds are ignored."""
+    assert converter.structure({"Name": "v", "ID": "i", "New": 1}, volume.MountRequest) == (
+        volume.MountRequest(name="v", id="i")
+    )

@@ -1,0 +1,373 @@
+"""PluginServer: the handshake, routing, errors and serving, over real sockets."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pluginkit import PluginError
+from pluginkit.sdk import CONTENT_TYPE, PluginServer
+from tests._sdk_helpers import RawClient
+
+
+@pytest.fixture
+def server(short_tmp: Path) -> Iterator[PluginServer]:
+    srv = PluginServer(["VolumeDriver"], name="t")
+
+    @srv.handler("Echo")
+    def echo(request: Any) -> Any:
+        return request
+
+    @srv.handler("Fail")
+    def fail(request: Any) -> Any:
+        raise PluginError("volume exists")
+
+    srv.start(short_tmp / "p.sock")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def client(server: PluginServer) -> Iterator[RawClient]:
+    assert server.address is not None
+    with RawClient.for_url(server.address) as c:
+        yield c
+
+
+def test_activate_answers_implements(client: RawClient) -> None:
+    """Plugin.Activate answers the Implements list with Docker's v1.1 content type."""
+    reply = client.call("Plugin.Activate")
+    assert reply.status == 200
+    assert reply.json() == {"Implements": ["VolumeDriver"]}
+    assert reply.headers["content-type"] == CONTENT_TYPE
+
+
+def test_echo_round_trip(client: RawClient) -> None:
+    """A handler gets the decoded JSON body and its return value is sent as JSON."""
+    reply = client.call("Echo", {"Name": "v1", "Opts": {"a": "b"}})
+    assert (reply.status, reply.json()) == (200, {"Name": "v1", "Opts": {"a": "b"}})
+    assert reply.headers["content-type"] == CONTENT_TYPE
+
+
+def test_empty_body_is_none_and_none_is_empty_object(client: RawClient) -> None:
+    """An empty request body reaches the handler as None; a None reply is sent as {}."""
+    reply = client.call("Echo")
+    assert (reply.status, reply.body) == (200, b"{}")
+
+
+def test_plugin_error_answers_500_err(client: RawClient) -> None:
+    """A handler raising PluginError answers HTTP 500 {"Err": message}."""
+    reply = client.call("Fail", {})
+    assert (reply.status, reply.json()) == (500, {"Err": "volume exists"})
+
+
+def test_unexpected_exception_is_logged_not_leaked(
+    short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any other exception also answers 500 with its message; the traceback goes to logging."""
+    srv = PluginServer([])
+    srv.add_handler("Boom", lambda request: 1 / 0)
+    with srv:
+        srv.start(short_tmp / "b.sock")
+        with caplog.at_level(logging.ERROR, "pluginkit.sdk"), RawClient(short_tmp / "b.sock") as c:
+            reply = c.call("Boom")
+    assert (reply.status, reply.json()) == (500, {"Err": "division by zero"})
+    assert "Traceback" not in reply.body.decode()
+    assert [r.getMessage() for r in caplog.records] == ["handler for Boom raised"]
+    assert caplog.records[0].exc_info is not None
+
+
+def test_unknown_method_is_404(client: RawClient) -> None:
+    """An unknown method answers 404 with an Err naming it."""
+    reply = client.call("VolumeDriver.Nope", {})
+    assert reply.status == 404
+    assert reply.json() == {"Err": "plugin does not implement method 'VolumeDriver.Nope'"}
+
+
+def test_bad_json_is_400_and_server_keeps_serving(client: RawClient) -> None:
+    """A body that is not JSON answers 400 with a clear message; the connection stays usable."""
+    client.send(client.request_bytes("Echo", b"{nope"))
+    reply = client.read_reply()
+    assert reply.status == 400
+    assert reply.json()["Err"].startswith("Echo: request body is not valid JSON: ")
+    assert client.call("Echo", [1]).json() == [1]
+
+
+def test_keep_alive_many_requests_one_connection(client: RawClient) -> None:
+    """Many requests on one keep-alive connection are all answered in order."""
+    for i in range(200):
+        assert client.call("Echo", {"i": i}).json() == {"i": i}
+
+
+def test_pipelined_requests_answered_in_order(client: RawClient) -> None:
+    """Requests sent back to back before reading are answered in order."""
+    client.send(b"".join(client.request_bytes("Echo", json.dumps(i).encode()) for i in range(50)))
+    assert [client.read_reply().json() for _ in range(50)] == list(range(50))
+
+
+def test_chunked_request_body(client: RawClient) -> None:
+    """A chunked request body is decoded."""
+    client.send(
+        b"POST /Echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'5\r\n{"a":\r\n4\r\n 42}\r\n0\r\n\r\n'
+    )
+    assert client.read_reply().json() == {"a": 42}
+
+
+def test_bytes_split_anywhere(client: RawClient) -> None:
+    """A request arriving one byte at a time is parsed."""
+    for byte in client.request_bytes("Echo", b'{"x": true}'):
+        client.send(bytes([byte]))
+    assert client.read_reply().json() == {"x": True}
+
+
+def test_connection_close_is_honoured(client: RawClient) -> None:
+    """A request with Connection: close is answered, then the server closes."""
+    client.send(
+        b"POST /Echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    reply = client.read_reply()
+    assert (reply.status, reply.headers["connection"]) == (200, "close")
+    assert client.closed_by_server()
+
+
+def test_malformed_request_is_400_then_closed(client: RawClient) -> None:
+    """A request line that does not parse answers 400 and closes the connection."""
+    client.send(b"garbage\r\n\r\n")
+    reply = client.read_reply()
+    assert (reply.status, reply.json()) == (400, {"Err": "malformed request line 'garbage'"})
+    assert client.closed_by_server()
+
+
+def test_address_is_unix_url(server: PluginServer, short_tmp: Path) -> None:
+    """After start, address is the unix:// URL really served."""
+    assert server.address == f"unix://{short_tmp / 'p.sock'}"
+
+
+def test_unix_socket_mode_0660(server: PluginServer, short_tmp: Path) -> None:
+    """The unix socket gets mode 0660, like go-plugins-helpers' ServeUnix."""
+    assert stat.S_IMODE((short_tmp / "p.sock").stat().st_mode) == 0o660
+
+
+def test_socket_gid(short_tmp: Path) -> None:
+    """gid= sets the socket's group."""
+    # root may give any group; others only a group they belong to
+    others = [g for g in os.getgroups() if g != os.getgid()]
+    if os.geteuid() == 0:
+        gid = os.getgid() + 4242
+    elif others:
+        gid = others[0]
+    else:
+        pytest.skip("not root and in no supplementary group: no other group to give")
+    srv = PluginServer([])
+    with srv:
+        srv.start(short_tmp / "g.sock", gid=gid)
+        assert (short_tmp / "g.sock").stat().st_gid == gid
+
+
+def test_stop_removes_socket(short_tmp: Path) -> None:
+    """stop() removes the socket file and address becomes None."""
+    srv = PluginServer([])
+    srv.start(short_tmp / "s.sock")
+    srv.stop()
+    assert not (short_tmp / "s.sock").exists()
+    assert srv.address is None
+
+
+def test_parent_dir_created_and_stale_socket_replaced(short_tmp: Path) -> None:
+    """The socket's directory is created and a stale socket file (nobody listening) is replaced."""
+    path = short_tmp / "sub" / "s.sock"
+    path.parent.mkdir()
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()
+    srv = PluginServer(["X"])
+    with srv:
+        srv.start(f"unix://{path}")
+        with RawClient(path) as c:
+            assert c.call("Plugin.Activate").json() == {"Implements": ["X"]}
+
+
+def test_live_socket_is_not_taken_over(server: PluginServer, short_tmp: Path) -> None:
+    """Starting on a socket another server listens on fails clearly."""
+    with pytest.raises(PluginError, match="another server is listening there"):
+        PluginServer([]).start(short_tmp / "p.sock")
+
+
+def test_regular_file_is_not_deleted(short_tmp: Path) -> None:
+    """A path that exists and is not a socket is refused and left alone."""
+    (short_tmp / "f.sock").write_text("data")
+    with pytest.raises(PluginError, match="exists and is not a socket"):
+        PluginServer([]).start(short_tmp / "f.sock")
+    assert (short_tmp / "f.sock").read_text() == "data"
+
+
+def test_tcp_port_zero_reports_real_port() -> None:
+    """tcp://127.0.0.1:0 serves on a free port and address tells which."""
+    srv = PluginServer(["NetworkDriver"])
+    with srv:
+        srv.start("tcp://127.0.0.1:0")
+        assert srv.address is not None
+        assert srv.address.startswith("tcp://127.0.0.1:")
+        assert not srv.address.endswith(":0")
+        with RawClient.for_url(srv.address) as c:
+            assert c.call("Plugin.Activate").json() == {"Implements": ["NetworkDriver"]}
+
+
+def test_tcp_spec_file_written_and_removed(short_tmp: Path) -> None:
+    """spec_dir= writes <name>.spec with the served URL and removes it on stop."""
+    srv = PluginServer([], name="tcpplug")
+    srv.start("tcp://127.0.0.1:0", spec_dir=short_tmp / "specs")
+    spec = short_tmp / "specs" / "tcpplug.spec"
+    assert spec.read_text() == f"{srv.address}\n"
+    srv.stop()
+    assert not spec.exists()
+
+
+def test_env_socket_convention(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """address=None serves at $PLUGINKIT_SOCKET_DIR/$PLUGINKIT_SOCKET."""
+    monkeypatch.setenv("PLUGINKIT_SOCKET_DIR", str(short_tmp / "run"))
+    monkeypatch.setenv("PLUGINKIT_SOCKET", "env.sock")
+    srv = PluginServer([])
+    with srv:
+        srv.start()
+        assert srv.address == f"unix://{short_tmp / 'run' / 'env.sock'}"
+
+
+def test_no_address_no_name_is_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an address, the env vars or a name, start() says what to do."""
+    monkeypatch.delenv("PLUGINKIT_SOCKET_DIR", raising=False)
+    monkeypatch.delenv("PLUGINKIT_SOCKET", raising=False)
+    with pytest.raises(ValueError, match="no address to serve on"):
+        PluginServer([]).start()
+
+
+def test_enter_does_not_start() -> None:
+    """Entering the context manager does not start serving."""
+    with PluginServer([]) as srv:
+        assert srv.address is None
+
+
+def test_sixty_four_concurrent_clients(server: PluginServer) -> None:
+    """64 clients calling at the same time are all served."""
+    assert server.address is not None
+    address = server.address
+    results: dict[int, list[Any]] = {}
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            with RawClient.for_url(address) as c:
+                results[n] = [c.call("Echo", {"n": n, "i": i}).json()["i"] for i in range(20)]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert results == {n: list(range(20)) for n in range(64)}
+
+
+def test_stop_lets_in_flight_request_finish(short_tmp: Path) -> None:
+    """stop() waits for a request being handled; its client gets the full reply."""
+    entered = threading.Event()
+    release = threading.Event()
+    srv = PluginServer([])
+
+    @srv.handler("Slow")
+    def slow(request: Any) -> Any:
+        entered.set()
+        release.wait(10)
+        return {"done": True}
+
+    srv.start(short_tmp / "s.sock")
+    c = RawClient(short_tmp / "s.sock")
+    c.send(c.request_bytes("Slow"))
+    assert entered.wait(10)
+    stopper = threading.Thread(target=srv.stop)
+    stopper.start()
+    release.set()
+    reply = c.read_reply()
+    stopper.join()
+    assert (reply.status, reply.json()) == (200, {"done": True})
+    assert reply.headers["connection"] == "close"
+    assert not (short_tmp / "s.sock").exists()
+    c.close()
+
+
+def test_stop_closes_idle_connections(server: PluginServer, client: RawClient) -> None:
+    """stop() closes idle keep-alive connections instead of waiting for them."""
+    client.call("Echo", {})
+    server.stop()
+    assert client.closed_by_server()
+
+
+def test_streaming_iterator_reply_is_chunked(short_tmp: Path) -> None:
+    """A handler returning an iterator of bytes streams a chunked reply."""
+    srv = PluginServer([])
+    srv.add_handler("Logs", lambda request: iter([b"line 1\n", b"", b"line 2\n"]))
+    with srv:
+        srv.start(short_tmp / "s.sock")
+        with RawClient(short_tmp / "s.sock") as c:
+            reply = c.call("Logs")
+            assert reply.headers["transfer-encoding"] == "chunked"
+            assert reply.body == b"line 1\nline 2\n"
+            assert c.call("Logs").body == b"line 1\nline 2\n"
+
+
+def test_streaming_file_reply(short_tmp: Path) -> None:
+    """A handler returning a binary file streams its content and closes it."""
+    (short_tmp / "data").write_bytes(b"x" * 300000)
+    opened = []
+
+    def handler(request: Any) -> Any:
+        fh = (short_tmp / "data").open("rb")
+        opened.append(fh)
+        return fh
+
+    srv = PluginServer([])
+    srv.add_handler("File", handler)
+    with srv:
+        srv.start(short_tmp / "s.sock")
+        with RawClient(short_tmp / "s.sock") as c:
+            assert c.call("File").body == b"x" * 300000
+    assert opened[0].closed
+
+
+def test_threads_option_serves_concurrently(short_tmp: Path) -> None:
+    """With threads=2, a blocked handler does not hold up another connection."""
+    release = threading.Event()
+    srv = PluginServer([], threads=2)
+    srv.add_handler("Block", lambda request: {"released": release.wait(10)})
+    srv.add_handler("Echo", lambda request: request)
+    with srv:
+        srv.start(short_tmp / "s.sock")
+        with RawClient(short_tmp / "s.sock") as blocked, RawClient(short_tmp / "s.sock") as c:
+            blocked.send(blocked.request_bytes("Block"))
+            assert c.call("Echo", {"a": 1}).json() == {"a": 1}
+            release.set()
+            assert blocked.read_reply().json() == {"released": True}
+
+
+def test_duplicate_handler_rejected() -> None:
+    """Registering a method twice, or Plugin.Activate, is refused."""
+    srv = PluginServer([])
+    srv.add_handler("A", lambda r: r)
+    with pytest.raises(ValueError, match="method 'A' already has a handler"):
+        srv.add_handler("A", lambda r: r)
+    with pytest.raises(ValueError, match=r"Plugin\.Activate is built in"):
+        srv.add_handler("Plugin.Activate", lambda r: r)
