@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 if TYPE_CHECKING:
     from ._legacy import LegacyRegistry
     from ._manager import Manager
+    from ._plugin import Plugin
     from .runtime import Runtime
 
 __all__ = ["main"]
@@ -407,24 +408,55 @@ def cmd_set(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+# Capabilities Docker knows of. LegacyRegistry only hands out a plugin when it
+# has the capability asked for, so discover asks for each of these in turn;
+# activation happens once (the registry caches it), later asks are free.
+KNOWN_CAPABILITIES = (
+    "VolumeDriver",
+    "NetworkDriver",
+    "IpamDriver",
+    "authz",
+    "LogDriver",
+    "MetricsCollector",
+    "GraphDriver",
+)
+
+
+def _activate_legacy(registry: LegacyRegistry, name: str) -> Plugin | None:
+    """Activate the legacy plugin ``name``; ``None`` when it implements nothing Docker knows."""
+    from ._errors import ErrInadequateCapability
+
+    for capability in KNOWN_CAPABILITIES:
+        try:
+            return registry.get(name, capability)
+        except ErrInadequateCapability:
+            continue
+    return None
+
+
 def cmd_discover(args: argparse.Namespace, out: TextIO) -> int:
     """``pluginkit discover``: legacy plugins on this host, activated, with capabilities."""
-    registry = _legacy_registry(args)
     rows = []
     failures = []
-    for name in dict.fromkeys(registry.scan()):  # Docker's scan may list a name twice
-        try:
-            plugin = registry.get(name, None)  # type: ignore[arg-type]
-        except Exception as exc:
-            failures.append((name, str(exc)))
-            continue
-        rows.append({"Name": name, "Addr": plugin.addr, "Implements": list(plugin.capabilities)})
+    with _legacy_registry(args) as registry:
+        for name in registry.scan():
+            try:
+                plugin = _activate_legacy(registry, name)
+            except Exception as exc:
+                failures.append((name, str(exc)))
+                continue
+            if plugin is None:
+                failures.append((name, "implements none of " + ", ".join(KNOWN_CAPABILITIES)))
+                continue
+            rows.append(
+                {"Name": name, "Addr": plugin.addr, "Implements": list(plugin.capabilities)}
+            )
     if args.format == "json":
         _dump_json(rows, out)
     else:
         table = [["NAME", "CAPABILITIES", "ADDRESS"]]
         for row in rows:
-            table.append([row["Name"], ",".join(row["Implements"]) or "-", row["Addr"]])
+            table.append([row["Name"], ",".join(row["Implements"]), row["Addr"]])
         _table(table, out)
     for name, error in failures:
         sys.stderr.write(f"Warning: plugin {name}: {error}\n")

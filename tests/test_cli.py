@@ -86,19 +86,6 @@ def plugin_dir() -> Path:
     return Path(plugin_dir())
 
 
-@pytest.fixture
-def privileged_dir(plugin_dir: Path, short_tmp: Path) -> Path:
-    """A copy of the example plugin that asks for the host network."""
-    target = short_tmp / "privileged"
-    shutil.copytree(plugin_dir, target, symlinks=True)
-    config_path = target / "config.json"
-    config = json.loads(config_path.read_text())
-    config.pop("network", None)
-    config["Network"] = {"Type": "host"}
-    config_path.write_text(json.dumps(config))
-    return target
-
-
 class UnixHTTPConnection(http.client.HTTPConnection):
     """HTTP over a unix socket, to talk to a plugin without pluginkit's client."""
 
@@ -148,13 +135,14 @@ def error_line(result: subprocess.CompletedProcess[str]) -> str:
 def test_full_cycle_on_the_process_runtime(cli: Cli, plugin_dir: Path) -> None:
     """create -> set -> enable -> ls -> inspect -> call -> rm refused -> disable -> rm works."""
     assert cli.ok("create", "localvolume", str(plugin_dir)) == "localvolume\n"
-    assert cli.ok("set", "localvolume", "DEBUG=1") == ""
+    volumes = cli.root.parent / "vols"
+    assert cli.ok("set", "localvolume", f"LOCALVOLUME_ROOT={volumes}") == ""
     assert cli.ok("enable", "localvolume") == "localvolume\n"
 
     [record] = json.loads(cli.ok("inspect", "localvolume"))
     assert record["Name"] == "localvolume:latest"
     assert record["Enabled"] is True
-    assert "DEBUG=1" in record["Settings"]["Env"]
+    assert f"LOCALVOLUME_ROOT={volumes}" in record["Settings"]["Env"]
     plugin_id = record["Id"]
     description = record["Config"]["Description"]
     header, row = cli.ok("ls").splitlines()
@@ -169,6 +157,7 @@ def test_full_cycle_on_the_process_runtime(cli: Cli, plugin_dir: Path) -> None:
     )
     listed = json.loads(cli.ok("call", "localvolume", "VolumeDriver.List"))
     assert [v["Name"] for v in listed["Volumes"]] == ["demo"]
+    assert (volumes / "demo" / "_data").is_dir()
 
     refused = cli("rm", "localvolume")
     assert refused.returncode == 1
@@ -183,6 +172,7 @@ def test_full_cycle_on_the_process_runtime(cli: Cli, plugin_dir: Path) -> None:
 def test_plugin_outlives_the_command_and_stops_on_disable(cli: Cli, plugin_dir: Path) -> None:
     """An enabled plugin keeps answering after enable returns; disable stops it."""
     cli.ok("create", "localvolume", str(plugin_dir))
+    cli.ok("set", "localvolume", f"LOCALVOLUME_ROOT={cli.root.parent / 'vols'}")
     cli.ok("enable", "localvolume")
     [sock] = cli.sockets()
     assert activate(sock) == {"Implements": ["VolumeDriver"]}
@@ -271,38 +261,38 @@ def test_description_is_truncated_like_docker(cli: Cli, plugin_dir: Path, short_
 # -- install and privileges -----------------------------------------------------------
 
 
-def test_privileges_lists_what_install_asks(cli: Cli, privileged_dir: Path) -> None:
+def test_privileges_lists_what_install_asks(cli: Cli, plugin_dir: Path) -> None:
     """privileges prints Docker's bullet list; --format json the API shape."""
-    assert cli.ok("privileges", str(privileged_dir)) == " - network: [host]\n"
-    [privilege] = json.loads(cli.ok("privileges", "--format", "json", str(privileged_dir)))
+    assert cli.ok("privileges", str(plugin_dir)) == " - network: [host]\n"
+    [privilege] = json.loads(cli.ok("privileges", "--format", "json", str(plugin_dir)))
     assert privilege["Name"] == "network"
     assert privilege["Value"] == ["host"]
 
 
-def test_install_without_terminal_refuses(cli: Cli, privileged_dir: Path) -> None:
+def test_install_without_terminal_refuses(cli: Cli, plugin_dir: Path) -> None:
     """install cannot ask without a terminal: it refuses and installs nothing."""
-    result = cli("install", str(privileged_dir), "--alias", "priv")
+    result = cli("install", str(plugin_dir), "--alias", "priv")
     assert result.returncode == 1
     assert error_line(result) == (
-        f'Error: plugin "{privileged_dir}" requests privileges and there is no terminal '
-        f"to ask; review them with 'pluginkit privileges {privileged_dir}' "
+        f'Error: plugin "{plugin_dir}" requests privileges and there is no terminal '
+        f"to ask; review them with 'pluginkit privileges {plugin_dir}' "
         "and pass --grant-all-permissions"
     )
     assert cli.ok("ls", "-q") == ""
 
 
-def test_install_asks_on_a_terminal(cli: Cli, privileged_dir: Path) -> None:
+def test_install_asks_on_a_terminal(cli: Cli, plugin_dir: Path) -> None:
     """On a terminal, install shows the privileges and a 'no' installs nothing."""
     controller, terminal = pty.openpty()
     try:
         os.write(controller, b"n\n")
-        result = cli("install", str(privileged_dir), "--alias", "priv", stdin=terminal)
+        result = cli("install", str(plugin_dir), "--alias", "priv", stdin=terminal)
     finally:
         os.close(controller)
         os.close(terminal)
     assert result.returncode == 1
     assert result.stdout == (
-        f'Plugin "{privileged_dir}" is requesting the following privileges:\n'
+        f'Plugin "{plugin_dir}" is requesting the following privileges:\n'
         " - network: [host]\n"
         "Do you grant the above permissions? [y/N] "
     )
@@ -311,21 +301,28 @@ def test_install_asks_on_a_terminal(cli: Cli, privileged_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_install_grant_all_sets_and_enables(cli: Cli, privileged_dir: Path) -> None:
+def test_install_grant_all_sets_and_enables(cli: Cli, plugin_dir: Path) -> None:
     """install --grant-all-permissions applies KEY=VAL settings, then enables."""
     out = cli.ok(
-        "install", str(privileged_dir), "--alias", "priv", "--grant-all-permissions", "DEBUG=1"
+        "install",
+        str(plugin_dir),
+        "--alias",
+        "priv",
+        "--grant-all-permissions",
+        f"LOCALVOLUME_ROOT={cli.root.parent / 'vols'}",
     )
-    assert out == f"Installed plugin {privileged_dir}\n"
+    assert out == f"Installed plugin {plugin_dir}\n"
     [record] = json.loads(cli.ok("inspect", "priv"))
     assert record["Enabled"] is True
-    assert "DEBUG=1" in record["Settings"]["Env"]
+    assert f"LOCALVOLUME_ROOT={cli.root.parent / 'vols'}" in record["Settings"]["Env"]
     cli.ok("disable", "priv")
 
 
 def test_install_with_a_bad_setting_leaves_nothing(cli: Cli, plugin_dir: Path) -> None:
     """A bad KEY=VAL on install fails with Docker's text and removes the plugin again."""
-    result = cli("install", str(plugin_dir), "--alias", "lv", "--disable", "=x")
+    result = cli(
+        "install", str(plugin_dir), "--alias", "lv", "--grant-all-permissions", "--disable", "=x"
+    )
     assert result.returncode == 1
     assert error_line(result) == "Error: invalid format, must be <name>[.<field>][=<value>]"
     assert cli.ok("ls", "-q") == ""
