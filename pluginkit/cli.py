@@ -621,6 +621,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse, letting ``install``'s KEY=VALUE settings come before or after its options.
+
+    argparse stops filling a positional list at the first option, so
+    ``install SRC --alias x KEY=VALUE`` leaves ``KEY=VALUE`` over; Docker's
+    CLI accepts options anywhere.
+    """
+    args, extras = parser.parse_known_args(argv)
+    if extras and args.command == "install" and not any(e.startswith("-") for e in extras):
+        args.settings = [*args.settings, *extras]
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 # -- entry point ----------------------------------------------------------------
 
 
@@ -646,7 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = False
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args = _parse(parser, argv)
         debug = args.debug
         if args.runtime not in RUNTIMES:
             raise _UsageError(
@@ -657,6 +672,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stderr,
             format="%(levelname)s %(name)s: %(message)s",
         )
+        if not debug:
+            # What plugins print is theirs, not the command's output (docker
+            # plugin does not show it either); a failed start quotes it.
+            logging.getLogger("pluginkit.plugin").setLevel(logging.CRITICAL + 1)
         if args.root is not None:
             args.root = Path(args.root)
         if args.run_root is not None:

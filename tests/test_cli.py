@@ -71,8 +71,9 @@ def cli(short_tmp: Path) -> Iterator[Cli]:
     try:
         yield runner
     finally:
-        # Never leave a plugin process behind, whatever the test did.
-        if runner.root.exists():
+        # Never leave a plugin process behind, whatever the test did. Only
+        # plugins that were started have a directory under the run root.
+        if runner.run_root.is_dir() and any(runner.run_root.iterdir()):
             ids = runner("ls", "-q", "--no-trunc").stdout.split()
             if ids:
                 runner("rm", "-f", *ids)
@@ -95,8 +96,12 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.path)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self.path)
+        except BaseException:
+            sock.close()
+            raise
         self.sock = sock
 
 
