@@ -436,7 +436,7 @@ def _activate_legacy(registry: LegacyRegistry, name: str) -> Plugin | None:
 
 def cmd_discover(args: argparse.Namespace, out: TextIO) -> int:
     """``pluginkit discover``: legacy plugins on this host, activated, with capabilities."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     failures = []
     with _legacy_registry(args) as registry:
         for name in registry.scan():
