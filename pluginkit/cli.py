@@ -292,7 +292,7 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
             try:
                 records.append(manager.inspect(name))
             except _plugin_error() as exc:
-                errors.append(str(exc))
+                errors.append(_one_line(str(exc), args.debug))
     _dump_json(records, out)
     for error in errors:
         sys.stderr.write(f"Error: {error}\n")
@@ -394,7 +394,7 @@ def cmd_rm(args: argparse.Namespace, out: TextIO) -> int:
             try:
                 manager.remove(name, force=args.force)
             except _plugin_error() as exc:
-                sys.stderr.write(f"Error: {exc}\n")
+                sys.stderr.write(f"Error: {_one_line(str(exc), args.debug)}\n")
                 failed = True
             else:
                 out.write(f"{name}\n")
@@ -639,8 +639,21 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
 # -- entry point ----------------------------------------------------------------
 
 
+def _one_line(message: str, debug: bool) -> str:
+    """Fold a multi-line message (e.g. a plugin's last stderr lines) into one line.
+
+    The first line says what failed and the last one, for a plugin that died,
+    usually why (the end of its traceback); ``--debug`` shows every line.
+    """
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if debug or len(lines) <= 1:
+        return message
+    more = " (--debug shows all)" if len(lines) > 2 else ""
+    return f"{lines[0]} {lines[-1]}{more}"
+
+
 def _describe(exc: BaseException) -> str:
-    """Say in one line what went wrong."""
+    """Say what went wrong."""
     if isinstance(exc, CLIError) or _is_plugin_error(exc):
         return str(exc)
     if isinstance(exc, OSError) and exc.strerror:
@@ -695,5 +708,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        sys.stderr.write(f"Error: {_describe(exc)}\n")
+        sys.stderr.write(f"Error: {_one_line(_describe(exc), debug)}\n")
         return EXIT_ERROR

@@ -8,9 +8,11 @@ the one test that checks the hint given when the engine is unreachable).
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import pty
+import re
 import shutil
 import socket
 import subprocess
@@ -19,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,6 +88,18 @@ def plugin_dir() -> Path:
     from pluginkit.examples.localvolume import plugin_dir
 
     return Path(plugin_dir())
+
+
+def broken_plugin(directory: Path) -> Path:
+    """A plugin directory whose process writes three lines to stderr and exits 3."""
+    (directory / "rootfs").mkdir(parents=True)
+    config = {
+        "Description": "dies at once",
+        "Entrypoint": ["sh", "-c", "echo first >&2; echo second >&2; echo last >&2; exit 3"],
+        "Interface": {"Types": ["docker.volumedriver/1.0"], "Socket": "broken.sock"},
+    }
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -440,6 +455,20 @@ def test_create_from_missing_dir(cli: Cli, short_tmp: Path) -> None:
     assert str(missing) in line
 
 
+@pytest.mark.slow
+def test_plugin_that_dies_on_enable(cli: Cli, short_tmp: Path) -> None:
+    """A plugin dying at start: one line with what failed and its last stderr line."""
+    cli.ok("create", "broken", str(broken_plugin(short_tmp / "broken")))
+    result = cli("enable", "broken")
+    assert result.returncode == 1
+    assert error_line(result) == (
+        "Error: plugin broken:latest exited with code 3 before it was ready; "
+        "last stderr lines: last (--debug shows all)"
+    )
+    debug = cli("--debug", "enable", "broken")
+    assert debug.stderr.endswith("last stderr lines:\nfirst\nsecond\nlast\n")
+
+
 def test_call_bad_json(cli: Cli) -> None:
     """call with a body that is not JSON fails before looking anything up."""
     result = cli("call", "localvolume", "VolumeDriver.Create", "{nope")
@@ -512,3 +541,93 @@ def test_debug_shows_traceback(cli: Cli) -> None:
     assert debug.returncode == 1
     assert "Traceback (most recent call last):" in debug.stderr
     assert debug.stderr.splitlines()[-1] == 'Error: plugin "nosuch" not found'
+
+
+# -- Docker runtime ------------------------------------------------------------------
+
+
+@pytest.mark.docker
+def test_docker_runtime_is_the_default(cli: Cli) -> None:
+    """Without --runtime or PLUGINKIT_RUNTIME the command talks to the Docker engine."""
+    del cli.env["PLUGINKIT_RUNTIME"]
+    assert cli.ok("ls") == "ID        NAME      DESCRIPTION   ENABLED\n"
+
+
+@pytest.mark.docker
+@pytest.mark.go
+@pytest.mark.slow
+def test_docker_runtime_cycle_shows_import_progress(cli: Cli, short_tmp: Path) -> None:
+    """On the Docker runtime, enable imports the rootfs (with progress) and runs a container."""
+    import docker
+    from _dockerrt_helpers import make_plugin_dir, remove_docker_leftovers
+
+    cli.env["PLUGINKIT_RUNTIME"] = "docker"
+    cli.ok("create", "pkcli", str(make_plugin_dir(short_tmp / "goplugin")))
+    plugin_id = json.loads(cli.ok("inspect", "pkcli"))[0]["Id"]
+    client = docker.from_env()
+    try:
+        enabled = cli("enable", "pkcli")
+        assert enabled.returncode == 0, enabled.stderr
+        assert enabled.stdout == "pkcli\n"
+        started, finished = enabled.stderr.splitlines()
+        assert re.fullmatch(
+            r"Importing the rootfs of pkcli:latest into the Docker engine \(\d+\.\d MB\)\.\.\.",
+            started,
+        )
+        assert finished == "Importing the rootfs of pkcli:latest into the Docker engine: done"
+        reply = json.loads(cli.ok("call", "pkcli", "VolumeDriver.List"))
+        assert reply["Volumes"] == []
+        label = f"pluginkit.plugin.id={plugin_id}"
+        assert len(client.api.containers(filters={"label": label})) == 1
+        assert cli.ok("disable", "pkcli") == "pkcli\n"
+        assert client.api.containers(filters={"label": label}) == []
+        assert cli.ok("rm", "pkcli") == "pkcli\n"
+    finally:
+        cli("rm", "-f", "pkcli")
+        remove_docker_leftovers(client, [plugin_id])
+        client.close()
+
+
+@attrs.frozen
+class Progress:
+    """What DockerRuntime reports while it imports a rootfs."""
+
+    plugin_id: str
+    name: str
+    done: int
+    total: int
+
+
+class Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_import_progress_without_terminal() -> None:
+    """Off a terminal, an import is one line when it starts and one when it ends."""
+    from pluginkit.cli import _ImportProgress
+
+    stream = Stream(tty=False)
+    show = _ImportProgress(stream)
+    for done in (0, 1_000_000, 2_000_000, 2_500_000):
+        show(Progress("a" * 64, "lv:latest", done, 2_500_000))
+    assert stream.getvalue() == (
+        "Importing the rootfs of lv:latest into the Docker engine (2.5 MB)...\n"
+        "Importing the rootfs of lv:latest into the Docker engine: done\n"
+    )
+
+
+def test_import_progress_on_a_terminal() -> None:
+    """On a terminal, one line is rewritten in place and ended when done."""
+    from pluginkit.cli import _ImportProgress
+
+    stream = Stream(tty=True)
+    show = _ImportProgress(stream)
+    show(Progress("a" * 64, "lv:latest", 1_000_000, 2_000_000))
+    show(Progress("a" * 64, "lv:latest", 2_000_000, 2_000_000))
+    label = "\rImporting the rootfs of lv:latest into the Docker engine: "
+    assert stream.getvalue() == (f"{label}1.0 MB/2.0 MB (50%){label}2.0 MB/2.0 MB (100%)\n")
