@@ -45,7 +45,10 @@ from ._lookup import (
 # -- manager and models (issue 4) --
 # isort: split
 from ._config import CapabilityID, Device, EnvVar, Mount, PluginConfig, Privilege, Settings
+from ._events import PluginEvent
+from ._manager import Manager
 from ._reference import Reference
+from ._restart import RestartPolicy
 
 __version__ = "0.1.0.dev0"
 
@@ -89,4 +92,7 @@ __all__ = [
     "Privilege",
     "Reference",
     "Settings",
+    "Manager",
+    "PluginEvent",
+    "RestartPolicy",
 ]

@@ -26,11 +26,10 @@ import io
 import json
 import logging
 import os
-import selectors
+import select
 import socket
 import ssl
 import stat
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -63,11 +62,18 @@ DEFAULT_MAX_RESPONSE_SIZE: Final = 64 * 1024 * 1024
 _UNIX_HOST: Final = "plugin.moby.localhost"
 _MAX_HEAD: Final = 64 * 1024  # status line + headers
 _RECV: Final = 65536
+_FIRST_RECV: Final = 16384  # most replies are small: do not allocate 64 KiB for each
 _DIAL_TIMEOUT: Final = 10.0  # Docker's (go-connections) dial timeout
 _IDLE_TIMEOUT: Final = 30.0  # Docker's IdleConnTimeout: drop older pooled connections
 _MAX_IDLE: Final = 16
 _UNIX_PATH_MAX: Final = 107
 _BACKOFF_CAP: Final = 30
+
+
+# The module's default encoder/decoder, called directly (json.dumps/loads add
+# argument checks to every call).
+_encode = json.JSONEncoder().encode
+_decode_json = json.JSONDecoder().decode
 
 
 class _Unset:
@@ -226,22 +232,25 @@ def _header(lower_head: bytes, name: bytes) -> bytes | None:
 
 def _parse_head(head: bytes) -> _Head:
     # head: status line and headers, without the blank line.
-    if not head.startswith(b"HTTP/1.") or len(head) < 12 or head[8:9] != b" ":
+    if head[:7] != b"HTTP/1." or head[8:9] != b" " or not head[9:12].isdigit():
         raise _BadReply(f"not an HTTP/1.x reply: {head[:40]!r}")
-    code = head[9:12]
-    if not code.isdigit():
-        raise _BadReply(f"bad status line {head[:60]!r}")
-    status = int(code)
+    status = int(head[9:12])
     lower = head.lower()
     length: int | None = None
-    value = _header(lower, b"\r\ncontent-length:")
-    if value is not None:
+    start = lower.find(b"\r\ncontent-length:")
+    if start >= 0:
+        end = lower.find(b"\r\n", start + 17)
+        value = (lower[start + 17 : end] if end >= 0 else lower[start + 17 :]).strip()
         if not value.isdigit():
             raise _BadReply(f"bad Content-Length {value[:40]!r}")
         length = int(value)
-    value = _header(lower, b"\r\ntransfer-encoding:")
-    chunked = value is not None and value.endswith(b"chunked")
-    connection = _header(lower, b"\r\nconnection:") or b""
+    chunked = False
+    if b"\r\ntransfer-encoding:" in lower:
+        value = _header(lower, b"\r\ntransfer-encoding:") or b""
+        chunked = value.endswith(b"chunked")
+    connection = b""
+    if b"\r\nconnection:" in lower:
+        connection = _header(lower, b"\r\nconnection:") or b""
     # HTTP/1.0 closes unless asked otherwise; HTTP/1.1 keeps alive unless told.
     http10 = head[7:8] == b"0"
     keep_alive = b"keep-alive" in connection if http10 else b"close" not in connection
@@ -482,7 +491,6 @@ class Client:
         self._host_line = b"Host: " + self._address.host_header.encode("idna") + b"\r\n"
         self._prefixes: dict[str, bytes] = {}
         self._idle: list[tuple[socket.socket, float]] = []
-        self._lock = threading.Lock()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -496,11 +504,8 @@ class Client:
 
     def close(self) -> None:
         """Close the pooled connections; later calls raise PluginConnectionError."""
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for sock, _ in idle:
-            sock.close()
+        self._closed = True
+        self._drain()
 
     # -- public calls --
 
@@ -529,7 +534,7 @@ class Client:
             PluginTimeoutError: the timeout passed.
             PluginProtocolError: the reply is not HTTP or not JSON, or too large.
         """
-        body = b"" if args is None else json.dumps(args).encode()
+        body = b"" if args is None else _encode(args).encode()
         head, data = self._roundtrip(method, body, timeout, retry_timeout)
         if head.status != 200:
             raise _call_error(method, head.status, data)
@@ -587,11 +592,11 @@ class Client:
             PluginConnectionError: the plugin could not be reached in time.
             PluginTimeoutError: the timeout passed.
         """
-        body = b"" if args is None else json.dumps(args).encode()
+        body = b"" if args is None else _encode(args).encode()
         status, reader = self._roundtrip_stream(method, body, timeout, retry_timeout)
         if status != 200:
             with reader:
-                data = reader.read(self.max_response_size)
+                data = _read_up_to(reader, self.max_response_size)
             raise _call_error(method, status, data)
         buffered = io.BufferedReader(reader)
         try:
@@ -605,7 +610,8 @@ class Client:
         if not data:
             return None
         try:
-            return json.loads(data)
+            # JSON on the wire is UTF-8 (RFC 8259; Go's decoder assumes it too).
+            return _decode_json(data.decode())
         except ValueError as exc:
             raise PluginProtocolError(
                 f"{method}: reply from plugin at {self.addr} is not JSON: {exc}"
@@ -658,12 +664,19 @@ class Client:
         self,
         method: str,
         body: bytes | _FileBody,
-        timeout: float | _Unset | None,
-        retry_timeout: float | _Unset,
+        timeout: Any,
+        retry_timeout: Any,
     ) -> tuple[_Head, bytes]:
         """Send one request and read the whole reply, retrying connection failures."""
-        timeout, retry_timeout = self._options(timeout, retry_timeout)
-        head_bytes = self._request_head(method, body)
+        if timeout is _UNSET and retry_timeout is _UNSET:
+            timeout, retry_timeout = self.timeout, self.retry_timeout
+        else:
+            timeout, retry_timeout = self._options(timeout, retry_timeout)
+        if isinstance(body, bytes):
+            prefix = self._prefixes.get(method) or self._prefix(method)
+            head_bytes = prefix + b"Content-Length: %d\r\n\r\n" % len(body)
+        else:
+            head_bytes = self._request_head(method, body)
         if isinstance(body, bytes):
             # One sendall for small requests; big bodies are not copied.
             request: bytes | tuple[bytes, bytes] = (
@@ -753,7 +766,7 @@ class Client:
                 sock.sendall(request[1])
             if not isinstance(body, bytes):
                 body.send(sock)
-            data = sock.recv(_RECV)
+            data = sock.recv(_FIRST_RECV)
         except TimeoutError:
             sock.close()
             raise self._timeout_error(method, timeout) from None
@@ -929,30 +942,40 @@ class Client:
         )
 
     def _checkout(self) -> socket.socket | None:
-        if not self._idle:
-            return None
-        now = time.monotonic()
-        stale = []
-        found = None
-        with self._lock:
-            if self._closed:
-                raise PluginConnectionError(f"cannot call plugin at {self.addr}: client is closed")
-            while self._idle:
-                sock, since = self._idle.pop()
-                if now - since < _IDLE_TIMEOUT:
-                    found = sock
-                    break
-                stale.append(sock)
-        for sock in stale:
-            sock.close()
-        return found
+        # list.pop and list.append are atomic: the pool needs no lock.
+        idle = self._idle
+        while idle:
+            try:
+                sock, since = idle.pop()
+            except IndexError:
+                break
+            if time.monotonic() - since < _IDLE_TIMEOUT:
+                return sock
+            sock.close()  # idle too long: the plugin may have dropped it
+        if self._closed:
+            raise PluginConnectionError(f"cannot call plugin at {self.addr}: client is closed")
+        return None
 
     def _checkin(self, sock: socket.socket) -> None:
-        with self._lock:
-            if not self._closed and len(self._idle) < _MAX_IDLE:
-                self._idle.append((sock, time.monotonic()))
-                return
-        sock.close()
+        idle = self._idle
+        if self._closed or len(idle) >= _MAX_IDLE:
+            sock.close()
+            return
+        idle.append((sock, time.monotonic()))
+        self._drain_if_closed()  # close() may have run meanwhile
+
+    def _drain_if_closed(self) -> None:
+        if self._closed:
+            self._drain()
+
+    def _drain(self) -> None:
+        idle = self._idle
+        while idle:
+            try:
+                sock, _ = idle.pop()
+            except IndexError:
+                break
+            sock.close()
 
     def _connect(self, deadline: float | None, timeout: float | None) -> socket.socket:
         if self._closed:
@@ -1084,6 +1107,17 @@ class _BodyReader(io.RawIOBase):
 # -- helpers ----------------------------------------------------------------
 
 
+def _read_up_to(reader: io.RawIOBase, limit: int) -> bytes:
+    """Read ``reader`` to its end, or to ``limit`` bytes."""
+    data = bytearray()
+    while len(data) < limit:
+        block = reader.read(min(_RECV, limit - len(data)))
+        if not block:
+            break
+        data += block
+    return bytes(data)
+
+
 def _check_timeout(name: str, value: float | None) -> None:
     if value is not None and not value > 0:
         raise ValueError(f"{name} must be > 0 or None, not {value!r}")
@@ -1140,8 +1174,8 @@ def call_concurrently(calls: Iterable[tuple[Client, str]], *, timeout: float | N
     client's pool.
     """
     results: list[Any] = []
-    selector = selectors.DefaultSelector()
-    pending: dict[int, _Pending] = {}
+    poller = select.epoll()
+    jobs: dict[int, _Pending] = {}
     pool: ThreadPoolExecutor | None = None
     futures: list[tuple[int, Future[Any]]] = []
     try:
@@ -1152,12 +1186,12 @@ def call_concurrently(calls: Iterable[tuple[Client, str]], *, timeout: float | N
                     pool = ThreadPoolExecutor(max_workers=16)
                 futures.append((index, pool.submit(_call_quietly, client, method, timeout)))
             else:
-                results[index] = _start(selector, pending, index, client, method, timeout)
-        _multiplex(selector, pending, results, timeout)
+                results[index] = _start(poller, jobs, index, client, method, timeout)
+        _multiplex(poller, jobs, results, timeout)
     finally:
-        for job in list(pending.values()):
-            _finish(selector, pending, job)
-        selector.close()
+        poller.close()
+        for job in jobs.values():
+            job.sock.close()
         if pool is not None:
             for index, future in futures:
                 results[index] = future.result()
@@ -1186,24 +1220,32 @@ class _Pending:
         self.data = b""
 
 
+# One-shot registrations: a finished socket needs no unregister call (it may
+# go to a client's pool, still registered but disarmed, until the epoll closes).
+_IN: Final = select.EPOLLIN | select.EPOLLONESHOT
+_OUT: Final = select.EPOLLOUT | select.EPOLLONESHOT
+
+
 def _start(
-    selector: selectors.BaseSelector,
-    pending: dict[int, _Pending],
+    poller: select.epoll,
+    jobs: dict[int, _Pending],
     index: int,
     client: Client,
     method: str,
     timeout: float | None,
 ) -> PluginError | None:
     """Connect and send one request; an error when that fails at once."""
-    try:
-        request = client._request_head(method, b"")
-    except ValueError as exc:
-        return PluginError(str(exc))
+    prefix = client._prefixes.get(method)
+    if prefix is None:
+        try:
+            prefix = client._prefix(method)
+        except ValueError as exc:
+            return PluginError(str(exc))
+    request = prefix + b"Content-Length: 0\r\n\r\n"
     path = client._address.unix_path
     assert path is not None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     try:
-        sock.setblocking(False)
         try:
             sock.connect(path)
         except BlockingIOError:
@@ -1220,63 +1262,62 @@ def _start(
         sock.close()
         return PluginConnectionError(f"cannot connect to plugin at {client.addr}: {_reason(exc)}")
     job = _Pending(index, client, method, sock, request[sent:])
-    pending[id(job)] = job
-    selector.register(sock, selectors.EVENT_WRITE if job.out else selectors.EVENT_READ, job)
+    fd = sock.fileno()
+    jobs[fd] = job
+    poller.register(fd, _OUT if job.out else _IN)
     return None
 
 
 def _multiplex(
-    selector: selectors.BaseSelector,
-    pending: dict[int, _Pending],
+    poller: select.epoll,
+    jobs: dict[int, _Pending],
     results: list[Any],
     timeout: float | None,
 ) -> None:
     """Run the started calls to completion, or until ``timeout``."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    while pending:
-        wait = None if deadline is None else deadline - time.monotonic()
-        if wait is not None and wait <= 0:
+    while jobs:
+        wait = -1.0 if deadline is None else deadline - time.monotonic()
+        if deadline is not None and wait <= 0:
             break
-        for key, _events in selector.select(wait):
-            job: _Pending = key.data
+        for fd, _events in poller.poll(wait):
+            job = jobs[fd]
             client, method = job.client, job.method
             if job.out:
                 try:
                     sent = job.sock.send(job.out)
                 except BlockingIOError:
-                    continue
+                    sent = 0
                 except OSError as exc:
-                    _fail_job(selector, pending, job, results, exc)
+                    _fail_job(jobs, fd, results, exc)
                     continue
                 job.out = job.out[sent:]
-                if not job.out:
-                    selector.modify(job.sock, selectors.EVENT_READ, job)
+                poller.modify(fd, _OUT if job.out else _IN)
                 continue
             try:
                 more = job.sock.recv(_RECV)
             except BlockingIOError:
+                poller.modify(fd, _IN)
                 continue
             except OSError as exc:
-                _fail_job(selector, pending, job, results, exc)
+                _fail_job(jobs, fd, results, exc)
                 continue
             if not more and not job.data:
                 _fail_job(
-                    selector,
-                    pending,
-                    job,
-                    results,
-                    ConnectionResetError("connection closed by the plugin"),
+                    jobs, fd, results, ConnectionResetError("connection closed by the plugin")
                 )
                 continue
             job.data += more
             try:
                 done = _complete(job.data, not more, client.max_response_size)
             except _BadReply as exc:
-                _finish(selector, pending, job)
+                del jobs[fd]
+                job.sock.close()
                 results[job.index] = client._protocol_error(method, str(exc))
                 continue
             except _TooLarge as exc:
-                _finish(selector, pending, job)
+                del jobs[fd]
+                job.sock.close()
                 results[job.index] = client._protocol_error(
                     method,
                     f"the reply ({exc.size} bytes or more) is larger than the limit of "
@@ -1284,12 +1325,12 @@ def _multiplex(
                 )
                 continue
             if done is None:
+                poller.modify(fd, _IN)
                 continue
+            del jobs[fd]
             head, body = done
-            selector.unregister(job.sock)
-            del pending[id(job)]
             if head.keep_alive and more:
-                job.sock.setblocking(True)
+                # Left non-blocking: the next call sets the mode it needs.
                 client._checkin(job.sock)
             else:
                 job.sock.close()
@@ -1300,27 +1341,16 @@ def _multiplex(
                 results[job.index] = client._decode(method, body)
             except PluginProtocolError as exc:
                 results[job.index] = exc
-    for job in list(pending.values()):
-        _finish(selector, pending, job)
+    for job in jobs.values():
+        job.sock.close()
         results[job.index] = job.client._timeout_error(job.method, timeout)
+    jobs.clear()
 
 
-def _finish(selector: selectors.BaseSelector, pending: dict[int, _Pending], job: _Pending) -> None:
-    """Forget ``job`` and close its socket."""
-    selector.unregister(job.sock)
+def _fail_job(jobs: dict[int, _Pending], fd: int, results: list[Any], exc: BaseException) -> None:
+    """Record a connection failure for the job on ``fd``."""
+    job = jobs.pop(fd)
     job.sock.close()
-    pending.pop(id(job), None)
-
-
-def _fail_job(
-    selector: selectors.BaseSelector,
-    pending: dict[int, _Pending],
-    job: _Pending,
-    results: list[Any],
-    exc: BaseException,
-) -> None:
-    """Record a connection failure for ``job``."""
-    _finish(selector, pending, job)
     results[job.index] = PluginConnectionError(
         f"cannot connect to plugin at {job.client.addr}: {_reason(exc)}"
     )

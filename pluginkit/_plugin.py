@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
+
+from ._errors import PluginError
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -24,30 +27,82 @@ class Plugin:
     Legacy plugins (found by :class:`~pluginkit.LegacyRegistry`) have
     ``id=None`` and ``is_legacy=True``; their capabilities come from the
     ``Plugin.Activate`` handshake. Managed plugins carry their 64-hex id, their
-    ``config`` and ``settings``. Capabilities are lower-case.
+    ``config`` (:class:`~pluginkit.PluginConfig`), ``settings`` and
+    ``plugin_reference``; their capabilities come from ``config.json``.
+    Capabilities are lower-case.
+
+    The ``client`` of a managed plugin is created on first use (a disabled
+    plugin has nothing listening yet) and closed when the plugin is
+    disabled, removed or its manager shuts down; the next use of ``client``
+    creates a fresh one. ``enabled`` and ``refcount`` of a managed plugin are
+    kept current by its manager.
     """
 
     name: str
     addr: str
-    client: Client
+    _client: Client | None = attrs.field(default=None, alias="client", repr=False)
     capabilities: tuple[str, ...] = attrs.field(converter=_lower_all, default=())
     id: str | None = None
     is_legacy: bool = True
     enabled: bool = True
-    config: Any = None
-    settings: Any = None
+    config: Any = attrs.field(default=None, repr=False)
+    settings: Any = attrs.field(default=None, repr=False)
     refcount: int = 0
+    plugin_reference: str = ""
+    _client_factory: Callable[[], Client] | None = attrs.field(
+        default=None, alias="client_factory", repr=False
+    )
+    _client_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+
+    @property
+    def client(self) -> Client:
+        """The :class:`~pluginkit.Client` that talks to this plugin."""
+        client = self._client
+        if client is not None:
+            return client
+        with self._client_lock:
+            if self._client is None:
+                if self._client_factory is None:
+                    raise PluginError(f"plugin {self.name} has no client")
+                self._client = self._client_factory()
+            return self._client
+
+    def _drop_client(self) -> None:
+        """Close a managed plugin's client; the next use of ``client`` makes a new one."""
+        if self._client_factory is None:
+            return  # legacy plugins share their registry's client
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     def implements(self, capability: str) -> bool:
         """Tell whether the plugin implements ``capability`` (case-insensitive)."""
         return capability.lower() in self.capabilities
 
     def to_dict(self) -> dict[str, Any]:
-        """Docker's ``docker plugin inspect`` JSON shape (legacy plugins: what is known)."""
+        """Docker's ``docker plugin inspect`` JSON shape.
+
+        Managed plugins: ``Id``, ``Name``, ``Enabled``, ``PluginReference``,
+        ``Settings`` (``Mounts``, ``Env``, ``Args``, ``Devices``) and
+        ``Config`` exactly as Docker prints them. Legacy plugins have no
+        config: their dict says what is known (``Addr``, ``Implements``).
+        """
+        if self.is_legacy or self.config is None:
+            return {
+                "Id": self.id,
+                "Name": self.name,
+                "Enabled": self.enabled,
+                "Addr": self.addr,
+                "Implements": list(self.capabilities),
+            }
+        from ._config import dump_config, dump_settings
+
         return {
             "Id": self.id,
             "Name": self.name,
             "Enabled": self.enabled,
-            "Addr": self.addr,
-            "Implements": list(self.capabilities),
+            "PluginReference": self.plugin_reference,
+            "Settings": dump_settings(self.settings),
+            "Config": dump_config(self.config),
         }

@@ -578,3 +578,42 @@ def test_tcp_addresses_parse(host: str, port: int, scheme: str):
     """Every scheme://host:port parses to that host and port, with a Host header to match."""
     address = parse_address(f"{scheme}://{host}:{port}")
     assert (address.host, address.port, address.host_header) == (host, port, f"{host}:{port}")
+
+
+def test_stream_http_error_reads_the_whole_body(short_tmp: Path):
+    """A long error body from stream() is read whole into the message."""
+    text = "e" * 200_000
+    body = json.dumps({"Err": text}).encode()
+    with HTTPPluginServer(short_tmp / "e.sock", {"X": lambda r: (500, body)}) as s:
+        with Client(s.addr) as client:
+            with pytest.raises(PluginCallError) as info:
+                with client.stream("X"):
+                    pass
+    assert info.value.message == text
+
+
+def test_stream_chunked_body(short_tmp: Path):
+    """stream() decodes a chunked body as it is read."""
+    raw = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    )
+
+    def behaviour(conn: socket.socket) -> None:
+        reply(conn, raw)
+        reply(conn, OK)
+
+    with RawServer(short_tmp / "c.sock", behaviour) as server:
+        with Client(server.addr) as client:
+            with client.stream("Logs") as body:
+                assert body.read() == b"hello world"
+            assert client.call("X") == {}  # the connection was reused
+        assert server.accepted == 1
+
+
+def test_interim_100_reply_is_skipped(short_tmp: Path):
+    """A 100 Continue before the real reply is skipped."""
+    raw = b"HTTP/1.1 100 Continue\r\n\r\n" + OK
+    with RawServer(short_tmp / "i.sock", lambda conn: reply(conn, raw)) as server:
+        with Client(server.addr) as client:
+            assert client.call("X") == {}

@@ -69,10 +69,6 @@ _plugin_log = logging.getLogger("pluginkit.plugin")
 _WAIT_SLICE = 1.0
 # After SIGKILL, how long to wait for the engine to report the exit.
 _KILL_WAIT = 10.0
-# stop() waits this long for on_exit to return, so that the exit of a stopped
-# run is reported before the next start; bounded so that a callback blocked on
-# a lock held by stop()'s caller delays it instead of deadlocking.
-_CALLBACK_WAIT = 2.0
 _STDERR_TAIL_LINES = 20
 _CHUNK = 1 << 20
 _IMAGE_CACHE_FILE = "docker-image.json"
@@ -109,7 +105,6 @@ class _Run:
     log_thread: threading.Thread | None = None
     watcher: threading.Thread | None = None
     exited: threading.Event = attrs.Factory(threading.Event)
-    reported: threading.Event = attrs.Factory(threading.Event)
     detached: threading.Event = attrs.Factory(threading.Event)
     stderr_tail: deque[str] = attrs.Factory(lambda: deque(maxlen=_STDERR_TAIL_LINES))
 
@@ -123,7 +118,10 @@ class DockerRuntime:
             ping so that a missing engine fails here, clearly.
         on_progress: Called while a rootfs is imported as an image (that
             happens at the first start of a plugin and after its rootfs
-            changed); the same progress is logged on ``pluginkit.runtime.docker``.
+            changes); the same progress is logged on ``pluginkit.runtime.docker``.
+        stdout_level: Log level of the plugin's stdout lines.
+        stderr_level: Log level of the plugin's stderr lines (``WARNING``:
+            most programs write all their logging to stderr).
 
     Raises:
         PluginError: No Docker engine answers (the message names
@@ -135,9 +133,17 @@ class DockerRuntime:
     Docker network of that name (the engine itself does not connect plugins
     to named networks). ``allow_all_devices`` becomes the device cgroup rule
     ``a *:* rwm``. Exit codes above 128 are reported as ``-(code - 128)``
-    (killed by that signal), as :mod:`subprocess` does. Plugin stdout and
-    stderr lines are logged at INFO on ``pluginkit.plugin`` with
-    ``extra={"plugin": id, "stream": "stdout" | "stderr"}``.
+    (killed by that signal), as :mod:`subprocess` does.
+
+    Plugin output is streamed from the container (``attach``) to the logger
+    ``pluginkit.plugin``, one record per line, the message being the line
+    itself, with ``extra={"plugin": id, "plugin_name": name, "stream":
+    "stdout" | "stderr"}``, like :class:`~pluginkit.runtime.ProcessRuntime`.
+    The engine keeps the container's own log too (``docker logs``). The last
+    lines of stderr are kept for :attr:`PluginExit.stderr_tail`.
+
+    ``on_exit`` is called from a watcher thread of the runtime, once per
+    exit, after the container's last output has been logged.
     """
 
     def __init__(
@@ -145,11 +151,14 @@ class DockerRuntime:
         client: Any = None,
         *,
         on_progress: ProgressCallback | None = None,
+        stdout_level: int = logging.INFO,
+        stderr_level: int = logging.WARNING,
     ) -> None:
         self._owns_client = client is None
         self._client: Any = _connect() if client is None else client
         self._api: Any = self._client.api
         self._on_progress = on_progress
+        self._levels = {1: stdout_level, 2: stderr_level}
         self._lock = threading.Lock()
         self._plugin_locks: dict[str, threading.Lock] = {}
         self._runs: dict[str, _Run] = {}
@@ -197,9 +206,10 @@ class DockerRuntime:
     def stop(self, plugin_id: str, *, grace: float = 10.0) -> None:
         """Stop the plugin: SIGTERM, SIGKILL after ``grace`` seconds; return once it exited.
 
-        The exit is reported to ``on_exit`` before this returns (unless the
-        callback takes long). The container is kept, stopped, so that the
-        next start is fast. Stopping a plugin that is not running is a no-op.
+        The exit is reported to ``on_exit`` from the runtime's watcher thread,
+        just before or just after this returns (it is not waited for). The
+        container is kept, stopped, so that the next start is fast. Stopping
+        a plugin that is not running is a no-op.
         """
         with self._plugin_lock(plugin_id):
             run = self._runs.get(plugin_id)
@@ -219,8 +229,6 @@ class DockerRuntime:
                     self._signal(run.container_id, "SIGKILL")
                     if not run.exited.wait(_KILL_WAIT):
                         _log.error("plugin %s did not exit after SIGKILL", run.spec.name)
-        if run is not None:
-            run.reported.wait(_CALLBACK_WAIT)
 
     def is_running(self, plugin_id: str) -> bool:
         """Tell whether the plugin's container is running."""
@@ -270,8 +278,6 @@ class DockerRuntime:
             self._remove_plugin(plugin_id)
             if run is not None:
                 run.exited.wait(_KILL_WAIT)
-        if run is not None:
-            run.reported.wait(_CALLBACK_WAIT)
 
     def close(self) -> None:
         """Stop supervising; the containers keep running (for live restore)."""
@@ -342,6 +348,14 @@ class DockerRuntime:
 
     def _prepare(self, spec: RuntimeSpec) -> str:
         """Return the id of a container ready to start for ``spec``."""
+        try:
+            return self._prepare_container(spec)
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            raise RuntimeStartError(
+                f"Docker could not prepare the container of plugin {spec.name}: {_explain(exc)}"
+            ) from exc
+
+    def _prepare_container(self, spec: RuntimeSpec) -> str:
         image_id = self._ensure_image(spec)
         config = _container_config(spec, image_id)
         spec_label = _digest(config)
@@ -438,6 +452,11 @@ class DockerRuntime:
         except docker.errors.NotFound:
             image_id = self._import(spec, reference, content)
             self._remove_other_images(spec.id, keep=image_id)
+        except docker.errors.APIError as exc:
+            raise RuntimeStartError(
+                f"could not build the image of plugin {spec.name} from {spec.rootfs}: "
+                f"{_explain(exc)}"
+            ) from exc
         _write_image_cache(spec, {"fingerprint": fingerprint, "image_id": image_id})
         return image_id
 
@@ -572,8 +591,6 @@ class DockerRuntime:
                     run.on_exit(PluginExit(run.spec.id, exit_code, "\n".join(run.stderr_tail)))
             except Exception:
                 _log.exception("the exit callback of plugin %s failed", run.spec.name)
-            finally:
-                run.reported.set()
 
     def _wait_for_exit(self, run: _Run) -> int | None:
         """Block until the container stops (or the runtime detaches); return its exit code."""
@@ -632,9 +649,13 @@ class DockerRuntime:
         name = "stdout" if stream == 1 else "stderr"
         if stream == 2:
             run.stderr_tail.append(text)
-        _plugin_log.info(
-            "%s", text, extra={"plugin": run.spec.id, "plugin_name": run.spec.name, "stream": name}
-        )
+        level = self._levels[stream]
+        if _plugin_log.isEnabledFor(level):
+            _plugin_log.log(
+                level,
+                text,
+                extra={"plugin": run.spec.id, "plugin_name": run.spec.name, "stream": name},
+            )
 
     def _close_logs(self, run: _Run) -> None:
         sock, run.log_sock = run.log_sock, None
@@ -645,6 +666,8 @@ class DockerRuntime:
             raw.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             sock.close()
+        with contextlib.suppress(OSError):
+            raw.close()
         response = getattr(sock, "_response", None)
         if response is not None:
             with contextlib.suppress(OSError, ValueError):
@@ -669,6 +692,11 @@ def _connect() -> Any:
     where = (
         f"DOCKER_HOST={host}" if host else "unix:///var/run/docker.sock (DOCKER_HOST is not set)"
     )
+    socket_path = (host or "unix:///var/run/docker.sock").removeprefix("unix://")
+    if socket_path.startswith("/") and not os.path.exists(socket_path):
+        # Checked here because the SDK would only say "connection refused"
+        # (and leak the socket it tried).
+        raise _unreachable(where, FileNotFoundError(f"the socket {socket_path} does not exist"))
     try:
         client = docker.from_env()
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:

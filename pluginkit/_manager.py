@@ -1,0 +1,1520 @@
+"""The Manager: install, enable, supervise, persist and look up managed plugins.
+
+This is Docker's plugin manager (``daemon/pkg/plugin``) in Python, minus its
+known bugs (see ``docs/coming-from-docker.md``):
+
+- readiness is a fast-polled socket dial with a deadline, not 0.5 s + 4x3 s
+  of sleeps, and a plugin that dies while starting fails ``enable`` at once
+  with its exit status and last stderr lines;
+- every privilege is checked (Docker skipped the first sorted one);
+- a crashed plugin is restarted with exponential backoff, and an exit caused
+  by ``disable``/``remove``/``shutdown`` is never mistaken for a crash: the
+  reason is recorded *before* the plugin is stopped;
+- a refcount is only taken when a lookup succeeds (moby#32609);
+- an unreadable plugin on disk is skipped, never fatal (moby#33799).
+
+Concurrency: ``_lock`` guards the tables and every entry's state and is
+never held while calling the runtime, a plugin, a handler or ``on_event``.
+Each entry also has an ``op_lock`` that serialises the slow operations
+(start, stop, save) on that one plugin; it is always taken before ``_lock``.
+Lookups read an immutable snapshot that is swapped whenever a state
+changes, so they take no lock at all.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import socket
+import stat
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ._config import (
+    PluginConfig,
+    Privilege,
+    Settings,
+    apply_set,
+    capabilities,
+    compute_privileges,
+    dump_config,
+    dump_settings,
+    initial_settings,
+    load_config,
+    parse_config,
+    parse_settings,
+    privileges_equal,
+)
+from ._errors import (
+    ErrDisabled,
+    ErrInadequateCapability,
+    ErrNotFound,
+    InvalidConfigError,
+    InvalidReferenceError,
+    PluginEnabledError,
+    PluginError,
+    PluginExistsError,
+    PluginInUseError,
+    PluginTimeoutError,
+    PrivilegesNotGrantedError,
+    RuntimeStartError,
+)
+from ._events import PluginEvent
+from ._plugin import Plugin
+from ._reference import is_plugin_id, normalize_name
+from ._restart import RestartPolicy
+from ._store import PLUGIN_ID_RE, Store, ensure_private_dir
+from .runtime._base import PluginExit, Runtime, RuntimeDevice, RuntimeMount, RuntimeSpec
+
+if TYPE_CHECKING:
+    from ._client import Client
+    from ._legacy import LegacyRegistry
+
+__all__ = ["Grant", "Manager"]
+
+log = logging.getLogger("pluginkit.manager")
+
+Grant = bool | Sequence[Privilege] | Callable[[list[Privilege]], bool] | None
+"""What ``install(grant=...)`` accepts: ``True`` (all), the list, or a callable."""
+
+SOCKET_PATH_MAX = 107
+"""Longest unix socket path Linux accepts (``sun_path`` is 108 bytes with the NUL)."""
+
+_RECORD_VERSION = 1
+_POLL_FIRST = 0.001
+_POLL_MAX = 0.05
+
+
+class _DefaultLegacy:
+    """Marker for ``legacy=`` left at its default (a ``LegacyRegistry()`` built on first use)."""
+
+    def __repr__(self) -> str:
+        return "<default LegacyRegistry>"
+
+
+_DEFAULT_LEGACY: Any = _DefaultLegacy()
+
+# Lookup states kept in the snapshot.
+_RUNNING = 0
+_DISABLED = 1
+_DOWN = 2  # enabled, but not running right now (starting, crashed, restarting)
+
+
+@attrs.define(eq=False)
+class _Run:
+    """One start of a plugin on the runtime (a process or a container)."""
+
+    started_at: float
+    exited: threading.Event = attrs.field(factory=threading.Event)
+    exit: PluginExit | None = None
+    ready: bool = False
+    ready_at: float = 0.0
+
+
+@attrs.define(eq=False)
+class _Entry:
+    """The manager's mutable state for one installed plugin (guarded by ``Manager._lock``)."""
+
+    id: str
+    name: str
+    config: PluginConfig
+    settings: Settings
+    reference: str
+    created: str
+    plugin: Plugin
+    enabled: bool = False
+    timeout: float = 30.0
+    # Why-it-stops flag: False means any exit from now on is intended (disable,
+    # remove, shutdown, a failed start) and must not be treated as a crash.
+    want_running: bool = False
+    run: _Run | None = None
+    running: bool = False
+    refcount: int = 0
+    restarts: int = 0
+    restart_timer: threading.Timer | None = None
+    restart_token: int = 0
+    removed: bool = False
+    op_lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+
+_Hit = tuple[Plugin, frozenset[str], int, "_Entry"]
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _default_root() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/pluginkit")
+    import platformdirs
+
+    return platformdirs.user_data_path("pluginkit")
+
+
+def _default_run_root() -> Path:
+    if os.geteuid() == 0:
+        return Path("/run/pluginkit")
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isabs(xdg) and os.path.isdir(xdg):
+        return Path(xdg) / "pluginkit"
+    return Path(f"/tmp/pluginkit-{os.getuid()}")
+
+
+class Manager:
+    """Installs, enables, supervises and persists managed plugins; looks plugins up.
+
+    Args:
+        root: directory holding the state (default: ``/var/lib/pluginkit`` as
+            root, else the platformdirs user data dir). One live manager per
+            root: a second one raises :class:`~pluginkit.RootInUseError`.
+        runtime: what runs the plugins (default:
+            :class:`~pluginkit.runtime.DockerRuntime`).
+        run_root: directory for the plugins' sockets, ``<run_root>/<id>/<socket>``
+            (default: ``/run/pluginkit`` as root, else
+            ``$XDG_RUNTIME_DIR/pluginkit`` or ``/tmp/pluginkit-<uid>``). Must be
+            short: socket paths are limited to 107 bytes.
+        live_restore: keep plugins running across manager restarts: shutdown
+            leaves them running and the next manager re-attaches to them.
+        legacy: the :class:`~pluginkit.LegacyRegistry` lookups fall back to
+            (default: one with Docker's directories); ``None`` disables the
+            fallback.
+        on_event: called with a :class:`~pluginkit.PluginEvent` for every
+            change (from the thread that made it; exceptions are logged).
+        restart_policy: backoff for restarting crashed plugins (default:
+            :class:`~pluginkit.RestartPolicy()`).
+
+    Raises:
+        RootInUseError: another live manager holds ``root``.
+    """
+
+    stop_grace: float = 10.0
+    """Seconds between SIGTERM and SIGKILL when a plugin is stopped."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        runtime: Runtime | None = None,
+        run_root: str | os.PathLike[str] | None = None,
+        live_restore: bool = False,
+        legacy: LegacyRegistry | None = _DEFAULT_LEGACY,
+        on_event: Callable[[PluginEvent], None] | None = None,
+        restart_policy: RestartPolicy | None = None,
+    ) -> None:
+        self._root = Path(root if root is not None else _default_root()).absolute()
+        self._run_root = Path(run_root if run_root is not None else _default_run_root()).absolute()
+        # The shortest possible socket path: "<run_root>/<64-hex id>/x".
+        shortest = len(os.fsencode(self._run_root)) + 1 + 64 + 2
+        if shortest > SOCKET_PATH_MAX:
+            raise ValueError(
+                f"run_root {self._run_root} is too long: plugin sockets at "
+                f"<run_root>/<64-hex id>/<socket> must fit in {SOCKET_PATH_MAX} bytes"
+            )
+        self._run_root_str = os.fspath(self._run_root)
+        self.live_restore = live_restore
+        self._legacy_arg = legacy
+        self._legacy: LegacyRegistry | None = None
+        self._legacy_lock = threading.Lock()
+        self._on_event = on_event
+        self.restart_policy = restart_policy if restart_policy is not None else RestartPolicy()
+
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._names: dict[str, str] = {}
+        self._reserved: set[str] = set()
+        self._handlers: dict[str, list[Callable[[str, Client], None]]] = {}
+        self._snap: Mapping[str, _Hit] = {}
+        self._by_cap: Mapping[str, tuple[Plugin, ...]] = {}
+        self._closing = False
+        self._closed = False
+
+        self._store = Store(self._root)
+        self._store.open()
+        try:
+            ensure_private_dir(self._run_root)
+            if runtime is None:
+                from .runtime import DockerRuntime
+
+                runtime = DockerRuntime()
+            self._runtime: Runtime = runtime
+            self._load()
+        except BaseException:
+            self._store.close()
+            raise
+        self._restore_all()
+
+    # -- properties ---------------------------------------------------------
+
+    @property
+    def root(self) -> Path:
+        """The state directory, resolved."""
+        return self._root
+
+    @property
+    def run_root(self) -> Path:
+        """The socket directory, resolved."""
+        return self._run_root
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime that runs the plugins."""
+        return self._runtime
+
+    @property
+    def legacy(self) -> LegacyRegistry | None:
+        """The legacy registry lookups fall back to, or ``None``."""
+        if self._legacy_arg is None:
+            return None
+        if self._legacy is None:
+            with self._legacy_lock:
+                if self._legacy is None:
+                    if isinstance(self._legacy_arg, _DefaultLegacy):
+                        from ._legacy import LegacyRegistry
+
+                        self._legacy = LegacyRegistry()
+                    else:
+                        self._legacy = self._legacy_arg
+        return self._legacy
+
+    # -- context manager ----------------------------------------------------
+
+    def __enter__(self) -> Manager:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"<Manager root={str(self._root)!r} plugins={len(self._entries)}>"
+
+    # -- install ------------------------------------------------------------
+
+    def create(self, name: str, context_dir: str | os.PathLike[str]) -> Plugin:
+        """Create a plugin from a directory holding ``config.json`` and ``rootfs/``.
+
+        Like ``docker plugin create``: no privileges are asked, the plugin is
+        installed disabled, and its reference is its name.
+
+        Args:
+            name: ``name[:tag]`` in Docker's grammar (``:latest`` is added).
+            context_dir: the plugin directory.
+
+        Raises:
+            InvalidReferenceError: ``name`` does not parse.
+            InvalidConfigError: no ``config.json`` or ``rootfs/``, or a bad config.
+            PluginExistsError: ``plugin NAME already exists``.
+        """
+        full = normalize_name(name)
+        context = Path(context_dir)
+        config = _read_context(context)
+        entry = self._add(full, config, reference=full, fill=lambda dst: _copy_tree(context, dst))
+        self._emit(entry, "create")
+        return entry.plugin
+
+    def privileges(self, source: str | os.PathLike[str]) -> list[Privilege]:
+        """Return the privileges a plugin needs, in Docker's order.
+
+        Args:
+            source: a plugin directory, a tar archive of one, or the name or id
+                of an installed plugin.
+        """
+        path = Path(source)
+        if path.exists():
+            with self._unpacked(path) as context:
+                return compute_privileges(_read_context(context))
+        entry = self._resolve(os.fspath(source))
+        return compute_privileges(entry.config)
+
+    def install(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        grant: Grant = None,
+    ) -> Plugin:
+        """Install a plugin from a directory or a tar archive of one; it starts disabled.
+
+        Args:
+            source: a directory with ``config.json`` and ``rootfs/``, or a tar
+                archive of one (possibly compressed; extracted safely: no
+                absolute paths, no ``..``, no links out, no device files).
+            name: the name to install under (default: the source's base name).
+            grant: ``True`` grants every privilege; a list must equal the
+                required privileges (order-insensitive, every entry checked); a
+                callable receives the required list and returns whether it
+                accepts. ``None`` accepts only a plugin that needs none.
+
+        Raises:
+            PrivilegesNotGrantedError: ``incorrect privileges``, naming the
+                missing ones.
+            PluginExistsError: the name is taken.
+        """
+        path = Path(source)
+        if not path.exists():
+            raise InvalidConfigError(f"plugin source {path} does not exist", path=str(path))
+        full = normalize_name(name) if name is not None else _name_from_source(path)
+        with self._unpacked(path) as context:
+            config = _read_context(context)
+            _check_grant(compute_privileges(config), grant)
+            entry = self._add(
+                full,
+                config,
+                reference=os.fspath(source),
+                fill=lambda dst: _copy_tree(context, dst),
+            )
+        self._emit(entry, "install")
+        return entry.plugin
+
+    @contextlib.contextmanager
+    def _unpacked(self, path: Path) -> Iterator[Path]:
+        """Yield a plugin directory for ``path`` (a directory, or an archive extracted)."""
+        if path.is_dir():
+            yield path
+            return
+        self._check_open()
+        staging = self._store.new_staging()
+        try:
+            _safe_extract(path, staging)
+            yield _find_context(staging, path)
+        finally:
+            self._store.discard_staging(staging)
+
+    def _add(
+        self, name: str, config: PluginConfig, *, reference: str, fill: Callable[[Path], None]
+    ) -> _Entry:
+        with self._lock:
+            self._check_open_locked()
+            if name in self._names or name in self._reserved:
+                raise PluginExistsError(name)
+            self._reserved.add(name)
+        try:
+            plugin_id = self._new_id()
+            self._check_socket_path(plugin_id, config)
+            settings = initial_settings(config)
+            staging = self._store.new_staging()
+            try:
+                fill(staging)
+                entry = self._new_entry(plugin_id, name, config, settings, reference, _now_iso())
+                self._store.commit(staging, plugin_id, self._record(entry))
+            except BaseException:
+                self._store.discard_staging(staging)
+                raise
+            with self._lock:
+                self._entries[plugin_id] = entry
+                self._names[name] = plugin_id
+                self._publish_locked()
+            return entry
+        finally:
+            with self._lock:
+                self._reserved.discard(name)
+
+    def _new_id(self) -> str:
+        while True:
+            plugin_id = secrets.token_hex(32)
+            if plugin_id not in self._entries and not self._store.exists(plugin_id):
+                return plugin_id
+
+    def _new_entry(
+        self,
+        plugin_id: str,
+        name: str,
+        config: PluginConfig,
+        settings: Settings,
+        reference: str,
+        created: str,
+    ) -> _Entry:
+        # Strings, not Paths: this runs once per plugin at start-up.
+        socket_path = f"{self._run_root_str}/{plugin_id}/{config.interface.socket}"
+        plugin = Plugin(
+            name=name,
+            addr=f"unix://{socket_path}",
+            capabilities=capabilities(config),
+            id=plugin_id,
+            is_legacy=False,
+            enabled=False,
+            config=config,
+            settings=settings,
+            plugin_reference=reference,
+        )
+        entry = _Entry(
+            id=plugin_id,
+            name=name,
+            config=config,
+            settings=settings,
+            reference=reference,
+            created=created,
+            plugin=plugin,
+        )
+        plugin._client_factory = lambda: self._make_client(entry)
+        return entry
+
+    def _make_client(self, entry: _Entry) -> Client:
+        from ._client import Client
+
+        return Client(entry.plugin.addr, timeout=entry.timeout)
+
+    # -- enable / disable ---------------------------------------------------
+
+    def enable(self, name: str, *, timeout: float = 30.0) -> None:
+        """Start a plugin and wait until its socket accepts connections.
+
+        The socket is polled (from 1 ms, backing off to 50 ms); there is no
+        fixed sleep. A managed plugin need not answer ``Plugin.Activate``.
+        Handlers registered with :meth:`handle` run afterwards.
+
+        Args:
+            name: name, ``name:tag``, id or unique id prefix.
+            timeout: seconds to wait for the socket; also the timeout of the
+                plugin's client.
+
+        Raises:
+            PluginEnabledError: ``plugin already enabled: plugin NAME is enabled``.
+            RuntimeStartError: the plugin exited before it was ready (with its
+                exit code and last stderr lines) or could not be started.
+            PluginTimeoutError: the socket did not accept connections in time.
+
+        On failure the plugin stays installed and disabled, settings intact.
+        """
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0, got {timeout!r}")
+        entry = self._resolve(name)
+        with entry.op_lock:
+            with self._lock:
+                self._check_live_locked(entry, name)
+                if entry.enabled:
+                    raise PluginEnabledError(
+                        entry.name, f"plugin already enabled: plugin {entry.name} is enabled"
+                    )
+                entry.timeout = timeout
+                entry.want_running = True
+                entry.restarts = 0
+            try:
+                self._start(entry, timeout)
+                entry.enabled = True
+                try:
+                    self._save(entry)
+                except BaseException:
+                    entry.enabled = False
+                    raise
+            except BaseException:
+                with self._lock:
+                    entry.want_running = False
+                try:
+                    self._stop(entry)
+                except Exception:
+                    log.exception("cannot stop plugin %s after a failed enable", entry.name)
+                raise
+            with self._lock:
+                entry.plugin.enabled = True
+                self._publish_locked()
+        self._emit(entry, "enable")
+        self._run_handlers(entry)
+
+    def disable(self, name: str, *, force: bool = False) -> None:
+        """Stop a plugin and mark it disabled.
+
+        Args:
+            name: name, ``name:tag``, id or unique id prefix.
+            force: disable even when the plugin is in use (the refcount is kept).
+
+        Raises:
+            PluginError: ``plugin is already disabled: plugin NAME found but disabled``.
+            PluginInUseError: ``plugin NAME is in use`` (without ``force``).
+        """
+        entry = self._resolve(name)
+        with self._lock:
+            self._check_disable_locked(entry, name, force)
+            # Say why it stops before anything else, so that a pending restart
+            # or a start in progress gives up at once (crash loops included).
+            self._stand_down_locked(entry)
+        with entry.op_lock:
+            with self._lock:
+                self._check_disable_locked(entry, name, force)
+                self._stand_down_locked(entry)
+            self._stop(entry)
+            entry.enabled = False
+            try:
+                self._save(entry)
+            finally:
+                with self._lock:
+                    entry.plugin.enabled = False
+                    self._publish_locked()
+        self._emit(entry, "disable")
+
+    def _check_disable_locked(self, entry: _Entry, name: str, force: bool) -> None:
+        self._check_live_locked(entry, name)
+        if not entry.enabled:
+            raise PluginError(f"plugin is already disabled: plugin {entry.name} found but disabled")
+        if entry.refcount > 0 and not force:
+            raise PluginInUseError(entry.name)
+
+    def _stand_down_locked(self, entry: _Entry) -> None:
+        entry.want_running = False
+        entry.restart_token += 1
+        if entry.restart_timer is not None:
+            entry.restart_timer.cancel()
+            entry.restart_timer = None
+
+    # -- remove / set -------------------------------------------------------
+
+    def remove(self, name: str, *, force: bool = False) -> None:
+        """Delete a plugin and its files.
+
+        Args:
+            name: name, ``name:tag``, id or unique id prefix.
+            force: remove even when enabled (it is stopped) or in use.
+
+        Raises:
+            PluginInUseError: ``plugin NAME is in use`` (without ``force``).
+            PluginEnabledError: ``plugin NAME is enabled`` (without ``force``).
+        """
+        entry = self._resolve(name)
+        with self._lock:
+            self._check_remove_locked(entry, name, force)
+            if force:
+                # Interrupt a start in progress or a crash loop at once.
+                self._stand_down_locked(entry)
+        with entry.op_lock:
+            with self._lock:
+                self._check_remove_locked(entry, name, force)
+                self._stand_down_locked(entry)
+            try:
+                self._stop(entry)
+            except PluginError:
+                if not force:
+                    raise
+                log.exception("cannot stop plugin %s while force-removing it", entry.name)
+            try:
+                self._runtime.discard(entry.id)
+            except Exception:
+                log.exception("runtime could not discard plugin %s", entry.name)
+            self._store.remove(entry.id)
+            with self._lock:
+                entry.removed = True
+                entry.enabled = False
+                entry.plugin.enabled = False
+                self._entries.pop(entry.id, None)
+                if self._names.get(entry.name) == entry.id:
+                    del self._names[entry.name]
+                self._publish_locked()
+            shutil.rmtree(self._socket_dir(entry.id), ignore_errors=True)
+            entry.plugin._drop_client()
+        self._emit(entry, "remove")
+
+    def _check_remove_locked(self, entry: _Entry, name: str, force: bool) -> None:
+        self._check_live_locked(entry, name)
+        if force:
+            return
+        if entry.refcount > 0:
+            raise PluginInUseError(entry.name)
+        if entry.enabled:
+            raise PluginEnabledError(entry.name)
+
+    def set(self, name: str, args: Sequence[str]) -> None:
+        """Change settings, with ``docker plugin set``'s grammar, rules and messages.
+
+        Each argument is ``<name>[.<field>][=<value>]``: an env var
+        (``DEBUG=1``), a mount source (``data.source=/x``), a device path
+        (``dev.path=/dev/y``) or the args (``args=a b``). All or nothing: a bad
+        argument leaves every setting unchanged.
+
+        Raises:
+            PluginEnabledError: ``cannot set on an active plugin, disable plugin
+                before setting``.
+            InvalidConfigError: a bad argument (Docker's texts).
+        """
+        if isinstance(args, (str, bytes)):
+            raise TypeError(f"args must be a list of strings such as ['KEY=VALUE'], not {args!r}")
+        arguments = list(args)
+        entry = self._resolve(name)
+        with entry.op_lock:
+            with self._lock:
+                self._check_live_locked(entry, name)
+                if entry.enabled:
+                    raise PluginEnabledError(
+                        entry.name,
+                        "cannot set on an active plugin, disable plugin before setting",
+                    )
+                old = entry.config, entry.settings
+            config, settings = apply_set(old[0], old[1], arguments)
+            entry.config, entry.settings = config, settings
+            try:
+                self._save(entry)
+            except BaseException:
+                entry.config, entry.settings = old
+                raise
+            with self._lock:
+                entry.plugin.config = config
+                entry.plugin.settings = settings
+                self._publish_locked()
+        self._emit(entry, "set")
+
+    # -- queries ------------------------------------------------------------
+
+    def get(self, name: str) -> Plugin:
+        """Return the plugin named ``name``: name, ``name:tag``, full id or unique id prefix.
+
+        Raises:
+            ErrNotFound: ``plugin "NAME" not found``.
+            InvalidReferenceError: ``multiple plugins found for "PREFIX"``.
+        """
+        return self._resolve(name).plugin
+
+    def list(self, *, capability: str | None = None, enabled: bool | None = None) -> list[Plugin]:
+        """Installed plugins, sorted by name.
+
+        Args:
+            capability: keep plugins that have it (any of their types; Docker
+                wrongly required all of them to match).
+            enabled: keep only enabled (``True``) or disabled (``False``) ones.
+        """
+        with self._lock:
+            entries = list(self._entries.values())
+        cap = capability.lower() if capability is not None else None
+        found = [
+            e.plugin
+            for e in entries
+            if (enabled is None or e.enabled == enabled)
+            and (cap is None or cap in e.plugin.capabilities)
+        ]
+        return sorted(found, key=lambda p: p.name)
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        """Docker's ``docker plugin inspect`` JSON for a plugin."""
+        return self.get(name).to_dict()
+
+    # -- lookups ------------------------------------------------------------
+
+    def lookup_with_capability(self, name: str, capability: str) -> Plugin:
+        """Find a running plugin by name that has ``capability``; Docker's rules.
+
+        A managed plugin wins; one that is disabled raises :class:`ErrDisabled`
+        with no legacy fallback; only when no managed plugin has that name is
+        the legacy registry asked (when there is one).
+
+        Raises:
+            ErrNotFound: no plugin of that name.
+            ErrDisabled: the managed plugin is disabled (or not running right now).
+            ErrInadequateCapability: the plugin lacks ``capability``.
+        """
+        hit = self._snap.get(name)
+        if hit is None:
+            hit = self._slow_hit(name)
+            if hit is None:
+                return self._legacy_get(name, capability)
+        plugin, caps, state, _ = hit
+        if state != _RUNNING:
+            raise _not_running(name, state)
+        if capability.lower() not in caps:
+            raise ErrInadequateCapability(name, capability)
+        return plugin
+
+    def find_with_capability(self, capability: str) -> builtins.list[Plugin]:
+        """Every running managed plugin with ``capability``, then the legacy ones."""
+        found = list(self._by_cap.get(capability.lower(), ()))
+        legacy = self.legacy
+        if legacy is not None:
+            found.extend(legacy.get_all(capability))
+        return found
+
+    @contextlib.contextmanager
+    def use(self, name: str, capability: str) -> Iterator[Plugin]:
+        """Look a plugin up and hold a reference on it for the ``with`` block.
+
+        A plugin in use refuses ``disable()``/``remove()`` without ``force``.
+        A failed lookup takes no reference (Docker leaked one, moby#32609).
+        Legacy plugins are not counted.
+        """
+        with self._lock:
+            hit = self._snap.get(name) or self._slow_hit(name)
+            if hit is not None:
+                plugin, caps, state, entry = hit
+                if state != _RUNNING:
+                    raise _not_running(name, state)
+                if capability.lower() not in caps:
+                    raise ErrInadequateCapability(name, capability)
+                entry.refcount += 1
+                plugin.refcount = entry.refcount
+        if hit is None:
+            yield self._legacy_get(name, capability)
+            return
+        try:
+            yield plugin
+        finally:
+            with self._lock:
+                entry.refcount -= 1
+                plugin.refcount = entry.refcount
+
+    def handle(self, capability: str, callback: Callable[[str, Client], None]) -> None:
+        """Call ``callback(name, client)`` for every plugin with ``capability``.
+
+        It runs after each enable (and restart) of a managed plugin that has
+        it, right away for those already running, and is passed on to the
+        legacy registry. It never runs under the manager's lock.
+        """
+        cap = capability.lower()
+        with self._lock:
+            self._handlers.setdefault(cap, []).append(callback)
+            running = list(self._by_cap.get(cap, ()))
+        legacy = self.legacy
+        if legacy is not None:
+            legacy.handle(capability, callback)
+        for plugin in running:
+            _call_handler(callback, plugin)
+
+    def _slow_hit(self, name: str) -> _Hit | None:
+        """Resolve what the snapshot has no key for: other spellings, id prefixes."""
+        try:
+            key = normalize_name(name)
+        except InvalidReferenceError:
+            key = None
+        snap = self._snap
+        if key is not None and key in snap:
+            return snap[key]
+        if name and len(name) < 64 and all(c in "0123456789abcdef" for c in name):
+            matches = {
+                h[3].id: h for k, h in snap.items() if k.startswith(name) and is_plugin_id(k)
+            }
+            if len(matches) > 1:
+                raise InvalidReferenceError(f'multiple plugins found for "{name}"')
+            if matches:
+                return next(iter(matches.values()))
+        return None
+
+    def _legacy_get(self, name: str, capability: str) -> Plugin:
+        legacy = self.legacy
+        if legacy is None:
+            raise ErrNotFound(name)
+        return legacy.get(name, capability)
+
+    def _resolve(self, ref: str) -> _Entry:
+        """Docker's ``resolvePluginID``: id, then name (``:latest`` added), then id prefix."""
+        with self._lock:
+            self._check_open_locked()
+            if is_plugin_id(ref):
+                if ref in self._entries:
+                    return self._entries[ref]
+                raise ErrNotFound(ref)
+            try:
+                full = normalize_name(ref)
+            except InvalidReferenceError:
+                raise ErrNotFound(ref) from None
+            if full in self._names:
+                return self._entries[self._names[full]]
+            if ref and all(c in "0123456789abcdef" for c in ref):
+                matches = [e for i, e in self._entries.items() if i.startswith(ref)]
+                if len(matches) > 1:
+                    raise InvalidReferenceError(f'multiple plugins found for "{ref}"')
+                if matches:
+                    return matches[0]
+            raise ErrNotFound(ref)
+
+    # -- starting and stopping ---------------------------------------------
+
+    def _spec(self, entry: _Entry) -> RuntimeSpec:
+        config, settings = entry.config, entry.settings
+        mounts = []
+        for mount in config.mounts:
+            if mount.source is None:
+                raise InvalidConfigError(
+                    f"mount source is not specified (plugin {entry.name}, mount {mount.name!r})"
+                )
+            mounts.append(
+                RuntimeMount(
+                    source=mount.source,
+                    destination=mount.destination,
+                    type=mount.type or "bind",
+                    options=tuple(mount.options),
+                )
+            )
+        devices = tuple(RuntimeDevice(path=d.path) for d in settings.devices if d.path)
+        propagated = config.propagated_mount
+        user = (config.user.uid, config.user.gid) if config.user is not None else None
+        return RuntimeSpec(
+            id=entry.id,
+            name=entry.name,
+            rootfs=self._store.rootfs(entry.id),
+            entrypoint=tuple(config.entrypoint),
+            socket_dir=self._socket_dir(entry.id),
+            socket=config.interface.socket,
+            state_dir=self._store.runtime_dir(entry.id),
+            args=tuple(settings.args),
+            env=tuple(settings.env),
+            workdir=config.workdir or "/",
+            user=user,
+            mounts=tuple(mounts),
+            devices=devices,
+            capabilities=tuple(config.linux.capabilities),
+            allow_all_devices=config.linux.allow_all_devices,
+            network=config.network.type,
+            ipc_host=config.ipc_host,
+            pid_host=config.pid_host,
+            propagated_mount=propagated,
+            propagated_mount_source=(
+                self._store.plugin_dir(entry.id) / "propagated-mount" if propagated else None
+            ),
+        )
+
+    def _start(self, entry: _Entry, timeout: float) -> None:
+        """Start the plugin and wait until it is ready; on failure nothing is left running."""
+        spec = self._spec(entry)
+        self._check_socket_path(entry.id, entry.config)
+        ensure_private_dir(spec.socket_dir)
+        with contextlib.suppress(FileNotFoundError):
+            spec.socket_path.unlink()  # a stale socket must not look ready
+        if spec.propagated_mount_source is not None:
+            ensure_private_dir(spec.propagated_mount_source)
+        run = _Run(started_at=time.monotonic())
+        with self._lock:
+            if not entry.want_running or self._closing:
+                raise PluginError(f"plugin {entry.name} was stopped while it was starting")
+            entry.run = run
+        try:
+            self._runtime.start(spec, lambda info: self._on_exit(entry, run, info))
+        except BaseException as exc:
+            with self._lock:
+                if entry.run is run:
+                    entry.run = None
+            if isinstance(exc, PluginError):
+                raise
+            if isinstance(exc, Exception):
+                raise RuntimeStartError(f"cannot start plugin {entry.name}: {exc}") from exc
+            raise
+        self._wait_ready(entry, run, spec.socket_path, timeout)
+
+    def _wait_ready(self, entry: _Entry, run: _Run, path: Path, timeout: float) -> None:
+        """Poll the socket until it accepts a connection; fail fast when the plugin dies."""
+        deadline = time.monotonic() + timeout
+        delay = _POLL_FIRST
+        while True:
+            if run.exited.is_set():
+                self._abandon(entry, run)
+                raise _early_exit(entry.name, run.exit)
+            if not entry.want_running or self._closing:
+                self._abandon(entry, run)
+                raise PluginError(f"plugin {entry.name} was stopped while it was starting")
+            if _accepts(path):
+                with self._lock:
+                    if entry.run is run and not run.exited.is_set():
+                        run.ready = True
+                        run.ready_at = time.monotonic()
+                        entry.running = True
+                        self._publish_locked()
+                        return
+                continue  # it died right after listening: report that
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._abandon(entry, run)
+                raise PluginTimeoutError(
+                    f"plugin {entry.name} did not listen on {path} within {timeout:g} s"
+                )
+            run.exited.wait(min(delay, remaining))
+            delay = min(delay * 2, _POLL_MAX)
+
+    def _abandon(self, entry: _Entry, run: _Run) -> None:
+        """Stop a run that never became ready (its exit is not a crash: ``ready`` is False)."""
+        try:
+            self._runtime.stop(entry.id, grace=self.stop_grace)
+        except Exception:
+            log.exception("cannot stop plugin %s", entry.name)
+        with self._lock:
+            if entry.run is run:
+                entry.run = None
+
+    def _stop(self, entry: _Entry) -> None:
+        """Stop the plugin if it runs; ``want_running`` must already be False."""
+        with self._lock:
+            run = entry.run
+        if run is not None or self._runtime.is_running(entry.id):
+            try:
+                self._runtime.stop(entry.id, grace=self.stop_grace)
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"cannot stop plugin {entry.name}: {exc}") from exc
+        with self._lock:
+            if entry.run is run:
+                entry.run = None
+            if entry.running:
+                entry.running = False
+                self._publish_locked()
+        with contextlib.suppress(FileNotFoundError):
+            (self._socket_dir(entry.id) / entry.config.interface.socket).unlink()
+        entry.plugin._drop_client()
+
+    def _on_exit(self, entry: _Entry, run: _Run, info: PluginExit) -> None:
+        """Runtime callback: decide, by the why-it-stops flag, whether this was a crash."""
+        run.exit = info
+        run.exited.set()
+        with self._lock:
+            if entry.run is not run:
+                return  # an old run, already dealt with
+            entry.run = None
+            if entry.running:
+                entry.running = False
+                self._publish_locked()
+            if not run.ready:
+                return  # the starter is waiting on run.exited and reports it
+            if not entry.want_running or self._closing:
+                return  # stopped on purpose: no restart, no error
+            if time.monotonic() - run.ready_at >= self.restart_policy.reset_after:
+                entry.restarts = 0
+            delay = self._schedule_restart_locked(entry, start=False)
+            timer = entry.restart_timer
+        tail = f"; stderr: {info.stderr_tail.strip()}" if info.stderr_tail.strip() else ""
+        if delay is None:
+            log.error(
+                "plugin %s exited with code %s%s; not restarting it after %d restarts",
+                entry.name,
+                info.exit_code,
+                tail,
+                entry.restarts,
+            )
+        else:
+            log.warning(
+                "plugin %s exited with code %s%s; restarting it in %.3g s",
+                entry.name,
+                info.exit_code,
+                tail,
+                delay,
+            )
+        self._emit(entry, "exit")
+        if timer is not None:
+            # Started only now so that "exit" is always reported before
+            # "restart"; a cancel() in between makes the timer do nothing.
+            timer.start()
+
+    def _schedule_restart_locked(self, entry: _Entry, *, start: bool = True) -> float | None:
+        """Arm the restart timer of a crashed plugin; ``None`` when the policy gives up."""
+        policy = self.restart_policy
+        if policy.gives_up(entry.restarts):
+            return None
+        delay = policy.delay(entry.restarts)
+        entry.restarts += 1
+        entry.restart_token += 1
+        timer = threading.Timer(delay, self._restart, (entry, entry.restart_token))
+        timer.daemon = True
+        timer.name = f"pluginkit-restart-{entry.id[:12]}"
+        entry.restart_timer = timer
+        if start:
+            timer.start()
+        return delay
+
+    def _restart(self, entry: _Entry, token: int) -> None:
+        """Timer thread: start a crashed plugin again (unless stood down meanwhile)."""
+        with entry.op_lock:
+            with self._lock:
+                if entry.restart_token != token or not entry.want_running or self._closing:
+                    return
+                entry.restart_timer = None
+            try:
+                self._start(entry, entry.timeout)
+            except PluginError as exc:
+                with self._lock:
+                    if entry.restart_token != token or not entry.want_running or self._closing:
+                        return
+                    delay = self._schedule_restart_locked(entry)
+                if delay is None:
+                    log.error("plugin %s could not be restarted, giving up: %s", entry.name, exc)
+                else:
+                    log.warning(
+                        "plugin %s could not be restarted (%s); next try in %.3g s",
+                        entry.name,
+                        exc,
+                        delay,
+                    )
+                return
+        self._emit(entry, "restart")
+        self._run_handlers(entry)
+
+    # -- load and restore ---------------------------------------------------
+
+    def _load(self) -> None:
+        for plugin_id, record in self._store.load_all():
+            try:
+                entry = self._entry_from_record(plugin_id, record)
+            except (
+                InvalidConfigError,
+                InvalidReferenceError,
+                KeyError,
+                TypeError,
+                ValueError,
+            ) as exc:
+                log.warning("error loading plugin %s, skipping: %s", plugin_id, exc)
+                continue
+            if entry.name in self._names:
+                log.warning(
+                    "plugin %s has the same name %s as plugin %s, skipping",
+                    plugin_id,
+                    entry.name,
+                    self._names[entry.name],
+                )
+                continue
+            self._entries[plugin_id] = entry
+            self._names[entry.name] = plugin_id
+        with self._lock:
+            self._publish_locked()
+
+    def _entry_from_record(self, plugin_id: str, record: dict[str, Any]) -> _Entry:
+        source = os.path.join(self._store.plugins_str, plugin_id, "plugin.json")
+        if record.get("Id") != plugin_id:
+            raise ValueError(f"{source}: Id {record.get('Id')!r} does not match the directory")
+        name = normalize_name(_require_str(record, "Name", source))
+        config = parse_config(record["Config"], source=source)
+        settings = parse_settings(record["Settings"], source=source)
+        entry = self._new_entry(
+            plugin_id,
+            name,
+            config,
+            settings,
+            str(record.get("PluginReference", name)),
+            str(record.get("Created", "")),
+        )
+        entry.enabled = bool(record.get("Enabled", False))
+        entry.plugin.enabled = entry.enabled
+        timeout = record.get("EnableTimeout", 30.0)
+        if isinstance(timeout, (int, float)) and timeout > 0:
+            entry.timeout = float(timeout)
+        return entry
+
+    def _restore_all(self) -> None:
+        enabled = [e for e in self._entries.values() if e.enabled]
+        if not enabled:
+            return
+        if len(enabled) == 1:
+            self._restore(enabled[0])
+            return
+        with ThreadPoolExecutor(max_workers=min(16, len(enabled))) as pool:
+            list(pool.map(self._restore, enabled))
+
+    def _restore(self, entry: _Entry) -> None:
+        """Bring an enabled plugin back after a manager restart (Docker's ``reload``)."""
+        with entry.op_lock:
+            with self._lock:
+                entry.want_running = True
+            try:
+                spec = self._spec(entry)
+                run = _Run(started_at=time.monotonic())
+                with self._lock:
+                    entry.run = run
+                try:
+                    alive = self._runtime.restore(spec, lambda i: self._on_exit(entry, run, i))
+                except Exception:
+                    log.exception("cannot restore plugin %s", entry.name)
+                    alive = False
+                if alive and self.live_restore:
+                    self._wait_ready(entry, run, spec.socket_path, entry.timeout)
+                    return
+                if alive:
+                    # Without live restore a survivor of an unclean stop is
+                    # stopped and started fresh (moby PR #37234).
+                    log.info("stopping plugin %s left running by a previous manager", entry.name)
+                    self._abandon(entry, run)
+                with self._lock:
+                    if entry.run is run:
+                        entry.run = None
+                self._start(entry, entry.timeout)
+            except InvalidConfigError as exc:
+                # A config problem does not go away by retrying.
+                log.error("cannot start plugin %s: %s", entry.name, exc)
+            except Exception as exc:
+                with self._lock:
+                    if not entry.want_running or self._closing:
+                        return
+                    delay = self._schedule_restart_locked(entry)
+                if delay is None:
+                    log.error("cannot start plugin %s: %s", entry.name, exc)
+                else:
+                    log.error(
+                        "cannot start plugin %s: %s; retrying in %.3g s", entry.name, exc, delay
+                    )
+
+    # -- shutdown -----------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop every plugin (or leave them running with ``live_restore``) and release the root.
+
+        Plugins stopped here keep their enabled flag and are started again by
+        the next manager on this root. Idempotent.
+        """
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            entries = list(self._entries.values())
+            for entry in entries:
+                entry.restart_token += 1
+                if entry.restart_timer is not None:
+                    entry.restart_timer.cancel()
+                    entry.restart_timer = None
+        to_stop = []
+        for entry in entries:
+            if self.live_restore and entry.enabled:
+                continue
+            with self._lock:
+                entry.want_running = False
+                busy = entry.run is not None or entry.running
+            if busy:
+                to_stop.append(entry)
+
+        def stop(entry: _Entry) -> None:
+            with entry.op_lock:
+                try:
+                    self._stop(entry)
+                except Exception:
+                    log.exception("cannot stop plugin %s", entry.name)
+
+        if to_stop:
+            with ThreadPoolExecutor(max_workers=min(16, len(to_stop))) as pool:
+                list(pool.map(stop, to_stop))
+        try:
+            self._runtime.close()
+        except Exception:
+            log.exception("runtime close failed")
+        for entry in entries:
+            entry.plugin._drop_client()
+        with self._lock:
+            self._snap = {}
+            self._by_cap = {}
+            self._closed = True
+        self._store.close()
+
+    # -- helpers ------------------------------------------------------------
+
+    def _socket_dir(self, plugin_id: str) -> Path:
+        if not PLUGIN_ID_RE.match(plugin_id):
+            raise ValueError(f"invalid plugin id {plugin_id!r}")
+        return self._run_root / plugin_id
+
+    def _check_socket_path(self, plugin_id: str, config: PluginConfig) -> None:
+        sock = config.interface.socket
+        if not sock or "/" in sock or sock in (".", ".."):
+            raise InvalidConfigError(
+                f"interface.socket must be a plain file name, got {sock!r}",
+                field="interface.socket",
+            )
+        path = self._socket_dir(plugin_id) / sock
+        size = len(os.fsencode(path))
+        if size > SOCKET_PATH_MAX:
+            raise InvalidConfigError(
+                f"socket path {path} is {size} bytes, longer than the {SOCKET_PATH_MAX} "
+                "bytes unix sockets allow: use a shorter run_root or socket name",
+                field="interface.socket",
+            )
+
+    def _record(self, entry: _Entry) -> dict[str, Any]:
+        return {
+            "Version": _RECORD_VERSION,
+            "Id": entry.id,
+            "Name": entry.name,
+            "Enabled": entry.enabled,
+            "PluginReference": entry.reference,
+            "Created": entry.created,
+            "EnableTimeout": entry.timeout,
+            "Config": dump_config(entry.config),
+            "Settings": dump_settings(entry.settings),
+        }
+
+    def _save(self, entry: _Entry) -> None:
+        self._store.save(entry.id, self._record(entry))
+
+    def _publish_locked(self) -> None:
+        """Rebuild the lookup snapshot (called with ``_lock`` held after any change)."""
+        snap: dict[str, _Hit] = {}
+        ids: list[_Hit] = []
+        by_cap: dict[str, list[Plugin]] = {}
+        for entry in self._entries.values():
+            if entry.running:
+                state = _RUNNING
+                for cap in entry.plugin.capabilities:
+                    by_cap.setdefault(cap, []).append(entry.plugin)
+            elif entry.enabled:
+                state = _DOWN
+            else:
+                state = _DISABLED
+            hit = (entry.plugin, frozenset(entry.plugin.capabilities), state, entry)
+            snap[entry.name] = hit
+            if entry.name.endswith(":latest"):
+                snap[entry.name[: -len(":latest")]] = hit
+            ids.append(hit)
+        for hit in ids:  # a full id wins over a name that looks like one, as in Docker
+            snap[hit[3].id] = hit
+        self._snap = snap
+        self._by_cap = {cap: tuple(plugins) for cap, plugins in by_cap.items()}
+
+    def _check_open(self) -> None:
+        with self._lock:
+            self._check_open_locked()
+
+    def _check_open_locked(self) -> None:
+        if self._closing:
+            raise PluginError("the plugin manager is shut down")
+
+    def _check_live_locked(self, entry: _Entry, name: str) -> None:
+        self._check_open_locked()
+        if entry.removed:
+            raise ErrNotFound(name)
+
+    def _emit(self, entry: _Entry, action: str) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(PluginEvent(entry.id, entry.name, action, time.time()))
+        except Exception:
+            log.exception("on_event callback failed for %s %s", action, entry.name)
+
+    def _run_handlers(self, entry: _Entry) -> None:
+        with self._lock:
+            callbacks = [
+                cb for cap in entry.plugin.capabilities for cb in self._handlers.get(cap, ())
+            ]
+        for callback in callbacks:
+            _call_handler(callback, entry.plugin)
+
+
+# -- module helpers -----------------------------------------------------------
+
+
+def _not_running(name: str, state: int) -> ErrDisabled:
+    if state == _DOWN:
+        return ErrDisabled(name, f'plugin "{name}" found but not running')
+    return ErrDisabled(name)
+
+
+def _early_exit(name: str, info: PluginExit | None) -> RuntimeStartError:
+    code = info.exit_code if info is not None else None
+    tail = info.stderr_tail.strip() if info is not None else ""
+    message = f"plugin {name} exited with code {code} before it was ready"
+    if tail:
+        message += f"; last stderr lines:\n{tail}"
+    return RuntimeStartError(message, exit_code=code, stderr_tail=tail)
+
+
+def _accepts(path: Path) -> bool:
+    """Tell whether a unix socket at ``path`` accepts a connection."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(1.0)
+        sock.connect(os.fspath(path))
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
+
+
+def _call_handler(callback: Callable[[str, Client], None], plugin: Plugin) -> None:
+    try:
+        callback(plugin.name, plugin.client)
+    except Exception:
+        log.exception("handler %r failed for plugin %s", callback, plugin.name)
+
+
+def _require_str(record: Mapping[str, Any], key: str, source: str) -> str:
+    value = record.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{source}: {key} must be a string, got {value!r}")
+    return value
+
+
+def _privilege_key(p: Privilege) -> tuple[str, tuple[str, ...]]:
+    return p.name, tuple(sorted(p.value))
+
+
+def _describe(privileges: Sequence[Privilege]) -> str:
+    return ", ".join(f"{p.name} [{' '.join(p.value)}]" for p in privileges)
+
+
+def _check_grant(required: list[Privilege], grant: Grant) -> None:
+    """Raise :class:`PrivilegesNotGrantedError` unless ``grant`` covers ``required`` exactly."""
+    if grant is True:
+        return
+    if callable(grant):
+        if grant(list(required)):
+            return
+        raise PrivilegesNotGrantedError(f"incorrect privileges: not granted: {_describe(required)}")
+    granted = [] if grant is None or grant is False else list(grant)
+    if privileges_equal(required, granted):
+        return
+    have = [_privilege_key(g) for g in granted]
+    want = [_privilege_key(p) for p in required]
+    missing = [p for p in required if _privilege_key(p) not in have]
+    extra = [g for g in granted if _privilege_key(g) not in want]
+    details = []
+    if missing:
+        details.append(f"not granted: {_describe(missing)}")
+    if extra:
+        details.append(f"granted but not required: {_describe(extra)}")
+    message = "incorrect privileges"
+    if details:
+        message += ": " + "; ".join(details)
+    raise PrivilegesNotGrantedError(message)
+
+
+def _read_context(context: Path) -> PluginConfig:
+    """Read the config of a plugin directory, after checking it has ``rootfs/``."""
+    config_path = context / "config.json"
+    if not config_path.is_file():
+        raise InvalidConfigError(f"config not found: {config_path}", path=os.fspath(config_path))
+    config = load_config(config_path)
+    if not (context / "rootfs").is_dir():
+        raise InvalidConfigError(f"no rootfs found in {context}", path=os.fspath(context))
+    return config
+
+
+def _name_from_source(path: Path) -> str:
+    base = path.name
+    for suffix in (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    try:
+        return normalize_name(base)
+    except InvalidReferenceError as exc:
+        raise InvalidReferenceError(
+            f"cannot use {base!r} (from {path}) as a plugin name: {exc}; pass name="
+        ) from None
+
+
+def _find_context(extracted: Path, archive: Path) -> Path:
+    """Find the plugin directory in an extracted archive: its top or its only sub-directory."""
+    if (extracted / "config.json").exists():
+        return extracted
+    children = [c for c in extracted.iterdir() if c.is_dir() and not c.is_symlink()]
+    if len(children) == 1 and (children[0] / "config.json").exists():
+        return children[0]
+    raise InvalidConfigError(f"config not found in archive {archive}", path=os.fspath(archive))
+
+
+def _copy_tree(context: Path, dest: Path) -> None:
+    """Copy ``context/rootfs`` to ``dest/rootfs``: links copied as links, special files refused."""
+    src_root = context / "rootfs"
+    dst_root = dest / "rootfs"
+    dst_root.mkdir(mode=0o755)
+    for dirpath, dirnames, filenames in os.walk(src_root):
+        rel = os.path.relpath(dirpath, src_root)
+        target_dir = dst_root if rel == "." else dst_root / rel
+        for name in [*dirnames, *filenames]:
+            src = os.path.join(dirpath, name)
+            dst = target_dir / name
+            st = os.lstat(src)
+            if stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(src), dst)
+            elif stat.S_ISDIR(st.st_mode):
+                dst.mkdir(mode=stat.S_IMODE(st.st_mode) | 0o700)
+            elif stat.S_ISREG(st.st_mode):
+                shutil.copyfile(src, dst, follow_symlinks=False)
+                os.chmod(dst, stat.S_IMODE(st.st_mode) & 0o777)
+            else:
+                raise InvalidConfigError(
+                    f"rootfs of {context} holds {src}, which is not a file, directory or "
+                    "symlink (device files and fifos are not allowed)",
+                    path=src,
+                )
+        # symlinked directories are copied as links above; do not descend into them
+        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+
+
+def _safe_extract(archive: Path, dest: Path) -> None:
+    """Extract a plugin archive into ``dest`` without letting anything land outside it.
+
+    Refused: absolute member names, ``..`` components, members written through
+    a symlink, symlinks pointing outside the archive (absolute targets are
+    allowed under ``rootfs/``, where they mean the plugin's own root),
+    hard links to anything but an earlier regular member, device files and
+    fifos. Modes keep the permission bits only (no setuid/setgid).
+    """
+    try:
+        tar = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the with below
+    except (tarfile.TarError, OSError) as exc:
+        raise InvalidConfigError(
+            f"{archive} is neither a plugin directory nor a tar archive: {exc}",
+            path=os.fspath(archive),
+        ) from None
+    real_dest = os.path.realpath(dest)
+
+    def refuse(member: tarfile.TarInfo, why: str) -> InvalidConfigError:
+        return InvalidConfigError(
+            f"unsafe member {member.name!r} in {archive}: {why}", path=os.fspath(archive)
+        )
+
+    def inside(path: str) -> bool:
+        return path == real_dest or path.startswith(real_dest + os.sep)
+
+    with tar:
+        for member in tar:
+            parts = _member_parts(member.name)
+            if parts is None:
+                raise refuse(member, "absolute path or '..' component")
+            if not parts:
+                continue
+            target = dest.joinpath(*parts)
+            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            if not inside(os.path.realpath(target.parent)):
+                raise refuse(member, "it would be written through a symlink")
+            if os.path.lexists(target) and not (member.isdir() and target.is_dir()):
+                raise refuse(member, "duplicate member")
+            mode = (member.mode & 0o777) if member.mode is not None else 0o644
+            if member.isdir():
+                target.mkdir(mode=mode | 0o700, exist_ok=True)
+            elif member.isreg():
+                source = tar.extractfile(member)
+                if source is None:
+                    raise refuse(member, "unreadable")
+                fd = os.open(
+                    target,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                )
+                with os.fdopen(fd, "wb") as out, source:
+                    shutil.copyfileobj(source, out)
+                os.chmod(target, mode)
+            elif member.issym():
+                link = member.linkname
+                if link.startswith("/"):
+                    if parts[0] != "rootfs":
+                        raise refuse(member, "absolute symlink outside rootfs/")
+                else:
+                    resolved = os.path.normpath(os.path.join("/", *parts[:-1], link))
+                    floor = "/rootfs" if parts[0] == "rootfs" else "/"
+                    if not (resolved == floor or resolved.startswith(floor.rstrip("/") + "/")):
+                        raise refuse(member, f"symlink to {link!r} points outside the archive")
+                os.symlink(link, target)
+            elif member.islnk():
+                link_parts = _member_parts(member.linkname)
+                if not link_parts:
+                    raise refuse(member, f"hard link to {member.linkname!r}")
+                source_path = dest.joinpath(*link_parts)
+                real_source = os.path.realpath(source_path)
+                if (
+                    not inside(real_source)
+                    or os.path.islink(source_path)
+                    or not os.path.isfile(real_source)
+                ):
+                    raise refuse(member, f"hard link to {member.linkname!r}")
+                os.link(real_source, target)
+            else:
+                raise refuse(member, "device files, fifos and other special files are not allowed")
+
+
+def _member_parts(name: str) -> tuple[str, ...] | None:
+    """Split a member name into safe components; ``None`` when absolute or using ``..``."""
+    if name.startswith("/") or "\\" in name:
+        return None
+    parts = tuple(p for p in PurePosixPath(name).parts if p not in ("", "."))
+    if ".." in parts:
+        return None
+    return parts
