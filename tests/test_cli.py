@@ -17,12 +17,15 @@ import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 REPO = Path(__file__).resolve().parent.parent
 DESCRIPTION_LIMIT = 45
@@ -407,6 +410,29 @@ def test_call_legacy_plugin(cli: Cli, legacy_dirs: tuple[Path, Path]) -> None:
     assert out == '{\n    "Volumes": [\n        {\n            "Name": "old"\n        }\n    ]\n}\n'
 
 
+def test_install_from_a_tar_archive(cli: Cli, plugin_dir: Path, short_tmp: Path) -> None:
+    """install takes a tar of a plugin directory and names the plugin after it."""
+    archive = short_tmp / "lvol.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(plugin_dir, arcname=".")
+    out = cli.ok("install", str(archive), "--grant-all-permissions", "--disable")
+    assert out == f"Installed plugin {archive}\n"
+    [record] = json.loads(cli.ok("inspect", "lvol"))
+    assert record["Name"] == "lvol:latest"
+    assert record["Enabled"] is False
+
+
+def test_rm_goes_on_past_a_failure(cli: Cli, plugin_dir: Path) -> None:
+    """rm removes every name it can, reports the others, and exits 1."""
+    cli.ok("create", "one", str(plugin_dir))
+    cli.ok("create", "two", str(plugin_dir))
+    result = cli("rm", "one", "nosuch", "two")
+    assert result.returncode == 1
+    assert result.stdout == "one\ntwo\n"
+    assert error_line(result) == 'Error: plugin "nosuch" not found'
+    assert cli.ok("ls", "-q") == ""
+
+
 # -- errors -------------------------------------------------------------------------
 
 
@@ -631,3 +657,70 @@ def test_import_progress_on_a_terminal() -> None:
     show(Progress("a" * 64, "lv:latest", 2_000_000, 2_000_000))
     label = "\rImporting the rootfs of lv:latest into the Docker engine: "
     assert stream.getvalue() == (f"{label}1.0 MB/2.0 MB (50%){label}2.0 MB/2.0 MB (100%)\n")
+
+
+# -- the command's own parsers (in-process) ---------------------------------------------
+
+
+@given(st.lists(st.sampled_from(["true", "1", "TRUE"]), min_size=1))
+def test_filters_enabled_true(values: list[str]) -> None:
+    """Any mix of true/1 spellings means enabled=True."""
+    from pluginkit.cli import _parse_filters
+
+    assert _parse_filters([f"enabled={v}" for v in values]) == ([], True)
+
+
+@given(st.lists(st.text(min_size=1).filter(lambda c: "=" not in c), max_size=3))
+def test_filters_capabilities_kept_in_order(capabilities: list[str]) -> None:
+    """capability= values are returned as given, in order."""
+    from pluginkit.cli import _parse_filters
+
+    filters = [f"capability={c}" for c in capabilities]
+    assert _parse_filters(filters) == (capabilities, None)
+
+
+@given(st.text().filter(lambda k: k not in ("enabled", "capability")), st.text())
+def test_filters_unknown_key(key: str, value: str) -> None:
+    """Any other key is refused with Docker's text."""
+    from pluginkit.cli import CLIError, _parse_filters
+
+    with pytest.raises(CLIError) as info:
+        _parse_filters([f"{key}={value}"])
+    assert str(info.value) == f"invalid filter '{key}'"
+
+
+def test_filters_conflicting_enabled() -> None:
+    """enabled=true and enabled=false together are refused."""
+    from pluginkit.cli import CLIError, _parse_filters
+
+    with pytest.raises(CLIError, match=r"^invalid filter 'enabled=\[true false\]'$"):
+        _parse_filters(["enabled=true", "enabled=0"])
+
+
+@given(st.text(), st.integers(min_value=1, max_value=80))
+def test_ellipsis(text: str, width: int) -> None:
+    """Cut text is at most ``width`` long, keeps its start and ends in an ellipsis."""
+    from pluginkit.cli import _ellipsis
+
+    cut = _ellipsis(text, width)
+    if len(text) <= width:
+        assert cut == text
+    else:
+        assert len(cut) == width
+        assert cut == text[: width - 1] + "…"
+
+
+@given(st.lists(st.text(alphabet="abc \t", min_size=1), min_size=1, max_size=6))
+def test_one_line(lines: list[str]) -> None:
+    """Folded messages are one line: the first and the last non-blank lines."""
+    from pluginkit.cli import _one_line
+
+    message = "\n".join(lines)
+    folded = _one_line(message, debug=False)
+    kept = [line.strip() for line in lines if line.strip()]
+    if len(kept) <= 1:
+        assert folded == message
+    else:
+        assert "\n" not in folded
+        assert folded.startswith(f"{kept[0]} {kept[-1]}")
+    assert _one_line(message, debug=True) == message
