@@ -9,8 +9,9 @@ and exit codes follow ``docker plugin``:
   stderr, with the library's - i.e. Docker's - text); 2: bad usage.
 - ``--debug`` logs at DEBUG level and prints the traceback of a failure.
 
-Heavy modules (the manager, the Docker SDK) are imported only by the commands
-that need them, so that ``pluginkit --help`` and usage errors stay fast.
+The Docker SDK (slow to import) is imported only when the Docker runtime is
+used, so that ``pluginkit --help``, usage errors and the process runtime stay
+fast.
 """
 
 from __future__ import annotations
@@ -26,13 +27,19 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
+from ._errors import ErrInadequateCapability, PluginError
+
 if TYPE_CHECKING:
+    from ._config import Privilege
     from ._legacy import LegacyRegistry
     from ._manager import Manager
     from ._plugin import Plugin
     from .runtime import Runtime
+    from .runtime.docker import ImportProgress
 
 __all__ = ["main"]
+
+log = logging.getLogger(__name__)
 
 RUNTIMES = ("docker", "process")
 EXIT_ERROR = 1
@@ -103,22 +110,9 @@ def _parse_json(text: str, what: str) -> Any:
         raise CLIError(f"invalid JSON for {what}: {exc}") from None
 
 
-def _privilege_value(privilege: Any) -> tuple[str, str, list[str]]:
-    """``(name, description, values)`` of a :class:`~pluginkit.Privilege`."""
-    return (
-        str(privilege.name),
-        str(getattr(privilege, "description", "")),
-        [str(v) for v in privilege.value],
-    )
-
-
-def _format_privileges(privileges: Iterable[Any]) -> list[str]:
+def _format_privileges(privileges: Iterable[Privilege]) -> list[str]:
     # Docker prints Go's %v of the value list: [a b].
-    lines = []
-    for privilege in privileges:
-        name, _, values = _privilege_value(privilege)
-        lines.append(f" - {name}: [{' '.join(values)}]")
-    return lines
+    return [f" - {p.name}: [{' '.join(p.value)}]" for p in privileges]
 
 
 # -- building the manager -------------------------------------------------------
@@ -136,8 +130,8 @@ class _ImportProgress:
         self._tty = stream.isatty()
         self._started: set[str] = set()
 
-    def __call__(self, progress: Any) -> None:
-        done, total = int(progress.done), int(progress.total)
+    def __call__(self, progress: ImportProgress) -> None:
+        done, total = progress.done, progress.total
         label = f"Importing the rootfs of {progress.name} into the Docker engine"
         finished = done >= total
         if self._tty:
@@ -291,7 +285,7 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
         for name in args.names:
             try:
                 records.append(manager.inspect(name))
-            except _plugin_error() as exc:
+            except PluginError as exc:
                 errors.append(_one_line(str(exc), args.debug))
     _dump_json(records, out)
     for error in errors:
@@ -339,10 +333,13 @@ def cmd_install(args: argparse.Namespace, out: TextIO) -> int:
         if args.settings:
             try:
                 manager.set(plugin.name, args.settings)
-            except BaseException:
+            except Exception:
                 # Do not leave a half-configured plugin behind: the user fixes
                 # the argument and runs the same install again.
-                manager.remove(plugin.name, force=True)
+                try:
+                    manager.remove(plugin.name, force=True)
+                except PluginError as exc:
+                    log.warning("could not remove %s again: %s", plugin.name, exc)
                 raise
         if not args.disable:
             manager.enable(plugin.name, timeout=DEFAULT_ENABLE_TIMEOUT)
@@ -357,8 +354,8 @@ def cmd_privileges(args: argparse.Namespace, out: TextIO) -> int:
     if args.format == "json":
         _dump_json(
             [
-                {"Name": name, "Description": description, "Value": values}
-                for name, description, values in map(_privilege_value, privileges)
+                {"Name": p.name, "Description": p.description, "Value": list(p.value)}
+                for p in privileges
             ],
             out,
         )
@@ -393,7 +390,7 @@ def cmd_rm(args: argparse.Namespace, out: TextIO) -> int:
         for name in args.names:
             try:
                 manager.remove(name, force=args.force)
-            except _plugin_error() as exc:
+            except PluginError as exc:
                 sys.stderr.write(f"Error: {_one_line(str(exc), args.debug)}\n")
                 failed = True
             else:
@@ -424,8 +421,6 @@ KNOWN_CAPABILITIES = (
 
 def _activate_legacy(registry: LegacyRegistry, name: str) -> Plugin | None:
     """Activate the legacy plugin ``name``; ``None`` when it implements nothing Docker knows."""
-    from ._errors import ErrInadequateCapability
-
     for capability in KNOWN_CAPABILITIES:
         try:
             return registry.get(name, capability)
@@ -477,12 +472,6 @@ def cmd_call(args: argparse.Namespace, out: TextIO) -> int:
         reply = plugin.client.call(args.method, payload)
     _dump_json(reply, out)
     return 0
-
-
-def _plugin_error() -> type[Exception]:
-    from ._errors import PluginError
-
-    return PluginError
 
 
 # -- the parser -----------------------------------------------------------------
@@ -654,19 +643,12 @@ def _one_line(message: str, debug: bool) -> str:
 
 def _describe(exc: BaseException) -> str:
     """Say what went wrong."""
-    if isinstance(exc, CLIError) or _is_plugin_error(exc):
+    if isinstance(exc, (CLIError, PluginError)):
         return str(exc)
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror}{where}"
     return f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
-
-
-def _is_plugin_error(exc: BaseException) -> bool:
-    # Only look the class up if the module is loaded: a usage error must not
-    # import the library.
-    errors = sys.modules.get("pluginkit._errors")
-    return errors is not None and isinstance(exc, errors.PluginError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
