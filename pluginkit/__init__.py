@@ -8,6 +8,8 @@ with :mod:`pluginkit.sdk` work with a real Docker engine.
 
 from __future__ import annotations
 
+import logging
+
 from ._errors import (
     ErrDisabled,
     ErrInadequateCapability,
@@ -51,6 +53,11 @@ from ._reference import Reference
 from ._restart import RestartPolicy
 
 __version__ = "0.1.0.dev0"
+
+# A library must not print on its own: plugin output (logger
+# "pluginkit.plugin") and pluginkit's own logs reach the application's
+# handlers, and nothing at all when logging is not configured.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     # errors

@@ -111,8 +111,8 @@ def test_retry_schedule_gives_up_like_docker(short_tmp: Path):
         return  # accept and close: a connection failure every time
 
     with RawServer(short_tmp / "p.sock", behaviour) as server:
-        # Docker's 30 s budget and 1 s unit, scaled down 100 times.
-        with Client(server.addr, retry_timeout=0.3, backoff_unit=0.01) as client:
+        # Docker's 30 s budget and 1 s unit, scaled down 20 times.
+        with Client(server.addr, retry_timeout=1.5, backoff_unit=0.05) as client:
             with pytest.raises(PluginConnectionError) as info:
                 client.call("Test.Method")
         attempts = server.accepted
@@ -329,11 +329,14 @@ def test_response_size_cap(short_tmp: Path):
     """A reply over max_response_size is refused with a clear message."""
     big = b"[" + b"1," * 600 + b"1]"
     with (
-        HTTPPluginServer(short_tmp / "big.sock", {"Big": lambda r: (200, big)}) as server,
+        HTTPPluginServer(
+            short_tmp / "big.sock", {"Big": lambda r: (200, big), "Small": echo}
+        ) as server,
         Client(server.addr, max_response_size=1000) as client,
-        pytest.raises(PluginProtocolError) as info,
     ):
-        client.call("Big")
+        assert client.call("Small", [1]) == [1]  # the next call reuses this connection
+        with pytest.raises(PluginProtocolError) as info:
+            client.call("Big")
     assert str(info.value) == (
         f"Big: invalid reply from plugin at {server.addr}: the reply ({len(big)} bytes or more)"
         " is larger than the limit of 1000 bytes (max_response_size)"

@@ -161,3 +161,48 @@ def test_module_serves_at_runtime_socket_and_stops_on_sigterm(short_tmp: Path) -
             proc.wait()
         assert proc.stderr is not None
         proc.stderr.close()
+
+
+def test_process_runtime_runs_the_shipped_plugin_dir(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ProcessRuntime runs the plugin directory's entrypoint; it serves the runtime's socket."""
+    from pluginkit.runtime import ProcessRuntime, RuntimeSpec
+
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # so that the plugin imports this checkout
+    config = json.loads((plugin_dir() / "config.json").read_text())
+    spec = RuntimeSpec(
+        id="a" * 64,
+        name="localvolume:latest",
+        rootfs=plugin_dir() / "rootfs",
+        entrypoint=tuple(config["Entrypoint"]),
+        env=(f"LOCALVOLUME_ROOT={short_tmp / 'vols'}",),
+        socket_dir=short_tmp / "run",
+        socket=config["Interface"]["Socket"],
+        state_dir=short_tmp / "state",
+    )
+    exits: list[object] = []
+    runtime = ProcessRuntime(grace=10)
+    try:
+        runtime.start(spec, exits.append)
+        sock = short_tmp / "run" / "localvolume.sock"
+        wait_for(lambda: sock.exists() or bool(exits), timeout=30)
+        with RawClient(sock) as client:
+            assert client.call("Plugin.Activate").json() == {"Implements": ["VolumeDriver"]}
+            client.call("VolumeDriver.Create", {"Name": "fromruntime"})
+        assert (short_tmp / "vols" / "fromruntime" / "_data").is_dir()
+        runtime.stop(spec.id)
+        wait_for(lambda: bool(exits), timeout=30)
+        assert getattr(exits[0], "exit_code", None) == 0
+        assert not sock.exists()
+    finally:
+        runtime.close()
+
+
+def test_plugin_dir_config_parses_as_docker_config() -> None:
+    """The shipped config.json passes pluginkit's config.json validation (volumedriver, socket)."""
+    from pluginkit._config import parse_config
+
+    config = parse_config(json.loads((plugin_dir() / "config.json").read_text()))
+    assert [(t.capability, t.version) for t in config.interface.types] == [("volumedriver", "1.0")]
+    assert config.interface.socket == "localvolume.sock"

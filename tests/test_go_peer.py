@@ -133,3 +133,13 @@ def test_get_all_agrees_with_go(go_binaries: tuple[Path, Path], plugin_dirs: tup
     ).split()
     with LegacyRegistry([sockets], [specs]) as registry:
         assert len(registry.get_all("VolumeDriver")) == int(go_found) == 5
+
+
+def test_large_chunked_replies_from_go(go_server: GoServer, short_tmp: Path):
+    """Go answers big bodies chunked; call() and stream() decode them."""
+    payload = {"data": "x" * 300_000, "list": list(range(2000))}
+    with Client(f"unix://{short_tmp}/go.sock") as client:
+        assert client.call("Test.Echo", payload) == payload
+        with client.stream("Test.Echo", payload) as body:
+            assert json.load(body) == payload
+        assert client.call("Test.Echo", [1]) == [1]

@@ -551,7 +551,7 @@ def test_get_all_skips_broken_plugins(dirs: tuple[Path, Path], caplog: pytest.Lo
         HTTPPluginServer(None, {"Plugin.Activate": activate("VolumeDriver")}) as tcp,
     ):
         (specs / "remote.json").write_text(json.dumps({"Addr": tcp.addr}))
-        with LegacyRegistry([sockets], [specs], activation_timeout=0.3) as reg:
+        with LegacyRegistry([sockets], [specs], activation_timeout=1.0) as reg:
             with caplog.at_level(logging.WARNING, logger="pluginkit.legacy"):
                 found = reg.get_all("VolumeDriver")
             assert [p.name for p in found] == ["a", "b", "remote"]

@@ -21,6 +21,7 @@ from _dockerrt_helpers import (
     raw_call,
     remove_docker_leftovers,
     socket_answers,
+    unique,
     wait_until,
 )
 
@@ -205,14 +206,34 @@ def test_namespaces_devices_and_user_of_the_spec(
     assert inspect["State"]["Status"] == "created"
 
 
-def test_empty_network_type_means_no_network(
-    runtime: DockerRuntime, make_spec: SpecFactory, client: Any
+@pytest.mark.parametrize("network", ["", "none", "null", "bridge"])
+def test_network_types_without_privilege_get_no_network(
+    runtime: DockerRuntime, make_spec: SpecFactory, client: Any, network: str
 ) -> None:
-    """Network type "" gives Docker's "none" network, like the engine's fresh netns."""
-    spec = make_spec(network="")
+    """Types needing no network privilege get Docker's "none", like the engine's fresh netns."""
+    spec = make_spec(network=network)
     runtime.prepare(spec)
     (container,) = labelled(client, spec.id)
-    assert client.api.inspect_container(container["Id"])["HostConfig"]["NetworkMode"] == "none"
+    inspect = client.api.inspect_container(container["Id"])
+    assert inspect["HostConfig"]["NetworkMode"] == "none"
+    assert inspect["Config"]["NetworkDisabled"] is True
+
+
+def test_named_network_is_joined(
+    runtime: DockerRuntime, make_spec: SpecFactory, client: Any
+) -> None:
+    """Any other network type names a Docker network the container joins."""
+    network = client.networks.create(unique("pkdr-net"), labels={"pkdr": "test"})
+    try:
+        spec = make_spec(network=network.name)
+        runtime.prepare(spec)
+        (container,) = labelled(client, spec.id)
+        inspect = client.api.inspect_container(container["Id"])
+        assert inspect["HostConfig"]["NetworkMode"] == network.name
+        assert inspect["Config"].get("NetworkDisabled") is not True
+    finally:
+        runtime.discard(spec.id)
+        network.remove()
 
 
 def test_propagated_mount_is_an_rshared_bind(
@@ -368,6 +389,19 @@ def test_restore_reattaches_to_the_same_container(
         assert [(e.id, e.exit_code) for e in exits.wait()] == [(spec.id, -9)]
     finally:
         second.close()
+
+
+def test_restore_of_a_supervised_plugin_takes_the_new_callback(
+    runtime: DockerRuntime, make_spec: SpecFactory, exits: Exits, client: Any
+) -> None:
+    """restore() of a supervised plugin answers True; its exits go to the new callback."""
+    spec = make_spec()
+    start_and_wait(runtime, spec, exits)
+    later = Exits()
+    assert runtime.restore(spec, later) is True
+    client.api.kill(runtime.container_id(spec.id))
+    assert [(e.id, e.exit_code) for e in later.wait()] == [(spec.id, -9)]
+    assert exits.seen == []
 
 
 def test_restore_of_a_stopped_plugin_returns_false(

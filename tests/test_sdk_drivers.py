@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pluginkit import PluginError
 from pluginkit.sdk import (
@@ -368,3 +371,72 @@ def test_converter_ignores_unknown_fields() -> None:
     assert converter.structure({"Name": "v", "ID": "i", "New": 1}, volume.MountRequest) == (
         volume.MountRequest(name="v", id="i")
     )
+
+
+def test_sdk_public_names() -> None:
+    """pluginkit.sdk exports exactly its documented public names."""
+    import pluginkit.sdk
+
+    assert sorted(pluginkit.sdk.__all__) == sorted(
+        [
+            "CONTENT_TYPE",
+            "AuthzPlugin",
+            "Driver",
+            "Endpoint",
+            "Handler",
+            "InvalidRequestError",
+            "IpamDriver",
+            "NetworkDriver",
+            "PluginServer",
+            "VolumeDriver",
+            "authz",
+            "converter",
+            "ipam",
+            "json_name",
+            "network",
+            "volume",
+        ]
+    )
+    for name in pluginkit.sdk.__all__:
+        assert getattr(pluginkit.sdk, name) is not None
+
+
+_text = st.text(max_size=20)
+_opts = st.dictionaries(_text, _text, max_size=3)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.one_of(
+        st.builds(volume.CreateRequest, name=_text, options=_opts),
+        st.builds(volume.MountRequest, name=_text, id=_text),
+        st.builds(
+            volume.GetResponse,
+            volume=st.builds(
+                volume.Volume,
+                name=_text,
+                mountpoint=st.none() | _text,
+                created_at=st.none() | _text,
+                status=st.none() | st.dictionaries(_text, st.integers(), max_size=2),
+            ),
+        ),
+        st.builds(
+            network.CreateNetworkRequest,
+            network_id=_text,
+            options=st.dictionaries(_text, _text, max_size=2),
+            ipv4_data=st.lists(st.builds(network.IPAMData, pool=_text, gateway=_text), max_size=2),
+        ),
+        st.builds(ipam.RequestPoolRequest, pool=_text, options=_opts, v6=st.booleans()),
+        st.builds(
+            authz.AuthzRequest,
+            user=_text,
+            request_uri=_text,
+            request_body=st.binary(max_size=50),
+            request_headers=_opts,
+        ),
+    )
+)
+def test_models_round_trip_through_json(model: Any) -> None:
+    """Any model survives unstructure -> JSON text -> structure unchanged."""
+    data = json.loads(json.dumps(converter.unstructure(model)))
+    assert converter.structure(data, type(model)) == model

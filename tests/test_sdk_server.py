@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import signal
 import socket
+import ssl
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,12 +21,12 @@ import pytest
 
 from pluginkit import PluginError
 from pluginkit.sdk import CONTENT_TYPE, PluginServer
-from tests._sdk_helpers import RawClient
+from tests._sdk_helpers import RawClient, wait_for
 
 
-@pytest.fixture
-def server(short_tmp: Path) -> Iterator[PluginServer]:
-    srv = PluginServer(["VolumeDriver"], name="t")
+@pytest.fixture(params=[0, 4], ids=["inline", "threads"])
+def server(short_tmp: Path, request: pytest.FixtureRequest) -> Iterator[PluginServer]:
+    srv = PluginServer(["VolumeDriver"], name="t", threads=request.param)
 
     @srv.handler("Echo")
     def echo(request: Any) -> Any:
@@ -371,3 +376,216 @@ def test_duplicate_handler_rejected() -> None:
         srv.add_handler("A", lambda r: r)
     with pytest.raises(ValueError, match=r"Plugin\.Activate is built in"):
         srv.add_handler("Plugin.Activate", lambda r: r)
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_stop_from_a_handler(short_tmp: Path, threads: int) -> None:
+    """A handler may call stop(): its reply is still sent, then the server stops."""
+    srv = PluginServer([], threads=threads, stop_timeout=30)
+
+    @srv.handler("Shutdown")
+    def shutdown(request: Any) -> Any:
+        srv.stop()
+        return {"bye": True}
+
+    srv.start(short_tmp / "s.sock")
+    with RawClient(short_tmp / "s.sock") as c:
+        reply = c.call("Shutdown")
+        assert (reply.status, reply.json()) == (200, {"bye": True})
+        assert c.closed_by_server()
+    wait_for(lambda: not srv.serving)
+    assert not (short_tmp / "s.sock").exists()
+
+
+def test_expect_100_continue(client: RawClient) -> None:
+    """A client sending Expect: 100-continue gets "100 Continue", then the reply."""
+    client.send(
+        b"POST /Echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 7\r\n\r\n"
+    )
+    assert client.read_reply().status == 100
+    client.send(b'{"a":1}')
+    assert client.read_reply().json() == {"a": 1}
+
+
+def test_head_request_has_no_body(client: RawClient) -> None:
+    """A HEAD request gets the headers of the reply and no body."""
+    reply = client.call("Plugin.Activate", verb="HEAD")
+    assert (reply.status, reply.headers["content-length"]) == (200, "31")
+    assert client.call("Echo", {"after": "head"}).json() == {"after": "head"}
+
+
+def test_body_too_large_is_413(short_tmp: Path) -> None:
+    """A body above max_body answers 413 and closes the connection."""
+    srv = PluginServer([], max_body=100)
+    srv.add_handler("Echo", lambda request: request)
+    with srv:
+        srv.start(short_tmp / "s.sock")
+        with RawClient(short_tmp / "s.sock") as c:
+            c.send(c.request_bytes("Echo", b"[" + b"1," * 100 + b"1]"))
+            reply = c.read_reply()
+            assert (reply.status, reply.json()) == (
+                413,
+                {"Err": "request body is larger than 100 bytes"},
+            )
+            assert c.closed_by_server()
+
+
+def test_handler_reply_not_json_is_500(short_tmp: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A handler returning something JSON cannot encode answers 500 naming the method."""
+    srv = PluginServer([])
+    srv.add_handler("Odd", lambda request: {"x": object()})
+    with srv, caplog.at_level(logging.ERROR, "pluginkit.sdk"):
+        srv.start(short_tmp / "s.sock")
+        with RawClient(short_tmp / "s.sock") as c:
+            reply = c.call("Odd")
+    assert reply.status == 500
+    assert reply.json()["Err"].startswith("Odd: the plugin's reply is not JSON: ")
+
+
+def test_raw_handler_gets_bytes(short_tmp: Path) -> None:
+    """raw=True hands the body over as bytes, undecoded."""
+    srv = PluginServer([])
+    srv.add_handler("Raw", lambda body: {"len": len(body), "type": type(body).__name__}, raw=True)
+    with srv:
+        srv.start(short_tmp / "s.sock")
+        with RawClient(short_tmp / "s.sock") as c:
+            c.send(c.request_bytes("Raw", b"\x00\x01not json"))
+            assert c.read_reply().json() == {"len": 10, "type": "bytes"}
+
+
+def test_start_twice_is_refused(server: PluginServer) -> None:
+    """start() on a serving server fails, naming where it serves."""
+    with pytest.raises(PluginError, match="the server is already serving at unix://"):
+        server.start("tcp://127.0.0.1:0")
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+@pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="openssl is needed to make a certificate"
+)
+def test_tls_over_tcp(short_tmp: Path) -> None:
+    """certfile/keyfile serve TLS; a verifying client gets the handshake answered."""
+    cert, key = _self_signed(short_tmp)
+    srv = PluginServer(["VolumeDriver"])
+    with srv:
+        srv.start("tcp://127.0.0.1:0", certfile=cert, keyfile=key)
+        assert srv.address is not None
+        port = int(srv.address.rpartition(":")[2])
+        context = ssl.create_default_context(cafile=str(cert))
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            client = RawClient.__new__(RawClient)
+            client.sock, client.buf = tls, b""
+            for _ in range(3):
+                assert client.call("Plugin.Activate").json() == {"Implements": ["VolumeDriver"]}
+
+
+def test_half_closed_client_still_gets_reply(client: RawClient) -> None:
+    """A client that shuts down its sending side after a request still gets the reply."""
+    client.send(client.request_bytes("Echo", b'{"last": 1}'))
+    client.sock.shutdown(socket.SHUT_WR)
+    assert client.read_reply().json() == {"last": 1}
+    assert client.closed_by_server()
+
+
+def test_stop_is_bounded_by_a_stuck_inline_handler(
+    short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """stop(timeout) returns even when an inline handler never finishes; the socket is removed."""
+    entered = threading.Event()
+    release = threading.Event()
+    srv = PluginServer([])
+
+    @srv.handler("Stuck")
+    def stuck(request: Any) -> Any:
+        entered.set()
+        release.wait(30)
+        return {}
+
+    srv.start(short_tmp / "s.sock")
+    c = RawClient(short_tmp / "s.sock")
+    try:
+        c.send(c.request_bytes("Stuck"))
+        assert entered.wait(10)
+        with caplog.at_level(logging.WARNING, "pluginkit.sdk"):
+            srv.stop(timeout=0.1)
+        assert not srv.serving
+        assert not (short_tmp / "s.sock").exists()
+        assert "still running after the stop timeout" in caplog.text
+    finally:
+        release.set()
+        c.close()
+
+
+SLOW_PLUGIN = """
+import sys, threading, time
+from pluginkit.sdk import PluginServer
+
+server = PluginServer(["VolumeDriver"])
+
+@server.handler("Slow")
+def slow(request):
+    print("in handler", flush=True)
+    time.sleep(1.0)
+    return {"finished": True}
+
+server.serve(sys.argv[1])
+print("served", flush=True)
+"""
+
+
+def test_sigterm_during_request_lets_it_finish(short_tmp: Path) -> None:
+    """SIGTERM to a process in serve() lets the in-flight request finish, then it exits 0."""
+    sock = short_tmp / "slow.sock"
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_PLUGIN, str(sock)],
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: sock.exists() or proc.poll() is not None, timeout=30)
+        with RawClient(sock) as c:
+            c.send(c.request_bytes("Slow"))
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == "in handler\n"
+            proc.send_signal(signal.SIGTERM)
+            reply = c.read_reply()
+        assert (reply.status, reply.json()) == (200, {"finished": True})
+        assert proc.wait(30) == 0
+        assert proc.stdout.read() == "served\n"
+        assert not sock.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()

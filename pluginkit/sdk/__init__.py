@@ -12,7 +12,7 @@ and response models; the models live in :mod:`pluginkit.sdk.volume`,
 from __future__ import annotations
 
 from . import authz, ipam, network, volume
-from ._convert import converter
+from ._convert import converter, json_name
 from ._driver import Driver, Endpoint
 from ._http import CONTENT_TYPE
 from ._server import Handler, InvalidRequestError, PluginServer
@@ -35,6 +35,7 @@ __all__ = [
     "authz",
     "converter",
     "ipam",
+    "json_name",
     "network",
     "volume",
 ]

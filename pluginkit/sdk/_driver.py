@@ -60,14 +60,25 @@ class Driver:
     implements: ClassVar[str] = ""
     endpoints: ClassVar[tuple[Endpoint, ...]] = ()
 
-    def server(self, *, name: str | None = None, threads: int = 0) -> PluginServer:
+    def server(
+        self,
+        *,
+        name: str | None = None,
+        threads: int = 0,
+        max_body: int = 64 * 1024 * 1024,
+        stop_timeout: float = 10.0,
+    ) -> PluginServer:
         """Make a :class:`PluginServer` that serves this driver.
 
         Args:
             name: The plugin's name (default socket ``/run/docker/plugins/<name>.sock``).
-            threads: See :class:`PluginServer`: 0 runs handlers inline.
+            threads: 0 runs handlers inline in the I/O loop, N > 0 in N threads.
+            max_body: The largest request body accepted.
+            stop_timeout: How long ``stop()`` waits for in-flight requests.
         """
-        server = PluginServer([], name=name, threads=threads)
+        server = PluginServer(
+            [], name=name, threads=threads, max_body=max_body, stop_timeout=stop_timeout
+        )
         self.register(server)
         return server
 

@@ -137,6 +137,15 @@ class LocalVolumeDriver(volume.VolumeDriver):
             status={"Mounts": users},
         )
 
-    def server(self, *, name: str | None = "localvolume", threads: int = 0) -> PluginServer:
+    def server(
+        self,
+        *,
+        name: str | None = "localvolume",
+        threads: int = 0,
+        max_body: int = 64 * 1024 * 1024,
+        stop_timeout: float = 10.0,
+    ) -> PluginServer:
         """Make the plugin server (named ``localvolume`` by default)."""
-        return super().server(name=name, threads=threads)
+        return super().server(
+            name=name, threads=threads, max_body=max_body, stop_timeout=stop_timeout
+        )

@@ -1,0 +1,604 @@
+"""The I/O loop behind PluginServer: sockets, connections, the optional worker pool.
+
+One thread runs a selector loop over the listening socket and every
+connection; requests are parsed by :mod:`pluginkit.sdk._http` and answered by
+the ``answer`` callable the server gives (routing and handlers live in
+:mod:`pluginkit.sdk._server`). Without workers, ``answer`` runs inline in the
+loop - the fastest path: no thread hand-off per request, which costs more
+than the whole request in CPython. With workers, a complete request is handed
+to a pool thread, which also writes the reply; the loop keeps accepting and
+parsing, and only takes a connection back when there is something to do
+(pipelined bytes, a close, TLS), so a plain request-reply costs no loop
+wake-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import select
+import selectors
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import attrs
+
+from ._address import Address, prepare_unix_path
+from ._http import HTTPError, Request, RequestParser, chunk, response_head
+
+__all__ = ["Answer", "ServeLoop", "Stream", "close_quietly", "dumps", "error_reply", "handling"]
+
+logger = logging.getLogger("pluginkit.sdk")
+
+
+class _Handling(threading.local):
+    """Which server a pool thread is answering a request for (stop() must not wait on it)."""
+
+    state: ServeLoop | None = None
+
+
+handling = _Handling()
+
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
+_RECV_SIZE = 262144
+
+
+class _Conn:
+    """One client connection, owned by the loop thread (or by a worker while ``busy``)."""
+
+    __slots__ = (
+        "busy",
+        "close_after",
+        "closed",
+        "events",
+        "handshaking",
+        "out",
+        "parser",
+        "sock",
+        "stream",
+    )
+
+    def __init__(self, sock: socket.socket, parser: RequestParser) -> None:
+        self.sock = sock
+        self.parser = parser
+        self.out = bytearray()
+        self.stream: Iterator[bytes] | None = None
+        self.events = 0
+        self.busy = False
+        self.close_after = False
+        self.closed = False
+        self.handshaking = False
+
+
+class Stream:
+    """A streamed reply: the response head and the iterator of body pieces."""
+
+    __slots__ = ("head", "pieces")
+
+    def __init__(self, head: bytes, pieces: Iterator[bytes]) -> None:
+        self.head = head
+        self.pieces = pieces
+
+
+# Compact like Go's encoder: smaller replies, same speed.
+dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def send_all(sock: socket.socket, data: bytes, timeout: float = 60.0) -> None:
+    """Write all of ``data`` to a non-blocking socket, waiting at most ``timeout`` when full."""
+    view = memoryview(data)
+    deadline = 0.0
+    while view:
+        try:
+            sent = sock.send(view)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            sent = 0
+        view = view[sent:]
+        if view and not sent:
+            now = time.monotonic()
+            deadline = deadline or now + timeout
+            if now >= deadline:
+                raise TimeoutError("the client does not read its reply")
+            select.select([], [sock], [], deadline - now)
+
+
+def error_reply(status: int, message: str) -> tuple[int, bytes]:
+    """Return Docker's error envelope ``{"Err": message}`` with its status."""
+    return status, dumps({"Err": message}).encode()
+
+
+def close_quietly(pieces: Iterator[bytes]) -> None:
+    """Close a streamed reply's iterator (or file) if it can be closed; log, never raise."""
+    close = getattr(pieces, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            logger.exception("closing a streamed reply failed")
+
+
+#: What the server does with one request: the complete reply bytes, or a
+#: :class:`Stream` for a streamed reply. It may read ``loop.stopping``.
+Answer = Callable[[Request, "ServeLoop"], "bytes | Stream"]
+
+
+@attrs.define(eq=False)
+class ServeLoop:
+    """Everything belonging to one run of a server: sockets, selector, connections, workers."""
+
+    answer: Answer
+    name: str | None
+    threads: int
+    max_body: int
+    where: Address
+    gid: int | None
+    mode: int
+    ssl_context: ssl.SSLContext | None
+    url: str = ""
+    listener: socket.socket = attrs.field(init=False)
+    selector: selectors.BaseSelector = attrs.field(init=False)
+    waker_r: socket.socket = attrs.field(init=False)
+    waker_w: socket.socket = attrs.field(init=False)
+    conns: set[_Conn] = attrs.field(init=False, factory=set)
+    posted: deque[_Conn] = attrs.field(init=False, factory=deque)
+    jobs: queue.SimpleQueue[tuple[_Conn, Request] | None] = attrs.field(
+        init=False, factory=queue.SimpleQueue
+    )
+    workers: list[threading.Thread] = attrs.field(init=False, factory=list)
+    # Guards the hand-back of a connection from a pool thread to the loop.
+    lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
+    socket_ino: int | None = attrs.field(init=False, default=None)
+    spec_file: Path | None = attrs.field(init=False, default=None)
+    stopping: bool = attrs.field(init=False, default=False)
+    deadline: float = attrs.field(init=False, default=0.0)
+    closed: bool = attrs.field(init=False, default=False)
+    loop_ident: int | None = attrs.field(init=False, default=None)
+    done: threading.Event = attrs.field(init=False, factory=threading.Event)
+
+    def __attrs_post_init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.waker_r, self.waker_w = socket.socketpair()
+        self.waker_r.setblocking(False)
+        self.waker_w.setblocking(False)
+        try:
+            self.listener = self._bind()
+        except BaseException:
+            self.selector.close()
+            self.waker_r.close()
+            self.waker_w.close()
+            raise
+        self.selector.register(self.listener, _READ, self.on_accept)
+        self.selector.register(self.waker_r, _READ, self.on_wake)
+        for n in range(self.threads):
+            worker = threading.Thread(
+                target=self.work_loop, name=f"pluginkit-sdk-worker-{n}", daemon=True
+            )
+            worker.start()
+            self.workers.append(worker)
+
+    def _bind(self) -> socket.socket:
+        where = self.where
+        if where.path is not None:
+            path = where.path
+            prepare_unix_path(path)
+            # Bind under a temporary name, set mode and group, listen, then
+            # rename into place: whoever finds the socket (Docker's discovery
+            # polls the directory) finds it ready, with its final permissions.
+            staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            if len(os.fsencode(staged)) > 107:
+                staged = path
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.bind(str(staged))
+                try:
+                    os.chmod(staged, self.mode)
+                    if self.gid is not None:
+                        os.chown(staged, -1, self.gid)
+                    sock.listen(128)
+                    os.replace(staged, path)
+                except BaseException:
+                    staged.unlink(missing_ok=True)
+                    raise
+                self.socket_ino = path.stat().st_ino
+            except BaseException:
+                sock.close()
+                raise
+            self.url = f"unix://{path}"
+        else:
+            infos = socket.getaddrinfo(
+                where.host, where.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+            family, _, _, _, sockaddr = infos[0]
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(sockaddr)
+                sock.listen(128)
+            except BaseException:
+                sock.close()
+                raise
+            host, port = sock.getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            self.url = f"tcp://{shown}:{port}"
+        sock.setblocking(False)
+        return sock
+
+    def write_spec(self, spec_dir: Path) -> None:
+        """Write ``<spec_dir>/<name>.spec`` atomically (temp file, fsync, rename)."""
+        host, _, port = self.url[len("tcp://") :].rpartition(":")
+        if host in ("0.0.0.0", "[::]"):
+            host = "127.0.0.1"  # a wildcard is not an address a client can dial
+        scheme = "https" if self.ssl_context is not None else "tcp"
+        spec_dir.mkdir(parents=True, exist_ok=True)
+        target = spec_dir / f"{self.name}.spec"
+        fd, tmp = tempfile.mkstemp(dir=spec_dir, prefix=f".{self.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{scheme}://{host}:{port}\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self.spec_file = target
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self.waker_w.send(b"\0")
+
+    # -- the loop --------------------------------------------------------------
+
+    def run(self) -> None:
+        select = self.selector.select
+        while not self.closed:
+            if self.stopping:
+                if not self.drain_step():
+                    return
+                timeout: float | None = max(0.0, min(0.1, self.deadline - time.monotonic()))
+            else:
+                timeout = None
+            for key, mask in select(timeout):
+                data = key.data
+                if type(data) is _Conn:
+                    self.on_event(data, mask)
+                else:
+                    data(mask)
+
+    def drain_step(self) -> bool:
+        """While stopping: close what is idle; False when the loop may end."""
+        if self.listener.fileno() >= 0:
+            self.selector.unregister(self.listener)
+            self.listener.close()
+        for conn in list(self.conns):
+            if not conn.busy and not conn.out and conn.stream is None and conn.parser.idle:
+                self.close(conn)
+        if not self.conns:
+            return False
+        if time.monotonic() >= self.deadline:
+            logger.warning(
+                "plugin server at %s: %d connection(s) still busy after the stop timeout",
+                self.url,
+                len(self.conns),
+            )
+            return False
+        return True
+
+    def on_wake(self, mask: int) -> None:
+        with contextlib.suppress(OSError):
+            self.waker_r.recv(4096)
+        while self.posted:
+            conn = self.posted.popleft()
+            conn.busy = False
+            if conn.close_after or conn.closed:
+                self.close(conn)
+            else:
+                self.set_events(conn, _READ)
+                self.process(conn)
+
+    def on_accept(self, mask: int) -> None:
+        for _ in range(64):
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                logger.warning("plugin server at %s: accept failed: %s", self.url, exc)
+                return
+            sock.setblocking(False)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Conn(sock, RequestParser(max_body=self.max_body))
+            if self.ssl_context is not None:
+                try:
+                    conn.sock = self.ssl_context.wrap_socket(
+                        sock, server_side=True, do_handshake_on_connect=False
+                    )
+                except (OSError, ssl.SSLError) as exc:
+                    logger.info("plugin server at %s: TLS setup failed: %s", self.url, exc)
+                    sock.close()
+                    continue
+                conn.handshaking = True
+            self.conns.add(conn)
+            self.set_events(conn, _READ)
+
+    def set_events(self, conn: _Conn, events: int) -> None:
+        """Watch ``conn`` for ``events`` (``conn.events == 0`` means not registered)."""
+        if conn.events != events and not conn.closed:
+            if conn.events:
+                self.selector.modify(conn.sock, events, conn)
+            else:
+                self.selector.register(conn.sock, events, conn)
+            conn.events = events
+
+    def on_event(self, conn: _Conn, mask: int) -> None:
+        if conn.handshaking:
+            self.handshake(conn)
+            return
+        if mask & _WRITE:
+            self.flush(conn)
+            return
+        sock = conn.sock
+        try:
+            data = sock.recv(_RECV_SIZE)
+            if self.ssl_context is not None:
+                pending = sock.pending()  # type: ignore[attr-defined]
+                while pending:
+                    data += sock.recv(pending)
+                    pending = sock.pending()  # type: ignore[attr-defined]
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+            return
+        except (OSError, ssl.SSLError):
+            self.close(conn)
+            return
+        if self.workers:
+            self.received_while_busy(conn, data)
+            return
+        if not data:
+            self.close(conn)
+            return
+        conn.parser.feed(data)
+        self.process(conn)
+
+    def received_while_busy(self, conn: _Conn, data: bytes) -> None:
+        """Take bytes for ``conn`` in pool mode, where a worker may own it right now."""
+        with self.lock:
+            busy = conn.busy
+            if data:
+                conn.parser.feed(data)
+            if busy and (not data or conn.parser.buffered > 1 << 20):
+                # Stop watching until the worker hands the connection back: EOF
+                # stays readable forever, and a client that floods is paused.
+                if not data:
+                    conn.close_after = True  # answer what is in flight, then close
+                self.selector.unregister(conn.sock)
+                conn.events = 0
+        if not busy:
+            if data:
+                self.process(conn)
+            else:
+                self.close(conn)
+
+    def handshake(self, conn: _Conn) -> None:
+        sock = conn.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self.set_events(conn, _READ)
+            return
+        except ssl.SSLWantWriteError:
+            self.set_events(conn, _WRITE)
+            return
+        except (OSError, ssl.SSLError) as exc:
+            logger.info("plugin server at %s: TLS handshake failed: %s", self.url, exc)
+            self.close(conn)
+            return
+        conn.handshaking = False
+        self.set_events(conn, _READ)
+        if sock.pending():
+            self.on_event(conn, _READ)
+
+    def process(self, conn: _Conn) -> None:
+        """Answer the complete requests buffered on ``conn``, in order."""
+        parser = conn.parser
+        while not conn.busy and not conn.out and conn.stream is None and not conn.closed:
+            try:
+                request = parser.next()
+            except HTTPError as exc:
+                conn.close_after = True
+                status, data = error_reply(exc.status, exc.message)
+                self.send(conn, response_head(status, len(data), keep_alive=False) + data)
+                return
+            if request is None:
+                if parser.continue_wanted:
+                    parser.continue_wanted = False
+                    self.send(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
+                    continue
+                if conn.close_after:
+                    self.close(conn)
+                return
+            if self.workers:
+                conn.busy = True
+                if conn.events and self.ssl_context is not None:
+                    # An SSL object must not be used by two threads at once.
+                    conn.events = 0
+                    self.selector.unregister(conn.sock)
+                self.jobs.put((conn, request))
+                return
+            reply = self.answer(request, self)
+            if not request.keep_alive:
+                conn.close_after = True
+            if type(reply) is bytes:
+                self.send(conn, reply)
+            else:
+                assert isinstance(reply, Stream)
+                conn.stream = reply.pieces
+                conn.out += reply.head
+                self.flush(conn, resume=False)
+
+    def send(self, conn: _Conn, data: bytes) -> None:
+        if not conn.out:
+            try:
+                sent = conn.sock.send(data)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
+                sent = 0
+            except (OSError, ssl.SSLError):
+                self.close(conn)
+                return
+            if sent == len(data):
+                if conn.close_after:
+                    self.close(conn)
+                return
+            data = data[sent:]
+        conn.out += data
+        self.set_events(conn, _WRITE)
+
+    def flush(self, conn: _Conn, *, resume: bool = True) -> None:
+        """Write buffered output (and pull streamed pieces) until the socket is full.
+
+        With ``resume``, pipelined requests buffered meanwhile are answered next.
+        """
+        sock = conn.sock
+        while True:
+            if conn.out:
+                try:
+                    sent = sock.send(conn.out)
+                except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
+                    sent = 0
+                except (OSError, ssl.SSLError):
+                    self.close(conn)
+                    return
+                del conn.out[:sent]
+                if conn.out:
+                    self.set_events(conn, _WRITE)
+                    return
+            stream = conn.stream
+            if stream is None:
+                break
+            try:
+                piece = next(stream)
+            except StopIteration:
+                conn.stream = None
+                conn.out += b"0\r\n\r\n"
+                continue
+            except Exception:
+                logger.exception("streamed reply of the plugin server at %s failed", self.url)
+                self.close(conn)  # the status is sent already: cutting the stream is all we can do
+                return
+            if piece:
+                conn.out += chunk(bytes(piece))
+        if conn.close_after:
+            self.close(conn)
+            return
+        self.set_events(conn, _READ)
+        if resume and conn.parser.buffered:
+            self.process(conn)
+
+    def work_loop(self) -> None:
+        """Body of a pool thread: answer requests until told to stop (None)."""
+        while (job := self.jobs.get()) is not None:
+            self.work(*job)
+
+    def work(self, conn: _Conn, request: Request) -> None:
+        """Run one handler in a pool thread and write its reply.
+
+        The loop does not process ``conn`` while it is busy (it only buffers
+        what arrives); afterwards the connection is handed back to the loop
+        only when there is something to do, so a plain request-reply
+        exchange costs no extra wake-up of the loop.
+        """
+        sock = conn.sock
+        handling.state = self
+        try:
+            reply = self.answer(request, self)
+            if not request.keep_alive:
+                conn.close_after = True
+            if type(reply) is bytes:
+                send_all(sock, reply)
+            else:
+                assert isinstance(reply, Stream)
+                send_all(sock, reply.head)
+                try:
+                    for piece in reply.pieces:
+                        if piece:
+                            send_all(sock, chunk(bytes(piece)))
+                finally:
+                    close_quietly(reply.pieces)
+                send_all(sock, b"0\r\n\r\n")
+        except Exception as exc:
+            if not isinstance(exc, OSError):
+                logger.exception("reply of the plugin server at %s failed", self.url)
+            conn.close_after = True
+        finally:
+            handling.state = None
+        with self.lock:
+            if (
+                conn.close_after
+                or conn.parser.buffered
+                or conn.events == 0
+                or self.stopping
+                or conn.closed
+            ):
+                self.posted.append(conn)  # still busy: the loop takes it back
+                post = True
+            else:
+                conn.busy = False
+                post = False
+        if post:
+            self.wake()
+
+    def close(self, conn: _Conn) -> None:
+        conn.closed = True
+        if conn in self.conns:
+            self.conns.discard(conn)
+            if conn.events:
+                with contextlib.suppress(KeyError, ValueError, OSError):
+                    self.selector.unregister(conn.sock)
+            conn.events = 0
+        stream = conn.stream
+        if stream is not None:
+            conn.stream = None
+            close_quietly(stream)
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+
+    def cleanup(self) -> None:
+        """Close everything and remove the socket and spec files (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        for conn in list(self.conns):
+            self.close(conn)
+        for _ in self.workers:
+            self.jobs.put(None)
+        with contextlib.suppress(Exception):
+            self.selector.close()
+        for sock in (self.listener, self.waker_r, self.waker_w):
+            with contextlib.suppress(OSError):
+                sock.close()
+        self._remove_socket()
+        if self.spec_file is not None:
+            with contextlib.suppress(OSError):
+                self.spec_file.unlink()
+
+    def _remove_socket(self) -> None:
+        path = self.where.path
+        if path is None:
+            return
+        # Only remove the file we created: another server may have replaced it.
+        with contextlib.suppress(OSError):
+            if self.socket_ino is not None and path.stat().st_ino == self.socket_ino:
+                path.unlink()
