@@ -46,10 +46,24 @@ from ._lookup import (
 
 # -- manager and models (issue 4) --
 # isort: split
-from ._config import CapabilityID, Device, EnvVar, Mount, PluginConfig, Privilege, Settings
+from ._config import (
+    CapabilityID,
+    Device,
+    EnvVar,
+    Mount,
+    PluginConfig,
+    Privilege,
+    Settings,
+    apply_set,
+    compute_privileges,
+    dump_config,
+    initial_settings,
+    load_config,
+    parse_config,
+)
 from ._events import PluginEvent
 from ._manager import Manager
-from ._reference import Reference
+from ._reference import Reference, normalize_name, parse_reference
 from ._restart import RestartPolicy
 
 __version__ = "0.1.0.dev0"
@@ -102,4 +116,12 @@ __all__ = [
     "Manager",
     "PluginEvent",
     "RestartPolicy",
+    "apply_set",
+    "compute_privileges",
+    "dump_config",
+    "initial_settings",
+    "load_config",
+    "normalize_name",
+    "parse_config",
+    "parse_reference",
 ]

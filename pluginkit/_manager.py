@@ -34,11 +34,11 @@ import stat
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -93,6 +93,7 @@ SOCKET_PATH_MAX = 107
 """Longest unix socket path Linux accepts (``sun_path`` is 108 bytes with the NUL)."""
 
 _RECORD_VERSION = 1
+_T = TypeVar("_T")
 _POLL_FIRST = 0.001
 _POLL_MAX = 0.05
 
@@ -116,7 +117,6 @@ _DOWN = 2  # enabled, but not running right now (starting, crashed, restarting)
 class _Run:
     """One start of a plugin on the runtime (a process or a container)."""
 
-    started_at: float
     exited: threading.Event = attrs.field(factory=threading.Event)
     exit: PluginExit | None = None
     ready: bool = False
@@ -134,6 +134,8 @@ class _Entry:
     reference: str
     created: str
     plugin: Plugin
+    # The flag being recorded; plugin.enabled follows it once the record is
+    # saved, and only then do lookups see the change.
     enabled: bool = False
     timeout: float = 30.0
     # Why-it-stops flag: False means any exit from now on is intended (disable,
@@ -149,7 +151,8 @@ class _Entry:
     op_lock: threading.Lock = attrs.field(factory=threading.Lock)
 
 
-_Hit = tuple[Plugin, frozenset[str], int, "_Entry"]
+_Hit = tuple[frozenset[str], int, "_Entry"]
+"""What the lookup snapshot holds per key: capabilities, state, entry."""
 
 
 def _now_iso() -> str:
@@ -239,7 +242,6 @@ class Manager:
         self._snap: Mapping[str, _Hit] = {}
         self._by_cap: Mapping[str, tuple[Plugin, ...]] = {}
         self._closing = False
-        self._closed = False
 
         self._store = Store(self._root)
         self._store.open()
@@ -318,6 +320,7 @@ class Manager:
             PluginExistsError: ``plugin NAME already exists``.
         """
         full = normalize_name(name)
+        self._check_name_free(full)
         context = Path(context_dir)
         config = _read_context(context)
         entry = self._add(full, config, reference=full, fill=lambda dst: _copy_tree(context, dst))
@@ -361,11 +364,14 @@ class Manager:
             PrivilegesNotGrantedError: ``incorrect privileges``, naming the
                 missing ones.
             PluginExistsError: the name is taken.
+            TypeError: ``grant`` is not one of the above, or a list entry is
+                not a :class:`~pluginkit.Privilege`.
         """
         path = Path(source)
         if not path.exists():
             raise InvalidConfigError(f"plugin source {path} does not exist", path=str(path))
         full = normalize_name(name) if name is not None else _name_from_source(path)
+        self._check_name_free(full)
         with self._unpacked(path) as context:
             config = _read_context(context)
             _check_grant(compute_privileges(config), grant)
@@ -396,9 +402,7 @@ class Manager:
         self, name: str, config: PluginConfig, *, reference: str, fill: Callable[[Path], None]
     ) -> _Entry:
         with self._lock:
-            self._check_open_locked()
-            if name in self._names or name in self._reserved:
-                raise PluginExistsError(name)
+            self._check_name_free_locked(name)
             self._reserved.add(name)
         try:
             plugin_id = self._new_id()
@@ -420,6 +424,16 @@ class Manager:
         finally:
             with self._lock:
                 self._reserved.discard(name)
+
+    def _check_name_free(self, name: str) -> None:
+        """Refuse a taken name early, as Docker does before reading anything."""
+        with self._lock:
+            self._check_name_free_locked(name)
+
+    def _check_name_free_locked(self, name: str) -> None:
+        self._check_open_locked()
+        if name in self._names or name in self._reserved:
+            raise PluginExistsError(name)
 
     def _new_id(self) -> str:
         while True:
@@ -485,9 +499,13 @@ class Manager:
             RuntimeStartError: the plugin exited before it was ready (with its
                 exit code and last stderr lines) or could not be started.
             PluginTimeoutError: the socket did not accept connections in time.
+            TypeError, ValueError: ``timeout`` is not a number > 0.
 
         On failure the plugin stays installed and disabled, settings intact.
         """
+        given: object = timeout  # what callers really pass, whatever the annotation says
+        if isinstance(given, bool) or not isinstance(given, (int, float)):
+            raise TypeError(f"timeout must be a number of seconds, not {given!r}")
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0, got {timeout!r}")
         entry = self._resolve(name)
@@ -511,7 +529,9 @@ class Manager:
                     raise
             except BaseException:
                 with self._lock:
-                    entry.want_running = False
+                    # Also cancels a restart that a crash after the plugin was
+                    # ready may have scheduled meanwhile.
+                    self._stand_down_locked(entry)
                 try:
                     self._stop(entry)
                 except Exception:
@@ -567,6 +587,8 @@ class Manager:
         if entry.restart_timer is not None:
             entry.restart_timer.cancel()
             entry.restart_timer = None
+        if entry.running:
+            self._publish_locked()  # a plugin about to stop is not looked up any more
 
     # -- remove / set -------------------------------------------------------
 
@@ -682,6 +704,7 @@ class Manager:
             enabled: keep only enabled (``True``) or disabled (``False``) ones.
         """
         with self._lock:
+            self._check_open_locked()
             entries = list(self._entries.values())
         cap = capability.lower() if capability is not None else None
         found = [
@@ -712,18 +735,15 @@ class Manager:
         """
         hit = self._snap.get(name)
         if hit is None:
-            hit = self._slow_hit(name)
+            with self._lock:
+                hit = self._slow_hit_locked(name)
             if hit is None:
                 return self._legacy_get(name, capability)
-        plugin, caps, state, _ = hit
-        if state != _RUNNING:
-            raise _not_running(name, state)
-        if capability.lower() not in caps:
-            raise ErrInadequateCapability(name, capability)
-        return plugin
+        return _usable(hit, name, capability).plugin
 
     def find_with_capability(self, capability: str) -> builtins.list[Plugin]:
         """Every running managed plugin with ``capability``, then the legacy ones."""
+        self._check_open_locked()  # reading one flag needs no lock
         found = list(self._by_cap.get(capability.lower(), ()))
         legacy = self.legacy
         if legacy is not None:
@@ -739,24 +759,20 @@ class Manager:
         Legacy plugins are not counted.
         """
         with self._lock:
-            hit = self._snap.get(name) or self._slow_hit(name)
-            if hit is not None:
-                plugin, caps, state, entry = hit
-                if state != _RUNNING:
-                    raise _not_running(name, state)
-                if capability.lower() not in caps:
-                    raise ErrInadequateCapability(name, capability)
+            hit = self._snap.get(name) or self._slow_hit_locked(name)
+            entry = None if hit is None else _usable(hit, name, capability)
+            if entry is not None:
                 entry.refcount += 1
-                plugin.refcount = entry.refcount
-        if hit is None:
+                entry.plugin.refcount = entry.refcount
+        if entry is None:
             yield self._legacy_get(name, capability)
             return
         try:
-            yield plugin
+            yield entry.plugin
         finally:
             with self._lock:
                 entry.refcount -= 1
-                plugin.refcount = entry.refcount
+                entry.plugin.refcount = entry.refcount
 
     def handle(self, capability: str, callback: Callable[[str, Client], None]) -> None:
         """Call ``callback(name, client)`` for every plugin with ``capability``.
@@ -767,6 +783,7 @@ class Manager:
         """
         cap = capability.lower()
         with self._lock:
+            self._check_open_locked()
             self._handlers.setdefault(cap, []).append(callback)
             running = list(self._by_cap.get(cap, ()))
         legacy = self.legacy
@@ -775,24 +792,14 @@ class Manager:
         for plugin in running:
             _call_handler(callback, plugin)
 
-    def _slow_hit(self, name: str) -> _Hit | None:
-        """Resolve what the snapshot has no key for: other spellings, id prefixes."""
-        try:
-            key = normalize_name(name)
-        except InvalidReferenceError:
-            key = None
-        snap = self._snap
-        if key is not None and key in snap:
-            return snap[key]
-        if name and len(name) < 64 and all(c in "0123456789abcdef" for c in name):
-            matches = {
-                h[3].id: h for k, h in snap.items() if k.startswith(name) and is_plugin_id(k)
-            }
-            if len(matches) > 1:
-                raise InvalidReferenceError(f'multiple plugins found for "{name}"')
-            if matches:
-                return next(iter(matches.values()))
-        return None
+    def _slow_hit_locked(self, name: str) -> _Hit | None:
+        """Resolve what the snapshot has no key for: other spellings, id prefixes.
+
+        A shut-down manager's snapshot is empty, so every lookup ends up here
+        and is refused instead of falling back to the legacy registry.
+        """
+        entry = self._find_locked(name)
+        return None if entry is None else self._snap[entry.id]
 
     def _legacy_get(self, name: str, capability: str) -> Plugin:
         legacy = self.legacy
@@ -801,26 +808,38 @@ class Manager:
         return legacy.get(name, capability)
 
     def _resolve(self, ref: str) -> _Entry:
-        """Docker's ``resolvePluginID``: id, then name (``:latest`` added), then id prefix."""
+        """Return the entry ``ref`` names, else raise :class:`ErrNotFound`."""
         with self._lock:
-            self._check_open_locked()
-            if is_plugin_id(ref):
-                if ref in self._entries:
-                    return self._entries[ref]
-                raise ErrNotFound(ref)
-            try:
-                full = normalize_name(ref)
-            except InvalidReferenceError:
-                raise ErrNotFound(ref) from None
-            if full in self._names:
-                return self._entries[self._names[full]]
-            if ref and all(c in "0123456789abcdef" for c in ref):
-                matches = [e for i, e in self._entries.items() if i.startswith(ref)]
-                if len(matches) > 1:
-                    raise InvalidReferenceError(f'multiple plugins found for "{ref}"')
-                if matches:
-                    return matches[0]
+            entry = self._find_locked(ref)
+        if entry is None:
             raise ErrNotFound(ref)
+        return entry
+
+    def _find_locked(self, ref: str) -> _Entry | None:
+        """Docker's ``resolvePluginID``: exact id, name (``:latest`` added), unique id prefix.
+
+        Returns ``None`` when nothing matches. A 64-hex string is only ever an
+        id, and a prefix only ever matches ids.
+
+        Raises:
+            InvalidReferenceError: ``multiple plugins found for "PREFIX"``.
+        """
+        self._check_open_locked()
+        if is_plugin_id(ref):
+            return self._entries.get(ref)
+        try:
+            full = normalize_name(ref)
+        except InvalidReferenceError:
+            return None
+        if full in self._names:
+            return self._entries[self._names[full]]
+        if ref and all(c in "0123456789abcdef" for c in ref):
+            matches = [e for i, e in self._entries.items() if i.startswith(ref)]
+            if len(matches) > 1:
+                raise InvalidReferenceError(f'multiple plugins found for "{ref}"')
+            if matches:
+                return matches[0]
+        return None
 
     # -- starting and stopping ---------------------------------------------
 
@@ -877,7 +896,7 @@ class Manager:
             spec.socket_path.unlink()  # a stale socket must not look ready
         if spec.propagated_mount_source is not None:
             ensure_private_dir(spec.propagated_mount_source)
-        run = _Run(started_at=time.monotonic())
+        run = _Run()
         with self._lock:
             if not entry.want_running or self._closing:
                 raise PluginError(f"plugin {entry.name} was stopped while it was starting")
@@ -1022,7 +1041,7 @@ class Manager:
                 entry.restart_timer = None
             try:
                 self._start(entry, entry.timeout)
-            except PluginError as exc:
+            except Exception as exc:  # host errors too: this timer thread must not die
                 with self._lock:
                     if entry.restart_token != token or not entry.want_running or self._closing:
                         return
@@ -1072,7 +1091,7 @@ class Manager:
         source = os.path.join(self._store.plugins_str, plugin_id, "plugin.json")
         if record.get("Id") != plugin_id:
             raise ValueError(f"{source}: Id {record.get('Id')!r} does not match the directory")
-        name = normalize_name(_require_str(record, "Name", source))
+        name = normalize_name(_record_field(record, "Name", str, None, "a string", source))
         config = parse_config(record["Config"], source=source)
         settings = parse_settings(record["Settings"], source=source)
         entry = self._new_entry(
@@ -1080,14 +1099,17 @@ class Manager:
             name,
             config,
             settings,
-            str(record.get("PluginReference", name)),
-            str(record.get("Created", "")),
+            _record_field(record, "PluginReference", str, name, "a string", source),
+            _record_field(record, "Created", str, "", "a string", source),
         )
-        entry.enabled = bool(record.get("Enabled", False))
+        entry.enabled = _record_field(record, "Enabled", bool, False, "true or false", source)
         entry.plugin.enabled = entry.enabled
-        timeout = record.get("EnableTimeout", 30.0)
-        if isinstance(timeout, (int, float)) and timeout > 0:
-            entry.timeout = float(timeout)
+        timeout = _record_field(record, "EnableTimeout", float, 30.0, "a number > 0", source)
+        if not timeout > 0:
+            raise ValueError(
+                f"{source}: EnableTimeout must be a number > 0, got {record['EnableTimeout']!r}"
+            )
+        entry.timeout = timeout
         return entry
 
     def _restore_all(self) -> None:
@@ -1107,7 +1129,7 @@ class Manager:
                 entry.want_running = True
             try:
                 spec = self._spec(entry)
-                run = _Run(started_at=time.monotonic())
+                run = _Run()
                 with self._lock:
                     entry.run = run
                 try:
@@ -1148,27 +1170,23 @@ class Manager:
         """Stop every plugin (or leave them running with ``live_restore``) and release the root.
 
         Plugins stopped here keep their enabled flag and are started again by
-        the next manager on this root. Idempotent.
+        the next manager on this root. Idempotent. From the moment it starts,
+        every other method (lookups included, legacy fallback too) raises
+        :class:`~pluginkit.PluginError` ``the plugin manager is shut down``.
         """
         with self._lock:
             if self._closing:
                 return
             self._closing = True
             entries = list(self._entries.values())
+            to_stop = []
+            self._publish_locked()
             for entry in entries:
-                entry.restart_token += 1
-                if entry.restart_timer is not None:
-                    entry.restart_timer.cancel()
-                    entry.restart_timer = None
-        to_stop = []
-        for entry in entries:
-            if self.live_restore and entry.enabled:
-                continue
-            with self._lock:
-                entry.want_running = False
-                busy = entry.run is not None or entry.running
-            if busy:
-                to_stop.append(entry)
+                self._stand_down_locked(entry)
+                if self.live_restore and entry.enabled:
+                    continue  # left running for the next manager
+                if entry.run is not None or entry.running:
+                    to_stop.append(entry)
 
         def stop(entry: _Entry) -> None:
             with entry.op_lock:
@@ -1186,10 +1204,6 @@ class Manager:
             log.exception("runtime close failed")
         for entry in entries:
             entry.plugin._drop_client()
-        with self._lock:
-            self._snap = {}
-            self._by_cap = {}
-            self._closed = True
         self._store.close()
 
     # -- helpers ------------------------------------------------------------
@@ -1233,25 +1247,30 @@ class Manager:
 
     def _publish_locked(self) -> None:
         """Rebuild the lookup snapshot (called with ``_lock`` held after any change)."""
+        if self._closing:
+            self._snap, self._by_cap = {}, {}  # shutting down: nothing is looked up
+            return
         snap: dict[str, _Hit] = {}
-        ids: list[_Hit] = []
         by_cap: dict[str, list[Plugin]] = {}
         for entry in self._entries.values():
-            if entry.running:
+            # Only a plugin that runs, is meant to, and whose enable is
+            # recorded (plugin.enabled is set once enable() has saved it):
+            # lookups never hand out a plugin that an enable failing late, a
+            # disable, a remove or a shutdown is about to stop.
+            if entry.running and entry.want_running and entry.plugin.enabled:
                 state = _RUNNING
                 for cap in entry.plugin.capabilities:
                     by_cap.setdefault(cap, []).append(entry.plugin)
-            elif entry.enabled:
+            elif entry.plugin.enabled:
                 state = _DOWN
             else:
                 state = _DISABLED
-            hit = (entry.plugin, frozenset(entry.plugin.capabilities), state, entry)
+            hit = (frozenset(entry.plugin.capabilities), state, entry)
             snap[entry.name] = hit
-            if entry.name.endswith(":latest"):
-                snap[entry.name[: -len(":latest")]] = hit
-            ids.append(hit)
-        for hit in ids:  # a full id wins over a name that looks like one, as in Docker
-            snap[hit[3].id] = hit
+            short = entry.name[: -len(":latest")]
+            if entry.name.endswith(":latest") and not is_plugin_id(short):
+                snap[short] = hit  # a 64-hex string is only ever an id, as in Docker
+            snap[entry.id] = hit
         self._snap = snap
         self._by_cap = {cap: tuple(plugins) for cap, plugins in by_cap.items()}
 
@@ -1288,10 +1307,16 @@ class Manager:
 # -- module helpers -----------------------------------------------------------
 
 
-def _not_running(name: str, state: int) -> ErrDisabled:
+def _usable(hit: _Hit, name: str, capability: str) -> _Entry:
+    """Return the entry of a lookup hit if it runs and has ``capability``, else raise."""
+    caps, state, entry = hit
     if state == _DOWN:
-        return ErrDisabled(name, f'plugin "{name}" found but not running')
-    return ErrDisabled(name)
+        raise ErrDisabled(name, f'plugin "{name}" found but not running')
+    if state != _RUNNING:
+        raise ErrDisabled(name)
+    if capability.lower() not in caps:
+        raise ErrInadequateCapability(name, capability)
+    return entry
 
 
 def _early_exit(name: str, info: PluginExit | None) -> RuntimeStartError:
@@ -1323,10 +1348,20 @@ def _call_handler(callback: Callable[[str, Client], None], plugin: Plugin) -> No
         log.exception("handler %r failed for plugin %s", callback, plugin.name)
 
 
-def _require_str(record: Mapping[str, Any], key: str, source: str) -> str:
+def _record_field(
+    record: Mapping[str, Any], key: str, kind: type[_T], default: _T | None, what: str, source: str
+) -> _T:
+    """Return ``record[key]`` if it is a ``kind`` (``default`` when absent), else raise.
+
+    JSON booleans are not numbers here, and integers are floats.
+    """
+    if key not in record and default is not None:
+        return default
     value = record.get(key)
-    if not isinstance(value, str):
-        raise ValueError(f"{source}: {key} must be a string, got {value!r}")
+    if kind is float and type(value) is int:
+        value = float(value)
+    if type(value) is not kind:
+        raise ValueError(f"{source}: {key} must be {what}, got {value!r}")
     return value
 
 
@@ -1346,7 +1381,16 @@ def _check_grant(required: list[Privilege], grant: Grant) -> None:
         if grant(list(required)):
             return
         raise PrivilegesNotGrantedError(f"incorrect privileges: not granted: {_describe(required)}")
-    granted = [] if grant is None or grant is False else list(grant)
+    given: object = grant  # what callers really pass, whatever the annotation says
+    if given is None or given is False:
+        granted: list[Privilege] = []
+    elif isinstance(given, (str, bytes)) or not isinstance(given, Iterable):
+        raise TypeError(f"grant must be True, a list of Privilege or a callable, not {given!r}")
+    else:
+        granted = list(given)
+    for index, privilege in enumerate(granted):
+        if not isinstance(privilege, Privilege):
+            raise TypeError(f"grant[{index}] must be a Privilege, not {privilege!r}")
     if privileges_equal(required, granted):
         return
     have = [_privilege_key(g) for g in granted]
@@ -1390,13 +1434,28 @@ def _name_from_source(path: Path) -> str:
 
 
 def _find_context(extracted: Path, archive: Path) -> Path:
-    """Find the plugin directory in an extracted archive: its top or its only sub-directory."""
-    if (extracted / "config.json").exists():
-        return extracted
-    children = [c for c in extracted.iterdir() if c.is_dir() and not c.is_symlink()]
-    if len(children) == 1 and (children[0] / "config.json").exists():
-        return children[0]
-    raise InvalidConfigError(f"config not found in archive {archive}", path=os.fspath(archive))
+    """Find the plugin directory in an extracted archive: its top or its only sub-directory.
+
+    Its ``config.json`` and ``rootfs`` must resolve inside the extraction:
+    links checked one by one can still combine into a way out (a relative
+    link through an absolute one under ``rootfs/``).
+    """
+    context = extracted
+    if not (extracted / "config.json").exists():
+        children = [c for c in extracted.iterdir() if c.is_dir() and not c.is_symlink()]
+        if len(children) != 1 or not (children[0] / "config.json").exists():
+            raise InvalidConfigError(
+                f"config not found in archive {archive}", path=os.fspath(archive)
+            )
+        context = children[0]
+    real_top = os.path.realpath(extracted)
+    for name in ("config.json", "rootfs"):
+        real = os.path.realpath(context / name)
+        if real != real_top and not real.startswith(real_top + os.sep):
+            raise InvalidConfigError(
+                f"{name} in archive {archive} resolves outside it", path=os.fspath(archive)
+            )
+    return context
 
 
 def _copy_tree(context: Path, dest: Path) -> None:
@@ -1487,11 +1546,8 @@ def _safe_extract(archive: Path, dest: Path) -> None:
                 if link.startswith("/"):
                     if parts[0] != "rootfs":
                         raise refuse(member, "absolute symlink outside rootfs/")
-                else:
-                    resolved = os.path.normpath(os.path.join("/", *parts[:-1], link))
-                    floor = "/rootfs" if parts[0] == "rootfs" else "/"
-                    if not (resolved == floor or resolved.startswith(floor.rstrip("/") + "/")):
-                        raise refuse(member, f"symlink to {link!r} points outside the archive")
+                elif not _link_stays_inside(parts, link):
+                    raise refuse(member, f"symlink to {link!r} points outside the archive")
                 os.symlink(link, target)
             elif member.islnk():
                 link_parts = _member_parts(member.linkname)
@@ -1508,6 +1564,27 @@ def _safe_extract(archive: Path, dest: Path) -> None:
                 os.link(real_source, target)
             else:
                 raise refuse(member, "device files, fifos and other special files are not allowed")
+
+
+def _link_stays_inside(parts: tuple[str, ...], link: str) -> bool:
+    """Tell whether a relative symlink at member ``parts`` resolves inside its floor.
+
+    The floor is ``rootfs/`` for links under it, else the archive's top. The
+    components are walked one by one: ``normpath`` would clamp ``/..`` to
+    ``/`` and let ``../../../etc/passwd`` at the top look inside.
+    """
+    floor = 1 if parts[0] == "rootfs" else 0
+    depth = list(parts[:-1])
+    for component in link.split("/"):
+        if component in ("", "."):
+            continue
+        if component == "..":
+            if len(depth) <= floor:
+                return False
+            depth.pop()
+        else:
+            depth.append(component)
+    return True
 
 
 def _member_parts(name: str) -> tuple[str, ...] | None:

@@ -51,7 +51,11 @@ _FILE_MODE = 0o600
 
 def fsync_dir(path: Path) -> None:
     """Flush a directory's entries (renames, creations) to disk."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    _fsync(path, os.O_DIRECTORY)
+
+
+def _fsync(path: str | Path, flags: int) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         os.fsync(fd)
     finally:
@@ -311,11 +315,6 @@ def _fsync_tree(top: Path) -> None:
     for dirpath, _dirnames, filenames in os.walk(top):
         for name in filenames:
             full = os.path.join(dirpath, name)
-            if os.path.islink(full) or not os.path.isfile(full):
-                continue
-            fd = os.open(full, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            if not os.path.islink(full) and os.path.isfile(full):
+                _fsync(full, os.O_NOFOLLOW)
         fsync_dir(Path(dirpath))

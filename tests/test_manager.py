@@ -93,6 +93,23 @@ def test_create_twice_gives_docker_already_exists(env: Env, m: Manager) -> None:
     assert [p.name for p in m.list()] == ["foo:latest"]
 
 
+def test_a_taken_name_is_refused_before_the_source_is_read(env: Env, m: Manager) -> None:
+    """As in Docker, "already exists" comes first: before config, archive or privilege checks."""
+    m.create("foo", env.plugin_dir())
+    empty = env.tmp / "empty"
+    empty.mkdir()
+    with pytest.raises(PluginExistsError, match=r"^plugin foo:latest already exists$"):
+        m.create("foo", empty)
+    junk = env.tmp / "junk.tar"
+    junk.write_text("not an archive")
+    with pytest.raises(PluginExistsError, match=r"^plugin foo:latest already exists$"):
+        m.install(junk, name="foo")
+    privileged = env.plugin_dir("privileged", Network={"Type": "host"})
+    with pytest.raises(PluginExistsError, match=r"^plugin foo:latest already exists$"):
+        m.install(privileged, name="foo")
+    assert [p.name for p in m.list()] == ["foo:latest"]
+
+
 def test_create_rejects_a_bad_name(env: Env, m: Manager) -> None:
     """Upper-case names do not parse and nothing is installed."""
     with pytest.raises(InvalidReferenceError, match="must be lowercase"):
@@ -171,6 +188,25 @@ def test_get_by_name_tag_id_and_prefix(env: Env, m: Manager) -> None:
     assert m.get("docker.io/library/foo") is p
     assert m.get(p.id) is p
     assert m.get(p.id[:5]) is p
+
+
+def test_lookups_resolve_a_hex_looking_name_like_get(env: Env, m: Manager) -> None:
+    """A 64-hex string is only ever an id and a prefix matches ids only, in lookups as in get()."""
+    hex_name = "ab" * 32
+    p = m.create(f"{hex_name}:latest", env.plugin_dir())
+    m.enable(f"{hex_name}:latest")
+    assert p.id is not None
+    assert not p.id.startswith(hex_name[:8])
+    assert m.lookup_with_capability(f"{hex_name}:latest", "volumedriver") is p
+    for ref in (hex_name, hex_name[:8]):
+        with pytest.raises(ErrNotFound, match=rf'^plugin "{ref}" not found$'):
+            m.get(ref)
+        with pytest.raises(ErrNotFound, match=rf'^plugin "{ref}" not found$'):
+            m.lookup_with_capability(ref, "volumedriver")
+        with pytest.raises(ErrNotFound, match=rf'^plugin "{ref}" not found$'):
+            m.use(ref, "volumedriver").__enter__()
+    assert p.refcount == 0
+    assert m.lookup_with_capability(p.id[:6], "volumedriver") is p
 
 
 def test_get_unknown_gives_docker_not_found(m: Manager) -> None:
@@ -270,6 +306,20 @@ def test_enable_rejects_a_non_positive_timeout(env: Env, m: Manager) -> None:
     m.create("foo", env.plugin_dir())
     with pytest.raises(ValueError, match="timeout must be > 0"):
         m.enable("foo", timeout=0)
+
+
+@pytest.mark.parametrize("timeout", ["30", None, True])
+def test_enable_rejects_a_timeout_that_is_not_a_number(
+    env: Env, m: Manager, timeout: object
+) -> None:
+    """A timeout that is not a number of seconds is a TypeError naming it; nothing starts."""
+    m.create("foo", env.plugin_dir())
+    with pytest.raises(
+        TypeError, match=rf"^timeout must be a number of seconds, not {re.escape(repr(timeout))}$"
+    ):
+        m.enable("foo", timeout=timeout)  # type: ignore[arg-type]
+    assert env.runtime.started_count("foo") == 0
+    assert m.get("foo").enabled is False
 
 
 def test_remove_enabled_needs_force(env: Env, m: Manager) -> None:
@@ -588,6 +638,23 @@ def test_install_with_grant_true_and_callables(env: Env, m: Manager) -> None:
     assert [p.name for p in m.list()] == ["bar:latest", "foo:latest"]
 
 
+def test_install_refuses_a_grant_of_the_wrong_type(env: Env, m: Manager) -> None:
+    """A grant that is a string, or holds something else than Privilege objects, is a TypeError."""
+    ctx = env.plugin_dir(Network={"Type": "host"})
+    with pytest.raises(
+        TypeError,
+        match=r"^grant must be True, a list of Privilege or a callable, not 'network'$",
+    ):
+        m.install(ctx, name="foo", grant="network")  # type: ignore[arg-type]
+    docker_json = {"Name": "network", "Description": "", "Value": ["host"]}
+    with pytest.raises(
+        TypeError,
+        match=r"^grant\[0\] must be a Privilege, not \{'Name': 'network', ",
+    ):
+        m.install(ctx, name="foo", grant=[docker_json])  # type: ignore[list-item]
+    assert m.list() == []
+
+
 def test_install_of_an_unprivileged_plugin_needs_no_grant(env: Env, m: Manager) -> None:
     """A plugin that needs no privileges installs without grant; the name comes from the dir."""
     p = m.install(env.plugin_dir("my-plugin"))
@@ -720,6 +787,54 @@ def test_a_shut_down_manager_refuses_operations(env: Env, m: Manager) -> None:
         m.create("foo", env.plugin_dir())
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.lookup_with_capability("foo", "volumedriver"),
+        lambda m: m.lookup_with_capability("old", "volumedriver"),
+        lambda m: m.find_with_capability("volumedriver"),
+        lambda m: m.use("foo", "volumedriver").__enter__(),
+        lambda m: m.use("old", "volumedriver").__enter__(),
+        lambda m: m.list(),
+        lambda m: m.handle("volumedriver", lambda name, client: None),
+        lambda m: m.get("foo"),
+        lambda m: m.inspect("foo"),
+        lambda m: m.privileges("foo"),
+        lambda m: m.enable("foo"),
+        lambda m: m.disable("foo"),
+        lambda m: m.set("foo", ["DEBUG=1"]),
+        lambda m: m.remove("foo", force=True),
+    ],
+    ids=[
+        "lookup",
+        "lookup-legacy",
+        "find",
+        "use",
+        "use-legacy",
+        "list",
+        "handle",
+        "get",
+        "inspect",
+        "privileges",
+        "enable",
+        "disable",
+        "set",
+        "remove",
+    ],
+)
+def test_a_shut_down_manager_refuses_lookups_and_queries(env: Env, call: Any) -> None:
+    """After shutdown() every query and lookup fails clearly instead of answering stale data."""
+    legacy = Legacy({"old": Plugin("old", "unix:///x.sock", capabilities=("VolumeDriver",))})
+    m = env.manager(legacy=legacy)
+    m.create("foo", env.plugin_dir())
+    m.enable("foo")
+    m.shutdown()
+    with pytest.raises(PluginError, match=r"^the plugin manager is shut down$"):
+        call(m)
+    assert legacy.asked == []
+    assert legacy.handlers == []
+
+
 def test_context_manager_shuts_down(env: Env) -> None:
     """Leaving a with block stops enabled plugins and releases the root."""
     with env.manager() as m:
@@ -828,3 +943,45 @@ def test_set_is_all_or_nothing_for_any_arguments(env: Env, args: list[str]) -> N
     record = json.loads((env.root / "plugins" / before["Id"] / "plugin.json").read_text())
     assert record["Settings"] == m.inspect("foo")["Settings"]
     assert record["Config"] == m.inspect("foo")["Config"]
+
+
+def test_install_refuses_a_top_level_symlink_climbing_out(env: Env, m: Manager) -> None:
+    """A config.json symlink with more '..' than the archive is deep is refused, not followed."""
+    outside = env.plugin_dir("outside")  # a valid plugin directory outside the archive
+    climb = "../" * 30 + os.fspath(outside / "config.json").lstrip("/")
+    archive = _tar(
+        env.tmp / "bad.tar.gz",
+        [
+            (_member("config.json", tarfile.SYMTYPE, linkname=climb), None),
+            (_member("rootfs", tarfile.DIRTYPE), None),
+        ],
+    )
+    with pytest.raises(
+        InvalidConfigError,
+        match=rf"^unsafe member 'config.json' in .*: symlink to {re.escape(repr(climb))} "
+        "points outside the archive$",
+    ):
+        m.install(archive, name="bad")
+    assert m.list() == []
+    assert list((env.root / "tmp").iterdir()) == []
+
+
+def test_install_refuses_a_config_reached_through_an_absolute_rootfs_link(
+    env: Env, m: Manager
+) -> None:
+    """config.json linked through rootfs/abs -> /outside resolves out of the archive: refused."""
+    outside = env.plugin_dir("outside")
+    archive = _tar(
+        env.tmp / "bad.tar.gz",
+        [
+            (_member("rootfs", tarfile.DIRTYPE), None),
+            (_member("rootfs/abs", tarfile.SYMTYPE, linkname=os.fspath(outside)), None),
+            (_member("config.json", tarfile.SYMTYPE, linkname="rootfs/abs/config.json"), None),
+        ],
+    )
+    with pytest.raises(
+        InvalidConfigError, match=r"^config.json in archive .*bad.tar.gz resolves outside it$"
+    ):
+        m.install(archive, name="bad")
+    assert m.list() == []
+    assert list((env.root / "tmp").iterdir()) == []

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from _manager_helpers import Env
+from _manager_helpers import Env, wait_for
 
 from pluginkit import (
     ErrDisabled,
@@ -124,8 +126,10 @@ def test_remove_force_during_a_slow_enable(env: Env) -> None:
     assert not (env.root / "plugins" / str(p.id)).exists()
 
 
-def test_lookups_race_enable_and_disable(env: Env) -> None:
-    """8 threads looking up while another toggles the plugin see only the plugin or ErrDisabled."""
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["lookup", "use"])
+def test_lookups_race_enable_and_disable(env: Env, how: str) -> None:
+    """8 threads looking up (or using) while another toggles the plugin see it or ErrDisabled."""
     m: Manager = env.manager()
     p = m.create("foo", env.plugin_dir())
     stop = threading.Event()
@@ -133,12 +137,21 @@ def test_lookups_race_enable_and_disable(env: Env) -> None:
     counts = {"found": 0, "disabled": 0}
     lock = threading.Lock()
 
+    def look_once() -> None:
+        if how == "use":
+            with m.use("foo", "volumedriver") as got:
+                assert got is p
+                assert p.refcount >= 1
+            return
+        assert m.lookup_with_capability("foo:latest", "VolumeDriver") is p
+        assert m.get("foo") is p
+        assert m.find_with_capability("volumedriver") in ([], [p])
+
     def look() -> None:
         found = disabled = 0
         while not stop.is_set():
             try:
-                got = m.lookup_with_capability("foo", "volumedriver")
-                assert got is p
+                look_once()
                 found += 1
             except ErrDisabled:
                 disabled += 1
@@ -156,7 +169,7 @@ def test_lookups_race_enable_and_disable(env: Env) -> None:
     try:
         for _ in range(20):
             m.enable("foo")
-            m.disable("foo")
+            m.disable("foo", force=how == "use")
     finally:
         stop.set()
         for t in threads:
@@ -164,6 +177,8 @@ def test_lookups_race_enable_and_disable(env: Env) -> None:
     assert not any(t.is_alive() for t in threads)
     assert unexpected == []
     assert counts["disabled"] > 0
+    assert p.refcount == 0
+    assert env.actions() == ["create"] + ["enable", "disable"] * 20
 
 
 def test_operations_on_many_plugins_from_many_threads(env: Env) -> None:
@@ -222,3 +237,155 @@ def test_lookup_of_a_removed_plugin_is_not_found(env: Env) -> None:
     m.remove("foo", force=True)
     with pytest.raises(ErrNotFound):
         m.lookup_with_capability("foo", "volumedriver")
+
+
+class _SlowStopRuntime(FakeRuntime):
+    """A FakeRuntime whose stop() blocks until released, like a plugin slow to exit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopping = threading.Event()
+        self.release = threading.Event()
+
+    def stop(self, plugin_id: str, *, grace: float = 10.0) -> None:
+        self.stopping.set()
+        self.release.wait(10)
+        super().stop(plugin_id, grace=grace)
+
+
+@pytest.mark.timeout(30)
+def test_a_plugin_being_disabled_is_no_longer_looked_up(short_tmp: Path) -> None:
+    """While disable() waits for the plugin to exit, lookups, use() and find no longer return it."""
+    runtime = _SlowStopRuntime()
+    env = Env(short_tmp, runtime)
+    try:
+        m = env.manager()
+        p = m.create("foo", env.plugin_dir())
+        m.enable("foo")
+        disabler = threading.Thread(target=m.disable, args=("foo",))
+        disabler.start()
+        try:
+            assert runtime.stopping.wait(10)
+            with pytest.raises(ErrDisabled, match=r'^plugin "foo" found but not running$'):
+                m.lookup_with_capability("foo", "volumedriver")
+            with (
+                pytest.raises(ErrDisabled, match=r'^plugin "foo" found but not running$'),
+                m.use("foo", "volumedriver"),
+            ):
+                pass
+            assert m.find_with_capability("volumedriver") == []
+        finally:
+            runtime.release.set()
+            disabler.join(10)
+        assert not disabler.is_alive()
+        assert p.enabled is False
+        assert p.refcount == 0
+        assert env.actions() == ["create", "enable", "disable"]
+    finally:
+        env.close()
+
+
+class _SlowSaveManager(Manager):
+    """A Manager whose save of an enable blocks until released (a slow disk)."""
+
+    saving = threading.Event()
+    release = threading.Event()
+
+    def _save(self, entry: Any) -> None:
+        if entry.enabled and not entry.plugin.enabled:  # enable() recording the plugin
+            self.saving.set()
+            self.release.wait(10)
+        super()._save(entry)
+
+
+@pytest.mark.timeout(30)
+def test_a_plugin_is_looked_up_only_once_its_enable_is_recorded(env: Env) -> None:
+    """Until enable() has saved the plugin as enabled, lookups and use() do not return it."""
+    m = _SlowSaveManager(
+        env.root,
+        runtime=env.runtime,
+        run_root=env.run_root,
+        legacy=None,
+        on_event=env.events.append,
+    )
+    env.managers.append(m)
+    m.create("foo", env.plugin_dir())
+    enabler = threading.Thread(target=m.enable, args=("foo",))
+    enabler.start()
+    try:
+        assert m.saving.wait(10)
+        assert env.runtime.running() == ["foo:latest"]  # it runs and listens already
+        with pytest.raises(ErrDisabled, match=r'^plugin "foo" found but disabled$'):
+            m.lookup_with_capability("foo", "volumedriver")
+        with (
+            pytest.raises(ErrDisabled, match=r'^plugin "foo" found but disabled$'),
+            m.use("foo", "volumedriver"),
+        ):
+            pass
+        assert m.find_with_capability("volumedriver") == []
+    finally:
+        m.release.set()
+        enabler.join(10)
+    assert not enabler.is_alive()
+    p = m.lookup_with_capability("foo", "volumedriver")
+    assert p.enabled is True
+    assert p.refcount == 0
+
+
+class _FailingSaveManager(Manager):
+    """A Manager whose first save of an enable waits for a crash, then fails (a full disk)."""
+
+    saving = threading.Event()
+    release = threading.Event()
+    failed = False
+
+    def _save(self, entry: Any) -> None:
+        if entry.enabled and not entry.plugin.enabled and not self.failed:
+            self.failed = True
+            self.saving.set()
+            self.release.wait(10)
+            raise OSError(28, "No space left on device")
+        super()._save(entry)
+
+
+@pytest.mark.timeout(30)
+def test_a_crash_during_a_failing_enable_leaves_no_restart_behind(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restart scheduled by a crash inside an enable that then fails never fires later."""
+    from pluginkit import RestartPolicy
+
+    caplog.set_level(logging.WARNING, "pluginkit")
+    m = _FailingSaveManager(
+        env.root,
+        runtime=env.runtime,
+        run_root=env.run_root,
+        legacy=None,
+        on_event=env.events.append,
+        restart_policy=RestartPolicy(initial_delay=0.5),
+    )
+    env.managers.append(m)
+    m.create("foo", env.plugin_dir())
+    errors: list[BaseException] = []
+
+    def enable() -> None:
+        try:
+            m.enable("foo")
+        except BaseException as exc:
+            errors.append(exc)
+
+    enabler = threading.Thread(target=enable)
+    enabler.start()
+    assert m.saving.wait(10)
+    env.runtime.crash("foo")  # dies while its enable is being saved
+    wait_for(lambda: "exit" in env.actions())  # a restart is now scheduled in 0.5 s
+    m.release.set()
+    enabler.join(10)
+    assert [str(e) for e in errors] == ["[Errno 28] No space left on device"]
+    caplog.clear()
+    m.enable("foo")  # a new enable, before the old restart would fire
+    time.sleep(1.0)  # twice the restart delay: a leftover timer would have fired
+    assert env.runtime.started_count("foo") == 2
+    assert env.runtime.running() == ["foo:latest"]
+    assert [r.getMessage() for r in caplog.records] == []
+    assert env.actions() == ["create", "exit", "enable"]

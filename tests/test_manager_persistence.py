@@ -126,6 +126,39 @@ def test_an_unreadable_plugin_is_skipped(env: Env, caplog: pytest.LogCaptureFixt
     )
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("Enabled", "false", "Enabled must be true or false, got 'false'"),
+        ("Enabled", 1, "Enabled must be true or false, got 1"),
+        ("PluginReference", ["x"], "PluginReference must be a string, got ['x']"),
+        ("Created", 12, "Created must be a string, got 12"),
+        ("EnableTimeout", True, "EnableTimeout must be a number > 0, got True"),
+        ("EnableTimeout", -1, "EnableTimeout must be a number > 0, got -1"),
+    ],
+)
+def test_a_record_with_a_field_of_the_wrong_type_is_skipped(
+    env: Env, caplog: pytest.LogCaptureFixture, field: str, value: object, why: str
+) -> None:
+    """A record field of the wrong type skips that plugin with a log naming file and field."""
+    caplog.set_level(logging.WARNING, "pluginkit.manager")
+    m = env.manager()
+    a = m.create("a", env.plugin_dir("a"))
+    m.create("b", env.plugin_dir("b"))
+    m.shutdown()
+    env.managers.remove(m)
+    record = env.root / "plugins" / str(a.id) / "plugin.json"
+    data = json.loads(record.read_text())
+    data[field] = value
+    record.write_text(json.dumps(data))
+    m2 = env.manager()
+    assert [p.name for p in m2.list()] == ["b:latest"]
+    assert env.runtime.running() == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"error loading plugin {a.id}, skipping: {record}: {why}"
+    ]
+
+
 def test_a_record_under_the_wrong_directory_is_skipped(env: Env) -> None:
     """A record whose Id is not its directory's name is not loaded."""
     m = env.manager()
@@ -295,6 +328,51 @@ def test_a_killed_plugin_process_is_restarted(short_tmp: Path) -> None:
         env.close()
 
 
+PROCESS_MANAGER = """\
+import sys
+from pluginkit import Manager
+from pluginkit.runtime.process import ProcessRuntime
+m = Manager(sys.argv[1], runtime=ProcessRuntime(), run_root=sys.argv[2], legacy=None)
+m.create("proc", sys.argv[3])
+m.enable("proc", timeout=20)
+print(m.get("proc").id, flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("live_restore", [True, False])
+def test_plugins_of_a_killed_manager_process(short_tmp: Path, live_restore: bool) -> None:
+    """ProcessRuntime: a SIGKILLed manager's plugin is re-attached (live restore) or replaced."""
+    ctx = _process_plugin_dir(short_tmp / "ctx")
+    root, run_root = short_tmp / "root", short_tmp / "run"
+    with subprocess.Popen(
+        [sys.executable, "-c", PROCESS_MANAGER, str(root), str(run_root), str(ctx)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=_subprocess_env(),
+    ) as child:
+        assert child.stdout is not None
+        plugin_id = child.stdout.readline().decode().strip()
+        child.kill()
+    env = Env(short_tmp, ProcessRuntime())
+    try:
+        pid = _pid(env, plugin_id)
+        assert _alive(pid)  # the plugin outlived its manager
+        m = env.manager(live_restore=live_restore)
+        p = m.lookup_with_capability("proc", "volumedriver")
+        assert p.id == plugin_id
+        assert _accepts(p.addr.removeprefix("unix://"))
+        new_pid = _pid(env, plugin_id)
+        assert (new_pid == pid) is live_restore
+        assert _alive(new_pid)
+        if not live_restore:
+            wait_for(lambda: not _alive(pid))
+        m.disable("proc")
+        wait_for(lambda: not _alive(new_pid))
+    finally:
+        env.close()
+
+
 # -- the root lock --------------------------------------------------------------
 
 
@@ -338,7 +416,7 @@ def test_a_manager_in_another_process_holds_the_root(env: Env) -> None:
 # -- crash safety ---------------------------------------------------------------
 
 MUTATOR = """\
-import random, sys
+import random, sys, tarfile
 from pathlib import Path
 from _manager_helpers import write_plugin_dir
 from pluginkit import Manager, PluginError
@@ -347,15 +425,20 @@ from pluginkit.testing import FakeRuntime
 root, run_root, src = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 env = [{"Name": "DEBUG", "Description": "", "Settable": ["value"], "Value": "0"}]
 ctx = write_plugin_dir(src, Env=env)
+archive = src.parent / "plugin.tar"
+with tarfile.open(archive, "w") as tar:
+    tar.add(ctx, arcname="plugin")
 m = Manager(root, runtime=FakeRuntime(), run_root=run_root, legacy=None)
 print("ready", flush=True)
 rng = random.Random()
 while True:
     name = f"p{rng.randrange(6)}"
     try:
-        action = rng.choice(["create", "create", "set", "enable", "disable", "remove"])
+        action = rng.choice(["create", "install", "set", "enable", "disable", "remove"])
         if action == "create":
             m.create(name, ctx)
+        elif action == "install":
+            m.install(archive, name=name)
         elif action == "set":
             m.set(name, [f"DEBUG={rng.randrange(1000)}"])
         elif action == "enable":
@@ -437,6 +520,53 @@ def test_names_never_escape_the_root(env: Env, name: str) -> None:
     assert sorted(os.listdir(env.tmp)) == before
     assert sorted(os.listdir(env.root)) == ["lock", "plugins", "tmp"]
     assert os.listdir(env.root / "plugins") == []
+
+
+def _id_attacks() -> st.SearchStrategy[tuple[int, str, str]]:
+    """(cut, before, after): the plugin's id cut at ``cut`` and wrapped in traversal text."""
+    wrap = st.sampled_from(
+        ["", "../", "/", "./", "..", "/..", "%2e%2e/", "\x00", "\n", " ", "-removing", "/rootfs"]
+    )
+    return st.tuples(st.integers(0, 64), wrap | st.text(max_size=6), wrap | st.text(max_size=6))
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(attack=_id_attacks())
+def test_ids_never_escape_the_root(env: Env, attack: tuple[int, str, str]) -> None:
+    """An id wrapped in traversal text finds the plugin only when it is a prefix; never a path."""
+    if not env.managers:
+        m = env.manager()
+        # A name longer than the wrapping text, so no example can spell it.
+        m.create("victim-plugin-x", env.plugin_dir())
+        m.enable("victim-plugin-x")
+    m = env.managers[0]
+    p = m.get("victim-plugin-x")
+    assert p.id is not None
+    cut, before, after = attack
+    ref = before + p.id[:cut] + after
+    listing = sorted(os.listdir(env.root / "plugins"))
+    if ref and p.id.startswith(ref):
+        assert m.get(ref) is p
+        assert m.lookup_with_capability(ref, "volumedriver") is p
+        return
+    for op in (
+        m.get,
+        m.inspect,
+        m.enable,
+        m.disable,
+        lambda r: m.set(r, ["DEBUG=1"]),
+        lambda r: m.remove(r, force=True),
+        lambda r: m.lookup_with_capability(r, "volumedriver"),
+        lambda r: m.use(r, "volumedriver").__enter__(),
+    ):
+        with pytest.raises((ErrNotFound, InvalidReferenceError)):
+            op(ref)
+    assert sorted(os.listdir(env.root / "plugins")) == listing == [p.id]
+    assert sorted(os.listdir(env.root)) == ["lock", "plugins", "tmp"]
+    assert m.lookup_with_capability("victim-plugin-x", "volumedriver") is p
+    assert p.refcount == 0
 
 
 def test_files_are_0600_and_directories_0700(env: Env) -> None:

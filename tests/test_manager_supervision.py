@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from _manager_helpers import Env, wait_for
+from _manager_helpers import Env, wait_for, write_plugin_dir
 
 from pluginkit import ErrDisabled, Manager, RestartPolicy
+from pluginkit.runtime.process import ProcessRuntime
 
 FAST = RestartPolicy(initial_delay=0.01, max_delay=0.04, multiplier=2.0, reset_after=30.0)
 
@@ -205,3 +210,123 @@ def test_disable_interrupts_a_restart_in_progress(env: Env) -> None:
     assert env.runtime.started_count("foo") == 2
     assert m.get("foo").enabled is False
     assert env.actions() == ["create", "enable", "exit", "disable"]
+
+
+CRASHING_PLUGIN = """\
+#!{python}
+import os, socket, sys, time
+path = os.path.join(os.environ["PLUGINKIT_SOCKET_DIR"], os.environ["PLUGINKIT_SOCKET"])
+server = socket.socket(socket.AF_UNIX)
+server.bind(path)
+server.listen()
+time.sleep(0.05)
+sys.exit(3)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("action", ["disable", "remove"])
+def test_stopping_a_real_crash_loop(
+    short_tmp: Path, caplog: pytest.LogCaptureFixture, action: str
+) -> None:
+    """ProcessRuntime: disable / remove --force of a plugin that keeps crashing ends the loop."""
+    caplog.set_level(logging.WARNING, "pluginkit")
+    ctx = write_plugin_dir(short_tmp / "ctx", entrypoint=("/bin/plugin",))
+    script = ctx / "rootfs" / "bin" / "plugin"
+    script.parent.mkdir()
+    script.write_text(CRASHING_PLUGIN.format(python=sys.executable))
+    script.chmod(0o755)
+    runtime = ProcessRuntime(grace=5)
+    env = Env(short_tmp, runtime)
+    try:
+        m = env.manager(restart_policy=FAST)
+        p = m.create("loop", ctx)
+        m.enable("loop", timeout=20)
+        wait_for(lambda: env.actions().count("restart") >= 3)  # crashing and restarting
+        if action == "disable":
+            m.disable("loop", force=True)
+        else:
+            m.remove("loop", force=True)
+        assert p.id is not None
+        assert not runtime.is_running(p.id)
+        logged = len(caplog.records)
+        actions = env.actions()
+        time.sleep(0.3)  # many times max_delay: a leftover restart would have happened
+        assert env.actions() == actions
+        assert actions[-1] == action
+        assert len(caplog.records) == logged
+        assert not runtime.is_running(p.id)
+        if action == "disable":
+            assert m.get("loop").enabled is False
+        else:
+            assert m.list() == []
+            assert not (env.root / "plugins" / p.id).exists()
+    finally:
+        env.close()
+
+
+def test_every_action_reports_the_plugin_id_and_name(env: Env) -> None:
+    """Events of install, set, enable, exit, restart, disable, remove carry the id and name."""
+    m = env.manager(restart_policy=FAST)
+    env_var = [{"Name": "DEBUG", "Description": "", "Settable": ["value"], "Value": "0"}]
+    other = m.create("other", env.plugin_dir("other"))
+    p = m.install(env.plugin_dir("ctx", Env=env_var), name="acme/vol:1.0")
+    m.set("acme/vol:1.0", ["DEBUG=1"])
+    m.enable("acme/vol:1.0")
+    env.runtime.crash("acme/vol:1.0")
+    wait_for(lambda: "restart" in env.actions())
+    m.disable(str(p.id)[:12])
+    m.remove(str(p.id))
+    assert [(e.action, e.id, e.name) for e in env.events] == [
+        ("create", other.id, "other:latest"),
+        *[
+            (action, p.id, "acme/vol:1.0")
+            for action in ("install", "set", "enable", "exit", "restart", "disable", "remove")
+        ],
+    ]
+    times = [e.time for e in env.events]
+    assert times == sorted(times)
+
+
+def test_a_restart_failing_on_the_host_is_retried(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restart that fails with an OSError (socket dir unusable) is logged and retried."""
+    caplog.set_level(logging.WARNING, "pluginkit.manager")
+    m = env.manager(restart_policy=RestartPolicy(initial_delay=0.2, max_delay=0.2))
+    p = m.create("foo", env.plugin_dir())
+    m.enable("foo")
+    env.runtime.crash("foo")
+    wait_for(lambda: "exit" in env.actions())
+    socket_dir = env.run_root / str(p.id)
+    shutil.rmtree(socket_dir)
+    socket_dir.write_text("in the way")  # the restart cannot create its socket directory
+    wait_for(lambda: any("could not be restarted" in r.getMessage() for r in caplog.records))
+    socket_dir.unlink()
+    wait_for(lambda: "restart" in env.actions())
+    assert m.lookup_with_capability("foo", "volumedriver") is p
+    assert env.actions() == ["create", "enable", "exit", "restart"]
+
+
+def test_an_exit_handler_may_remove_the_plugin(env: Env) -> None:
+    """on_event removing the plugin on its "exit" cancels the restart about to be armed."""
+    removed = threading.Event()
+    managers: list[Manager] = []
+
+    def on_event(event: Any) -> None:
+        env.events.append(event)
+        if event.action == "exit":
+            managers[0].remove(event.id, force=True)
+            removed.set()
+
+    m = env.manager(restart_policy=FAST, on_event=on_event)
+    managers.append(m)
+    p = m.create("foo", env.plugin_dir())
+    m.enable("foo")
+    env.runtime.crash("foo")
+    assert removed.wait(10)
+    time.sleep(0.2)  # several times max_delay: a restart would have happened
+    assert env.actions() == ["create", "enable", "exit", "remove"]
+    assert env.runtime.started_count("foo") == 1
+    assert m.list() == []
+    assert not (env.root / "plugins" / str(p.id)).exists()

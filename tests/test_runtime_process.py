@@ -365,6 +365,20 @@ def test_stale_socket_removed_at_start(runtime: ProcessRuntime, spec: RuntimeSpe
     wait_until(lambda: listening(spec), "the plugin's socket")
 
 
+def test_a_start_clears_temp_files_of_an_interrupted_state_write(
+    runtime: ProcessRuntime, spec: RuntimeSpec
+) -> None:
+    """A temp file left by a kill during an earlier process.json write is gone after a start."""
+    spec.state_dir.mkdir(parents=True, exist_ok=True)
+    (spec.state_dir / ".process.json.k1lled.tmp").write_text("{")
+    runtime.start(spec, Exits())
+    assert sorted(p.name for p in spec.state_dir.iterdir()) == [
+        "process.json",
+        "stderr.log",
+        "stdout.log",
+    ]
+
+
 def test_state_file(runtime: ProcessRuntime, spec: RuntimeSpec) -> None:
     """process.json records pid, start time, boot id and argv, mode 0600."""
     runtime.start(spec, Exits())

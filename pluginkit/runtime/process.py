@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 
 from .._errors import RuntimeStartError
+from .._store import atomic_write
 from ._base import ExitCallback, PluginExit, RuntimeSpec
 
 __all__ = ["ProcessRuntime"]
@@ -876,21 +877,14 @@ def _user_kwargs(spec: RuntimeSpec) -> dict[str, Any]:
 
 
 def _write_state(state_dir: Path, record: Mapping[str, Any]) -> None:
-    """Write the state file atomically: temp file, fsync, rename, fsync the directory."""
-    target = state_dir / STATE_FILE
-    temp = state_dir / f".{STATE_FILE}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, json.dumps(record, indent=1).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, target)
-    dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Write the state file atomically: temp file, fsync, rename, fsync the directory.
+
+    Temp files of a write interrupted by a kill are deleted first: one start
+    at a time writes here (the runtime refuses concurrent starts of a plugin).
+    """
+    for stale in state_dir.glob(f".{STATE_FILE}.*.tmp"):
+        stale.unlink(missing_ok=True)
+    atomic_write(state_dir / STATE_FILE, json.dumps(record, indent=1).encode())
 
 
 def _read_state(state_dir: Path) -> dict[str, Any] | None:

@@ -1,0 +1,107 @@
+"""The public surface is pinned: it changes only on purpose (and in the CHANGELOG)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+PUBLIC = {
+    "pluginkit": [
+        "CapabilityID",
+        "Client",
+        "Device",
+        "EnvVar",
+        "ErrDisabled",
+        "ErrInadequateCapability",
+        "ErrNotFound",
+        "FindWithCapability",
+        "InvalidConfigError",
+        "InvalidReferenceError",
+        "LegacyRegistry",
+        "LookupWithCapability",
+        "Manager",
+        "Mount",
+        "Plugin",
+        "PluginCallError",
+        "PluginConfig",
+        "PluginConnectionError",
+        "PluginEnabledError",
+        "PluginError",
+        "PluginEvent",
+        "PluginExistsError",
+        "PluginGetter",
+        "PluginInUseError",
+        "PluginProtocolError",
+        "PluginTimeoutError",
+        "Privilege",
+        "PrivilegesNotGrantedError",
+        "Reference",
+        "RestartPolicy",
+        "RootInUseError",
+        "RuntimeStartError",
+        "Settings",
+        "TLSConfig",
+        "apply_set",
+        "compute_privileges",
+        "dump_config",
+        "find_with_capability",
+        "get_default_manager",
+        "initial_settings",
+        "load_config",
+        "lookup_with_capability",
+        "normalize_name",
+        "parse_config",
+        "parse_reference",
+        "set_default_manager",
+    ],
+    "pluginkit.runtime": [
+        "DockerRuntime",
+        "ExitCallback",
+        "PluginExit",
+        "ProcessRuntime",
+        "Runtime",
+        "RuntimeDevice",
+        "RuntimeMount",
+        "RuntimeSpec",
+    ],
+    "pluginkit.testing": ["FakeCall", "FakeRuntime", "Handler"],
+}
+
+
+@pytest.mark.parametrize("module_name", sorted(PUBLIC))
+def test_all_is_pinned(module_name: str) -> None:
+    """Each public module's __all__ is exactly the pinned list."""
+    module = importlib.import_module(module_name)
+    assert sorted(module.__all__) == sorted(PUBLIC[module_name])
+
+
+@pytest.mark.parametrize(
+    ("module_name", "name"),
+    [(module, name) for module, names in sorted(PUBLIC.items()) for name in names],
+)
+def test_every_public_name_resolves_and_is_documented(module_name: str, name: str) -> None:
+    """Every name in __all__ exists; public classes and functions carry a docstring."""
+    module = importlib.import_module(module_name)
+    obj = getattr(module, name)
+    if inspect.isclass(obj) or inspect.isfunction(obj):
+        assert (obj.__doc__ or "").strip(), f"{module_name}.{name} has no docstring"
+
+
+def test_aliases_are_the_same_functions() -> None:
+    """The Go-style names are aliases, not copies."""
+    import pluginkit
+
+    assert pluginkit.FindWithCapability is pluginkit.find_with_capability
+    assert pluginkit.LookupWithCapability is pluginkit.lookup_with_capability
+
+
+def test_importing_pluginkit_does_not_import_docker() -> None:
+    """`import pluginkit` stays light: the Docker SDK is imported only by DockerRuntime."""
+    import subprocess
+    import sys
+
+    code = "import sys, pluginkit, pluginkit.runtime; print('docker' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
