@@ -76,7 +76,15 @@ from ._plugin import Plugin
 from ._reference import is_plugin_id, normalize_name
 from ._restart import RestartPolicy
 from ._store import PLUGIN_ID_RE, Store, ensure_private_dir
-from .runtime._base import PluginExit, Runtime, RuntimeDevice, RuntimeMount, RuntimeSpec
+from .runtime._base import (
+    PluginExit,
+    Runtime,
+    RuntimeDevice,
+    RuntimeMount,
+    RuntimeSpec,
+    SupportsCleanup,
+    SupportsPrepare,
+)
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -252,7 +260,11 @@ class Manager:
 
                 runtime = DockerRuntime()
             self._runtime: Runtime = runtime
+            # The optional extensions of the runtime seam, checked once.
+            self._preparer = runtime if isinstance(runtime, SupportsPrepare) else None
             self._load()
+            if isinstance(runtime, SupportsCleanup):
+                self._cleanup_runtime(runtime)
         except BaseException:
             self._store.close()
             raise
@@ -324,6 +336,7 @@ class Manager:
         context = Path(context_dir)
         config = _read_context(context)
         entry = self._add(full, config, reference=full, fill=lambda dst: _copy_tree(context, dst))
+        self._prepare(entry)
         self._emit(entry, "create")
         return entry.plugin
 
@@ -381,6 +394,7 @@ class Manager:
                 reference=os.fspath(source),
                 fill=lambda dst: _copy_tree(context, dst),
             )
+        self._prepare(entry)
         self._emit(entry, "install")
         return entry.plugin
 
@@ -682,6 +696,7 @@ class Manager:
                 entry.plugin.config = config
                 entry.plugin.settings = settings
                 self._publish_locked()
+            self._prepare_op_locked(entry)
         self._emit(entry, "set")
 
     # -- queries ------------------------------------------------------------
@@ -1059,7 +1074,45 @@ class Manager:
         self._emit(entry, "restart")
         self._run_handlers(entry)
 
+    def _prepare(self, entry: _Entry) -> None:
+        """Let a runtime that can (:class:`SupportsPrepare`) get a new plugin ready to start."""
+        if self._preparer is None:
+            return
+        with entry.op_lock:
+            self._prepare_op_locked(entry)
+
+    def _prepare_op_locked(self, entry: _Entry) -> None:
+        """Prepare a disabled plugin; the caller holds ``entry.op_lock``.
+
+        Only a disabled plugin is prepared (an enable takes ``op_lock`` too,
+        so it cannot start meanwhile): preparing may replace a stopped
+        container, never a running one. Failures are logged: the enable
+        does the same work and reports them.
+        """
+        if self._preparer is None:
+            return
+        with self._lock:
+            if entry.removed or entry.enabled or self._closing:
+                return
+        try:
+            self._preparer.prepare(self._spec(entry))
+        except Exception as exc:
+            log.warning(
+                "cannot prepare plugin %s yet (enabling it will retry): %s", entry.name, exc
+            )
+
     # -- load and restore ---------------------------------------------------
+
+    def _cleanup_runtime(self, runtime: SupportsCleanup) -> None:
+        """Let the runtime drop leftovers of plugins this root no longer has.
+
+        Every plugin directory counts, readable or not: a plugin skipped for
+        a bad record is not a removed plugin.
+        """
+        try:
+            runtime.cleanup(set(self._store.plugin_ids()), root=self._root)
+        except Exception as exc:
+            log.warning("runtime clean-up of removed plugins failed: %s", exc)
 
     def _load(self) -> None:
         for plugin_id, record in self._store.load_all():
