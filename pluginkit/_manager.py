@@ -250,6 +250,12 @@ class Manager:
         self._snap: Mapping[str, _Hit] = {}
         self._by_cap: Mapping[str, tuple[Plugin, ...]] = {}
         self._closing = False
+        # Set once the first shutdown() has fully finished (root released).
+        self._shut_down = threading.Event()
+        self._shutdown_thread: int | None = None
+        # How deeply the current thread is inside a call out of the manager
+        # (runtime exit callback, on_event, handle callbacks): see shutdown().
+        self._calling = threading.local()
 
         self._store = Store(self._root)
         self._store.open()
@@ -805,7 +811,7 @@ class Manager:
         if legacy is not None:
             legacy.handle(capability, callback)
         for plugin in running:
-            _call_handler(callback, plugin)
+            self._call_handler(callback, plugin)
 
     def _slow_hit_locked(self, name: str) -> _Hit | None:
         """Resolve what the snapshot has no key for: other spellings, id prefixes.
@@ -990,7 +996,12 @@ class Manager:
         entry.plugin._drop_client()
 
     def _on_exit(self, entry: _Entry, run: _Run, info: PluginExit) -> None:
-        """Runtime callback: decide, by the why-it-stops flag, whether this was a crash."""
+        """Runtime callback, on the runtime's exit thread (which its ``close()`` may join)."""
+        with self._calling_out():
+            self._handle_exit(entry, run, info)
+
+    def _handle_exit(self, entry: _Entry, run: _Run, info: PluginExit) -> None:
+        """Decide, by the why-it-stops flag, whether this exit was a crash."""
         run.exit = info
         run.exited.set()
         with self._lock:
@@ -1226,11 +1237,36 @@ class Manager:
         the next manager on this root. Idempotent. From the moment it starts,
         every other method (lookups included, legacy fallback too) raises
         :class:`~pluginkit.PluginError` ``the plugin manager is shut down``.
+
+        A call made while another thread's shutdown is in progress waits for
+        it to finish, so that when it returns the plugins are stopped and the
+        root is released - except when made from inside a callback of this
+        manager (``on_event``, a :meth:`handle` callback, or the runtime's
+        exit callback) or from the shutdown itself: the first shutdown may be
+        waiting for that very thread (a runtime's ``close()`` joins its exit
+        thread), so such a call returns at once and the shutdown completes
+        after the callback returns.
         """
         with self._lock:
             if self._closing:
-                return
-            self._closing = True
+                first = False
+            else:
+                first = True
+                self._closing = True
+                self._shutdown_thread = threading.get_ident()
+        if not first:
+            calling_out = getattr(self._calling, "depth", 0) > 0
+            if not calling_out and self._shutdown_thread != threading.get_ident():
+                self._shut_down.wait()
+            return
+        try:
+            self._shut_down_now()
+        finally:
+            self._shut_down.set()
+
+    def _shut_down_now(self) -> None:
+        """Do the work of the first :meth:`shutdown`; ``_closing`` is already set."""
+        with self._lock:
             entries = list(self._entries.values())
             to_stop = []
             self._publish_locked()
@@ -1344,7 +1380,8 @@ class Manager:
         if self._on_event is None:
             return
         try:
-            self._on_event(PluginEvent(entry.id, entry.name, action, time.time()))
+            with self._calling_out():
+                self._on_event(PluginEvent(entry.id, entry.name, action, time.time()))
         except Exception:
             log.exception("on_event callback failed for %s %s", action, entry.name)
 
@@ -1354,7 +1391,24 @@ class Manager:
                 cb for cap in entry.plugin.capabilities for cb in self._handlers.get(cap, ())
             ]
         for callback in callbacks:
-            _call_handler(callback, entry.plugin)
+            self._call_handler(callback, entry.plugin)
+
+    def _call_handler(self, callback: Callable[[str, Client], None], plugin: Plugin) -> None:
+        try:
+            with self._calling_out():
+                callback(plugin.name, plugin.client)
+        except Exception:
+            log.exception("handler %r failed for plugin %s", callback, plugin.name)
+
+    @contextlib.contextmanager
+    def _calling_out(self) -> Iterator[None]:
+        """Mark the current thread as inside a callback of the manager (see :meth:`shutdown`)."""
+        depth: int = getattr(self._calling, "depth", 0)
+        self._calling.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._calling.depth = depth
 
 
 # -- module helpers -----------------------------------------------------------
@@ -1392,13 +1446,6 @@ def _accepts(path: Path) -> bool:
     finally:
         sock.close()
     return True
-
-
-def _call_handler(callback: Callable[[str, Client], None], plugin: Plugin) -> None:
-    try:
-        callback(plugin.name, plugin.client)
-    except Exception:
-        log.exception("handler %r failed for plugin %s", callback, plugin.name)
 
 
 def _record_field(
