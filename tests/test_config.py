@@ -485,6 +485,67 @@ def test_dump_of_minimal_config():
     }
 
 
+# Every list the engine shows as [] when config.json says [] (engine 20.10:
+# `docker plugin create` + `inspect`), as opposed to null when absent.
+EXPLICIT_EMPTY = {
+    "Interface": {"Types": ["docker.volumedriver/1.0"], "Socket": "p.sock"},
+    "Entrypoint": ["/bin/plugin"],
+    "Linux": {"Capabilities": [], "Devices": [{"Name": "d", "Path": "/dev/null", "Settable": []}]},
+    "Mounts": [{"Name": "m", "Source": "/tmp", "Destination": "/m", "Options": [], "Settable": []}],
+    "Env": [{"Name": "E", "Value": "1", "Settable": []}],
+    "Args": {"Name": "a", "Settable": [], "Value": []},
+}
+
+
+def test_explicit_empty_lists_dump_as_empty_lists():
+    """A list given as [] is shown as [], as the engine shows it; absent ones stay null."""
+    dumped = dump_config(parse_config(EXPLICIT_EMPTY))
+    assert dumped["Args"] == {"Description": "", "Name": "a", "Settable": [], "Value": []}
+    assert dumped["Linux"] == {
+        "AllowAllDevices": False,
+        "Capabilities": [],
+        "Devices": [{"Description": "", "Name": "d", "Path": "/dev/null", "Settable": []}],
+    }
+    assert dumped["Mounts"] == [
+        {
+            "Description": "",
+            "Destination": "/m",
+            "Name": "m",
+            "Options": [],
+            "Settable": [],
+            "Source": "/tmp",
+            "Type": "",
+        }
+    ]
+    assert dumped["Env"] == [{"Description": "", "Name": "E", "Settable": [], "Value": "1"}]
+    assert dump_config(parse_config({**MINIMAL, "Mounts": [], "Env": None}))["Mounts"] == []
+    assert dump_config(parse_config({**MINIMAL, "Mounts": [], "Env": None}))["Env"] is None
+
+
+def test_explicit_and_absent_empty_lists_make_equal_models():
+    """[] and null parse to models that compare equal; only the dump tells them apart."""
+    absent = parse_config({**MINIMAL, "Args": {"Name": "a"}, "Linux": {}})
+    explicit = parse_config(
+        {**MINIMAL, "Args": {"Name": "a", "Value": []}, "Linux": {"Devices": []}}
+    )
+    assert absent == explicit
+    assert hash(absent) == hash(explicit)
+    assert explicit.args.value == ()
+    assert repr(explicit.args) == repr(absent.args)
+
+
+def test_explicit_empty_lists_survive_dump_parse_and_settings():
+    """[] survives parse(dump(cfg)), and the settings' mounts show [] like the engine's."""
+    cfg = parse_config(EXPLICIT_EMPTY)
+    again = parse_config(dump_config(cfg))
+    assert dump_config(again) == dump_config(cfg)
+    settings = dump_settings(initial_settings(cfg))
+    assert settings["Mounts"][0]["Options"] == []
+    assert settings["Mounts"][0]["Settable"] == []
+    reloaded = parse_settings(settings)
+    assert dump_settings(reloaded) == settings
+
+
 def test_engine_fields_round_trip():
     """DockerVersion, ProtocolScheme and rootfs as the engine writes them survive a round trip."""
     data = {
