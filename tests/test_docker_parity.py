@@ -156,12 +156,8 @@ def running_containers(client: Any, plugin_id: str) -> list[dict[str, Any]]:
 
 
 def list_volumes(manager: Manager, name: str) -> Any:
-    """Call VolumeDriver.List on the plugin through the Manager's client, then close it."""
-    client = manager.get(name).client
-    try:
-        return client.call("VolumeDriver.List")
-    finally:
-        client.close()
+    """Call VolumeDriver.List through the plugin's client (the manager closes it)."""
+    return manager.get(name).client.call("VolumeDriver.List")
 
 
 def test_inspect_config_and_settings_equal_the_engines(
