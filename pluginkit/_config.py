@@ -505,6 +505,7 @@ def _make_converter() -> cattrs.Converter:
         return hook
 
     def structure_class(cl: type[Any]) -> Callable[[Any, Any], Any]:
+        attrs.resolve_types(cl)
         fields = attrs.fields(cl)
         names = {a.name: _json_name(a) for a in fields}
         overrides: dict[str, Any] = {name: override(rename=key) for name, key in names.items()}
@@ -557,6 +558,9 @@ def _make_converter() -> cattrs.Converter:
         return hook
 
     def unstructure_class(cl: type[Any]) -> Callable[[Any], Any]:
+        # Field types are strings (postponed annotations) until resolved; the
+        # tuple hooks below need the real types, whatever was converted first.
+        attrs.resolve_types(cl)
         overrides: dict[str, Any] = {}
         for a in attrs.fields(cl):
             field_hook: Callable[[Any], Any] | None = None

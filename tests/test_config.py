@@ -1,5 +1,9 @@
 import copy
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import attrs
 import pytest
@@ -544,6 +548,39 @@ def test_explicit_empty_lists_survive_dump_parse_and_settings():
     assert settings["Mounts"][0]["Settable"] == []
     reloaded = parse_settings(settings)
     assert dump_settings(reloaded) == settings
+
+
+def test_dumps_do_not_depend_on_what_was_converted_first():
+    """A fresh interpreter dumping Settings before any parse gives the usual null/[] result."""
+    code = (
+        "import json\n"
+        "from pluginkit._config import Mount, Settings, dump_settings\n"
+        "print(json.dumps(dump_settings(Settings(mounts=(Mount(name='m'),)))))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    ).stdout
+    assert json.loads(out) == {
+        "Args": [],
+        "Devices": [],
+        "Env": [],
+        "Mounts": [
+            {
+                "Description": "",
+                "Destination": "",
+                "Name": "m",
+                "Options": None,
+                "Settable": None,
+                "Source": None,
+                "Type": "",
+            }
+        ],
+    }
 
 
 def test_engine_fields_round_trip():
