@@ -385,13 +385,16 @@ class LegacyRegistry:
 
     # -- activation --
 
-    def get(self, name: str, capability: str, *, retry_timeout: float | None = None) -> Plugin:
+    def get(
+        self, name: str, capability: str | None, *, retry_timeout: float | None = None
+    ) -> Plugin:
         """Find, activate (once) and return the plugin ``name`` with ``capability``.
 
         Args:
             name: the plugin's name (its socket's or spec file's stem).
             capability: what it must implement, e.g. ``"VolumeDriver"``
-                (case-insensitive).
+                (case-insensitive); ``None`` accepts whatever it implements
+                (useful to list what a plugin announces).
             retry_timeout: instead of the registry's ``retry_timeout``.
 
         Raises:
@@ -403,7 +406,7 @@ class LegacyRegistry:
         """
         check_name(name)
         plugin = self._load(name, self.retry_timeout if retry_timeout is None else retry_timeout)
-        if not plugin.implements(capability):
+        if capability is not None and not plugin.implements(capability):
             raise ErrInadequateCapability(name, capability)
         return plugin
 

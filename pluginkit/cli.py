@@ -27,13 +27,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from ._errors import ErrInadequateCapability, PluginError
+from ._errors import PluginError
 
 if TYPE_CHECKING:
     from ._config import Privilege
     from ._legacy import LegacyRegistry
     from ._manager import Manager
-    from ._plugin import Plugin
     from .runtime import Runtime
     from .runtime.docker import ImportProgress
 
@@ -405,30 +404,6 @@ def cmd_set(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-# Capabilities Docker knows of. LegacyRegistry only hands out a plugin when it
-# has the capability asked for, so discover asks for each of these in turn;
-# activation happens once (the registry caches it), later asks are free.
-KNOWN_CAPABILITIES = (
-    "VolumeDriver",
-    "NetworkDriver",
-    "IpamDriver",
-    "authz",
-    "LogDriver",
-    "MetricsCollector",
-    "GraphDriver",
-)
-
-
-def _activate_legacy(registry: LegacyRegistry, name: str) -> Plugin | None:
-    """Activate the legacy plugin ``name``; ``None`` when it implements nothing Docker knows."""
-    for capability in KNOWN_CAPABILITIES:
-        try:
-            return registry.get(name, capability)
-        except ErrInadequateCapability:
-            continue
-    return None
-
-
 def cmd_discover(args: argparse.Namespace, out: TextIO) -> int:
     """``pluginkit discover``: legacy plugins on this host, activated, with capabilities."""
     rows: list[dict[str, Any]] = []
@@ -436,12 +411,9 @@ def cmd_discover(args: argparse.Namespace, out: TextIO) -> int:
     with _legacy_registry(args) as registry:
         for name in registry.scan():
             try:
-                plugin = _activate_legacy(registry, name)
+                plugin = registry.get(name, None)
             except Exception as exc:
                 failures.append((name, str(exc)))
-                continue
-            if plugin is None:
-                failures.append((name, "implements none of " + ", ".join(KNOWN_CAPABILITIES)))
                 continue
             rows.append(
                 {"Name": name, "Addr": plugin.addr, "Implements": list(plugin.capabilities)}

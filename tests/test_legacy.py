@@ -371,6 +371,18 @@ def test_get_activates_and_checks_capability(registry: LegacyRegistry, dirs: tup
     assert activations[0].body == b""
 
 
+def test_get_without_capability_accepts_any(registry: LegacyRegistry, dirs: tuple[Path, Path]):
+    """get(name, None) activates and returns the plugin whatever it implements, even nothing."""
+    with plugin_server(dirs[0] / "odd.sock", "SecretProvider") as server:
+        plugin = registry.get("odd", None)
+        assert plugin.capabilities == ("secretprovider",)
+        assert registry.get("odd", "secretprovider") is plugin
+        activations = [r for r in server.requests if r.method == "Plugin.Activate"]
+    assert len(activations) == 1
+    with plugin_server(dirs[0] / "bare.sock") as server:
+        assert registry.get("bare", None).capabilities == ()
+
+
 def test_get_not_found_is_immediate(registry: LegacyRegistry):
     """A plain not-found fails at once with Docker's text (no 15 s retry by default)."""
     with pytest.raises(ErrNotFound) as info:
