@@ -28,15 +28,17 @@ import json.encoder
 import json.scanner
 import logging
 import os
+import re
 import select
 import socket
 import ssl
 import stat
+import threading
 import time
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -135,6 +137,7 @@ class _Unset:
 
 
 _UNSET: Final = _Unset()
+_T = TypeVar("_T")
 _MISS: Final = object()  # "take the general path" (see Client._fast_call)
 
 
@@ -282,8 +285,29 @@ def _header(lower_head: bytes, name: bytes) -> bytes | None:
     return lower_head[start : end if end >= 0 else None].strip()
 
 
+def _split_head(data: bytes) -> tuple[bytes, bytes] | None:
+    """Split a reply into its head and what follows; ``None`` until the head is whole.
+
+    Interim 1xx replies before the head are skipped. Lines may end with a
+    bare LF: Go's and Python's clients accept that, so plugins may send it.
+    """
+    while True:
+        blank = _BLANK_LINE.search(data)
+        if blank is None:
+            return None
+        if data[9:10] == b"1" and not data.startswith(b"HTTP/1.1 101"):
+            data = data[blank.end() :]  # an interim 1xx reply
+            continue
+        return data[: blank.start()], data[blank.end() :]
+
+
+_BLANK_LINE: Final = re.compile(rb"\r?\n\r?\n")
+
+
 def _parse_head(head: bytes) -> _Head:
     # head: status line and headers, without the blank line.
+    if head.count(b"\n") != head.count(b"\r\n"):  # some lines end with a bare LF
+        head = head.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     if head[:7] != b"HTTP/1." or head[8:9] != b" " or not head[9:12].isdigit():
         raise _BadReply(f"not an HTTP/1.x reply: {head[:40]!r}")
     status = int(head[9:12])
@@ -308,6 +332,8 @@ def _parse_head(head: bytes) -> _Head:
     keep_alive = b"keep-alive" in connection if http10 else b"close" not in connection
     if status in (204, 304) or 100 <= status < 200:
         length, chunked = 0, False
+    if status == 101:
+        keep_alive = False  # the connection speaks another protocol now
     if chunked:
         length = None
     elif length is None:
@@ -378,18 +404,15 @@ class _Chunked:
 
 def _complete(data: bytes, eof: bool, limit: int) -> tuple[_Head, bytes] | None:
     """Parse a whole reply held in ``data``; ``None`` while more is needed."""
-    end = data.find(b"\r\n\r\n")
-    while end >= 0 and data[9:10] == b"1" and not data.startswith(b"HTTP/1.1 101"):
-        data = data[end + 4 :]  # skip 1xx interim replies
-        end = data.find(b"\r\n\r\n")
-    if end < 0:
+    split = _split_head(data)
+    if split is None:
         if len(data) > _MAX_HEAD:
             raise _BadReply("reply headers too large")
         if eof:
             raise _BadReply("connection closed in the middle of the reply headers")
         return None
-    head = _parse_head(data[:end])
-    body = data[end + 4 :]
+    head = _parse_head(split[0])
+    body = split[1]
     if head.length is not None:
         if head.length > limit:
             raise _TooLarge(head.length)
@@ -430,11 +453,16 @@ class _NothingReceived(Exception):
 
 
 class _ConnectFailed(Exception):
-    """The plugin could not be reached; retried with backoff."""
+    """The plugin could not be reached; retried with backoff.
 
-    def __init__(self, cause: BaseException, *, retry: bool = True) -> None:
+    ``sent``: the connection broke after (part of) the request went out, so
+    the plugin may have received it.
+    """
+
+    def __init__(self, cause: BaseException, *, retry: bool = True, sent: bool = False) -> None:
         self.cause = cause
         self.retry = retry
+        self.sent = sent
 
 
 class _FileBody:
@@ -467,24 +495,31 @@ class _FileBody:
         self.file.seek(self.start)
         return True
 
-    def send(self, sock: socket.socket) -> None:
+    def send(self, sock: socket.socket, deadline: float | None) -> None:
+        """Send the file on ``sock``, all of it by ``deadline``."""
         self.consumed = True
         read = self.file.read
+
+        def sendall(data: bytes) -> None:
+            if deadline is not None:  # each sendall would get the whole timeout
+                sock.settimeout(_remaining(deadline))
+            sock.sendall(data)
+
         if self.length is not None:
             left = self.length
             while left > 0:
                 block = read(min(left, 1 << 20))
                 if not block:
                     raise _BadReply("the file got shorter while it was being sent")
-                sock.sendall(block)
+                sendall(block)
                 left -= len(block)
             return
         while True:
             block = read(1 << 20)
             if not block:
                 break
-            sock.sendall(b"%x\r\n%b\r\n" % (len(block), block))
-        sock.sendall(b"0\r\n\r\n")
+            sendall(b"%x\r\n%b\r\n" % (len(block), block))
+        sendall(b"0\r\n\r\n")
 
 
 class Client:
@@ -548,6 +583,7 @@ class Client:
         self._prefixes: dict[str, bytes] = {}
         self._idle: list[tuple[socket.socket, float]] = []
         self._closed = False
+        _clients.add(self)
 
     def __repr__(self) -> str:
         return f"Client({self.addr!r})"
@@ -618,7 +654,7 @@ class Client:
             sock, since = self._idle.pop()
         except IndexError:
             return _MISS
-        if time.monotonic() - since >= _IDLE_TIMEOUT:
+        if time.monotonic() - since >= _IDLE_TIMEOUT or not _quiet(sock):
             sock.close()
             return _MISS
         try:
@@ -771,30 +807,68 @@ class Client:
             timeout, retry_timeout = self.timeout, self.retry_timeout
         else:
             timeout, retry_timeout = self._options(timeout, retry_timeout)
+        head_bytes = self._request_head(method, body)
+        # One sendall for small requests; big bodies are not copied.
+        request: bytes | tuple[bytes, bytes] = head_bytes
         if isinstance(body, bytes):
-            prefix = self._prefixes.get(method) or self._prefix(method)
-            head_bytes = prefix + b"Content-Length: %d\r\n\r\n" % len(body)
-        else:
-            head_bytes = self._request_head(method, body)
-        if isinstance(body, bytes):
-            # One sendall for small requests; big bodies are not copied.
-            request: bytes | tuple[bytes, bytes] = (
-                head_bytes + body if len(body) < 16384 else (head_bytes, body)
-            )
-        else:
-            request = head_bytes
+            request = head_bytes + body if len(body) < 16384 else (head_bytes, body)
+
+        def exchange(sock: socket.socket, deadline: float | None) -> tuple[_Head, bytes]:
+            data, sent_whole = self._send(sock, method, request, body, deadline, timeout)
+            return self._finish_reply(sock, method, data, deadline, timeout, reuse=sent_whole)
+
+        return self._with_retries(exchange, method, body, timeout, retry_timeout)
+
+    def _roundtrip_stream(
+        self,
+        method: str,
+        body: bytes,
+        timeout: float | _Unset | None,
+        retry_timeout: float | _Unset,
+    ) -> tuple[int, _BodyReader]:
+        """Send one request and read the reply's head; the body is left to read."""
+        timeout, retry_timeout = self._options(timeout, retry_timeout)
+        request = self._request_head(method, body) + body
+
+        def exchange(sock: socket.socket, deadline: float | None) -> tuple[int, _BodyReader]:
+            data, sent_whole = self._send(sock, method, request, b"", deadline, timeout)
+            try:
+                head, rest = _read_head(sock, data, deadline)
+            except TimeoutError:
+                sock.close()
+                raise self._timeout_error(method, timeout) from None
+            except (_BadReply, OSError) as exc:
+                sock.close()
+                raise self._protocol_error(method, str(exc)) from None
+            head.keep_alive = head.keep_alive and sent_whole
+            # Reads of the body wait at most `timeout` each.
+            sock.settimeout(timeout)
+            return head.status, _BodyReader(self, sock, head, rest, method, timeout)
+
+        return self._with_retries(exchange, method, body, timeout, retry_timeout)
+
+    def _with_retries(
+        self,
+        exchange: Callable[[socket.socket, float | None], _T],
+        method: str,
+        body: bytes | _FileBody,
+        timeout: float | None,
+        retry_timeout: float,
+    ) -> _T:
+        """Run ``exchange`` on a connection, retrying connection failures (Docker's rule)."""
         start = time.monotonic()
         retries = 0
         while True:
             try:
-                return self._attempt(method, request, body, timeout)
+                return self._attempt(exchange, method, body, timeout)
             except _ConnectFailed as failed:
-                self._before_retry(failed, retries, start, retry_timeout, body)
+                self._before_retry(failed, method, retries, start, retry_timeout, body)
                 retries += 1
 
     def _before_retry(
         self,
         failed: _ConnectFailed,
+        method: str,
         retries: int,
         start: float,
         retry_timeout: float,
@@ -804,45 +878,47 @@ class Client:
         delay = _backoff(retries) * self.backoff_unit
         elapsed = time.monotonic() - start
         rewound = isinstance(body, bytes) or body.rewind()
+        if failed.sent:
+            what = f"the connection to plugin at {self.addr} broke before any reply"
+        else:
+            what = f"cannot connect to plugin at {self.addr}"
         if not failed.retry or not rewound or elapsed + delay >= retry_timeout:
             detail = f" (gave up after {retries + 1} attempts)" if retries else ""
             raise PluginConnectionError(
-                f"cannot connect to plugin at {self.addr}: {_reason(failed.cause)}{detail}"
+                f"{method}: {what}: {_reason(failed.cause)}{detail}"
             ) from failed.cause
-        log.warning(
-            "cannot connect to plugin at %s: %s, retrying in %g s",
-            self.addr,
-            _reason(failed.cause),
-            delay,
-        )
+        # Docker re-sends in this case too (its TestFailOnce); say so, since
+        # the plugin may have acted on the request it did not answer.
+        again = "sending the request again" if failed.sent else "retrying"
+        log.warning("%s: %s: %s, %s in %g s", method, what, _reason(failed.cause), again, delay)
         time.sleep(delay)
 
     def _attempt(
         self,
+        exchange: Callable[[socket.socket, float | None], _T],
         method: str,
-        request: bytes | tuple[bytes, bytes],
         body: bytes | _FileBody,
         timeout: float | None,
-    ) -> tuple[_Head, bytes]:
+    ) -> _T:
         deadline = None if timeout is None else time.monotonic() + timeout
         sock = self._checkout()
         if sock is not None:
             try:
-                return self._exchange(sock, method, request, body, deadline, timeout)
+                return exchange(sock, deadline)
             except _NothingReceived:
                 # The pooled connection had gone stale (the plugin closed it or
                 # restarted); nothing came back, so try once on a fresh one.
                 if not (isinstance(body, bytes) or body.rewind()):
                     raise _ConnectFailed(
-                        ConnectionResetError("connection reset"), retry=False
+                        ConnectionResetError("connection reset"), retry=False, sent=True
                     ) from None
         sock = self._connect(method, deadline, timeout)
         try:
-            return self._exchange(sock, method, request, body, deadline, timeout)
+            return exchange(sock, deadline)
         except _NothingReceived as exc:
-            raise _ConnectFailed(exc.__cause__ or exc) from None
+            raise _ConnectFailed(exc.__cause__ or exc, sent=True) from None
 
-    def _exchange(
+    def _send(
         self,
         sock: socket.socket,
         method: str,
@@ -850,22 +926,36 @@ class Client:
         body: bytes | _FileBody,
         deadline: float | None,
         timeout: float | None,
-    ) -> tuple[_Head, bytes]:
-        """Send ``request`` on ``sock`` and read the whole reply."""
+    ) -> tuple[bytes, bool]:
+        """Send ``request`` (and a file ``body``); return the reply's first bytes.
+
+        Also returns whether the request went out whole: a plugin may answer
+        (an error, typically) and close before reading all of it, and that
+        connection must not be reused. Raises ``_NothingReceived`` when the
+        connection failed before any byte of a reply arrived.
+        """
+        sent_whole = True
         try:
             if deadline is None:
                 if sock.gettimeout() is not None:
                     sock.settimeout(None)
             else:
-                sock.settimeout(max(deadline - time.monotonic(), 1e-6))
-            if isinstance(request, bytes):
-                sock.sendall(request)
+                sock.settimeout(_remaining(deadline))
+            try:
+                if isinstance(request, bytes):
+                    sock.sendall(request)
+                else:
+                    sock.sendall(request[0])
+                    sock.sendall(request[1])
+                if not isinstance(body, bytes):
+                    body.send(sock, deadline)
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                sent_whole = False
+                data = _early_reply(sock, exc)
             else:
-                sock.sendall(request[0])
-                sock.sendall(request[1])
-            if not isinstance(body, bytes):
-                body.send(sock)
-            data = sock.recv(_FIRST_RECV)
+                if deadline is not None:  # sending used part of the time
+                    sock.settimeout(_remaining(deadline))
+                data = sock.recv(_FIRST_RECV)
         except TimeoutError:
             sock.close()
             raise self._timeout_error(method, timeout) from None
@@ -878,7 +968,7 @@ class Client:
         if not data:
             sock.close()
             raise _NothingReceived() from ConnectionResetError("connection closed by the plugin")
-        return self._finish_reply(sock, method, data, deadline, timeout)
+        return data, sent_whole
 
     def _finish_reply(
         self,
@@ -887,8 +977,13 @@ class Client:
         data: bytes,
         deadline: float | None,
         timeout: float | None,
+        *,
+        reuse: bool = True,
     ) -> tuple[_Head, bytes]:
-        """Read the rest of a reply that starts with ``data``; pool or close ``sock``."""
+        """Read the rest of a reply that starts with ``data``; pool or close ``sock``.
+
+        ``reuse=False``: close it in any case (the request was not sent whole).
+        """
         try:
             head, reply = self._read_reply(sock, data, deadline)
         except TimeoutError:
@@ -907,7 +1002,7 @@ class Client:
         except OSError as exc:
             sock.close()
             raise self._protocol_error(method, f"connection broke mid-reply: {exc}") from None
-        if head.keep_alive:
+        if head.keep_alive and reuse:
             self._checkin(sock)
         else:
             sock.close()
@@ -924,23 +1019,7 @@ class Client:
                 sock.settimeout(_remaining(deadline))
             return sock.recv(size)
 
-        # The head, possibly over several recvs, after any interim 1xx replies.
-        acc = data
-        while True:
-            end = acc.find(b"\r\n\r\n")
-            if end >= 0 and acc[9:10] == b"1" and not acc.startswith(b"HTTP/1.1 101"):
-                acc = acc[end + 4 :]
-                continue
-            if end >= 0:
-                break
-            if len(acc) > _MAX_HEAD:
-                raise _BadReply("reply headers too large")
-            more = recv(_RECV)
-            if not more:
-                raise _BadReply("connection closed in the middle of the reply headers")
-            acc += more
-        head = _parse_head(acc[:end])
-        rest = acc[end + 4 :]
+        head, rest = _read_head(sock, data, deadline)
         length = head.length
         if length is not None:
             # The common case: Content-Length, often all in the first recv.
@@ -982,89 +1061,9 @@ class Client:
                 return head, bytes(buf)
             buf += more
 
-    def _roundtrip_stream(
-        self,
-        method: str,
-        body: bytes,
-        timeout: float | _Unset | None,
-        retry_timeout: float | _Unset,
-    ) -> tuple[int, _BodyReader]:
-        timeout, retry_timeout = self._options(timeout, retry_timeout)
-        request = self._request_head(method, body) + body
-        start = time.monotonic()
-        retries = 0
-        while True:
-            try:
-                return self._attempt_stream(method, request, timeout)
-            except _ConnectFailed as failed:
-                self._before_retry(failed, retries, start, retry_timeout, body)
-                retries += 1
-
-    def _attempt_stream(
-        self, method: str, request: bytes, timeout: float | None
-    ) -> tuple[int, _BodyReader]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        sock = self._checkout()
-        if sock is not None:
-            try:
-                return self._open_stream(sock, method, request, deadline, timeout)
-            except _NothingReceived:
-                pass
-        sock = self._connect(method, deadline, timeout)
-        try:
-            return self._open_stream(sock, method, request, deadline, timeout)
-        except _NothingReceived as exc:
-            raise _ConnectFailed(exc.__cause__ or exc) from None
-
-    def _open_stream(
-        self,
-        sock: socket.socket,
-        method: str,
-        request: bytes,
-        deadline: float | None,
-        timeout: float | None,
-    ) -> tuple[int, _BodyReader]:
-        try:
-            sock.settimeout(None if deadline is None else _remaining(deadline))
-            sock.sendall(request)
-            data = sock.recv(_RECV)
-        except TimeoutError:
-            sock.close()
-            raise self._timeout_error(method, timeout) from None
-        except OSError as exc:
-            sock.close()
-            raise _NothingReceived() from exc
-        if not data:
-            sock.close()
-            raise _NothingReceived() from ConnectionResetError("connection closed by the plugin")
-        acc = bytearray(data)
-        try:
-            while True:
-                end = acc.find(b"\r\n\r\n")
-                if end >= 0 and acc[9:10] == b"1":
-                    del acc[: end + 4]  # interim 1xx reply
-                    continue
-                if end >= 0:
-                    break
-                if len(acc) > _MAX_HEAD:
-                    raise _BadReply("reply headers too large")
-                if deadline is not None:
-                    sock.settimeout(_remaining(deadline))
-                more = sock.recv(_RECV)
-                if not more:
-                    raise _BadReply("connection closed in the middle of the reply headers")
-                acc += more
-            head = _parse_head(bytes(acc[:end]))
-        except TimeoutError:
-            sock.close()
-            raise self._timeout_error(method, timeout) from None
-        except (_BadReply, OSError) as exc:
-            sock.close()
-            raise self._protocol_error(method, str(exc)) from None
-        # Reads of the body wait at most `timeout` each.
-        sock.settimeout(timeout)
-        reader = _BodyReader(self, sock, head, bytes(acc[end + 4 :]), method)
-        return head.status, reader
+    def _closed_error(self) -> PluginConnectionError:
+        # No method in this text: other parts (the manager's tests) match it exactly.
+        return PluginConnectionError(f"cannot call plugin at {self.addr}: client is closed")
 
     def _protocol_error(self, method: str, detail: str) -> PluginProtocolError:
         return PluginProtocolError(f"{method}: invalid reply from plugin at {self.addr}: {detail}")
@@ -1082,11 +1081,11 @@ class Client:
                 sock, since = idle.pop()
             except IndexError:
                 break
-            if time.monotonic() - since < _IDLE_TIMEOUT:
+            if time.monotonic() - since < _IDLE_TIMEOUT and _quiet(sock):
                 return sock
-            sock.close()  # idle too long: the plugin may have dropped it
+            sock.close()  # idle too long, closed by the plugin, or holding stray bytes
         if self._closed:
-            raise PluginConnectionError(f"cannot call plugin at {self.addr}: client is closed")
+            raise self._closed_error()
         return None
 
     def _checkin(self, sock: socket.socket) -> None:
@@ -1112,7 +1111,7 @@ class Client:
 
     def _connect(self, method: str, deadline: float | None, timeout: float | None) -> socket.socket:
         if self._closed:
-            raise PluginConnectionError(f"cannot call plugin at {self.addr}: client is closed")
+            raise self._closed_error()
         address = self._address
         try:
             if address.unix_path is not None:
@@ -1146,17 +1145,38 @@ class Client:
             raise _ConnectFailed(exc) from None
 
 
+# A forked child must not talk on its parent's pooled connections: both would
+# send on one socket and read each other's replies. The hook costs nothing
+# per call, unlike a pid check.
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _drop_pools_after_fork() -> None:
+    for client in list(_clients):
+        client._drain()  # closes the child's copies only; the parent's stay open
+
+
+os.register_at_fork(after_in_child=_drop_pools_after_fork)
+
+
 class _BodyReader(io.RawIOBase):
     """The body of a streamed reply, read straight from the connection."""
 
     def __init__(
-        self, client: Client, sock: socket.socket, head: _Head, pending: bytes, method: str
+        self,
+        client: Client,
+        sock: socket.socket,
+        head: _Head,
+        pending: bytes,
+        method: str,
+        timeout: float | None,
     ) -> None:
         super().__init__()
         self._client = client
         self._sock: socket.socket | None = sock
         self._head = head
         self._method = method
+        self._timeout = timeout  # this call's, not necessarily the client's
         self._left = head.length  # bytes still to read, when known
         self._chunked = _Chunked() if head.chunked else None
         self._pending = bytearray()
@@ -1207,7 +1227,7 @@ class _BodyReader(io.RawIOBase):
         try:
             data = sock.recv(want)
         except TimeoutError:
-            raise self._client._timeout_error(self._method, self._client.timeout) from None
+            raise self._client._timeout_error(self._method, self._timeout) from None
         except OSError as exc:
             raise self._client._protocol_error(
                 self._method, f"connection broke mid-reply: {exc}"
@@ -1238,6 +1258,66 @@ class _BodyReader(io.RawIOBase):
 
 
 # -- helpers ----------------------------------------------------------------
+
+
+_PEEK: Final = socket.MSG_PEEK | socket.MSG_DONTWAIT
+
+
+def _quiet(sock: socket.socket) -> bool:
+    """Tell whether an idle pooled connection is still open and received nothing.
+
+    Bytes arriving on an idle connection are no reply to anything we sent:
+    read by the next call, they would be taken for its reply (Go's transport
+    drops such a connection too). An end of file means the plugin closed it.
+    """
+    if sock.gettimeout():
+        # Python would wait that long for data before the peek; the next
+        # use of the connection sets the mode it needs anyway.
+        sock.settimeout(0.0)
+    try:
+        # The plain socket's recv, also for TLS: peek at the raw bytes.
+        socket.socket.recv(sock, 1, _PEEK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _read_head(sock: socket.socket, data: bytes, deadline: float | None) -> tuple[_Head, bytes]:
+    """Read a reply's head (after any interim 1xx replies) starting with ``data``.
+
+    Returns the parsed head and the bytes after it.
+    """
+    acc = data
+    while True:
+        split = _split_head(acc)
+        if split is not None:
+            return _parse_head(split[0]), split[1]
+        if len(acc) > _MAX_HEAD:
+            raise _BadReply("reply headers too large")
+        if deadline is not None:
+            sock.settimeout(_remaining(deadline))
+        more = sock.recv(_RECV)
+        if not more:
+            raise _BadReply("connection closed in the middle of the reply headers")
+        acc += more
+
+
+def _early_reply(sock: socket.socket, exc: OSError) -> bytes:
+    """Read the reply of a plugin that broke the connection we were sending on.
+
+    A plugin may answer (an error, typically) and close without reading the
+    whole request; its reply is still waiting in our receive buffer. Raises
+    ``exc`` when nothing came.
+    """
+    try:
+        data = sock.recv(_FIRST_RECV)
+    except OSError:
+        data = b""
+    if not data:
+        raise exc
+    return data
 
 
 def _read_up_to(reader: io.RawIOBase, limit: int) -> bytes:
@@ -1317,8 +1397,9 @@ def call_concurrently(calls: Iterable[tuple[Client, str]], *, timeout: float | N
     ``calls`` is consumed lazily: each request is on its way before the next
     item is produced, so the plugins work while the caller prepares the rest.
     Unix-socket clients are driven from this thread with non-blocking sockets
-    and ``epoll`` (hundreds of activations cost one thread); others get a
-    small thread pool. Each result is the decoded reply or the
+    and ``epoll`` (hundreds of activations cost one thread); others (TCP,
+    TLS) get a thread each, so that slow ones never queue the rest behind
+    them. Each result is the decoded reply or the
     :class:`PluginError` the call raised; ``timeout`` counts from the moment
     the last request was sent. Replies over 1 MiB are refused on unix sockets
     (these are handshakes). Connections that end cleanly go to their client's
@@ -1327,15 +1408,19 @@ def call_concurrently(calls: Iterable[tuple[Client, str]], *, timeout: float | N
     results: list[Any] = []
     poller = select.epoll()
     jobs: dict[int, _Pending] = {}
-    pool: ThreadPoolExecutor | None = None
-    futures: list[tuple[int, Future[Any]]] = []
+    threads: list[threading.Thread] = []
     try:
         for index, (client, method) in enumerate(calls):
             results.append(None)
             if client._address.unix_path is None or client._use_tls:
-                if pool is None:
-                    pool = ThreadPoolExecutor(max_workers=16)
-                futures.append((index, pool.submit(_call_quietly, client, method, timeout)))
+                thread = threading.Thread(
+                    target=_call_quietly,
+                    args=(client, method, timeout, results, index),
+                    name=f"pluginkit-call-{index}",
+                    daemon=True,
+                )
+                thread.start()
+                threads.append(thread)
             else:
                 results[index] = _start(poller, jobs, index, client, method, timeout)
         _multiplex(poller, jobs, results, timeout)
@@ -1343,18 +1428,22 @@ def call_concurrently(calls: Iterable[tuple[Client, str]], *, timeout: float | N
         poller.close()
         for job in jobs.values():
             job.sock.close()
-        if pool is not None:
-            for index, future in futures:
-                results[index] = future.result()
-            pool.shutdown()
+        for thread in threads:
+            thread.join()
     return results
 
 
-def _call_quietly(client: Client, method: str, timeout: float | None) -> Any:
+def _call_quietly(
+    client: Client, method: str, timeout: float | None, results: list[Any], index: int
+) -> None:
     try:
-        return client.call(method, timeout=timeout, retry_timeout=0)
+        results[index] = client.call(method, timeout=timeout, retry_timeout=0)
     except PluginError as exc:
-        return exc
+        results[index] = exc
+    except Exception as exc:  # a result for every call, never a dead thread's None
+        error = PluginError(f"{method}: calling plugin at {client.addr} failed: {exc!r}")
+        error.__cause__ = exc
+        results[index] = error
 
 
 class _Pending:
@@ -1411,7 +1500,9 @@ def _start(
             sent = 0
     except OSError as exc:
         sock.close()
-        return PluginConnectionError(f"cannot connect to plugin at {client.addr}: {_reason(exc)}")
+        return PluginConnectionError(
+            f"{method}: cannot connect to plugin at {client.addr}: {_reason(exc)}"
+        )
     job = _Pending(index, client, method, sock, request[sent:])
     fd = sock.fileno()
     jobs[fd] = job
@@ -1508,5 +1599,5 @@ def _fail_job(jobs: dict[int, _Pending], fd: int, results: list[Any], exc: BaseE
     job = jobs.pop(fd)
     job.sock.close()
     results[job.index] = PluginConnectionError(
-        f"cannot connect to plugin at {job.client.addr}: {_reason(exc)}"
+        f"{job.method}: cannot connect to plugin at {job.client.addr}: {_reason(exc)}"
     )

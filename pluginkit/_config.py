@@ -20,9 +20,12 @@ be written as ``NAME=value``.
 :func:`dump_config` produces the ``Config`` object exactly as
 ``docker plugin inspect`` shows it (every key, ``null`` for empty lists and
 absent values, ``User`` as ``{}`` when unset, ``ProtocolScheme`` and
-``DockerVersion`` omitted when empty). An explicitly empty list in a
-config.json (``"Settable": []``) is shown as ``null``: Go tells a nil slice
-from an empty one, these models do not.
+``DockerVersion`` omitted when empty). Like the engine, it tells an absent
+list from an explicitly empty one: ``"Settable": []`` in a config.json is
+shown as ``[]``, a missing or ``null`` ``Settable`` as ``null`` (Go keeps an
+empty slice apart from a nil one). The models remember an explicit ``[]``
+as a special empty tuple that compares equal to ``()``, so code reading
+the models never sees the difference.
 
 :func:`apply_set` implements ``docker plugin set`` with Docker's grammar, rules
 and error texts, with two deliberate differences: it is pure (it returns new
@@ -398,6 +401,23 @@ def _fold(key: str) -> str:
     return key.lower().replace("\u017f", "s")
 
 
+class _EmptyList(tuple[Any, ...]):
+    """An empty tuple standing for an explicit ``[]`` of the JSON (Go: an empty, non-nil slice).
+
+    It equals, hashes and iterates like ``()``, so model comparisons are
+    unchanged; only :func:`dump_config` looks at it, to print ``[]`` where
+    an absent list prints ``null``, as the engine does.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "()"
+
+
+_EMPTY_LIST_VALUE: Final = _EmptyList()
+
+
 def _is_tuple(t: Any) -> bool:
     return get_origin(t) is tuple
 
@@ -464,6 +484,8 @@ def _make_converter() -> cattrs.Converter:
                 return ()
             if not isinstance(value, list):
                 raise _Problem(f"expected a list, got {_show(value)}")
+            if not value:
+                return _EMPTY_LIST_VALUE  # [] and null print differently
             structure = conv.get_structure_hook(element)
             items: list[Any] = []
             errors: list[Exception] = []
@@ -483,6 +505,7 @@ def _make_converter() -> cattrs.Converter:
         return hook
 
     def structure_class(cl: type[Any]) -> Callable[[Any, Any], Any]:
+        attrs.resolve_types(cl)
         fields = attrs.fields(cl)
         names = {a.name: _json_name(a) for a in fields}
         overrides: dict[str, Any] = {name: override(rename=key) for name, key in names.items()}
@@ -528,13 +551,16 @@ def _make_converter() -> cattrs.Converter:
         element = _tuple_element(t)
 
         def hook(value: tuple[Any, ...]) -> list[Any] | None:
-            if not value and not empty_list:
+            if not value and not empty_list and not isinstance(value, _EmptyList):
                 return None
             return [conv.unstructure(item, element) for item in value]
 
         return hook
 
     def unstructure_class(cl: type[Any]) -> Callable[[Any], Any]:
+        # Field types are strings (postponed annotations) until resolved; the
+        # tuple hooks below need the real types, whatever was converted first.
+        attrs.resolve_types(cl)
         overrides: dict[str, Any] = {}
         for a in attrs.fields(cl):
             field_hook: Callable[[Any], Any] | None = None

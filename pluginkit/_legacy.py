@@ -261,6 +261,8 @@ class LegacyRegistry:
             raise ValueError(f"activation_timeout must be > 0, not {activation_timeout!r}")
         if retry_timeout < 0:
             raise ValueError(f"retry_timeout must be >= 0, not {retry_timeout!r}")
+        if not backoff_unit > 0:
+            raise ValueError(f"backoff_unit must be > 0, not {backoff_unit!r}")
         self.socket_dirs = tuple(os.fspath(d) for d in socket_dirs)
         self.spec_dirs = tuple(os.fspath(d) for d in spec_dirs)
         self.activation_timeout = activation_timeout
@@ -383,13 +385,16 @@ class LegacyRegistry:
 
     # -- activation --
 
-    def get(self, name: str, capability: str, *, retry_timeout: float | None = None) -> Plugin:
+    def get(
+        self, name: str, capability: str | None, *, retry_timeout: float | None = None
+    ) -> Plugin:
         """Find, activate (once) and return the plugin ``name`` with ``capability``.
 
         Args:
             name: the plugin's name (its socket's or spec file's stem).
             capability: what it must implement, e.g. ``"VolumeDriver"``
-                (case-insensitive).
+                (case-insensitive); ``None`` accepts whatever it implements
+                (useful to list what a plugin announces).
             retry_timeout: instead of the registry's ``retry_timeout``.
 
         Raises:
@@ -401,7 +406,7 @@ class LegacyRegistry:
         """
         check_name(name)
         plugin = self._load(name, self.retry_timeout if retry_timeout is None else retry_timeout)
-        if not plugin.implements(capability):
+        if capability is not None and not plugin.implements(capability):
             raise ErrInadequateCapability(name, capability)
         return plugin
 
@@ -411,12 +416,15 @@ class LegacyRegistry:
             if entry is not None:
                 return self._wait(entry)
         definition = self._locate_with_retry(name, retry_timeout)
+        # Before the entry exists: an entry nobody settles would hang every later get().
+        client = self._client(definition)
         with self._cond:
             entry = self._entries.get(name)
-            if entry is not None:  # someone else got there first: share theirs
+            if entry is None:
+                entry = self._entries[name] = _Entry(name)
+            else:  # someone else got there first: share theirs
+                client.close()
                 return self._wait(entry)
-            entry = self._entries[name] = _Entry(name)
-        client = self._client(definition)
         try:
             reply = client.call(
                 "Plugin.Activate", timeout=self.activation_timeout, retry_timeout=retry_timeout

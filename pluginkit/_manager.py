@@ -76,7 +76,15 @@ from ._plugin import Plugin
 from ._reference import is_plugin_id, normalize_name
 from ._restart import RestartPolicy
 from ._store import PLUGIN_ID_RE, Store, ensure_private_dir
-from .runtime._base import PluginExit, Runtime, RuntimeDevice, RuntimeMount, RuntimeSpec
+from .runtime._base import (
+    PluginExit,
+    Runtime,
+    RuntimeDevice,
+    RuntimeMount,
+    RuntimeSpec,
+    SupportsCleanup,
+    SupportsPrepare,
+)
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -242,6 +250,12 @@ class Manager:
         self._snap: Mapping[str, _Hit] = {}
         self._by_cap: Mapping[str, tuple[Plugin, ...]] = {}
         self._closing = False
+        # Set once the first shutdown() has fully finished (root released).
+        self._shut_down = threading.Event()
+        self._shutdown_thread: int | None = None
+        # How deeply the current thread is inside a call out of the manager
+        # (runtime exit callback, on_event, handle callbacks): see shutdown().
+        self._calling = threading.local()
 
         self._store = Store(self._root)
         self._store.open()
@@ -252,7 +266,11 @@ class Manager:
 
                 runtime = DockerRuntime()
             self._runtime: Runtime = runtime
+            # The optional extensions of the runtime seam, checked once.
+            self._preparer = runtime if isinstance(runtime, SupportsPrepare) else None
             self._load()
+            if isinstance(runtime, SupportsCleanup):
+                self._cleanup_runtime(runtime)
         except BaseException:
             self._store.close()
             raise
@@ -324,6 +342,7 @@ class Manager:
         context = Path(context_dir)
         config = _read_context(context)
         entry = self._add(full, config, reference=full, fill=lambda dst: _copy_tree(context, dst))
+        self._prepare(entry)
         self._emit(entry, "create")
         return entry.plugin
 
@@ -381,6 +400,7 @@ class Manager:
                 reference=os.fspath(source),
                 fill=lambda dst: _copy_tree(context, dst),
             )
+        self._prepare(entry)
         self._emit(entry, "install")
         return entry.plugin
 
@@ -682,6 +702,7 @@ class Manager:
                 entry.plugin.config = config
                 entry.plugin.settings = settings
                 self._publish_locked()
+            self._prepare_op_locked(entry)
         self._emit(entry, "set")
 
     # -- queries ------------------------------------------------------------
@@ -790,7 +811,7 @@ class Manager:
         if legacy is not None:
             legacy.handle(capability, callback)
         for plugin in running:
-            _call_handler(callback, plugin)
+            self._call_handler(callback, plugin)
 
     def _slow_hit_locked(self, name: str) -> _Hit | None:
         """Resolve what the snapshot has no key for: other spellings, id prefixes.
@@ -975,7 +996,12 @@ class Manager:
         entry.plugin._drop_client()
 
     def _on_exit(self, entry: _Entry, run: _Run, info: PluginExit) -> None:
-        """Runtime callback: decide, by the why-it-stops flag, whether this was a crash."""
+        """Runtime callback, on the runtime's exit thread (which its ``close()`` may join)."""
+        with self._calling_out():
+            self._handle_exit(entry, run, info)
+
+    def _handle_exit(self, entry: _Entry, run: _Run, info: PluginExit) -> None:
+        """Decide, by the why-it-stops flag, whether this exit was a crash."""
         run.exit = info
         run.exited.set()
         with self._lock:
@@ -1059,7 +1085,45 @@ class Manager:
         self._emit(entry, "restart")
         self._run_handlers(entry)
 
+    def _prepare(self, entry: _Entry) -> None:
+        """Let a runtime that can (:class:`SupportsPrepare`) get a new plugin ready to start."""
+        if self._preparer is None:
+            return
+        with entry.op_lock:
+            self._prepare_op_locked(entry)
+
+    def _prepare_op_locked(self, entry: _Entry) -> None:
+        """Prepare a disabled plugin; the caller holds ``entry.op_lock``.
+
+        Only a disabled plugin is prepared (an enable takes ``op_lock`` too,
+        so it cannot start meanwhile): preparing may replace a stopped
+        container, never a running one. Failures are logged: the enable
+        does the same work and reports them.
+        """
+        if self._preparer is None:
+            return
+        with self._lock:
+            if entry.removed or entry.enabled or self._closing:
+                return
+        try:
+            self._preparer.prepare(self._spec(entry))
+        except Exception as exc:
+            log.warning(
+                "cannot prepare plugin %s yet (enabling it will retry): %s", entry.name, exc
+            )
+
     # -- load and restore ---------------------------------------------------
+
+    def _cleanup_runtime(self, runtime: SupportsCleanup) -> None:
+        """Let the runtime drop leftovers of plugins this root no longer has.
+
+        Every plugin directory counts, readable or not: a plugin skipped for
+        a bad record is not a removed plugin.
+        """
+        try:
+            runtime.cleanup(set(self._store.plugin_ids()), root=self._root)
+        except Exception as exc:
+            log.warning("runtime clean-up of removed plugins failed: %s", exc)
 
     def _load(self) -> None:
         for plugin_id, record in self._store.load_all():
@@ -1173,11 +1237,36 @@ class Manager:
         the next manager on this root. Idempotent. From the moment it starts,
         every other method (lookups included, legacy fallback too) raises
         :class:`~pluginkit.PluginError` ``the plugin manager is shut down``.
+
+        A call made while another thread's shutdown is in progress waits for
+        it to finish, so that when it returns the plugins are stopped and the
+        root is released - except when made from inside a callback of this
+        manager (``on_event``, a :meth:`handle` callback, or the runtime's
+        exit callback) or from the shutdown itself: the first shutdown may be
+        waiting for that very thread (a runtime's ``close()`` joins its exit
+        thread), so such a call returns at once and the shutdown completes
+        after the callback returns.
         """
         with self._lock:
             if self._closing:
-                return
-            self._closing = True
+                first = False
+            else:
+                first = True
+                self._closing = True
+                self._shutdown_thread = threading.get_ident()
+        if not first:
+            calling_out = getattr(self._calling, "depth", 0) > 0
+            if not calling_out and self._shutdown_thread != threading.get_ident():
+                self._shut_down.wait()
+            return
+        try:
+            self._shut_down_now()
+        finally:
+            self._shut_down.set()
+
+    def _shut_down_now(self) -> None:
+        """Do the work of the first :meth:`shutdown`; ``_closing`` is already set."""
+        with self._lock:
             entries = list(self._entries.values())
             to_stop = []
             self._publish_locked()
@@ -1291,7 +1380,8 @@ class Manager:
         if self._on_event is None:
             return
         try:
-            self._on_event(PluginEvent(entry.id, entry.name, action, time.time()))
+            with self._calling_out():
+                self._on_event(PluginEvent(entry.id, entry.name, action, time.time()))
         except Exception:
             log.exception("on_event callback failed for %s %s", action, entry.name)
 
@@ -1301,7 +1391,24 @@ class Manager:
                 cb for cap in entry.plugin.capabilities for cb in self._handlers.get(cap, ())
             ]
         for callback in callbacks:
-            _call_handler(callback, entry.plugin)
+            self._call_handler(callback, entry.plugin)
+
+    def _call_handler(self, callback: Callable[[str, Client], None], plugin: Plugin) -> None:
+        try:
+            with self._calling_out():
+                callback(plugin.name, plugin.client)
+        except Exception:
+            log.exception("handler %r failed for plugin %s", callback, plugin.name)
+
+    @contextlib.contextmanager
+    def _calling_out(self) -> Iterator[None]:
+        """Mark the current thread as inside a callback of the manager (see :meth:`shutdown`)."""
+        depth: int = getattr(self._calling, "depth", 0)
+        self._calling.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._calling.depth = depth
 
 
 # -- module helpers -----------------------------------------------------------
@@ -1339,13 +1446,6 @@ def _accepts(path: Path) -> bool:
     finally:
         sock.close()
     return True
-
-
-def _call_handler(callback: Callable[[str, Client], None], plugin: Plugin) -> None:
-    try:
-        callback(plugin.name, plugin.client)
-    except Exception:
-        log.exception("handler %r failed for plugin %s", callback, plugin.name)
 
 
 def _record_field(

@@ -255,13 +255,15 @@ class Store:
         # so a kill between write and rename leaves nothing in the plugin dir.
         atomic_write(self.plugin_dir(plugin_id) / RECORD, _encode(record), tmp_dir=self.tmp_dir)
 
+    def plugin_ids(self) -> list[str]:
+        """Return the ids of every plugin directory, readable or not, sorted."""
+        return sorted(e.name for e in os.scandir(self.plugins_dir) if PLUGIN_ID_RE.match(e.name))
+
     def load_all(self) -> list[tuple[str, dict[str, Any]]]:
         """Read every plugin record; unreadable ones are logged and skipped, never fatal."""
         records = []
-        for entry in sorted(os.scandir(self.plugins_dir), key=lambda e: e.name):
-            if not PLUGIN_ID_RE.match(entry.name):
-                continue
-            path = os.path.join(entry.path, RECORD)
+        for plugin_id in self.plugin_ids():
+            path = os.path.join(self.plugins_str, plugin_id, RECORD)
             try:
                 with open(path, "rb") as f:
                     record = json.load(f)
@@ -273,7 +275,7 @@ class Store:
             except (OSError, ValueError) as exc:
                 log.warning("error loading plugin record %s, skipping: %s", path, exc)
                 continue
-            records.append((entry.name, record))
+            records.append((plugin_id, record))
         return records
 
     def remove(self, plugin_id: str) -> None:

@@ -27,7 +27,6 @@ real unix socket at the path the manager expects. Give it to a
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -36,13 +35,12 @@ import attrs
 
 from ._errors import RuntimeStartError
 from .runtime._base import ExitCallback, PluginExit, RuntimeSpec
+from .runtime._dispatch import ExitDispatcher
 from .sdk import PluginServer
 
 __all__ = ["FakeCall", "FakeRuntime", "Handler"]
 
 _log = logging.getLogger("pluginkit.testing")
-
-_ExitQueue = queue.SimpleQueue[tuple[ExitCallback, PluginExit] | None]
 
 Handler = Callable[[Any], Any]
 """A fake plugin's answer to one method: decoded JSON request in, JSON-able reply out."""
@@ -131,9 +129,7 @@ class FakeRuntime:
         self._listening = threading.Condition(self._lock)  # notified when a plugin listens
         self._behaviour: dict[str, _Behaviour] = {}
         self._running: dict[str, _FakePlugin] = {}  # by plugin id
-        # One queue per dispatcher thread, so that close() ends exactly its own.
-        self._exits: _ExitQueue = queue.SimpleQueue()
-        self._dispatcher: threading.Thread | None = None
+        self._exits = ExitDispatcher("pluginkit-fake-exits", _log)
 
     def __repr__(self) -> str:
         return f"<FakeRuntime running={self.running()!r}>"
@@ -311,7 +307,6 @@ class FakeRuntime:
             delay = self._start_delay if behaviour.start_delay is None else behaviour.start_delay
             plugin = _FakePlugin(spec, on_exit)
             self._running[spec.id] = plugin
-            self._ensure_dispatcher()
         plugin.thread = threading.Thread(
             target=self._bring_up,
             args=(plugin, delay, early_exit),
@@ -347,7 +342,6 @@ class FakeRuntime:
             if plugin is None:
                 return False
             plugin.on_exit = on_exit
-            self._ensure_dispatcher()
             return True
 
     def discard(self, plugin_id: str) -> None:
@@ -363,12 +357,7 @@ class FakeRuntime:
         with self._lock:
             for plugin in self._running.values():
                 plugin.on_exit = None
-            dispatcher, self._dispatcher = self._dispatcher, None
-            exits = self._exits
-        if dispatcher is not None:
-            exits.put(None)
-            if dispatcher is not threading.current_thread():
-                dispatcher.join()
+        self._exits.close()
 
     def shutdown(self) -> None:
         """Stop every fake plugin without reporting the exits; for test teardown."""
@@ -387,29 +376,6 @@ class FakeRuntime:
         if behaviour is None:
             behaviour = self._behaviour[key] = _Behaviour()
         return behaviour
-
-    def _ensure_dispatcher(self) -> None:
-        if self._dispatcher is None:
-            self._exits = queue.SimpleQueue()
-            self._dispatcher = threading.Thread(
-                target=self._dispatch_loop,
-                args=(self._exits,),
-                name="pluginkit-fake-exits",
-                daemon=True,
-            )
-            self._dispatcher.start()
-
-    @staticmethod
-    def _dispatch_loop(exits: _ExitQueue) -> None:
-        while True:
-            item = exits.get()
-            if item is None:
-                return
-            callback, exit_ = item
-            try:
-                callback(exit_)
-            except Exception:
-                _log.exception("on_exit callback for fake plugin %s failed", exit_.id)
 
     def _bring_up(
         self, plugin: _FakePlugin, delay: float, early_exit: tuple[int | None, str] | None
@@ -475,6 +441,4 @@ class FakeRuntime:
         if server is not None:
             server.stop(timeout=0)  # fake plugins end at once, cutting calls short
         if on_exit is not None:
-            with self._lock:
-                self._ensure_dispatcher()
-                self._exits.put((on_exit, PluginExit(plugin.spec.id, exit_code, stderr_tail)))
+            self._exits.post(on_exit, PluginExit(plugin.spec.id, exit_code, stderr_tail))

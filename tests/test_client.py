@@ -8,13 +8,15 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
+import os
 import shutil
 import socket
 import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,9 +41,29 @@ from pluginkit import (
     PluginTimeoutError,
     TLSConfig,
 )
-from pluginkit._client import _backoff, _Chunked, _complete, _parse_head, parse_address
+from pluginkit._client import (
+    _backoff,
+    _Chunked,
+    _complete,
+    _parse_head,
+    call_concurrently,
+    parse_address,
+)
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def keep_alive(first: bytes | None = None, then: bytes = OK) -> Callable[[socket.socket], None]:
+    """A RawServer behaviour answering ``then`` to every request, ``first`` to the very first."""
+    pending = [] if first is None else [first]
+
+    def behaviour(conn: socket.socket) -> None:
+        with contextlib.suppress(IndexError):
+            reply(conn, pending.pop())  # only on the first connection
+        while read_request(conn):
+            conn.sendall(then)
+
+    return behaviour
 
 
 @pytest.fixture
@@ -56,16 +78,18 @@ def echo_server(short_tmp: Path) -> Iterator[HTTPPluginServer]:
 
 
 def test_failed_connection():
-    """Nothing listening and no retries: PluginConnectionError naming the address."""
+    """Nothing listening and no retries: PluginConnectionError naming the method and address."""
     with Client("tcp://127.0.0.1:1", retry_timeout=0) as client:
         with pytest.raises(PluginConnectionError) as info:
             client.call("Service.Method")
-    assert str(info.value) == "cannot connect to plugin at tcp://127.0.0.1:1: Connection refused"
+    assert str(info.value) == (
+        "Service.Method: cannot connect to plugin at tcp://127.0.0.1:1: Connection refused"
+    )
     assert isinstance(info.value, ConnectionError)
 
 
-def test_fail_once_then_retry(short_tmp: Path):
-    """A connection dropped before any reply is retried, and the retry succeeds."""
+def test_fail_once_then_retry(short_tmp: Path, caplog: pytest.LogCaptureFixture):
+    """A connection dropped before any reply is retried (logged as a re-send), and succeeds."""
     calls = []
 
     def behaviour(conn: socket.socket) -> None:
@@ -77,8 +101,13 @@ def test_fail_once_then_retry(short_tmp: Path):
 
     with RawServer(short_tmp / "p.sock", behaviour) as server:
         with Client(server.addr, backoff_unit=0.01) as client:
-            assert client.call("Test.FailOnce") == {}
+            with caplog.at_level(logging.WARNING, logger="pluginkit.client"):
+                assert client.call("Test.FailOnce") == {}
     assert len(calls) == 2
+    assert caplog.messages == [
+        f"Test.FailOnce: the connection to plugin at {server.addr} broke before any reply:"
+        " connection closed by the plugin, sending the request again in 0.01 s"
+    ]
 
 
 def test_echo_input_output(echo_server: HTTPPluginServer):
@@ -488,6 +517,24 @@ def test_tls_with_ca_file(tls_server: HTTPPluginServer, certificate: tuple[Path,
     assert tls_server.requests[0].headers["host"] == tls_server.addr.removeprefix("https://")
 
 
+def test_tls_connection_is_kept_alive(tls_server: HTTPPluginServer):
+    """Calls over TLS reuse one kept-alive connection."""
+    accepted: list[object] = []
+    server = tls_server._server
+    get_request = server.get_request
+
+    def counting() -> tuple[socket.socket, object]:
+        accepted.append(1)
+        return get_request()
+
+    server.get_request = counting  # type: ignore[method-assign]
+    with Client(tls_server.addr, tls=TLSConfig(insecure_skip_verify=True)) as client:
+        for i in range(5):
+            assert client.call("Test.Echo", [i]) == [i]
+            assert client.call("Test.Echo", [i], timeout=5) == [i]
+    assert len(accepted) == 1
+
+
 def test_tls_insecure_skip_verify(tls_server: HTTPPluginServer):
     """insecure_skip_verify accepts a self-signed certificate."""
     with Client(tls_server.addr, tls=TLSConfig(insecure_skip_verify=True)) as client:
@@ -501,6 +548,19 @@ def test_tls_unverified_is_not_retried(tls_server: HTTPPluginServer):
         pytest.raises(PluginConnectionError, match="CERTIFICATE_VERIFY_FAILED"),
     ):
         client.call("Test.Echo", [1])
+
+
+def test_tls_checks_the_host_name(tls_server: HTTPPluginServer, certificate: tuple[Path, Path]):
+    """A trusted certificate for another name fails; insecure_skip_verify accepts it."""
+    port = tls_server.addr.rsplit(":", 1)[1]
+    addr = f"https://localhost:{port}"  # the certificate is for 127.0.0.1 only
+    with (
+        Client(addr, tls=TLSConfig(ca_file=str(certificate[0])), retry_timeout=30) as client,
+        pytest.raises(PluginConnectionError, match="Hostname mismatch"),
+    ):
+        client.call("Test.Echo", [1])
+    with Client(addr, tls=TLSConfig(insecure_skip_verify=True)) as client:
+        assert client.call("Test.Echo", [1]) == [1]
 
 
 def test_tls_missing_ca_file(tls_server: HTTPPluginServer, tmp_path: Path):
@@ -620,3 +680,164 @@ def test_interim_100_reply_is_skipped(short_tmp: Path):
     with RawServer(short_tmp / "i.sock", lambda conn: reply(conn, raw)) as server:
         with Client(server.addr) as client:
             assert client.call("X") == {}
+
+
+def test_stream_per_call_timeout_mid_body(short_tmp: Path):
+    """A body stalling past stream()'s own timeout gives PluginTimeoutError naming that timeout."""
+    done = threading.Event()
+
+    def stall(conn: socket.socket) -> None:
+        reply(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        done.wait(5)
+
+    with RawServer(short_tmp / "s.sock", stall) as server:
+        with Client(server.addr) as client:
+            with pytest.raises(PluginTimeoutError) as info:
+                with client.stream("Logs", timeout=0.05) as body:
+                    body.read()
+        done.set()
+    assert str(info.value) == f"Logs: plugin at {server.addr} did not answer within 0.05 s"
+
+
+def test_reply_sent_before_the_request_was_read(short_tmp: Path):
+    """A plugin that answers and closes without reading a big request: its reply is the result."""
+    raw = (
+        b"HTTP/1.1 413 Too Large\r\nContent-Length: 17\r\nConnection: close\r\n\r\n"
+        b'{"Err":"too big"}'
+    )
+
+    def early(conn: socket.socket) -> None:
+        conn.recv(100)
+        conn.sendall(raw)
+
+    with RawServer(short_tmp / "e.sock", early) as server:
+        with Client(server.addr, backoff_unit=0.01) as client:
+            with pytest.raises(PluginCallError) as info:
+                client.call("Test.Big", {"data": "x" * 4_000_000})
+            with pytest.raises(PluginCallError) as info_file:
+                client.send_file("Test.Big", io.BytesIO(b"y" * 4_000_000))
+            with pytest.raises(PluginCallError) as info_stream:
+                with client.stream("Test.Big", {"data": "x" * 4_000_000}):
+                    pass
+        assert server.accepted == 3
+    for error in (info.value, info_file.value, info_stream.value):
+        assert (error.status, error.message) == (413, "too big")
+
+
+def test_timeout_spans_sending_and_receiving(short_tmp: Path):
+    """The call's timeout covers sending the request and waiting for the reply together."""
+    done = threading.Event()
+    big = short_tmp / "big"
+    big.write_bytes(b"y" * 4_000_000)
+
+    def slow_reader(conn: socket.socket) -> None:
+        # Read the request late (the client's send takes ~0.5 s), then answer
+        # 1.25 s after the connection came: past the 1 s timeout of the call.
+        accepted = time.monotonic()
+        time.sleep(0.5)
+        read_request(conn)
+        time.sleep(max(0.0, accepted + 1.25 - time.monotonic()))
+        conn.sendall(OK)
+        done.wait(5)
+
+    with RawServer(short_tmp / "t.sock", slow_reader) as server:
+        with Client(server.addr, timeout=1.0, retry_timeout=0) as client:
+            with pytest.raises(PluginTimeoutError):
+                client.call("Test.Big", {"data": "x" * 4_000_000})
+            with pytest.raises(PluginTimeoutError), big.open("rb") as file:
+                client.send_file("Test.Big", file)
+            with pytest.raises(PluginTimeoutError):
+                with client.stream("Test.Big", {"data": "x" * 4_000_000}):
+                    pass
+        done.set()
+
+
+def test_forked_child_does_not_share_pooled_connections(short_tmp: Path):
+    """After fork() the child opens its own connection; the parent keeps using its own."""
+
+    with RawServer(short_tmp / "f.sock", keep_alive()) as server:
+        with Client(server.addr) as client:
+            assert client.call("X") == {}
+            pid = os.fork()
+            if pid == 0:  # the child: exit at once, whatever happens
+                code = 1
+                try:
+                    code = 0 if client.call("X") == {} else 2
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            assert server.accepted == 2
+            assert client.call("X") == {}
+        assert server.accepted == 2
+
+
+def test_pooled_connection_with_unsolicited_bytes_is_not_reused(short_tmp: Path):
+    """Bytes a plugin sends on an idle kept-alive connection are never read as the next reply."""
+    stale = b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"stale":1}'
+    # The first two connections send `stale` once the client has its reply.
+    go = [threading.Event(), threading.Event()]
+    sent = [threading.Event(), threading.Event()]
+    turns = iter(zip(go, sent, strict=True))
+
+    def behaviour(conn: socket.socket) -> None:
+        turn = next(turns, None)
+        reply(conn, OK)
+        if turn is not None:
+            turn[0].wait(5)
+            conn.sendall(stale)  # nobody asked for it
+            turn[1].set()
+        while read_request(conn):
+            conn.sendall(OK)
+
+    with RawServer(short_tmp / "u.sock", behaviour) as server:
+        with Client(server.addr) as client:
+            assert client.call("X") == {}
+            go[0].set()
+            assert sent[0].wait(5)
+            assert client.call("X") == {}  # the fast path (pooled, no timeout)
+            go[1].set()
+            assert sent[1].wait(5)
+            assert client.call("X", timeout=5) == {}  # the general path
+            assert client.call("X") == {}
+        assert server.accepted == 3
+
+
+def test_stream_left_mid_body_closes_the_connection(short_tmp: Path):
+    """Leaving stream() before the body's end closes its connection; the next call opens one."""
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1_000_000
+    with RawServer(short_tmp / "m.sock", keep_alive(first=big)) as server:
+        with Client(server.addr) as client:
+            with client.stream("Logs") as body:
+                assert body.read(10) == b"x" * 10
+            assert client.call("X") == {}
+            assert client.call("X") == {}
+        assert server.accepted == 2
+
+
+def test_bare_lf_reply_heads_are_accepted(short_tmp: Path):
+    """Reply heads whose lines end with a bare LF are read, as Go's and Python's clients do."""
+    raw = b'HTTP/1.1 200 OK\nContent-Length: 8\n\n{"a": 1}'
+    with RawServer(short_tmp / "lf.sock", keep_alive(then=raw)) as server:
+        with Client(server.addr, timeout=5) as client:
+            assert client.call("X") == {"a": 1}
+            with client.stream("X") as body:
+                assert body.read() == b'{"a": 1}'
+        with Client(server.addr) as client:  # no timeout: the pooled fast path
+            assert client.call("X") == {"a": 1}
+            assert client.call("X") == {"a": 1}
+        with Client(server.addr) as client:  # get_all's multiplexed activations
+            assert call_concurrently([(client, "X")], timeout=5) == [{"a": 1}]
+        assert server.accepted == 3
+
+
+def test_switching_protocols_reply_is_not_pooled(short_tmp: Path):
+    """A 101 reply is a PluginCallError and its connection (no longer HTTP) is not reused."""
+    switch = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n"
+    with RawServer(short_tmp / "up.sock", keep_alive(first=switch)) as server:
+        with Client(server.addr) as client:
+            with pytest.raises(PluginCallError) as info:
+                client.call("X")
+            assert info.value.status == 101
+            assert client.call("X") == {}
+        assert server.accepted == 2

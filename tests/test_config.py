@@ -1,5 +1,9 @@
 import copy
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import attrs
 import pytest
@@ -482,6 +486,100 @@ def test_dump_of_minimal_config():
         "PropagatedMount": "",
         "User": {},
         "WorkDir": "",
+    }
+
+
+# Every list the engine shows as [] when config.json says [] (engine 20.10:
+# `docker plugin create` + `inspect`), as opposed to null when absent.
+EXPLICIT_EMPTY = {
+    "Interface": {"Types": ["docker.volumedriver/1.0"], "Socket": "p.sock"},
+    "Entrypoint": ["/bin/plugin"],
+    "Linux": {"Capabilities": [], "Devices": [{"Name": "d", "Path": "/dev/null", "Settable": []}]},
+    "Mounts": [{"Name": "m", "Source": "/tmp", "Destination": "/m", "Options": [], "Settable": []}],
+    "Env": [{"Name": "E", "Value": "1", "Settable": []}],
+    "Args": {"Name": "a", "Settable": [], "Value": []},
+}
+
+
+def test_explicit_empty_lists_dump_as_empty_lists():
+    """A list given as [] is shown as [], as the engine shows it; absent ones stay null."""
+    dumped = dump_config(parse_config(EXPLICIT_EMPTY))
+    assert dumped["Args"] == {"Description": "", "Name": "a", "Settable": [], "Value": []}
+    assert dumped["Linux"] == {
+        "AllowAllDevices": False,
+        "Capabilities": [],
+        "Devices": [{"Description": "", "Name": "d", "Path": "/dev/null", "Settable": []}],
+    }
+    assert dumped["Mounts"] == [
+        {
+            "Description": "",
+            "Destination": "/m",
+            "Name": "m",
+            "Options": [],
+            "Settable": [],
+            "Source": "/tmp",
+            "Type": "",
+        }
+    ]
+    assert dumped["Env"] == [{"Description": "", "Name": "E", "Settable": [], "Value": "1"}]
+    assert dump_config(parse_config({**MINIMAL, "Mounts": [], "Env": None}))["Mounts"] == []
+    assert dump_config(parse_config({**MINIMAL, "Mounts": [], "Env": None}))["Env"] is None
+
+
+def test_explicit_and_absent_empty_lists_make_equal_models():
+    """[] and null parse to models that compare equal; only the dump tells them apart."""
+    absent = parse_config({**MINIMAL, "Args": {"Name": "a"}, "Linux": {}})
+    explicit = parse_config(
+        {**MINIMAL, "Args": {"Name": "a", "Value": []}, "Linux": {"Devices": []}}
+    )
+    assert absent == explicit
+    assert hash(absent) == hash(explicit)
+    assert explicit.args.value == ()
+    assert repr(explicit.args) == repr(absent.args)
+
+
+def test_explicit_empty_lists_survive_dump_parse_and_settings():
+    """[] survives parse(dump(cfg)), and the settings' mounts show [] like the engine's."""
+    cfg = parse_config(EXPLICIT_EMPTY)
+    again = parse_config(dump_config(cfg))
+    assert dump_config(again) == dump_config(cfg)
+    settings = dump_settings(initial_settings(cfg))
+    assert settings["Mounts"][0]["Options"] == []
+    assert settings["Mounts"][0]["Settable"] == []
+    reloaded = parse_settings(settings)
+    assert dump_settings(reloaded) == settings
+
+
+def test_dumps_do_not_depend_on_what_was_converted_first():
+    """A fresh interpreter dumping Settings before any parse gives the usual null/[] result."""
+    code = (
+        "import json\n"
+        "from pluginkit._config import Mount, Settings, dump_settings\n"
+        "print(json.dumps(dump_settings(Settings(mounts=(Mount(name='m'),)))))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    ).stdout
+    assert json.loads(out) == {
+        "Args": [],
+        "Devices": [],
+        "Env": [],
+        "Mounts": [
+            {
+                "Description": "",
+                "Destination": "",
+                "Name": "m",
+                "Options": None,
+                "Settable": None,
+                "Source": None,
+                "Type": "",
+            }
+        ],
     }
 
 

@@ -66,6 +66,27 @@ RICH = {
 }
 
 
+# Lists given as [] (the engine shows [], not null as for absent ones).
+EXPLICIT_EMPTY = {
+    "Interface": {"Types": ["docker.volumedriver/1.0"], "Socket": "p.sock"},
+    "Entrypoint": ["/p"],
+    "Linux": {
+        "Capabilities": [],
+        "Devices": [{"Name": "d", "Path": "/dev/null", "Settable": []}],
+    },
+    "Mounts": [{"Name": "m", "Source": "/tmp", "Destination": "/m", "Options": [], "Settable": []}],
+    "Env": [{"Name": "E", "Value": "1", "Settable": []}],
+    "Args": {"Name": "a", "Settable": [], "Value": []},
+}
+TOP_LEVEL_EMPTY = {
+    "Interface": {"Types": ["docker.volumedriver/1.0"], "Socket": "p.sock"},
+    "Entrypoint": ["/p"],
+    "Linux": {"Devices": []},
+    "Mounts": [],
+    "Env": [],
+}
+
+
 @pytest.fixture(scope="module")
 def docker_client() -> Iterator[object]:
     import docker
@@ -116,8 +137,10 @@ def _without_engine_fields(config: dict) -> dict:
             "Interface": {"Types": ["docker.volumedriver/1.0"], "Socket": "p.sock"},
             "Entrypoint": ["/p"],
         },
+        EXPLICIT_EMPTY,
+        TOP_LEVEL_EMPTY,
     ],
-    ids=["rich", "minimal"],
+    ids=["rich", "minimal", "explicit-empty", "top-level-empty"],
 )
 def test_dump_config_is_what_the_engine_shows(docker_client, create_plugin, config):
     """dump_config(parse_config(x)) is the Config the engine shows for x (bar what create adds)."""
@@ -131,11 +154,19 @@ def test_engine_config_round_trips_exactly(docker_client, create_plugin):
     assert dump_config(parse_config(engine["Config"])) == engine["Config"]
 
 
-def test_initial_settings_are_the_engines(docker_client, create_plugin):
+@pytest.mark.parametrize("config", [RICH, EXPLICIT_EMPTY], ids=["rich", "explicit-empty"])
+def test_initial_settings_are_the_engines(docker_client, create_plugin, config):
     """initial_settings gives the Settings of a freshly created plugin."""
-    engine = _inspect(docker_client, create_plugin(RICH))
-    assert dump_settings(initial_settings(parse_config(RICH))) == engine["Settings"]
-    assert parse_settings(engine["Settings"]) == initial_settings(parse_config(RICH))
+    engine = _inspect(docker_client, create_plugin(config))
+    assert dump_settings(initial_settings(parse_config(config))) == engine["Settings"]
+    assert parse_settings(engine["Settings"]) == initial_settings(parse_config(config))
+    assert dump_settings(parse_settings(engine["Settings"])) == engine["Settings"]
+
+
+def test_engine_config_with_empty_lists_round_trips_exactly(docker_client, create_plugin):
+    """The engine's Config holding [] and null lists parses and dumps back unchanged."""
+    engine = _inspect(docker_client, create_plugin(EXPLICIT_EMPTY))
+    assert dump_config(parse_config(engine["Config"])) == engine["Config"]
 
 
 def test_key_spelling_and_duplicates_decode_like_the_engine(docker_client, create_plugin):

@@ -65,6 +65,8 @@ PUBLIC = {
         "RuntimeDevice",
         "RuntimeMount",
         "RuntimeSpec",
+        "SupportsCleanup",
+        "SupportsPrepare",
     ],
     "pluginkit.testing": ["FakeCall", "FakeRuntime", "Handler"],
 }

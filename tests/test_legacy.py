@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -15,7 +16,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _client_helpers import HTTPPluginServer, RawServer, Request, activate, echo, read_request
+from _client_helpers import (
+    HTTPPluginServer,
+    RawServer,
+    Request,
+    activate,
+    echo,
+    read_request,
+    wait_for,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -362,6 +371,18 @@ def test_get_activates_and_checks_capability(registry: LegacyRegistry, dirs: tup
     assert activations[0].body == b""
 
 
+def test_get_without_capability_accepts_any(registry: LegacyRegistry, dirs: tuple[Path, Path]):
+    """get(name, None) activates and returns the plugin whatever it implements, even nothing."""
+    with plugin_server(dirs[0] / "odd.sock", "SecretProvider") as server:
+        plugin = registry.get("odd", None)
+        assert plugin.capabilities == ("secretprovider",)
+        assert registry.get("odd", "secretprovider") is plugin
+        activations = [r for r in server.requests if r.method == "Plugin.Activate"]
+    assert len(activations) == 1
+    with plugin_server(dirs[0] / "bare.sock") as server:
+        assert registry.get("bare", None).capabilities == ()
+
+
 def test_get_not_found_is_immediate(registry: LegacyRegistry):
     """A plain not-found fails at once with Docker's text (no 15 s retry by default)."""
     with pytest.raises(ErrNotFound) as info:
@@ -457,7 +478,8 @@ def test_dead_socket_fails_fast(registry: LegacyRegistry, dirs: tuple[Path, Path
     with pytest.raises(PluginConnectionError) as info:
         registry.get("dead", "VolumeDriver")
     assert str(info.value) == (
-        f'plugin "dead": cannot connect to plugin at unix://{dirs[0]}/dead.sock: Connection refused'
+        f'plugin "dead": Plugin.Activate: cannot connect to plugin at unix://{dirs[0]}/dead.sock:'
+        " Connection refused"
     )
 
 
@@ -558,7 +580,10 @@ def test_get_all_skips_broken_plugins(dirs: tuple[Path, Path], caplog: pytest.Lo
             assert [p.name for p in reg.get_all("networkdriver")] == ["net"]
         done.set()
     assert "skipping legacy plugin broken" in caplog.text
-    assert "skipping legacy plugin dead" in caplog.text
+    assert (
+        f'skipping legacy plugin dead: plugin "dead": Plugin.Activate: cannot connect to plugin'
+        f" at unix://{sockets}/dead.sock: Connection refused"
+    ) in caplog.text
     assert 'plugin "hang": Plugin.Activate: plugin at' in caplog.text
 
 
@@ -604,3 +629,118 @@ def test_get_all_uses_the_socket_get_would_use(registry: LegacyRegistry, dirs: t
         assert plugin.addr == f"unix://{dirs[0]}/n.sock"
         registry.close()
         assert registry.get("n", "VolumeDriver").addr == plugin.addr
+
+
+def test_socket_path_too_long_fails_every_get(
+    short_tmp: Path, dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+):
+    """A socket whose path is too long for connect() fails each get(), never leaving it hung."""
+    deep = short_tmp / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)  # bind() takes the short relative name
+    with listen(Path("p.sock")):
+        monkeypatch.undo()
+        expected = f"unix socket path '{deep}/p.sock' is too long"
+        with LegacyRegistry([deep], [dirs[1]], activation_timeout=5) as reg:
+            errors: list[str] = []
+
+            def get() -> None:
+                try:
+                    reg.get("p", "VolumeDriver")
+                except InvalidConfigError as exc:
+                    errors.append(str(exc))
+
+            for attempt in (1, 2):
+                thread = threading.Thread(target=get, daemon=True)
+                thread.start()
+                thread.join(5)
+                assert not thread.is_alive(), "get() hangs on the entry the first one left"
+                assert errors == [expected] * attempt
+
+
+def test_get_all_activates_many_tcp_plugins_at_once(dirs: tuple[Path, Path]):
+    """get_all() waits for all its TCP activations at once, not in batches behind slow ones."""
+    count = 24
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    lock = threading.Lock()
+    waiting: list[socket.socket] = []
+    everyone = threading.Event()  # every plugin's request is in: answer them all
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            read_request(conn)
+            with lock:
+                waiting.append(conn)
+                if len(waiting) == count:
+                    everyone.set()
+            if everyone.wait(5):
+                body = b'{"Implements": ["VolumeDriver"]}'
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                threading.Thread(target=serve, args=(listener.accept()[0],), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    for i in range(count):
+        (dirs[1] / f"t{i:02}.spec").write_text(f"tcp://127.0.0.1:{port}")
+    try:
+        with LegacyRegistry([dirs[0]], [dirs[1]], activation_timeout=3) as reg:
+            found = reg.get_all("VolumeDriver")
+    finally:
+        everyone.set()
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        listener.close()
+    assert [p.name for p in found] == [f"t{i:02}" for i in range(count)]
+
+
+def test_get_all_loop_leaks_no_fds_or_threads(dirs: tuple[Path, Path]):
+    """Repeated get_all() over broken plugins keeps the process's fds and threads flat."""
+    sockets, specs = dirs
+    (specs / "broken.spec").write_text("no-scheme")
+    (specs / "tcpdead.spec").write_text("tcp://127.0.0.1:1")
+    listen(sockets / "dead.sock").close()
+
+    def hang(conn: socket.socket) -> None:  # until the client hangs up
+        read_request(conn)
+        while conn.recv(4096):
+            pass
+
+    def garbage(conn: socket.socket) -> None:
+        read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nnotjs")
+
+    with (
+        plugin_server(sockets / "good.sock", "VolumeDriver"),
+        RawServer(sockets / "hang.sock", hang),
+        RawServer(sockets / "drop.sock", read_request),
+        RawServer(sockets / "garbage.sock", garbage),
+        HTTPPluginServer(None, {"Plugin.Activate": activate("VolumeDriver")}) as tcp,
+    ):
+        (specs / "remote.json").write_text(json.dumps({"Addr": tcp.addr}))
+        with LegacyRegistry([sockets], [specs], activation_timeout=0.05) as reg:
+            reg.get_all("VolumeDriver")
+            fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+            for _ in range(20):
+                found = reg.get_all("VolumeDriver")
+            wait_for(lambda: threading.active_count() <= threads)
+            assert len(os.listdir("/proc/self/fd")) <= fds
+    assert [p.name for p in found] == ["good", "remote"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"activation_timeout": 0}, "activation_timeout must be > 0, not 0"),
+        ({"retry_timeout": -1}, "retry_timeout must be >= 0, not -1"),
+        ({"backoff_unit": 0}, "backoff_unit must be > 0, not 0"),
+    ],
+)
+def test_bad_settings_are_refused_at_once(
+    dirs: tuple[Path, Path], kwargs: dict[str, float], message: str
+):
+    """Bad timeouts are refused by the constructor, not by the first get()."""
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        LegacyRegistry([dirs[0]], [dirs[1]], **kwargs)

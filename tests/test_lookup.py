@@ -7,14 +7,18 @@ from pathlib import Path
 
 import pytest
 from _client_helpers import HTTPPluginServer, activate
+from _manager_helpers import write_plugin_dir
 
 import pluginkit
 from pluginkit import (
     Client,
+    ErrDisabled,
+    ErrInadequateCapability,
     ErrNotFound,
     FindWithCapability,
     LegacyRegistry,
     LookupWithCapability,
+    Manager,
     Plugin,
     _lookup,
     find_with_capability,
@@ -22,6 +26,7 @@ from pluginkit import (
     lookup_with_capability,
     set_default_manager,
 )
+from pluginkit.testing import FakeRuntime
 
 
 class RecordingManager:
@@ -142,3 +147,59 @@ def test_public_names_exported():
     ):
         assert name in pluginkit.__all__
         assert hasattr(pluginkit, name)
+
+
+@pytest.fixture
+def real_manager(short_tmp: Path) -> Iterator[tuple[Manager, Path]]:
+    """A real Manager on FakeRuntime: vol enabled, off disabled, legacy dir short_tmp/leg."""
+    legacy_dir = short_tmp / "leg"
+    legacy_dir.mkdir()
+    fake = FakeRuntime()
+    registry = LegacyRegistry([legacy_dir], [], activation_timeout=5)
+    manager = Manager(short_tmp / "root", runtime=fake, run_root=short_tmp / "run", legacy=registry)
+    try:
+        for name in ("vol", "off"):
+            manager.create(name, write_plugin_dir(short_tmp / "src" / name))
+        manager.enable("vol")
+        yield manager, legacy_dir
+    finally:
+        manager.shutdown()
+        fake.shutdown()
+        registry.close()
+
+
+def test_module_functions_use_the_default_manager_with_legacy_fallback(
+    real_manager: tuple[Manager, Path], no_default_manager: None
+):
+    """A real default Manager answers: managed, then legacy; no fallback past a disabled one."""
+    manager, legacy_dir = real_manager
+    set_default_manager(manager)
+    with (
+        HTTPPluginServer(legacy_dir / "leg.sock", {"Plugin.Activate": activate("VolumeDriver")}),
+        HTTPPluginServer(legacy_dir / "off.sock", {"Plugin.Activate": activate("VolumeDriver")}),
+    ):
+        found = find_with_capability("volumedriver")
+        assert [(p.name, p.is_legacy) for p in found] == [
+            ("vol:latest", False),
+            ("leg", True),
+            ("off", True),
+        ]
+        managed = lookup_with_capability("vol", "VolumeDriver")
+        assert (managed.name, managed.is_legacy) == ("vol:latest", False)
+        assert managed is manager.get("vol")
+        legacy = lookup_with_capability("leg", "VolumeDriver")
+        assert (legacy.name, legacy.is_legacy) == ("leg", True)
+        assert legacy is found[1]
+        with pytest.raises(ErrDisabled) as disabled:
+            lookup_with_capability("off", "VolumeDriver")
+        assert str(disabled.value) == 'plugin "off" found but disabled'
+        with pytest.raises(ErrInadequateCapability) as inadequate:
+            lookup_with_capability("vol", "NetworkDriver")
+        assert (
+            str(inadequate.value) == 'plugin "vol" found, but not with "networkdriver" capability'
+        )
+        with pytest.raises(ErrNotFound) as missing:
+            lookup_with_capability("nope", "VolumeDriver")
+        assert str(missing.value) == 'plugin "nope" not found'
+        # An explicit manager=None still means "the default manager".
+        assert lookup_with_capability("leg", "VolumeDriver", manager=None) is legacy

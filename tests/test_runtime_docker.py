@@ -288,6 +288,29 @@ def test_stop_leaves_no_running_container(
     assert runtime.is_running(spec.id) is False
 
 
+def test_exits_are_reported_once_each_from_the_dispatcher_thread(
+    runtime: DockerRuntime, make_spec: SpecFactory, client: Any
+) -> None:
+    """Each exit (a kill, then a stop) is reported once, from pluginkit-docker-exits."""
+    seen: list[tuple[int | None, str]] = []
+    lock = threading.Lock()
+
+    def on_exit(exit_: PluginExit) -> None:
+        with lock:
+            seen.append((exit_.exit_code, threading.current_thread().name))
+
+    spec = make_spec()
+    runtime.start(spec, on_exit)
+    wait_until(lambda: socket_answers(spec.socket_path))
+    client.api.kill(runtime.container_id(spec.id))
+    wait_until(lambda: len(seen) == 1)
+    runtime.start(spec, on_exit)
+    wait_until(lambda: socket_answers(spec.socket_path))
+    runtime.stop(spec.id, grace=10)
+    wait_until(lambda: len(seen) == 2)
+    assert seen == [(-9, "pluginkit-docker-exits"), (0, "pluginkit-docker-exits")]
+
+
 def test_stop_sends_sigkill_after_the_grace_period(
     runtime: DockerRuntime, make_spec: SpecFactory, exits: Exits
 ) -> None:

@@ -18,6 +18,8 @@ from ._base import (
     RuntimeDevice,
     RuntimeMount,
     RuntimeSpec,
+    SupportsCleanup,
+    SupportsPrepare,
 )
 
 if TYPE_CHECKING:
@@ -33,6 +35,8 @@ __all__ = [
     "RuntimeDevice",
     "RuntimeMount",
     "RuntimeSpec",
+    "SupportsCleanup",
+    "SupportsPrepare",
 ]
 
 

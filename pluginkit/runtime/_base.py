@@ -6,6 +6,11 @@ of a plugin through the callback given to :meth:`Runtime.start` /
 :meth:`Runtime.restore`. It never decides whether a plugin is restarted: the
 Manager does, because only it knows why a plugin stopped.
 
+Two optional extensions, :class:`SupportsPrepare` and
+:class:`SupportsCleanup`, are small protocols of their own: a runtime that
+has the method is used through it (the Manager checks with ``isinstance``),
+one that has not simply goes without.
+
 The protocol is deliberately small and host-agnostic (ids, specs and
 callbacks; no pids or container objects) so that runtimes that run plugins
 elsewhere - in containers, or across a cluster - fit behind it.
@@ -13,7 +18,7 @@ elsewhere - in containers, or across a cluster - fit behind it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -26,6 +31,8 @@ __all__ = [
     "RuntimeDevice",
     "RuntimeMount",
     "RuntimeSpec",
+    "SupportsCleanup",
+    "SupportsPrepare",
 ]
 
 
@@ -150,4 +157,48 @@ class Runtime(Protocol):
 
     def close(self) -> None:
         """Stop supervising without stopping plugins (they keep running for live restore)."""
+        ...
+
+
+@runtime_checkable
+class SupportsPrepare(Protocol):
+    """Optional: a runtime that can get a plugin ready to start ahead of its first enable.
+
+    The Manager calls :meth:`prepare` after :meth:`~pluginkit.Manager.create`,
+    :meth:`~pluginkit.Manager.install` and :meth:`~pluginkit.Manager.set`, so
+    that an enable costs only the start itself (e.g. the image is imported
+    and the container created beforehand). A failure is logged, not raised:
+    the next :meth:`Runtime.start` does the same work and reports it.
+    """
+
+    def prepare(self, spec: RuntimeSpec) -> None:
+        """Do the slow part of starting ``spec`` now, without starting it.
+
+        Raises:
+            RuntimeStartError: The plugin cannot be prepared (what a start
+                would report too).
+        """
+        ...
+
+
+@runtime_checkable
+class SupportsCleanup(Protocol):
+    """Optional: a runtime that keeps things per plugin outside the manager's root.
+
+    The Manager calls :meth:`cleanup` once at start-up, after loading its
+    state and before re-starting enabled plugins, with the ids of every
+    plugin it has on disk, so that leftovers of plugins removed while the
+    runtime could not be reached (an engine that was down, a manager killed
+    mid-removal) do not pile up. A failure is logged, not raised.
+    """
+
+    def cleanup(self, keep_ids: Collection[str], *, root: Path | str) -> list[str]:
+        """Remove what is kept for plugins of ``root`` whose ids are not in ``keep_ids``.
+
+        Only leftovers of plugins belonging to the manager root ``root`` may
+        be touched: other managers may share the same backend.
+
+        Returns:
+            The ids of the plugins whose leftovers were removed, sorted.
+        """
         ...

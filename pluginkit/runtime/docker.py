@@ -15,8 +15,8 @@ finds a container that outlived its manager and how :meth:`DockerRuntime.cleanup
 finds leftovers of removed plugins.
 
 Exits are seen by a watcher thread per plugin (the engine's ``wait`` call) and
-the plugin's stdout/stderr are streamed (``attach``) into the logger
-``pluginkit.plugin``.
+reported by the runtime's exit dispatcher thread; the plugin's stdout/stderr
+are streamed (``attach``) into the logger ``pluginkit.plugin``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ import requests.exceptions
 
 from .._errors import PluginError, RuntimeStartError
 from ._base import ExitCallback, PluginExit, RuntimeMount, RuntimeSpec
+from ._dispatch import ExitDispatcher
 
 __all__ = ["DockerRuntime", "ImportProgress"]
 
@@ -144,11 +145,11 @@ class DockerRuntime:
     The engine keeps the container's own log too (``docker logs``). The last
     lines of stderr are kept for :attr:`PluginExit.stderr_tail`.
 
-    ``on_exit`` is called from a watcher thread of the runtime, once per
-    exit, after the container's last output has been logged. Each running
-    plugin has two daemon threads: the watcher, blocked in the engine's
-    ``wait`` (re-issued every second so that :meth:`close` is prompt), and
-    the log pump reading the attach stream.
+    ``on_exit`` is called from the runtime's exit dispatcher thread (one
+    exit after the other), once per exit, after the container's last output
+    has been logged. Each running plugin has two daemon threads: the
+    watcher, blocked in the engine's ``wait`` (re-issued every second so
+    that :meth:`close` is prompt), and the log pump reading the attach stream.
     """
 
     def __init__(
@@ -168,6 +169,7 @@ class DockerRuntime:
         self._plugin_locks: dict[str, threading.Lock] = {}
         self._runs: dict[str, _Run] = {}
         self._closed = False
+        self._exits = ExitDispatcher("pluginkit-docker-exits", _log)
 
     # -- the Runtime protocol -------------------------------------------------
 
@@ -211,7 +213,7 @@ class DockerRuntime:
     def stop(self, plugin_id: str, *, grace: float = 10.0) -> None:
         """Stop the plugin: SIGTERM, SIGKILL after ``grace`` seconds; return once it exited.
 
-        The exit is reported to ``on_exit`` from the runtime's watcher thread,
+        The exit is reported to ``on_exit`` from the runtime's dispatcher thread,
         just before or just after this returns (it is not waited for). The
         container is kept, stopped, so that the next start is fast. Stopping
         a plugin that is not running is a no-op.
@@ -297,6 +299,7 @@ class DockerRuntime:
         for run in runs:
             if run.watcher is not None and run.watcher is not threading.current_thread():
                 run.watcher.join(_WAIT_SLICE + 5.0)
+        self._exits.close()
         if self._owns_client:
             self._client.close()
 
@@ -599,12 +602,11 @@ class DockerRuntime:
                 if self._runs.get(run.spec.id) is run:
                     del self._runs[run.spec.id]
             run.exited.set()
-            try:
-                if not run.detached.is_set():
-                    _log.info("plugin %s exited (status %s)", run.spec.name, exit_code)
-                    run.on_exit(PluginExit(run.spec.id, exit_code, "\n".join(run.stderr_tail)))
-            except Exception:
-                _log.exception("the exit callback of plugin %s failed", run.spec.name)
+            if not run.detached.is_set():
+                _log.info("plugin %s exited (status %s)", run.spec.name, exit_code)
+                self._exits.post(
+                    run.on_exit, PluginExit(run.spec.id, exit_code, "\n".join(run.stderr_tail))
+                )
 
     def _wait_for_exit(self, run: _Run) -> int | None:
         """Block until the container stops (or the runtime detaches); return its exit code."""

@@ -15,7 +15,6 @@ import errno
 import json
 import logging
 import os
-import queue
 import select
 import shutil
 import signal
@@ -32,6 +31,7 @@ import attrs
 from .._errors import RuntimeStartError
 from .._store import atomic_write
 from ._base import ExitCallback, PluginExit, RuntimeSpec
+from ._dispatch import ExitDispatcher
 
 __all__ = ["ProcessRuntime"]
 
@@ -168,8 +168,7 @@ class ProcessRuntime:
         self._starting: set[str] = set()
         self._closed = False
         self._monitor: threading.Thread | None = None
-        self._dispatcher: threading.Thread | None = None
-        self._exits: queue.SimpleQueue[tuple[ExitCallback, PluginExit] | None] = queue.SimpleQueue()
+        self._exits = ExitDispatcher("pluginkit-process-exits", _log)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def __repr__(self) -> str:
@@ -304,9 +303,7 @@ class ProcessRuntime:
         current = threading.current_thread()
         if self._monitor is not None and self._monitor is not current:
             self._monitor.join()
-        self._exits.put(None)
-        if self._dispatcher is not None and self._dispatcher is not current:
-            self._dispatcher.join()
+        self._exits.close()
         for proc in procs:
             proc.detach()
         with self._lock:
@@ -520,11 +517,7 @@ class ProcessRuntime:
                 self._monitor = threading.Thread(
                     target=self._monitor_loop, name="pluginkit-process-monitor", daemon=True
                 )
-                self._dispatcher = threading.Thread(
-                    target=self._dispatch_loop, name="pluginkit-process-exits", daemon=True
-                )
                 self._monitor.start()
-                self._dispatcher.start()
             self._wake()
 
     def _wake(self) -> None:
@@ -575,18 +568,7 @@ class ProcessRuntime:
                 del self._procs[proc.id]
         proc.exited.set()
         _log.debug("plugin %s exited with %s", proc.name, proc.exit_code)
-        self._exits.put((proc.on_exit, exit_))
-
-    def _dispatch_loop(self) -> None:
-        while True:
-            item = self._exits.get()
-            if item is None:
-                return
-            callback, exit_ = item
-            try:
-                callback(exit_)
-            except Exception:
-                _log.exception("on_exit callback for plugin %s failed", exit_.id)
+        self._exits.post(proc.on_exit, exit_)
 
 
 class _Proc:
