@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from email.utils import formatdate
-from typing import Final
+from typing import Final, NoReturn
 
 __all__ = [
     "CONTENT_TYPE",
@@ -144,9 +144,7 @@ class RequestParser:
                 return None
             if end > self.max_head:
                 raise HTTPError(431, f"request head is larger than {self.max_head} bytes")
-            head = bytes(buf[:end])
-            _check_line_ends(head)
-            request, length, chunked, expect = self._parse_head(head)
+            request, length, chunked, expect = self._parse_head(bytes(buf[:end]))
             if not chunked and len(buf) >= end + 4 + length:
                 # Fast path: the whole request is here.
                 request.body = bytes(buf[end + 4 : end + 4 + length])
@@ -179,6 +177,8 @@ class RequestParser:
 
     def _parse_head(self, head: bytes) -> tuple[Request, int, bool, bool]:
         lines = head.split(b"\r\n")
+        if head.count(b"\n") != len(lines) - 1:
+            _bare_lf()
         parts = lines[0].split(b" ")
         if len(parts) != 3 or not parts[0] or not parts[1]:
             raise HTTPError(400, f"malformed request line {lines[0][:100].decode('latin-1')!r}")
@@ -291,10 +291,14 @@ class RequestParser:
 
 
 def _check_line_ends(head: bytes | bytearray) -> None:
+    if head.count(b"\n") != head.count(b"\r\n"):
+        _bare_lf()
+
+
+def _bare_lf() -> NoReturn:
     # A bare LF is a line end to some parsers (and to a proxy in front) but
     # part of a header value to this one: refuse it rather than disagree.
-    if head.count(b"\n") != head.count(b"\r\n"):
-        raise HTTPError(400, "request head lines must end with CRLF, not a bare LF")
+    raise HTTPError(400, "request head lines must end with CRLF, not a bare LF")
 
 
 _date_cache: list[object] = [0, b""]

@@ -265,15 +265,17 @@ class PluginServer:
         if result is None:
             return 200, b"{}"
         kind = type(result)
-        if kind is not dict and kind is not list and not attrs.has(kind):
+        model = False  # dict and list, the common replies, skip every check below
+        if kind is not dict and kind is not list:
             if isinstance(result, (bytes, bytearray, memoryview)):
                 return 200, bytes(result)
-            if hasattr(result, "read"):
+            model = attrs.has(kind)
+            if not model and hasattr(result, "read"):
                 return 200, _file_pieces(result)
-            if isinstance(result, Iterator):
+            if not model and isinstance(result, Iterator):
                 return 200, result
         try:
-            if attrs.has(kind):
+            if model:
                 from ._convert import converter
 
                 result = converter.unstructure(result)
