@@ -301,17 +301,19 @@ def _bare_lf() -> NoReturn:
     raise HTTPError(400, "request head lines must end with CRLF, not a bare LF")
 
 
-_date_cache: list[object] = [0, b""]
+# (second, its Date text), replaced as one object: pool threads read it while
+# another thread renews it, and must never pair a new second with an old text.
+_date_cache: tuple[int, bytes] = (0, b"")
 
 
 def _date() -> bytes:
     """Return the Date header value, formatted at most once per second."""
+    global _date_cache
     now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[0] = now
-        _date_cache[1] = formatdate(now, usegmt=True).encode("ascii")
-    value = _date_cache[1]
-    assert isinstance(value, bytes)
+    second, value = _date_cache
+    if second != now:
+        value = formatdate(now, usegmt=True).encode("ascii")
+        _date_cache = (now, value)
     return value
 
 
