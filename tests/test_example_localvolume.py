@@ -261,3 +261,16 @@ def test_plugin_dir_config_parses_as_docker_config() -> None:
     config = parse_config(json.loads((plugin_dir() / "config.json").read_text()))
     assert [(t.capability, t.version) for t in config.interface.types] == [("volumedriver", "1.0")]
     assert config.interface.socket == "localvolume.sock"
+
+
+def test_default_root_is_per_user_unless_root(monkeypatch, tmp_path):
+    """Without LOCALVOLUME_ROOT: root uses DEFAULT_ROOT, other users their data dir."""
+    from pluginkit.examples import localvolume
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert localvolume.default_root() == Path("/var/lib/pluginkit/localvolume")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert localvolume.default_root() == tmp_path / "data" / "pluginkit" / "localvolume"
+    monkeypatch.delenv("LOCALVOLUME_ROOT", raising=False)
+    assert localvolume.LocalVolumeDriver().root == tmp_path / "data" / "pluginkit" / "localvolume"

@@ -10,8 +10,9 @@ cannot be removed.
 Run it with ``python3 -m pluginkit.examples.localvolume``: it serves at
 ``$PLUGINKIT_SOCKET_DIR/$PLUGINKIT_SOCKET`` (what pluginkit's process
 runtime sets), else at ``/run/docker/plugins/localvolume.sock`` where a Docker
-engine finds it. The root is ``$LOCALVOLUME_ROOT`` (default
-``/var/lib/pluginkit/localvolume``).
+engine finds it. The root is ``$LOCALVOLUME_ROOT``, else :func:`default_root`
+(``/var/lib/pluginkit/localvolume`` for root, a per-user data directory for
+anyone else).
 
 :func:`plugin_dir` is a managed-plugin directory for it (Docker's
 ``config.json`` plus an empty ``rootfs/``), ready for
@@ -31,14 +32,29 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import ClassVar
 
+import platformdirs
+
 from pluginkit import PluginError
 from pluginkit._store import atomic_write
 from pluginkit.sdk import volume
 
-__all__ = ["DEFAULT_ROOT", "LocalVolumeDriver", "plugin_dir"]
+__all__ = ["DEFAULT_ROOT", "LocalVolumeDriver", "default_root", "plugin_dir"]
 
-#: Where volumes live when ``LOCALVOLUME_ROOT`` is not set.
+#: Where volumes live for root when ``LOCALVOLUME_ROOT`` is not set.
 DEFAULT_ROOT = "/var/lib/pluginkit/localvolume"
+
+
+def default_root() -> Path:
+    """Return where volumes live when ``LOCALVOLUME_ROOT`` is not set.
+
+    :data:`DEFAULT_ROOT` for root; for anyone else the user's data directory
+    (e.g. ``~/.local/share/pluginkit/localvolume``), so the example works
+    without privileges on the process runtime.
+    """
+    if os.geteuid() == 0:
+        return Path(DEFAULT_ROOT)
+    return platformdirs.user_data_path("pluginkit") / "localvolume"
+
 
 # Docker's rule for volume names (daemon/volume/local: [a-zA-Z0-9][a-zA-Z0-9_.-]+).
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
@@ -54,14 +70,14 @@ class LocalVolumeDriver(volume.VolumeDriver):
 
     Args:
         root: The directory holding the volumes (created when missing);
-            default ``$LOCALVOLUME_ROOT``, else ``/var/lib/pluginkit/localvolume``.
+            default ``$LOCALVOLUME_ROOT``, else :func:`default_root`.
     """
 
     default_name: ClassVar[str | None] = "localvolume"
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         if root is None:
-            root = os.environ.get("LOCALVOLUME_ROOT") or DEFAULT_ROOT
+            root = os.environ.get("LOCALVOLUME_ROOT") or default_root()
         self.root = Path(root).resolve()
         self._lock = threading.Lock()
         # volume name -> caller id -> how many Mounts that id has not unmounted yet
