@@ -10,6 +10,22 @@ from __future__ import annotations
 
 import logging
 
+from ._client import Client, TLSConfig
+from ._config import (
+    CapabilityID,
+    Device,
+    EnvVar,
+    Mount,
+    PluginConfig,
+    Privilege,
+    Settings,
+    apply_set,
+    compute_privileges,
+    dump_config,
+    initial_settings,
+    load_config,
+    parse_config,
+)
 from ._errors import (
     ErrDisabled,
     ErrInadequateCapability,
@@ -28,11 +44,7 @@ from ._errors import (
     RootInUseError,
     RuntimeStartError,
 )
-from ._plugin import Plugin
-
-# -- client and legacy registry (issue 2) --
-# isort: split
-from ._client import Client, TLSConfig
+from ._events import PluginEvent
 from ._legacy import LegacyRegistry
 from ._lookup import (
     FindWithCapability,
@@ -43,26 +55,8 @@ from ._lookup import (
     lookup_with_capability,
     set_default_manager,
 )
-
-# -- manager and models (issue 4) --
-# isort: split
-from ._config import (
-    CapabilityID,
-    Device,
-    EnvVar,
-    Mount,
-    PluginConfig,
-    Privilege,
-    Settings,
-    apply_set,
-    compute_privileges,
-    dump_config,
-    initial_settings,
-    load_config,
-    parse_config,
-)
-from ._events import PluginEvent
 from ._manager import Manager
+from ._plugin import Plugin
 from ._reference import Reference, normalize_name, parse_reference
 from ._restart import RestartPolicy
 
@@ -93,7 +87,7 @@ __all__ = [
     "RuntimeStartError",
     # values
     "Plugin",
-    # -- client and legacy registry (issue 2) --
+    # client and legacy registry
     "Client",
     "TLSConfig",
     "LegacyRegistry",
@@ -104,7 +98,7 @@ __all__ = [
     "get_default_manager",
     "lookup_with_capability",
     "set_default_manager",
-    # -- manager and models (issue 4) --
+    # manager and models
     "CapabilityID",
     "Device",
     "EnvVar",
