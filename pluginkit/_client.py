@@ -276,15 +276,6 @@ class _Head:
         self.keep_alive = keep_alive
 
 
-def _header(lower_head: bytes, name: bytes) -> bytes | None:
-    i = lower_head.find(name)
-    if i < 0:
-        return None
-    start = i + len(name)
-    end = lower_head.find(b"\r\n", start)
-    return lower_head[start : end if end >= 0 else None].strip()
-
-
 def _split_head(data: bytes) -> tuple[bytes, bytes] | None:
     """Split a reply into its head and what follows; ``None`` until the head is whole.
 
@@ -302,31 +293,69 @@ def _split_head(data: bytes) -> tuple[bytes, bytes] | None:
 
 
 _BLANK_LINE: Final = re.compile(rb"\r?\n\r?\n")
+# RFC 9110 token characters: what a header name is made of.
+_TOKEN: Final = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _show(data: bytes) -> str:
+    """Quote untrusted reply bytes for an error message: repr'd, at most 80 of them."""
+    return repr(data[:80].decode("latin-1")) + ("..." if len(data) > 80 else "")
+
+
+def _bad_line(line: bytes) -> _BadReply:
+    """Build the error for a header line that is not ``name: value``."""
+    name, colon, _ = line.partition(b":")
+    if line[:1] in (b" ", b"\t"):
+        reason = "obsolete line folding is not supported"
+    elif not colon:
+        reason = "no colon"
+    elif name and name.rstrip(b" \t") != name:
+        reason = "whitespace before the colon"
+    else:
+        reason = "invalid header name"
+    return _BadReply(f"malformed header line {_show(line)}: {reason}")
 
 
 def _parse_head(head: bytes) -> _Head:
-    # head: status line and headers, without the blank line.
+    """Parse a status line and headers (without the blank line after them).
+
+    Every header line must be ``token: value``: whitespace before the colon
+    or obsolete line folding would hide a ``Content-Length`` and leave the
+    body to run until the plugin closes (newer Go refuses these too).
+    """
     if head.count(b"\n") != head.count(b"\r\n"):  # some lines end with a bare LF
         head = head.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     if head[:7] != b"HTTP/1." or head[8:9] != b" " or not head[9:12].isdigit():
         raise _BadReply(f"not an HTTP/1.x reply: {head[:40]!r}")
     status = int(head[9:12])
-    lower = head.lower()
-    length: int | None = None
-    start = lower.find(b"\r\ncontent-length:")
-    if start >= 0:
-        end = lower.find(b"\r\n", start + 17)
-        value = (lower[start + 17 : end] if end >= 0 else lower[start + 17 :]).strip()
-        if not value.isdigit():
-            raise _BadReply(f"bad Content-Length {value[:40]!r}")
-        length = int(value)
-    chunked = False
-    if b"\r\ntransfer-encoding:" in lower:
-        value = _header(lower, b"\r\ntransfer-encoding:") or b""
-        chunked = value.endswith(b"chunked")
+    lines = head.split(b"\r\n")
+    del lines[0]
+    length_text: bytes | None = None
+    encoding: bytes | None = None
     connection = b""
-    if b"\r\nconnection:" in lower:
-        connection = _header(lower, b"\r\nconnection:") or b""
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        # One C-level call checks the name: deleting its token bytes leaves
+        # nothing. A folded line starts with a space, not a token byte.
+        if not colon or not name or name.translate(None, _TOKEN):
+            raise _bad_line(line)
+        if len(name) not in (10, 14, 17):
+            continue  # not a header that frames the body
+        name = name.lower()
+        if name == b"content-length":
+            value = value.strip(b" \t")
+            if length_text is None:
+                length_text = value
+        elif name == b"transfer-encoding":
+            encoding = value.strip(b" \t")
+        elif name == b"connection":
+            connection += b"," + value.lower()
+    length = None
+    if length_text is not None:
+        if not length_text.isdigit():  # bytes.isdigit: ASCII digits only, no sign
+            raise _BadReply(f"bad Content-Length {_show(length_text)}")
+        length = int(length_text)
+    chunked = encoding is not None and encoding.lower().endswith(b"chunked")
     # HTTP/1.0 closes unless asked otherwise; HTTP/1.1 keeps alive unless told.
     http10 = head[7:8] == b"0"
     keep_alive = b"keep-alive" in connection if http10 else b"close" not in connection
@@ -669,19 +698,21 @@ class Client:
             return _MISS
         end = data.find(b"\r\n\r\n")
         if end > 0 and data.startswith(b"HTTP/1.1 200 "):
-            head = data[:end].lower()
-            start = head.find(b"\r\ncontent-length:")
+            # The general path's parser: one home for the rules on headers.
+            try:
+                head = _parse_head(data[:end])
+            except _BadReply as exc:
+                sock.close()
+                raise self._protocol_error(method, str(exc)) from None
+            length = head.length
             if (
-                start > 0
-                and b"\r\ntransfer-encoding:" not in head
-                and b"\r\nconnection:" not in head
+                length is not None
+                and head.keep_alive
+                and len(data) - end - 4 == length
+                and length <= self.max_response_size
             ):
-                stop = head.find(b"\r\n", start + 17)
-                value = (head[start + 17 : stop] if stop > 0 else head[start + 17 :]).strip()
-                length = int(value) if value.isdigit() else -1
-                if len(data) - end - 4 == length and length <= self.max_response_size:
-                    self._checkin(sock)
-                    return self._decode(method, data[end + 4 :])
+                self._checkin(sock)
+                return self._decode(method, data[end + 4 :])
         # Anything less common (more to read, an error status...): the general reader.
         head_info, reply = self._finish_reply(sock, method, data, None, None)
         if head_info.status != 200:

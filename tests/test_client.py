@@ -43,6 +43,7 @@ from pluginkit import (
 )
 from pluginkit._client import (
     _backoff,
+    _BadReply,
     _Chunked,
     _complete,
     _parse_head,
@@ -840,4 +841,131 @@ def test_switching_protocols_reply_is_not_pooled(short_tmp: Path):
                 client.call("X")
             assert info.value.status == 101
             assert client.call("X") == {}
+
+
+# -- malformed replies (Go's net/http rejects these; so do we) ----------------
+
+# How a call meets a reply: on a pooled connection without timeout (the fast
+# path), on a fresh connection with a timeout (the general path), through
+# stream(), or multiplexed by call_concurrently (legacy activations).
+PATHS = ["fast", "general", "stream", "concurrent"]
+
+
+def in_turn(*first: bytes, then: bytes = OK) -> Callable[[socket.socket], None]:
+    """A RawServer behaviour: the first connection answers ``first`` in order, then ``then``."""
+    pending = list(reversed(first))
+
+    def behaviour(conn: socket.socket) -> None:
+        mine, pending[:] = pending[:], []  # only the first connection gets them
+        while read_request(conn):
+            conn.sendall(mine.pop() if mine else then)
+
+    return behaviour
+
+
+def call_on(path: str, client: Client) -> object:
+    """Make one call to method ``X`` the way ``path`` names; return its decoded reply."""
+    if path == "stream":
+        with client.stream("X") as body:
+            return json.loads(body.read() or b"null")
+    if path == "concurrent":
+        [result] = call_concurrently([(client, "X")], timeout=10)
+        if isinstance(result, Exception):
+            raise result
+        return result
+    return client.call("X")
+
+
+@contextlib.contextmanager
+def serving(short_tmp: Path, raw: bytes, path: str) -> Iterator[tuple[RawServer, Client]]:
+    """A server whose first connection answers ``raw`` to the call made on ``path``."""
+    first = [OK, raw] if path == "fast" else [raw]
+    with (
+        RawServer(short_tmp / "m.sock", in_turn(*first)) as server,
+        Client(server.addr, timeout=None if path == "fast" else 10) as client,
+    ):
+        if path == "fast":
+            assert client.call("X") == {}  # pools the connection the reply comes on
+        yield server, client
+
+
+def rejected(short_tmp: Path, raw: bytes, path: str) -> str:
+    """Answer a call made on ``path`` with ``raw``; return the error's detail.
+
+    Also checks the error names method and address, and that the connection
+    was not reused: the next call opens a new one.
+    """
+    with serving(short_tmp, raw, path) as (server, client):
+        with pytest.raises(PluginProtocolError) as info:
+            call_on(path, client)
+        assert client.call("X") == {}
         assert server.accepted == 2
+    prefix = f"X: invalid reply from plugin at {server.addr}: "
+    assert str(info.value).startswith(prefix)
+    return str(info.value)[len(prefix) :]
+
+
+def head(*lines: bytes, body: bytes = b"{}") -> bytes:
+    """A 200 reply with these header lines."""
+    return b"HTTP/1.1 200 OK\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n" + body
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"Content-Length : 2", "whitespace before the colon"),
+        (b"Content-Length\t: 2", "whitespace before the colon"),
+        (b"Content-Length 2", "no colon"),
+        (b"Content Length: 2", "invalid header name"),
+        (b": 2", "invalid header name"),
+    ],
+)
+def test_malformed_header_line_is_rejected(short_tmp: Path, path: str, line: bytes, reason: str):
+    """A header line that is not `name: value` is a PluginProtocolError quoting it, never a hang."""
+    raw = head(b"Date: x", line, b"Content-Length: 2" if b"2" not in line else b"X: y")
+    detail = rejected(short_tmp, raw, path)
+    assert detail == f"malformed header line {line.decode()!r}: {reason}"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_malformed_header_line_is_quoted_safely(short_tmp: Path, path: str):
+    """A long or binary bad header line is quoted repr'd and cut at 80 bytes."""
+    line = b"X-\x1b[31m \x00" + b"a" * 200 + b": 1"
+    detail = rejected(short_tmp, head(line, b"Content-Length: 2"), path)
+    shown = repr(line[:80].decode("latin-1"))
+    assert detail == f"malformed header line {shown}...: invalid header name"
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [b"X-A: a", b" b", b"Content-Length: 2"],
+        [b"\tX-A: a", b"Content-Length: 2"],
+        [b"Content-Length:", b" 2"],
+    ],
+)
+def test_obsolete_line_folding_is_rejected(short_tmp: Path, path: str, lines: list[bytes]):
+    """A header line starting with a space or tab (obs-fold) is refused, not unfolded."""
+    [folded] = [line for line in lines if line[:1] in b" \t"]
+    detail = rejected(short_tmp, head(*lines), path)
+    assert detail == (
+        f"malformed header line {folded.decode()!r}: obsolete line folding is not supported"
+    )
+
+
+_FRAMING = {b"content-length", b"transfer-encoding", b"connection"}
+_TOKEN_BYTES = set(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_LINE = st.binary(max_size=30).filter(lambda b: b"\r" not in b and b"\n" not in b)
+
+
+@given(name=_LINE.filter(lambda b: b":" not in b and b.lower() not in _FRAMING), value=_LINE)
+def test_header_line_is_accepted_only_with_a_token_name(name: bytes, value: bytes):
+    """Any header line parses when its name is a token, and is refused as malformed otherwise."""
+    raw = b"HTTP/1.1 200 OK\r\n" + name + b":" + value + b"\r\nContent-Length: 2"
+    if name and set(name) <= _TOKEN_BYTES:
+        assert _parse_head(raw).length == 2
+    else:
+        with pytest.raises(_BadReply, match=r"^malformed header line "):
+            _parse_head(raw)
