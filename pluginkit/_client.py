@@ -319,9 +319,12 @@ def _bad_line(line: bytes) -> _BadReply:
 def _parse_head(head: bytes) -> _Head:
     """Parse a status line and headers (without the blank line after them).
 
-    Every header line must be ``token: value``: whitespace before the colon
-    or obsolete line folding would hide a ``Content-Length`` and leave the
-    body to run until the plugin closes (newer Go refuses these too).
+    Strict where leniency would misread the body's framing (Go's net/http
+    refuses the same replies): every header line must be ``token: value``
+    (whitespace before the colon or obsolete line folding would hide a
+    ``Content-Length`` and leave the body to run until the plugin closes);
+    Content-Length must be plain digits, repeated only with one value;
+    Transfer-Encoding, once, must be ``chunked``.
     """
     if head.count(b"\n") != head.count(b"\r\n"):  # some lines end with a bare LF
         head = head.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
@@ -346,7 +349,14 @@ def _parse_head(head: bytes) -> _Head:
             value = value.strip(b" \t")
             if length_text is None:
                 length_text = value
+            elif value != length_text:  # compared before parsing, as Go does
+                raise _BadReply(
+                    "multiple Content-Length headers with different values:"
+                    f" {_show(length_text)} and {_show(value)}"
+                )
         elif name == b"transfer-encoding":
+            if encoding is not None:
+                raise _BadReply("multiple Transfer-Encoding headers")
             encoding = value.strip(b" \t")
         elif name == b"connection":
             connection += b"," + value.lower()
@@ -355,7 +365,9 @@ def _parse_head(head: bytes) -> _Head:
         if not length_text.isdigit():  # bytes.isdigit: ASCII digits only, no sign
             raise _BadReply(f"bad Content-Length {_show(length_text)}")
         length = int(length_text)
-    chunked = encoding is not None and encoding.lower().endswith(b"chunked")
+    if encoding is not None and encoding.lower() != b"chunked":
+        raise _BadReply(f"unsupported Transfer-Encoding {_show(encoding)}")
+    chunked = encoding is not None
     # HTTP/1.0 closes unless asked otherwise; HTTP/1.1 keeps alive unless told.
     http10 = head[7:8] == b"0"
     keep_alive = b"keep-alive" in connection if http10 else b"close" not in connection
@@ -364,6 +376,10 @@ def _parse_head(head: bytes) -> _Head:
     if status == 101:
         keep_alive = False  # the connection speaks another protocol now
     if chunked:
+        if length is not None:
+            # Both framings: chunked wins (RFC 9112 6.3), but such a reply
+            # may be a smuggling attempt: do not trust what follows it.
+            keep_alive = False
         length = None
     elif length is None:
         keep_alive = False  # body runs until the server closes

@@ -969,3 +969,59 @@ def test_header_line_is_accepted_only_with_a_token_name(name: bytes, value: byte
     else:
         with pytest.raises(_BadReply, match=r"^malformed header line "):
             _parse_head(raw)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_conflicting_content_lengths_are_rejected(short_tmp: Path, path: str):
+    """Two Content-Length headers with different values are refused (Go refuses them too)."""
+    raw = head(b"Content-Length: 2", b"Date: x", b"content-length:  3", body=b"{}x")
+    detail = rejected(short_tmp, raw, path)
+    assert detail == "multiple Content-Length headers with different values: '2' and '3'"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_identical_content_lengths_are_accepted(short_tmp: Path, path: str):
+    """Repeated Content-Length headers with one value are one length; the connection is kept."""
+    raw = head(b"Content-Length: 2", b"Content-Length:2 ")
+    with serving(short_tmp, raw, path) as (server, client):
+        assert call_on(path, client) == {}
+        assert client.call("X") == {}
+        assert server.accepted == 1
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("value", [b"-1", b"+2", b"0x2", b"2 2", b"2,2", b"", b"\xd9\xa2"])
+def test_bad_content_length_is_rejected(short_tmp: Path, path: str, value: bytes):
+    """A Content-Length that is not plain decimal digits is refused."""
+    detail = rejected(short_tmp, head(b"Content-Length: " + value), path)
+    assert detail == f"bad Content-Length {value.decode('latin-1')!r}"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_chunked_wins_over_content_length_and_closes(short_tmp: Path, path: str):
+    """With both framings chunked wins (RFC 9112 6.3), and the connection is not reused."""
+    raw = head(b"Content-Length: 100", b"Transfer-Encoding: chunked", body=b"2\r\n{}\r\n0\r\n\r\n")
+    with serving(short_tmp, raw, path) as (server, client):
+        assert call_on(path, client) == {}
+        assert client.call("X") == {}
+        assert server.accepted == 2
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    ("lines", "detail"),
+    [
+        ([b"Transfer-Encoding: gzip, chunked"], "unsupported Transfer-Encoding 'gzip, chunked'"),
+        ([b"Transfer-Encoding: gzip"], "unsupported Transfer-Encoding 'gzip'"),
+        (
+            [b"Transfer-Encoding: chunked", b"Transfer-Encoding: chunked"],
+            "multiple Transfer-Encoding headers",
+        ),
+    ],
+)
+def test_unsupported_transfer_encoding_is_rejected(
+    short_tmp: Path, path: str, lines: list[bytes], detail: str
+):
+    """Only a single `Transfer-Encoding: chunked` is understood, as in Go's client."""
+    raw = head(*lines, body=b"2\r\n{}\r\n0\r\n\r\n")
+    assert rejected(short_tmp, raw, path) == detail
