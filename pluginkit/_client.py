@@ -295,6 +295,9 @@ def _split_head(data: bytes) -> tuple[bytes, bytes] | None:
 _BLANK_LINE: Final = re.compile(rb"\r?\n\r?\n")
 # RFC 9110 token characters: what a header name is made of.
 _TOKEN: Final = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_HEX: Final = b"0123456789abcdefABCDEF"
+_MAX_CHUNK_LINE: Final = 4096  # a chunk size line, with its extension (Go's limit)
+_MAX_CHUNK_OVERHEAD: Final = 64 * 1024  # all chunk extensions and trailers of a reply
 
 
 def _show(data: bytes) -> str:
@@ -387,15 +390,28 @@ def _parse_head(head: bytes) -> _Head:
 
 
 class _Chunked:
-    """Incremental decoder of a chunked body; ``out`` collects decoded bytes."""
+    """Incremental decoder of a chunked body; ``out`` collects decoded bytes.
 
-    __slots__ = ("_buf", "_need", "done", "out")
+    Chunk extensions and trailers are skipped, but counted: together they may
+    not pass ``_MAX_CHUNK_OVERHEAD`` bytes, or a plugin could keep a call
+    reading (and a buffer growing) without ever sending body bytes.
+    """
+
+    __slots__ = ("_buf", "_need", "_overhead", "done", "out")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._need = -1  # -1: a size line is next; -2: trailers; >= 0: data then CRLF
+        self._overhead = 0  # bytes of chunk extensions and trailers so far
         self.out = bytearray()
         self.done = False
+
+    def _add_overhead(self, size: int) -> None:
+        self._overhead += size
+        if self._overhead > _MAX_CHUNK_OVERHEAD:
+            raise _BadReply(
+                f"chunk extensions and trailers are larger than {_MAX_CHUNK_OVERHEAD} bytes"
+            )
 
     def feed(self, data: bytes | bytearray | memoryview) -> bytes:
         """Consume ``data``; return whatever follows the end of the body."""
@@ -403,24 +419,29 @@ class _Chunked:
         buf += data
         while not self.done:
             if self._need == -1:
-                end = buf.find(b"\r\n")
+                end = buf.find(b"\r\n", 0, _MAX_CHUNK_LINE + 2)
                 if end < 0:
-                    if len(buf) > 4096:
-                        raise _BadReply("chunk size line too long")
+                    if len(buf) >= _MAX_CHUNK_LINE + 2:
+                        raise _BadReply(f"chunk size line longer than {_MAX_CHUNK_LINE} bytes")
                     return b""
-                line = bytes(buf[:end]).split(b";", 1)[0].strip()
+                line = bytes(buf[:end])
                 del buf[: end + 2]
-                try:
-                    size = int(line, 16)
-                except ValueError:
-                    raise _BadReply(f"bad chunk size {line[:20]!r}") from None
-                if size < 0:
-                    raise _BadReply(f"bad chunk size {line[:20]!r}")
+                digits, semicolon, extension = line.partition(b";")
+                if semicolon:
+                    self._add_overhead(len(extension))
+                digits = digits.strip(b" \t")
+                # int(x, 16) alone would take "0x1f", "+5", "1_0" and spaces.
+                if not 0 < len(digits) <= 16 or digits.translate(None, _HEX):
+                    raise _BadReply(f"bad chunk size line {_show(line)}")
+                size = int(digits, 16)
                 self._need = size if size else -2
             elif self._need == -2:
                 end = buf.find(b"\r\n")
                 if end < 0:
+                    if self._overhead + len(buf) > _MAX_CHUNK_OVERHEAD:
+                        self._add_overhead(len(buf))
                     return b""
+                self._add_overhead(end)
                 del buf[: end + 2]
                 if end == 0:
                     self.done = True
@@ -881,16 +902,18 @@ class Client:
             data, sent_whole = self._send(sock, method, request, b"", deadline, timeout)
             try:
                 head, rest = _read_head(sock, data, deadline)
+                head.keep_alive = head.keep_alive and sent_whole
+                # Reads of the body wait at most `timeout` each.
+                sock.settimeout(timeout)
+                # The reader decodes the chunks that came with the head at once.
+                reader = _BodyReader(self, sock, head, rest, method, timeout)
             except TimeoutError:
                 sock.close()
                 raise self._timeout_error(method, timeout) from None
             except (_BadReply, OSError) as exc:
                 sock.close()
                 raise self._protocol_error(method, str(exc)) from None
-            head.keep_alive = head.keep_alive and sent_whole
-            # Reads of the body wait at most `timeout` each.
-            sock.settimeout(timeout)
-            return head.status, _BodyReader(self, sock, head, rest, method, timeout)
+            return head.status, reader
 
         return self._with_retries(exchange, method, body, timeout, retry_timeout)
 

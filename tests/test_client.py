@@ -1025,3 +1025,66 @@ def test_unsupported_transfer_encoding_is_rejected(
     """Only a single `Transfer-Encoding: chunked` is understood, as in Go's client."""
     raw = head(*lines, body=b"2\r\n{}\r\n0\r\n\r\n")
     assert rejected(short_tmp, raw, path) == detail
+
+
+def chunked(body: bytes) -> bytes:
+    return head(b"Transfer-Encoding: chunked", body=body)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("size", [b"0x2", b"+2", b"-2", b"1_0", b"", b"zz", b"2 2", b"1" * 17])
+def test_bad_chunk_size_line_is_rejected(short_tmp: Path, path: str, size: bytes):
+    """A chunk size that is not 1 to 16 hex digits is refused."""
+    detail = rejected(short_tmp, chunked(size + b";a=b\r\n{}\r\n0\r\n\r\n"), path)
+    assert detail == f"bad chunk size line {(size + b';a=b').decode()!r}"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_overlong_chunk_size_line_is_rejected(short_tmp: Path, path: str):
+    """A chunk size line over 4096 bytes is refused, whether or not its end has come."""
+    detail = rejected(short_tmp, chunked(b"2;" + b"e" * 5000 + b"\r\n{}\r\n0\r\n\r\n"), path)
+    assert detail == "chunk size line longer than 4096 bytes"
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    "body",
+    [
+        # many chunks, each with a 4000-byte extension
+        b"".join(b"1;e=" + b"x" * 4000 + b"\r\n" + c + b"\r\n" for c in [b"{", b"}"] * 10)
+        + b"0\r\n\r\n",
+        # many trailer lines
+        b"2\r\n{}\r\n0\r\n" + (b"X-T: " + b"t" * 4000 + b"\r\n") * 20 + b"\r\n",
+        # one trailer line that never ends
+        b"2\r\n{}\r\n0\r\nX-T: " + b"t" * 100_000,
+    ],
+    ids=["extensions", "trailers", "endless-trailer"],
+)
+def test_chunk_extensions_and_trailers_are_bounded(short_tmp: Path, path: str, body: bytes):
+    """Chunk extensions and trailers together may not pass 64 KiB in one reply."""
+    detail = rejected(short_tmp, chunked(body), path)
+    assert detail == "chunk extensions and trailers are larger than 65536 bytes"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_small_chunk_extensions_and_trailers_are_accepted(short_tmp: Path, path: str):
+    """Extensions and trailers below the bound are skipped; the connection is kept."""
+    body = b"1;a=b\r\n{\r\n1 ; c\r\n}\r\n0\r\nX-T: 1\r\nX-U: 2\r\n\r\n"
+    with serving(short_tmp, chunked(body), path) as (server, client):
+        assert call_on(path, client) == {}
+        assert client.call("X") == {}
+        assert server.accepted == 1
+
+
+@given(line=_LINE)
+def test_chunk_size_line_is_accepted_only_as_hex_digits(line: bytes):
+    """A chunk size line is read when it is 1 to 16 hex digits (and any extension), else refused."""
+    digits = line.partition(b";")[0].strip(b" \t")
+    valid = 0 < len(digits) <= 16 and all(c in b"0123456789abcdefABCDEF" for c in digits)
+    decoder = _Chunked()
+    if valid:
+        decoder.feed(line + b"\r\n")
+        assert not decoder.done
+    else:
+        with pytest.raises(_BadReply, match=r"^bad chunk size line "):
+            decoder.feed(line + b"\r\n")
