@@ -298,6 +298,7 @@ _TOKEN: Final = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijk
 _HEX: Final = b"0123456789abcdefABCDEF"
 _MAX_CHUNK_LINE: Final = 4096  # a chunk size line, with its extension (Go's limit)
 _MAX_CHUNK_OVERHEAD: Final = 64 * 1024  # all chunk extensions and trailers of a reply
+_HEAD_TOO_LARGE: Final = f"the reply head is larger than {_MAX_HEAD} bytes (no blank line ends it)"
 
 
 def _show(data: bytes) -> str:
@@ -473,7 +474,7 @@ def _complete(data: bytes, eof: bool, limit: int) -> tuple[_Head, bytes] | None:
     split = _split_head(data)
     if split is None:
         if len(data) > _MAX_HEAD:
-            raise _BadReply("reply headers too large")
+            raise _BadReply(_HEAD_TOO_LARGE)
         if eof:
             raise _BadReply("connection closed in the middle of the reply headers")
         return None
@@ -1359,19 +1360,26 @@ def _read_head(sock: socket.socket, data: bytes, deadline: float | None) -> tupl
 
     Returns the parsed head and the bytes after it.
     """
-    acc = data
+    split = _split_head(data)
+    if split is not None:  # the usual case: all in the first recv
+        return _parse_head(split[0]), split[1]
+    acc = bytearray(data)
     while True:
-        split = _split_head(acc)
-        if split is not None:
-            return _parse_head(split[0]), split[1]
         if len(acc) > _MAX_HEAD:
-            raise _BadReply("reply headers too large")
+            raise _BadReply(_HEAD_TOO_LARGE)
         if deadline is not None:
             sock.settimeout(_remaining(deadline))
         more = sock.recv(_RECV)
         if not more:
             raise _BadReply("connection closed in the middle of the reply headers")
+        # Look for the blank line in the new bytes only: a head that trickles
+        # in byte by byte must not cost a rescan of all of it each time.
+        since = max(len(acc) - 3, 0)
         acc += more
+        if _BLANK_LINE.search(acc, since) is not None:
+            split = _split_head(bytes(acc))
+            if split is not None:
+                return _parse_head(split[0]), split[1]
 
 
 def _early_reply(sock: socket.socket, exc: OSError) -> bytes:

@@ -1088,3 +1088,12 @@ def test_chunk_size_line_is_accepted_only_as_hex_digits(line: bytes):
     else:
         with pytest.raises(_BadReply, match=r"^bad chunk size line "):
             decoder.feed(line + b"\r\n")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_endless_reply_head_hits_the_size_cap(short_tmp: Path, path: str):
+    """A reply head that never ends is refused once it passes 64 KiB."""
+    raw = b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 1000 + b"\r\n"
+    raw = raw + raw[17:] * 100  # about 100 KiB, and the connection stays open
+    detail = rejected(short_tmp, raw, path)
+    assert detail == "the reply head is larger than 65536 bytes (no blank line ends it)"
