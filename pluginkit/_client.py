@@ -276,15 +276,6 @@ class _Head:
         self.keep_alive = keep_alive
 
 
-def _header(lower_head: bytes, name: bytes) -> bytes | None:
-    i = lower_head.find(name)
-    if i < 0:
-        return None
-    start = i + len(name)
-    end = lower_head.find(b"\r\n", start)
-    return lower_head[start : end if end >= 0 else None].strip()
-
-
 def _split_head(data: bytes) -> tuple[bytes, bytes] | None:
     """Split a reply into its head and what follows; ``None`` until the head is whole.
 
@@ -302,31 +293,85 @@ def _split_head(data: bytes) -> tuple[bytes, bytes] | None:
 
 
 _BLANK_LINE: Final = re.compile(rb"\r?\n\r?\n")
+# RFC 9110 token characters: what a header name is made of.
+_TOKEN: Final = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_HEX: Final = b"0123456789abcdefABCDEF"
+_MAX_CHUNK_LINE: Final = 4096  # a chunk size line, with its extension (Go's limit)
+_MAX_CHUNK_OVERHEAD: Final = 64 * 1024  # all chunk extensions and trailers of a reply
+_HEAD_TOO_LARGE: Final = f"the reply head is larger than {_MAX_HEAD} bytes (no blank line ends it)"
+
+
+def _show(data: bytes) -> str:
+    """Quote untrusted reply bytes for an error message: repr'd, at most 80 of them."""
+    return repr(data[:80].decode("latin-1")) + ("..." if len(data) > 80 else "")
+
+
+def _bad_line(line: bytes) -> _BadReply:
+    """Build the error for a header line that is not ``name: value``."""
+    name, colon, _ = line.partition(b":")
+    if line[:1] in (b" ", b"\t"):
+        reason = "obsolete line folding is not supported"
+    elif not colon:
+        reason = "no colon"
+    elif name and name.rstrip(b" \t") != name:
+        reason = "whitespace before the colon"
+    else:
+        reason = "invalid header name"
+    return _BadReply(f"malformed header line {_show(line)}: {reason}")
 
 
 def _parse_head(head: bytes) -> _Head:
-    # head: status line and headers, without the blank line.
+    """Parse a status line and headers (without the blank line after them).
+
+    Strict where leniency would misread the body's framing (Go's net/http
+    refuses the same replies): every header line must be ``token: value``
+    (whitespace before the colon or obsolete line folding would hide a
+    ``Content-Length`` and leave the body to run until the plugin closes);
+    Content-Length must be plain digits, repeated only with one value;
+    Transfer-Encoding, once, must be ``chunked``.
+    """
     if head.count(b"\n") != head.count(b"\r\n"):  # some lines end with a bare LF
         head = head.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     if head[:7] != b"HTTP/1." or head[8:9] != b" " or not head[9:12].isdigit():
         raise _BadReply(f"not an HTTP/1.x reply: {head[:40]!r}")
     status = int(head[9:12])
-    lower = head.lower()
-    length: int | None = None
-    start = lower.find(b"\r\ncontent-length:")
-    if start >= 0:
-        end = lower.find(b"\r\n", start + 17)
-        value = (lower[start + 17 : end] if end >= 0 else lower[start + 17 :]).strip()
-        if not value.isdigit():
-            raise _BadReply(f"bad Content-Length {value[:40]!r}")
-        length = int(value)
-    chunked = False
-    if b"\r\ntransfer-encoding:" in lower:
-        value = _header(lower, b"\r\ntransfer-encoding:") or b""
-        chunked = value.endswith(b"chunked")
+    lines = head.split(b"\r\n")
+    del lines[0]
+    length_text: bytes | None = None
+    encoding: bytes | None = None
     connection = b""
-    if b"\r\nconnection:" in lower:
-        connection = _header(lower, b"\r\nconnection:") or b""
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        # One C-level call checks the name: deleting its token bytes leaves
+        # nothing. A folded line starts with a space, not a token byte.
+        if not colon or not name or name.translate(None, _TOKEN):
+            raise _bad_line(line)
+        if len(name) not in (10, 14, 17):
+            continue  # not a header that frames the body
+        name = name.lower()
+        if name == b"content-length":
+            value = value.strip(b" \t")
+            if length_text is None:
+                length_text = value
+            elif value != length_text:  # compared before parsing, as Go does
+                raise _BadReply(
+                    "multiple Content-Length headers with different values:"
+                    f" {_show(length_text)} and {_show(value)}"
+                )
+        elif name == b"transfer-encoding":
+            if encoding is not None:
+                raise _BadReply("multiple Transfer-Encoding headers")
+            encoding = value.strip(b" \t")
+        elif name == b"connection":
+            connection += b"," + value.lower()
+    length = None
+    if length_text is not None:
+        if not length_text.isdigit():  # bytes.isdigit: ASCII digits only, no sign
+            raise _BadReply(f"bad Content-Length {_show(length_text)}")
+        length = int(length_text)
+    if encoding is not None and encoding.lower() != b"chunked":
+        raise _BadReply(f"unsupported Transfer-Encoding {_show(encoding)}")
+    chunked = encoding is not None
     # HTTP/1.0 closes unless asked otherwise; HTTP/1.1 keeps alive unless told.
     http10 = head[7:8] == b"0"
     keep_alive = b"keep-alive" in connection if http10 else b"close" not in connection
@@ -335,6 +380,10 @@ def _parse_head(head: bytes) -> _Head:
     if status == 101:
         keep_alive = False  # the connection speaks another protocol now
     if chunked:
+        if length is not None:
+            # Both framings: chunked wins (RFC 9112 6.3), but such a reply
+            # may be a smuggling attempt: do not trust what follows it.
+            keep_alive = False
         length = None
     elif length is None:
         keep_alive = False  # body runs until the server closes
@@ -342,15 +391,28 @@ def _parse_head(head: bytes) -> _Head:
 
 
 class _Chunked:
-    """Incremental decoder of a chunked body; ``out`` collects decoded bytes."""
+    """Incremental decoder of a chunked body; ``out`` collects decoded bytes.
 
-    __slots__ = ("_buf", "_need", "done", "out")
+    Chunk extensions and trailers are skipped, but counted: together they may
+    not pass ``_MAX_CHUNK_OVERHEAD`` bytes, or a plugin could keep a call
+    reading (and a buffer growing) without ever sending body bytes.
+    """
+
+    __slots__ = ("_buf", "_need", "_overhead", "done", "out")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._need = -1  # -1: a size line is next; -2: trailers; >= 0: data then CRLF
+        self._overhead = 0  # bytes of chunk extensions and trailers so far
         self.out = bytearray()
         self.done = False
+
+    def _add_overhead(self, size: int) -> None:
+        self._overhead += size
+        if self._overhead > _MAX_CHUNK_OVERHEAD:
+            raise _BadReply(
+                f"chunk extensions and trailers are larger than {_MAX_CHUNK_OVERHEAD} bytes"
+            )
 
     def feed(self, data: bytes | bytearray | memoryview) -> bytes:
         """Consume ``data``; return whatever follows the end of the body."""
@@ -358,24 +420,29 @@ class _Chunked:
         buf += data
         while not self.done:
             if self._need == -1:
-                end = buf.find(b"\r\n")
+                end = buf.find(b"\r\n", 0, _MAX_CHUNK_LINE + 2)
                 if end < 0:
-                    if len(buf) > 4096:
-                        raise _BadReply("chunk size line too long")
+                    if len(buf) >= _MAX_CHUNK_LINE + 2:
+                        raise _BadReply(f"chunk size line longer than {_MAX_CHUNK_LINE} bytes")
                     return b""
-                line = bytes(buf[:end]).split(b";", 1)[0].strip()
+                line = bytes(buf[:end])
                 del buf[: end + 2]
-                try:
-                    size = int(line, 16)
-                except ValueError:
-                    raise _BadReply(f"bad chunk size {line[:20]!r}") from None
-                if size < 0:
-                    raise _BadReply(f"bad chunk size {line[:20]!r}")
+                digits, semicolon, extension = line.partition(b";")
+                if semicolon:
+                    self._add_overhead(len(extension))
+                digits = digits.strip(b" \t")
+                # int(x, 16) alone would take "0x1f", "+5", "1_0" and spaces.
+                if not 0 < len(digits) <= 16 or digits.translate(None, _HEX):
+                    raise _BadReply(f"bad chunk size line {_show(line)}")
+                size = int(digits, 16)
                 self._need = size if size else -2
             elif self._need == -2:
                 end = buf.find(b"\r\n")
                 if end < 0:
+                    if self._overhead + len(buf) > _MAX_CHUNK_OVERHEAD:
+                        self._add_overhead(len(buf))
                     return b""
+                self._add_overhead(end)
                 del buf[: end + 2]
                 if end == 0:
                     self.done = True
@@ -407,7 +474,7 @@ def _complete(data: bytes, eof: bool, limit: int) -> tuple[_Head, bytes] | None:
     split = _split_head(data)
     if split is None:
         if len(data) > _MAX_HEAD:
-            raise _BadReply("reply headers too large")
+            raise _BadReply(_HEAD_TOO_LARGE)
         if eof:
             raise _BadReply("connection closed in the middle of the reply headers")
         return None
@@ -669,19 +736,21 @@ class Client:
             return _MISS
         end = data.find(b"\r\n\r\n")
         if end > 0 and data.startswith(b"HTTP/1.1 200 "):
-            head = data[:end].lower()
-            start = head.find(b"\r\ncontent-length:")
+            # The general path's parser: one home for the rules on headers.
+            try:
+                head = _parse_head(data[:end])
+            except _BadReply as exc:
+                sock.close()
+                raise self._protocol_error(method, str(exc)) from None
+            length = head.length
             if (
-                start > 0
-                and b"\r\ntransfer-encoding:" not in head
-                and b"\r\nconnection:" not in head
+                length is not None
+                and head.keep_alive
+                and len(data) - end - 4 == length
+                and length <= self.max_response_size
             ):
-                stop = head.find(b"\r\n", start + 17)
-                value = (head[start + 17 : stop] if stop > 0 else head[start + 17 :]).strip()
-                length = int(value) if value.isdigit() else -1
-                if len(data) - end - 4 == length and length <= self.max_response_size:
-                    self._checkin(sock)
-                    return self._decode(method, data[end + 4 :])
+                self._checkin(sock)
+                return self._decode(method, data[end + 4 :])
         # Anything less common (more to read, an error status...): the general reader.
         head_info, reply = self._finish_reply(sock, method, data, None, None)
         if head_info.status != 200:
@@ -834,16 +903,18 @@ class Client:
             data, sent_whole = self._send(sock, method, request, b"", deadline, timeout)
             try:
                 head, rest = _read_head(sock, data, deadline)
+                head.keep_alive = head.keep_alive and sent_whole
+                # Reads of the body wait at most `timeout` each.
+                sock.settimeout(timeout)
+                # The reader decodes the chunks that came with the head at once.
+                reader = _BodyReader(self, sock, head, rest, method, timeout)
             except TimeoutError:
                 sock.close()
                 raise self._timeout_error(method, timeout) from None
             except (_BadReply, OSError) as exc:
                 sock.close()
                 raise self._protocol_error(method, str(exc)) from None
-            head.keep_alive = head.keep_alive and sent_whole
-            # Reads of the body wait at most `timeout` each.
-            sock.settimeout(timeout)
-            return head.status, _BodyReader(self, sock, head, rest, method, timeout)
+            return head.status, reader
 
         return self._with_retries(exchange, method, body, timeout, retry_timeout)
 
@@ -1289,19 +1360,26 @@ def _read_head(sock: socket.socket, data: bytes, deadline: float | None) -> tupl
 
     Returns the parsed head and the bytes after it.
     """
-    acc = data
+    split = _split_head(data)
+    if split is not None:  # the usual case: all in the first recv
+        return _parse_head(split[0]), split[1]
+    acc = bytearray(data)
     while True:
-        split = _split_head(acc)
-        if split is not None:
-            return _parse_head(split[0]), split[1]
         if len(acc) > _MAX_HEAD:
-            raise _BadReply("reply headers too large")
+            raise _BadReply(_HEAD_TOO_LARGE)
         if deadline is not None:
             sock.settimeout(_remaining(deadline))
         more = sock.recv(_RECV)
         if not more:
             raise _BadReply("connection closed in the middle of the reply headers")
+        # Look for the blank line in the new bytes only: a head that trickles
+        # in byte by byte must not cost a rescan of all of it each time.
+        since = max(len(acc) - 3, 0)
         acc += more
+        if _BLANK_LINE.search(acc, since) is not None:
+            split = _split_head(bytes(acc))
+            if split is not None:
+                return _parse_head(split[0]), split[1]
 
 
 def _early_reply(sock: socket.socket, exc: OSError) -> bytes:

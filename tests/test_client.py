@@ -43,6 +43,7 @@ from pluginkit import (
 )
 from pluginkit._client import (
     _backoff,
+    _BadReply,
     _Chunked,
     _complete,
     _parse_head,
@@ -840,4 +841,259 @@ def test_switching_protocols_reply_is_not_pooled(short_tmp: Path):
                 client.call("X")
             assert info.value.status == 101
             assert client.call("X") == {}
+
+
+# -- malformed replies (Go's net/http rejects these; so do we) ----------------
+
+# How a call meets a reply: on a pooled connection without timeout (the fast
+# path), on a fresh connection with a timeout (the general path), through
+# stream(), or multiplexed by call_concurrently (legacy activations).
+PATHS = ["fast", "general", "stream", "concurrent"]
+
+
+def in_turn(*first: bytes, then: bytes = OK) -> Callable[[socket.socket], None]:
+    """A RawServer behaviour: the first connection answers ``first`` in order, then ``then``."""
+    pending = list(reversed(first))
+
+    def behaviour(conn: socket.socket) -> None:
+        mine, pending[:] = pending[:], []  # only the first connection gets them
+        while read_request(conn):
+            conn.sendall(mine.pop() if mine else then)
+
+    return behaviour
+
+
+def call_on(path: str, client: Client) -> object:
+    """Make one call to method ``X`` the way ``path`` names; return its decoded reply."""
+    if path == "stream":
+        with client.stream("X") as body:
+            return json.loads(body.read() or b"null")
+    if path == "concurrent":
+        [result] = call_concurrently([(client, "X")], timeout=10)
+        if isinstance(result, Exception):
+            raise result
+        return result
+    return client.call("X")
+
+
+@contextlib.contextmanager
+def serving(short_tmp: Path, raw: bytes, path: str) -> Iterator[tuple[RawServer, Client]]:
+    """A server whose first connection answers ``raw`` to the call made on ``path``."""
+    first = [OK, raw] if path == "fast" else [raw]
+    with (
+        RawServer(short_tmp / "m.sock", in_turn(*first)) as server,
+        Client(server.addr, timeout=None if path == "fast" else 10) as client,
+    ):
+        if path == "fast":
+            assert client.call("X") == {}  # pools the connection the reply comes on
+        yield server, client
+
+
+def rejected(short_tmp: Path, raw: bytes, path: str) -> str:
+    """Answer a call made on ``path`` with ``raw``; return the error's detail.
+
+    Also checks the error names method and address, and that the connection
+    was not reused: the next call opens a new one.
+    """
+    with serving(short_tmp, raw, path) as (server, client):
+        with pytest.raises(PluginProtocolError) as info:
+            call_on(path, client)
+        assert client.call("X") == {}
         assert server.accepted == 2
+    prefix = f"X: invalid reply from plugin at {server.addr}: "
+    assert str(info.value).startswith(prefix)
+    return str(info.value)[len(prefix) :]
+
+
+def head(*lines: bytes, body: bytes = b"{}") -> bytes:
+    """A 200 reply with these header lines."""
+    return b"HTTP/1.1 200 OK\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n" + body
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"Content-Length : 2", "whitespace before the colon"),
+        (b"Content-Length\t: 2", "whitespace before the colon"),
+        (b"Content-Length 2", "no colon"),
+        (b"Content Length: 2", "invalid header name"),
+        (b": 2", "invalid header name"),
+    ],
+)
+def test_malformed_header_line_is_rejected(short_tmp: Path, path: str, line: bytes, reason: str):
+    """A header line that is not `name: value` is a PluginProtocolError quoting it, never a hang."""
+    raw = head(b"Date: x", line, b"Content-Length: 2" if b"2" not in line else b"X: y")
+    detail = rejected(short_tmp, raw, path)
+    assert detail == f"malformed header line {line.decode()!r}: {reason}"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_malformed_header_line_is_quoted_safely(short_tmp: Path, path: str):
+    """A long or binary bad header line is quoted repr'd and cut at 80 bytes."""
+    line = b"X-\x1b[31m \x00" + b"a" * 200 + b": 1"
+    detail = rejected(short_tmp, head(line, b"Content-Length: 2"), path)
+    shown = repr(line[:80].decode("latin-1"))
+    assert detail == f"malformed header line {shown}...: invalid header name"
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [b"X-A: a", b" b", b"Content-Length: 2"],
+        [b"\tX-A: a", b"Content-Length: 2"],
+        [b"Content-Length:", b" 2"],
+    ],
+)
+def test_obsolete_line_folding_is_rejected(short_tmp: Path, path: str, lines: list[bytes]):
+    """A header line starting with a space or tab (obs-fold) is refused, not unfolded."""
+    [folded] = [line for line in lines if line[:1] in b" \t"]
+    detail = rejected(short_tmp, head(*lines), path)
+    assert detail == (
+        f"malformed header line {folded.decode()!r}: obsolete line folding is not supported"
+    )
+
+
+_FRAMING = {b"content-length", b"transfer-encoding", b"connection"}
+_TOKEN_BYTES = set(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_LINE = st.binary(max_size=30).filter(lambda b: b"\r" not in b and b"\n" not in b)
+
+
+@given(name=_LINE.filter(lambda b: b":" not in b and b.lower() not in _FRAMING), value=_LINE)
+def test_header_line_is_accepted_only_with_a_token_name(name: bytes, value: bytes):
+    """Any header line parses when its name is a token, and is refused as malformed otherwise."""
+    raw = b"HTTP/1.1 200 OK\r\n" + name + b":" + value + b"\r\nContent-Length: 2"
+    if name and set(name) <= _TOKEN_BYTES:
+        assert _parse_head(raw).length == 2
+    else:
+        with pytest.raises(_BadReply, match=r"^malformed header line "):
+            _parse_head(raw)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_conflicting_content_lengths_are_rejected(short_tmp: Path, path: str):
+    """Two Content-Length headers with different values are refused (Go refuses them too)."""
+    raw = head(b"Content-Length: 2", b"Date: x", b"content-length:  3", body=b"{}x")
+    detail = rejected(short_tmp, raw, path)
+    assert detail == "multiple Content-Length headers with different values: '2' and '3'"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_identical_content_lengths_are_accepted(short_tmp: Path, path: str):
+    """Repeated Content-Length headers with one value are one length; the connection is kept."""
+    raw = head(b"Content-Length: 2", b"Content-Length:2 ")
+    with serving(short_tmp, raw, path) as (server, client):
+        assert call_on(path, client) == {}
+        assert client.call("X") == {}
+        assert server.accepted == 1
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("value", [b"-1", b"+2", b"0x2", b"2 2", b"2,2", b"", b"\xd9\xa2"])
+def test_bad_content_length_is_rejected(short_tmp: Path, path: str, value: bytes):
+    """A Content-Length that is not plain decimal digits is refused."""
+    detail = rejected(short_tmp, head(b"Content-Length: " + value), path)
+    assert detail == f"bad Content-Length {value.decode('latin-1')!r}"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_chunked_wins_over_content_length_and_closes(short_tmp: Path, path: str):
+    """With both framings chunked wins (RFC 9112 6.3), and the connection is not reused."""
+    raw = head(b"Content-Length: 100", b"Transfer-Encoding: chunked", body=b"2\r\n{}\r\n0\r\n\r\n")
+    with serving(short_tmp, raw, path) as (server, client):
+        assert call_on(path, client) == {}
+        assert client.call("X") == {}
+        assert server.accepted == 2
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    ("lines", "detail"),
+    [
+        ([b"Transfer-Encoding: gzip, chunked"], "unsupported Transfer-Encoding 'gzip, chunked'"),
+        ([b"Transfer-Encoding: gzip"], "unsupported Transfer-Encoding 'gzip'"),
+        (
+            [b"Transfer-Encoding: chunked", b"Transfer-Encoding: chunked"],
+            "multiple Transfer-Encoding headers",
+        ),
+    ],
+)
+def test_unsupported_transfer_encoding_is_rejected(
+    short_tmp: Path, path: str, lines: list[bytes], detail: str
+):
+    """Only a single `Transfer-Encoding: chunked` is understood, as in Go's client."""
+    raw = head(*lines, body=b"2\r\n{}\r\n0\r\n\r\n")
+    assert rejected(short_tmp, raw, path) == detail
+
+
+def chunked(body: bytes) -> bytes:
+    return head(b"Transfer-Encoding: chunked", body=body)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("size", [b"0x2", b"+2", b"-2", b"1_0", b"", b"zz", b"2 2", b"1" * 17])
+def test_bad_chunk_size_line_is_rejected(short_tmp: Path, path: str, size: bytes):
+    """A chunk size that is not 1 to 16 hex digits is refused."""
+    detail = rejected(short_tmp, chunked(size + b";a=b\r\n{}\r\n0\r\n\r\n"), path)
+    assert detail == f"bad chunk size line {(size + b';a=b').decode()!r}"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_overlong_chunk_size_line_is_rejected(short_tmp: Path, path: str):
+    """A chunk size line over 4096 bytes is refused, whether or not its end has come."""
+    detail = rejected(short_tmp, chunked(b"2;" + b"e" * 5000 + b"\r\n{}\r\n0\r\n\r\n"), path)
+    assert detail == "chunk size line longer than 4096 bytes"
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    "body",
+    [
+        # many chunks, each with a 4000-byte extension
+        b"".join(b"1;e=" + b"x" * 4000 + b"\r\n" + c + b"\r\n" for c in [b"{", b"}"] * 10)
+        + b"0\r\n\r\n",
+        # many trailer lines
+        b"2\r\n{}\r\n0\r\n" + (b"X-T: " + b"t" * 4000 + b"\r\n") * 20 + b"\r\n",
+        # one trailer line that never ends
+        b"2\r\n{}\r\n0\r\nX-T: " + b"t" * 100_000,
+    ],
+    ids=["extensions", "trailers", "endless-trailer"],
+)
+def test_chunk_extensions_and_trailers_are_bounded(short_tmp: Path, path: str, body: bytes):
+    """Chunk extensions and trailers together may not pass 64 KiB in one reply."""
+    detail = rejected(short_tmp, chunked(body), path)
+    assert detail == "chunk extensions and trailers are larger than 65536 bytes"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_small_chunk_extensions_and_trailers_are_accepted(short_tmp: Path, path: str):
+    """Extensions and trailers below the bound are skipped; the connection is kept."""
+    body = b"1;a=b\r\n{\r\n1 ; c\r\n}\r\n0\r\nX-T: 1\r\nX-U: 2\r\n\r\n"
+    with serving(short_tmp, chunked(body), path) as (server, client):
+        assert call_on(path, client) == {}
+        assert client.call("X") == {}
+        assert server.accepted == 1
+
+
+@given(line=_LINE)
+def test_chunk_size_line_is_accepted_only_as_hex_digits(line: bytes):
+    """A chunk size line is read when it is 1 to 16 hex digits (and any extension), else refused."""
+    digits = line.partition(b";")[0].strip(b" \t")
+    valid = 0 < len(digits) <= 16 and all(c in b"0123456789abcdefABCDEF" for c in digits)
+    decoder = _Chunked()
+    if valid:
+        decoder.feed(line + b"\r\n")
+        assert not decoder.done
+    else:
+        with pytest.raises(_BadReply, match=r"^bad chunk size line "):
+            decoder.feed(line + b"\r\n")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_endless_reply_head_hits_the_size_cap(short_tmp: Path, path: str):
+    """A reply head that never ends is refused once it passes 64 KiB."""
+    raw = b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 1000 + b"\r\n"
+    raw = raw + raw[17:] * 100  # about 100 KiB, and the connection stays open
+    detail = rejected(short_tmp, raw, path)
+    assert detail == "the reply head is larger than 65536 bytes (no blank line ends it)"
