@@ -127,3 +127,67 @@ def test_nav_covers_every_page() -> None:
     """mkdocs.yml's nav lists every page of docs/ exactly once."""
     nav = re.findall(r":\s*(\S+\.md)\s*$", (REPO / "mkdocs.yml").read_text(), re.MULTILINE)
     assert sorted(nav) == sorted(page.name for page in DOCS.glob("*.md"))
+
+
+_CONSOLE = re.compile(r"^```console\n(?P<body>.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def _normalise(text: str, root: str) -> str:
+    text = text.replace(root, "<ROOT>")
+    text = re.sub(r"/tmp/tmp\.\w+", "<ROOT>", text)  # the root shown in the docs
+    text = re.sub(r"\b[0-9a-f]{12}\b", "<ID>", text)
+    text = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", "<TIME>", text)
+    return "\n".join(line.rstrip() for line in text.strip().splitlines())
+
+
+def _session(markdown: str) -> list[tuple[str, str]]:
+    """The ``$ command`` lines of the console blocks, each with the output shown after it."""
+    steps: list[tuple[str, str]] = []
+    for block in _CONSOLE.finditer(markdown):
+        for line in block.group("body").splitlines():
+            if line.startswith("$ "):
+                steps.append((line[2:], ""))
+            else:
+                command, shown = steps[-1]
+                steps[-1] = (command, f"{shown}{line}\n")
+    return steps
+
+
+@pytest.mark.slow
+def test_quickstart_console_session(tmp_path: Path) -> None:
+    """The quick start's command-line session prints what the page shows, step by step."""
+    root = str(tmp_path / "root")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PLUGINKIT_RUNTIME": "process",
+        "PLUGINKIT_ROOT": root,
+    }
+    prelude = f'pluginkit() {{ "{sys.executable}" -m pluginkit "$@"; }}\n'
+    steps = _session((DOCS / "quickstart.md").read_text(encoding="utf-8"))
+    assert [command.split()[1] for command, _ in steps].count("enable") == 1
+    try:
+        for command, shown in steps:
+            result = subprocess.run(
+                ["bash", "-c", prelude + command],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            printed = _normalise(result.stdout + result.stderr, root)
+            assert printed == _normalise(shown, root), f"$ {command}"
+            failed = result.returncode != 0
+            assert failed == printed.startswith("Error:"), f"$ {command}: exit {result.returncode}"
+    finally:
+        for command in ("disable -f localvolume", "rm -f localvolume"):
+            subprocess.run(
+                ["bash", "-c", prelude + f"pluginkit {command}"],
+                env=env,
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
