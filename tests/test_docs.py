@@ -1,0 +1,194 @@
+"""The documentation stays true: its examples run and its links resolve.
+
+A Python code block in ``docs/*.md`` or ``README.md`` whose fence is preceded
+by the line ``<!-- test -->`` is a self-contained program: it is run in a
+subprocess (``PYTHONPATH`` = the repository root, a fresh temporary working
+directory) and must succeed. ``<!-- test: docker -->`` marks a block that
+needs a Docker engine; those run in a separate test marked ``docker``.
+HTML comments do not render, so the markers are invisible on the site.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs"
+PAGES = [*sorted(DOCS.glob("*.md")), REPO / "README.md"]
+
+_BLOCK = re.compile(
+    r"^<!-- test(?P<docker>: docker)? -->\n```(?:python|py)[^\n]*\n(?P<code>.*?)^```",
+    re.MULTILINE | re.DOTALL,
+)
+_LINK = re.compile(r"\[[^\]]*\]\((?P<target>[^)\s]+)\)")
+_HEADING = re.compile(r"^#{1,6}\s+(?P<title>.+?)\s*$", re.MULTILINE)
+_FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
+
+
+def _blocks(docker: bool) -> list[Any]:
+    params = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for match in _BLOCK.finditer(text):
+            if bool(match.group("docker")) != docker:
+                continue
+            line = text.count("\n", 0, match.start()) + 2  # the fence's line
+            name = f"{page.relative_to(REPO)}:{line}"
+            params.append(pytest.param(match.group("code"), id=name))
+    return params
+
+
+def _run(code: str, tmp_path: Path, timeout: float) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("PLUGINKIT_ROOT", None)
+    env.pop("PLUGINKIT_RUNTIME", None)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, f"the example failed:\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.mark.parametrize("code", _blocks(docker=False))
+def test_python_example_runs(code: str, tmp_path: Path) -> None:
+    """A Python example marked <!-- test --> runs to completion without error."""
+    _run(code, tmp_path, timeout=30)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.parametrize("code", _blocks(docker=True))
+def test_python_example_with_docker_runs(code: str, tmp_path: Path) -> None:
+    """A Python example marked <!-- test: docker --> runs against a Docker engine."""
+    _run(code, tmp_path, timeout=110)
+
+
+def test_examples_are_marked() -> None:
+    """The pages the newcomer meets first have tested examples."""
+    marked = {page.name for page in PAGES if _BLOCK.search(page.read_text(encoding="utf-8"))}
+    guides = {"index.md", "quickstart.md", "client.md", "legacy.md", "manager.md", "config.md"}
+    assert guides | {"runtimes.md", "sdk.md"} <= marked
+
+
+def _slug(title: str) -> str:
+    # Python-Markdown's toc slugify, which mkdocs uses for heading anchors.
+    text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    text = re.sub(r"[^\w\s-]", "", text).strip().lower()
+    return re.sub(r"[-\s]+", "-", text)
+
+
+def _anchors(page: Path) -> set[str]:
+    text = _FENCE.sub("", page.read_text(encoding="utf-8"))
+    return {_slug(match.group("title")) for match in _HEADING.finditer(text)}
+
+
+def _links() -> list[tuple[Path, str]]:
+    links = []
+    for page in PAGES:
+        text = _FENCE.sub("", page.read_text(encoding="utf-8"))
+        text = re.sub(r"`[^`\n]*`", "", text)  # code spans hold no links
+        for match in _LINK.finditer(text):
+            target = match.group("target")
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
+                continue
+            links.append((page, target))
+    return links
+
+
+def test_docs_have_relative_links() -> None:
+    """The link check below really finds the links between pages."""
+    assert len(_links()) > 20
+
+
+@pytest.mark.parametrize(("page", "target"), _links(), ids=[f"{p.name}->{t}" for p, t in _links()])
+def test_relative_link_resolves(page: Path, target: str) -> None:
+    """Every relative link points to an existing file and, if it names one, heading."""
+    path, _, anchor = target.partition("#")
+    dest = (page.parent / path).resolve() if path else page
+    assert dest.exists(), f"{page.name}: {target}: no such file"
+    if anchor:
+        assert dest.suffix == ".md", f"{page.name}: {target}: an anchor in a non-page"
+        assert anchor in _anchors(dest), f"{page.name}: {target}: no heading #{anchor}"
+
+
+def test_nav_covers_every_page() -> None:
+    """mkdocs.yml's nav lists every page of docs/ exactly once."""
+    nav = re.findall(r":\s*(\S+\.md)\s*$", (REPO / "mkdocs.yml").read_text(), re.MULTILINE)
+    assert sorted(nav) == sorted(page.name for page in DOCS.glob("*.md"))
+
+
+_CONSOLE = re.compile(r"^```console\n(?P<body>.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def _normalise(text: str, root: str) -> str:
+    text = text.replace(root, "<ROOT>")
+    text = re.sub(r"/tmp/tmp\.\w+", "<ROOT>", text)  # the root shown in the docs
+    text = re.sub(r"\b[0-9a-f]{12}\b", "<ID>", text)
+    text = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", "<TIME>", text)
+    return "\n".join(line.rstrip() for line in text.strip().splitlines())
+
+
+def _session(markdown: str) -> list[tuple[str, str]]:
+    """The ``$ command`` lines of the console blocks, each with the output shown after it."""
+    steps: list[tuple[str, str]] = []
+    for block in _CONSOLE.finditer(markdown):
+        for line in block.group("body").splitlines():
+            if line.startswith("$ "):
+                steps.append((line[2:], ""))
+            else:
+                command, shown = steps[-1]
+                steps[-1] = (command, f"{shown}{line}\n")
+    return steps
+
+
+@pytest.mark.slow
+def test_quickstart_console_session(tmp_path: Path) -> None:
+    """The quick start's command-line session prints what the page shows, step by step."""
+    root = str(tmp_path / "root")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PLUGINKIT_RUNTIME": "process",
+        "PLUGINKIT_ROOT": root,
+    }
+    prelude = f'pluginkit() {{ "{sys.executable}" -m pluginkit "$@"; }}\n'
+    steps = _session((DOCS / "quickstart.md").read_text(encoding="utf-8"))
+    assert [command.split()[1] for command, _ in steps].count("enable") == 1
+    try:
+        for command, shown in steps:
+            result = subprocess.run(
+                ["bash", "-c", prelude + command],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            printed = _normalise(result.stdout + result.stderr, root)
+            assert printed == _normalise(shown, root), f"$ {command}"
+            failed = result.returncode != 0
+            assert failed == printed.startswith("Error:"), f"$ {command}: exit {result.returncode}"
+    finally:
+        for command in ("disable -f localvolume", "rm -f localvolume"):
+            subprocess.run(
+                ["bash", "-c", prelude + f"pluginkit {command}"],
+                env=env,
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
