@@ -413,7 +413,7 @@ def cmd_discover(args: argparse.Namespace, out: TextIO) -> int:
             try:
                 plugin = registry.get(name, None)
             except Exception as exc:
-                failures.append((name, str(exc)))
+                failures.append(str(exc))
                 continue
             rows.append(
                 {"Name": name, "Addr": plugin.addr, "Implements": list(plugin.capabilities)}
@@ -425,8 +425,9 @@ def cmd_discover(args: argparse.Namespace, out: TextIO) -> int:
         for row in rows:
             table.append([row["Name"], ",".join(row["Implements"]), row["Addr"]])
         _table(table, out)
-    for name, error in failures:
-        sys.stderr.write(f"Warning: plugin {name}: {error}\n")
+    for error in failures:
+        # The registry's errors already start with 'plugin "NAME"'.
+        sys.stderr.write(f"Warning: {error}\n")
     return 0
 
 

@@ -392,7 +392,10 @@ def test_discover_reports_a_broken_spec_and_goes_on(
     result = cli("discover", "--socket-dir", str(sockets), "--spec-dir", str(specs))
     assert result.returncode == 0
     assert [line.split()[0] for line in result.stdout.splitlines()] == ["NAME", "legacyvol"]
-    assert error_line(result).startswith("Warning: plugin broken: ")
+    assert error_line(result) == (
+        f'Warning: plugin "broken": {specs / "broken.spec"}: invalid plugin address '
+        "'no-scheme-here': no scheme (expected unix://, tcp://, http:// or https://)"
+    )
 
 
 def test_call_legacy_plugin(cli: Cli, legacy_dirs: tuple[Path, Path]) -> None:

@@ -145,7 +145,7 @@ def test_volume_bad_request_is_400(serve: Any) -> None:
     reply = c.call("VolumeDriver.Mount", {"ID": "x"})
     assert reply.status == 400
     assert reply.json() == {
-        "Err": "invalid VolumeDriver.Mount request: required field missing @ request.name"
+        "Err": "invalid VolumeDriver.Mount request: required field missing @ request.Name"
     }
 
 
@@ -451,24 +451,24 @@ def test_models_round_trip_through_json(model: Any) -> None:
             "VolumeDriver.Mount",
             {"Name": 5, "ID": "x"},
             "invalid VolumeDriver.Mount request: invalid value for type, expected str "
-            "(got int) @ request.name",
+            "(got int) @ request.Name",
         ),
         (
             "VolumeDriver.Create",
             {"Name": "v", "Opts": {"size": 10}},
             "invalid VolumeDriver.Create request: invalid value for type, expected str "
-            "(got int) @ request.options['size']",
+            "(got int) @ request.Opts['size']",
         ),
         (
             "VolumeDriver.Mount",
             {"Name": {"a": 1}},
             "invalid VolumeDriver.Mount request: invalid value for type, expected str "
-            "(got dict) @ request.name",
+            "(got dict) @ request.Name",
         ),
     ],
 )
 def test_volume_wrong_typed_field_is_400(serve: Any, method: str, body: Any, err: str) -> None:
-    """A field of the wrong JSON type answers 400 naming it, instead of being turned into text."""
+    """A field of the wrong JSON type answers 400 naming its JSON name, not coerced to text."""
     driver = RecordingVolumes()
     c = serve(driver.server())
     reply = c.call(method, body)
@@ -482,37 +482,37 @@ def test_volume_wrong_typed_field_is_400(serve: Any, method: str, body: Any, err
         (
             {"V6": "false"},
             ipam.RequestPoolRequest,
-            "invalid value for type, expected bool (got str) @ request.v6",
+            "invalid value for type, expected bool (got str) @ request.V6",
         ),
         (
             {"DiscoveryType": 1.7},
             network.DiscoveryNotification,
-            "invalid value for type, expected int (got float) @ request.discovery_type",
+            "invalid value for type, expected int (got float) @ request.DiscoveryType",
         ),
         (
             {"DiscoveryType": True},
             network.DiscoveryNotification,
-            "invalid value for type, expected int (got bool) @ request.discovery_type",
+            "invalid value for type, expected int (got bool) @ request.DiscoveryType",
         ),
         (
             {"NetworkID": "n", "IPv4Data": [{"Pool": 3}]},
             network.CreateNetworkRequest,
-            "invalid value for type, expected str (got int) @ request.ipv4_data[0].pool",
+            "invalid value for type, expected str (got int) @ request.IPv4Data[0].Pool",
         ),
         (
             {"ResponseStatusCode": "200"},
             authz.AuthzRequest,
-            "invalid value for type, expected int (got str) @ request.response_status_code",
+            "invalid value for type, expected int (got str) @ request.ResponseStatusCode",
         ),
     ],
 )
 def test_wrong_json_types_are_not_coerced(body: Any, cls: type[Any], err: str) -> None:
-    """Scalars must have the JSON type Docker sends: "false" is not False, 1.7 is not 1."""
+    """Scalars must have the JSON type Docker sends; the error names the JSON field."""
     from pluginkit.sdk._driver import _describe
 
     with pytest.raises(cattrs.BaseValidationError) as info:
         converter.structure(body, cls)
-    assert _describe(info.value) == err
+    assert _describe(info.value, cls) == err
 
 
 def test_right_json_types_still_accepted() -> None:
@@ -552,7 +552,7 @@ def test_authz_peer_certificate_not_base64_is_400(serve: Any) -> None:
         400,
         {
             "Err": "invalid AuthZPlugin.AuthZReq request: invalid value for type, expected "
-            "PEMCertificate @ request.request_peer_certificates[0]"
+            "PEMCertificate @ request.RequestPeerCertificates[0]"
         },
     )
 

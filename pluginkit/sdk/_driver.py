@@ -12,6 +12,8 @@ answers 404 as a Go plugin without that endpoint would.
 
 from __future__ import annotations
 
+import re
+import typing
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -19,7 +21,7 @@ import attrs
 import cattrs
 from cattrs.v import format_exception
 
-from ._convert import WrongTypeError, converter
+from ._convert import WrongTypeError, converter, wire_name
 from ._server import InvalidRequestError, PluginServer
 
 __all__ = ["Driver", "Endpoint", "unimplemented"]
@@ -133,16 +135,66 @@ class Driver:
             try:
                 request = structure(body, request_type)
             except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
-                raise InvalidRequestError(f"invalid {name} request: {_describe(exc)}") from exc
+                raise InvalidRequestError(
+                    f"invalid {name} request: {_describe(exc, request_type)}"
+                ) from exc
             return unstructure(method(request))
 
         return handle
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: Exception, request_type: type) -> str:
     if isinstance(exc, cattrs.BaseValidationError):
-        return "; ".join(cattrs.transform_error(exc, path="request", format_exception=_format))
+        # cattrs names the Python fields; the plugin's caller sent Docker's names.
+        return "; ".join(
+            _on_the_wire(line, request_type)
+            for line in cattrs.transform_error(exc, path="request", format_exception=_format)
+        )
     return str(exc)
+
+
+# One step of a cattrs error path: ".field" or "[index]".
+_STEP = re.compile(r"\.([A-Za-z_]\w*)|(\[[^\]]*\])")
+
+
+def _on_the_wire(line: str, request_type: type) -> str:
+    """Rewrite the path of ``"<message> @ request.a_b[0].c"`` with Docker's JSON names."""
+    message, sep, path = line.rpartition(" @ ")
+    if not sep or not path.startswith("request"):
+        return line
+    parts = ["request"]
+    current: Any = request_type
+    for step in _STEP.finditer(path, len("request")):
+        name, index = step.groups()
+        if index is not None:
+            parts.append(index)
+            current = _element_type(current)
+            continue
+        field = _field(current, name)
+        parts.append("." + (wire_name(field) if field is not None else name))
+        current = field.type if field is not None else None
+    return f"{message} @ {''.join(parts)}"
+
+
+def _attrs_class(type_: Any) -> type | None:
+    if attrs.has(type_):
+        return type_
+    return next((arg for arg in typing.get_args(type_) if attrs.has(arg)), None)
+
+
+def _field(type_: Any, name: str) -> attrs.Attribute[Any] | None:
+    cls = _attrs_class(type_)
+    if cls is None:
+        return None
+    attrs.resolve_types(cls)
+    return attrs.fields_dict(cls).get(name)
+
+
+def _element_type(type_: Any) -> Any:
+    args = [arg for arg in typing.get_args(type_) if arg is not type(None)]
+    if len(args) == 1 and typing.get_args(args[0]):  # Optional[list[X]] and the like
+        args = list(typing.get_args(args[0]))
+    return args[-1] if args else None  # list[X] -> X, dict[K, V] -> V
 
 
 def _format(exc: BaseException, type_: type | None) -> str:
