@@ -264,6 +264,16 @@ class _BadReply(Exception):
     """The reply broke HTTP; turned into PluginProtocolError by the caller."""
 
 
+# Heads of plain replies already parsed: head bytes -> Content-Length, for
+# 200 keep-alive replies framed by Content-Length. A plugin sends the same
+# head again and again (only its Date changes, once a second), and parsing
+# it is the largest piece of client work in a call; the parse is a pure
+# function of the bytes, so a repeat needs only a dict lookup. Cleared when
+# full rather than evicted one by one: a few entries per second are live.
+_plain_heads: dict[bytes, int] = {}
+_PLAIN_HEADS_MAX: Final = 256
+
+
 class _Head:
     """What the status line and headers say about the body that follows."""
 
@@ -736,16 +746,24 @@ class Client:
             return _MISS
         end = data.find(b"\r\n\r\n")
         if end > 0 and data.startswith(b"HTTP/1.1 200 "):
-            # The general path's parser: one home for the rules on headers.
-            try:
-                head = _parse_head(data[:end])
-            except _BadReply as exc:
-                sock.close()
-                raise self._protocol_error(method, str(exc)) from None
-            length = head.length
+            head_bytes = data[:end]
+            length = _plain_heads.get(head_bytes)
+            if length is None:
+                # The general path's parser: one home for the rules on headers.
+                try:
+                    head = _parse_head(head_bytes)
+                except _BadReply as exc:
+                    sock.close()
+                    raise self._protocol_error(method, str(exc)) from None
+                length = head.length
+                if length is not None and head.keep_alive:
+                    if len(_plain_heads) >= _PLAIN_HEADS_MAX:
+                        _plain_heads.clear()
+                    _plain_heads[head_bytes] = length
+                else:
+                    length = None
             if (
                 length is not None
-                and head.keep_alive
                 and len(data) - end - 4 == length
                 and length <= self.max_response_size
             ):
