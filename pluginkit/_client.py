@@ -270,8 +270,11 @@ class _BadReply(Exception):
 # it is the largest piece of client work in a call; the parse is a pure
 # function of the bytes, so a repeat needs only a dict lookup. Cleared when
 # full rather than evicted one by one: a few entries per second are live.
+# Only small heads are kept: a plugin sending large ones must not make every
+# client hold megabytes.
 _plain_heads: dict[bytes, int] = {}
 _PLAIN_HEADS_MAX: Final = 256
+_PLAIN_HEAD_SIZE: Final = 1024
 
 
 class _Head:
@@ -757,7 +760,7 @@ class Client:
                     sock.close()
                     raise self._protocol_error(method, str(exc)) from None
                 length = head.length
-                if length is not None and head.keep_alive:
+                if length is not None and head.keep_alive and end <= _PLAIN_HEAD_SIZE:
                     if len(_plain_heads) >= _PLAIN_HEADS_MAX:
                         _plain_heads.clear()
                     _plain_heads[head_bytes] = length
