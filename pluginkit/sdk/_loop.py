@@ -191,6 +191,10 @@ class ServeLoop:
     closed: bool = attrs.field(init=False, default=False)
     loop_ident: int | None = attrs.field(init=False, default=None)
     done: threading.Event = attrs.field(init=False, factory=threading.Event)
+    # Where the loop thread receives (only it: pool threads never read).
+    recv_view: memoryview = attrs.field(
+        init=False, factory=lambda: memoryview(bytearray(_RECV_SIZE))
+    )
 
     def __attrs_post_init__(self) -> None:
         self.selector = selectors.DefaultSelector()
@@ -434,7 +438,10 @@ class ServeLoop:
             return
         sock = conn.sock
         try:
-            data = sock.recv(_RECV_SIZE)
+            # Into the loop's buffer, then copy what came: a 256 KiB recv()
+            # allocates (mmap, mremap, munmap: three syscalls) for every
+            # request, however small.
+            data = bytes(self.recv_view[: sock.recv_into(self.recv_view)])
             if self.ssl_context is not None:
                 pending = sock.pending()  # type: ignore[attr-defined]
                 while pending:
