@@ -124,7 +124,9 @@ def _loads(text: str) -> Any:
         except StopIteration:
             pass  # leading whitespace or invalid: the full decoder decides
         else:
-            if end == len(text) or text[end:].isspace():
+            # Only JSON's four whitespace characters may follow: str.isspace
+            # would also take others ("\x0b", "\xa0") that json.loads refuses.
+            if end == len(text) or not text[end:].strip(" \t\n\r"):
                 return value
     return _decode_json(text)
 
