@@ -124,7 +124,9 @@ def _loads(text: str) -> Any:
         except StopIteration:
             pass  # leading whitespace or invalid: the full decoder decides
         else:
-            if end == len(text) or text[end:].isspace():
+            # Only JSON's four whitespace characters may follow: str.isspace
+            # would also take others ("\x0b", "\xa0") that json.loads refuses.
+            if end == len(text) or not text[end:].strip(" \t\n\r"):
                 return value
     return _decode_json(text)
 
@@ -262,6 +264,19 @@ def parse_address(addr: str) -> _Address:
 
 class _BadReply(Exception):
     """The reply broke HTTP; turned into PluginProtocolError by the caller."""
+
+
+# Heads of plain replies already parsed: head bytes -> Content-Length, for
+# 200 keep-alive replies framed by Content-Length. A plugin sends the same
+# head again and again (only its Date changes, once a second), and parsing
+# it is the largest piece of client work in a call; the parse is a pure
+# function of the bytes, so a repeat needs only a dict lookup. Cleared when
+# full rather than evicted one by one: a few entries per second are live.
+# Only small heads are kept: a plugin sending large ones must not make every
+# client hold megabytes.
+_plain_heads: dict[bytes, int] = {}
+_PLAIN_HEADS_MAX: Final = 256
+_PLAIN_HEAD_SIZE: Final = 1024
 
 
 class _Head:
@@ -648,7 +663,8 @@ class Client:
             else b"Host: " + self._address.host_header.encode("idna") + b"\r\n"
         )
         self._prefixes: dict[str, bytes] = {}
-        self._idle: list[tuple[socket.socket, float]] = []
+        # Idle connections: (socket, when it came back, a poll object watching it).
+        self._idle: list[tuple[socket.socket, float, select.poll]] = []
         self._closed = False
         _clients.add(self)
 
@@ -718,10 +734,10 @@ class Client:
         if prefix is None or len(body) >= 16384:
             return _MISS
         try:
-            sock, since = self._idle.pop()
+            sock, since, poller = self._idle.pop()
         except IndexError:
             return _MISS
-        if time.monotonic() - since >= _IDLE_TIMEOUT or not _quiet(sock):
+        if time.monotonic() - since >= _IDLE_TIMEOUT or not _quiet(poller):
             sock.close()
             return _MISS
         try:
@@ -736,20 +752,28 @@ class Client:
             return _MISS
         end = data.find(b"\r\n\r\n")
         if end > 0 and data.startswith(b"HTTP/1.1 200 "):
-            # The general path's parser: one home for the rules on headers.
-            try:
-                head = _parse_head(data[:end])
-            except _BadReply as exc:
-                sock.close()
-                raise self._protocol_error(method, str(exc)) from None
-            length = head.length
+            head_bytes = data[:end]
+            length = _plain_heads.get(head_bytes)
+            if length is None:
+                # The general path's parser: one home for the rules on headers.
+                try:
+                    head = _parse_head(head_bytes)
+                except _BadReply as exc:
+                    sock.close()
+                    raise self._protocol_error(method, str(exc)) from None
+                length = head.length
+                if length is not None and head.keep_alive and end <= _PLAIN_HEAD_SIZE:
+                    if len(_plain_heads) >= _PLAIN_HEADS_MAX:
+                        _plain_heads.clear()
+                    _plain_heads[head_bytes] = length
+                else:
+                    length = None
             if (
                 length is not None
-                and head.keep_alive
                 and len(data) - end - 4 == length
                 and length <= self.max_response_size
             ):
-                self._checkin(sock)
+                self._checkin(sock, poller)
                 return self._decode(method, data[end + 4 :])
         # Anything less common (more to read, an error status...): the general reader.
         head_info, reply = self._finish_reply(sock, method, data, None, None)
@@ -1149,22 +1173,25 @@ class Client:
         idle = self._idle
         while idle:
             try:
-                sock, since = idle.pop()
+                sock, since, poller = idle.pop()
             except IndexError:
                 break
-            if time.monotonic() - since < _IDLE_TIMEOUT and _quiet(sock):
+            if time.monotonic() - since < _IDLE_TIMEOUT and _quiet(poller):
                 return sock
             sock.close()  # idle too long, closed by the plugin, or holding stray bytes
         if self._closed:
             raise self._closed_error()
         return None
 
-    def _checkin(self, sock: socket.socket) -> None:
+    def _checkin(self, sock: socket.socket, poller: select.poll | None = None) -> None:
         idle = self._idle
         if self._closed or len(idle) >= _MAX_IDLE:
             sock.close()
             return
-        idle.append((sock, time.monotonic()))
+        if poller is None:
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+        idle.append((sock, time.monotonic(), poller))
         self._drain_if_closed()  # close() may have run meanwhile
 
     def _drain_if_closed(self) -> None:
@@ -1175,7 +1202,7 @@ class Client:
         idle = self._idle
         while idle:
             try:
-                sock, _ = idle.pop()
+                sock, _, _ = idle.pop()
             except IndexError:
                 break
             sock.close()
@@ -1331,28 +1358,20 @@ class _BodyReader(io.RawIOBase):
 # -- helpers ----------------------------------------------------------------
 
 
-_PEEK: Final = socket.MSG_PEEK | socket.MSG_DONTWAIT
-
-
-def _quiet(sock: socket.socket) -> bool:
+def _quiet(poller: select.poll) -> bool:
     """Tell whether an idle pooled connection is still open and received nothing.
 
     Bytes arriving on an idle connection are no reply to anything we sent:
     read by the next call, they would be taken for its reply (Go's transport
     drops such a connection too). An end of file means the plugin closed it.
+    ``poller`` watches the connection alone for POLLIN: received bytes, an end
+    of file (POLLIN or POLLHUP), an error (POLLERR) or a closed descriptor
+    (POLLNVAL) all report an event. It looks at the raw socket, also for TLS.
+    One ``poll(0)`` costs a third of a peeking ``recv``, which raises
+    BlockingIOError when all is well (and would first wait for data on a
+    socket with a timeout).
     """
-    if sock.gettimeout():
-        # Python would wait that long for data before the peek; the next
-        # use of the connection sets the mode it needs anyway.
-        sock.settimeout(0.0)
-    try:
-        # The plain socket's recv, also for TLS: peek at the raw bytes.
-        socket.socket.recv(sock, 1, _PEEK)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    return False
+    return not poller.poll(0)
 
 
 def _read_head(sock: socket.socket, data: bytes, deadline: float | None) -> tuple[_Head, bytes]:

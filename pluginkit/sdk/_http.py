@@ -176,61 +176,16 @@ class RequestParser:
         return request
 
     def _parse_head(self, head: bytes) -> tuple[Request, int, bool, bool]:
-        lines = head.split(b"\r\n")
-        if head.count(b"\n") != len(lines) - 1:
-            _bare_lf()
-        parts = lines[0].split(b" ")
-        if len(parts) != 3 or not parts[0] or not parts[1]:
-            raise HTTPError(400, f"malformed request line {lines[0][:100].decode('latin-1')!r}")
-        method, target, version = parts
-        if version == b"HTTP/1.1":
-            keep_alive = True
-            http10 = False
-        elif version == b"HTTP/1.0":
-            keep_alive = False
-            http10 = True
-        else:
-            raise HTTPError(505, f"unsupported HTTP version {version[:20].decode('latin-1')!r}")
-        length = 0
-        seen_length = False
-        chunked = False
-        expect = False
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name[-1:] in b" \t" or line[:1] in b" \t":
-                raise HTTPError(400, f"malformed header line {line[:100].decode('latin-1')!r}")
-            name = name.lower()
-            if name == b"content-length":
-                value = value.strip()
-                if not value.isdigit() or len(value) > 18:
-                    raise HTTPError(400, f"invalid Content-Length {value[:30].decode('latin-1')!r}")
-                if seen_length and int(value) != length:
-                    raise HTTPError(400, "conflicting Content-Length headers")
-                length = int(value)
-                seen_length = True
-            elif name == b"transfer-encoding":
-                coding = value.strip()
-                if coding.lower() != b"chunked":
-                    shown = coding[:30].decode("latin-1")
-                    raise HTTPError(501, f"unsupported Transfer-Encoding {shown!r}")
-                chunked = True
-            elif name == b"connection":
-                tokens = value.lower()
-                if b"close" in tokens:
-                    keep_alive = False
-                elif b"keep-alive" in tokens:
-                    keep_alive = True
-            elif name == b"expect":
-                expect = value.strip().lower() == b"100-continue"
-        if chunked and seen_length:
-            raise HTTPError(400, "both Content-Length and Transfer-Encoding are set")
+        fields = _parsed_heads.get(head)
+        if fields is None:
+            fields = _parse_head(head)
+            if len(head) <= _PARSED_HEAD_SIZE:
+                if len(_parsed_heads) >= _PARSED_HEADS_MAX:
+                    _parsed_heads.clear()
+                _parsed_heads[head] = fields
+        method, path, length, chunked, expect, keep_alive, http10 = fields
         if length > self.max_body:
             raise HTTPError(413, f"request body is larger than {self.max_body} bytes")
-        path = target.partition(b"?")[0]
-        if path[:7] == b"http://" or path[:8] == b"https://":
-            # absolute-form target: keep only the path
-            slash = path.find(b"/", path.find(b"//") + 2)
-            path = path[slash:] if slash >= 0 else b"/"
         request = Request(method, path, b"", keep_alive, method == b"HEAD", http10)
         return request, length, chunked, expect
 
@@ -288,6 +243,77 @@ class RequestParser:
         finally:
             if pos:
                 del buf[:pos]
+
+
+# Request heads already parsed: head bytes -> what they say. The engine sends
+# the same head for every call of a method with a body of the same size
+# (there is no Date in a request), and parsing it is the largest piece of
+# per-request work; the parse is a pure function of the bytes, so a repeat
+# needs only a dict lookup. Bad heads raise and are never stored. Cleared
+# when full rather than evicted one by one; only small heads are kept (a
+# client sending large unique heads must not make it hold megabytes).
+_HeadFields = tuple[bytes, bytes, int, bool, bool, bool, bool]
+_parsed_heads: dict[bytes, _HeadFields] = {}
+_PARSED_HEADS_MAX: Final = 512
+_PARSED_HEAD_SIZE: Final = 1024
+
+
+def _parse_head(head: bytes) -> _HeadFields:
+    """Parse a request head: method, path, length, chunked, expect, keep-alive, HTTP/1.0."""
+    lines = head.split(b"\r\n")
+    if head.count(b"\n") != len(lines) - 1:
+        _bare_lf()
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise HTTPError(400, f"malformed request line {lines[0][:100].decode('latin-1')!r}")
+    method, target, version = parts
+    if version == b"HTTP/1.1":
+        keep_alive = True
+        http10 = False
+    elif version == b"HTTP/1.0":
+        keep_alive = False
+        http10 = True
+    else:
+        raise HTTPError(505, f"unsupported HTTP version {version[:20].decode('latin-1')!r}")
+    length = 0
+    seen_length = False
+    chunked = False
+    expect = False
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name[-1:] in b" \t" or line[:1] in b" \t":
+            raise HTTPError(400, f"malformed header line {line[:100].decode('latin-1')!r}")
+        name = name.lower()
+        if name == b"content-length":
+            value = value.strip()
+            if not value.isdigit() or len(value) > 18:
+                raise HTTPError(400, f"invalid Content-Length {value[:30].decode('latin-1')!r}")
+            if seen_length and int(value) != length:
+                raise HTTPError(400, "conflicting Content-Length headers")
+            length = int(value)
+            seen_length = True
+        elif name == b"transfer-encoding":
+            coding = value.strip()
+            if coding.lower() != b"chunked":
+                shown = coding[:30].decode("latin-1")
+                raise HTTPError(501, f"unsupported Transfer-Encoding {shown!r}")
+            chunked = True
+        elif name == b"connection":
+            tokens = value.lower()
+            if b"close" in tokens:
+                keep_alive = False
+            elif b"keep-alive" in tokens:
+                keep_alive = True
+        elif name == b"expect":
+            expect = value.strip().lower() == b"100-continue"
+    if chunked and seen_length:
+        raise HTTPError(400, "both Content-Length and Transfer-Encoding are set")
+    path = target.partition(b"?")[0]
+    if path[:7] == b"http://" or path[:8] == b"https://":
+        # absolute-form target: keep only the path
+        slash = path.find(b"/", path.find(b"//") + 2)
+        path = path[slash:] if slash >= 0 else b"/"
+    return method, path, length, chunked, expect, keep_alive, http10
 
 
 def _check_line_ends(head: bytes | bytearray) -> None:

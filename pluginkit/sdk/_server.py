@@ -12,7 +12,6 @@ accepting and parsing, and a slow handler only holds up its own connection.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -29,7 +28,7 @@ import attrs
 from .._errors import PluginError
 from ._address import resolve_address, resolve_gid
 from ._http import Request, response_head
-from ._loop import ServeLoop, Stream, close_quietly, dumps, error_reply, handling
+from ._loop import ServeLoop, Stream, close_quietly, dumps, error_reply, handling, loads
 
 __all__ = ["Handler", "InvalidRequestError", "PluginServer"]
 
@@ -246,7 +245,7 @@ class PluginServer:
             argument: Any = body
         elif body and not body.isspace():
             try:
-                argument = json.loads(body)
+                argument = loads(body)
             except (ValueError, RecursionError) as exc:
                 method = path[1:].decode("utf-8", "replace")
                 return error_reply(400, f"{method}: request body is not valid JSON: {_why(exc)}")
