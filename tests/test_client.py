@@ -334,6 +334,23 @@ def test_non_json_reply(short_tmp: Path):
     assert str(info.value).startswith(f"X.Y: reply from plugin at {s.addr} is not JSON: ")
 
 
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [(b'{"a": 1} \r\n\t', {"a": 1}), (b'{"a": 1}\x0b', None), (b'{"a": 1} x', None)],
+)
+def test_only_json_whitespace_may_follow_the_reply(short_tmp: Path, body: bytes, expected: object):
+    """After the JSON value only JSON whitespace is accepted, exactly as json.loads decides."""
+    with HTTPPluginServer(short_tmp / "w.sock", {"X.Y": lambda r: (200, body)}) as s:
+        with Client(s.addr) as client:
+            if expected is not None:
+                assert client.call("X.Y") == expected
+                return
+            with pytest.raises(PluginProtocolError) as info:
+                client.call("X.Y")
+    assert str(info.value).startswith(f"X.Y: reply from plugin at {s.addr} is not JSON: ")
+    assert "Extra data" in str(info.value)
+
+
 def test_truncated_reply(short_tmp: Path):
     """A reply cut short of its Content-Length is a PluginProtocolError, not retried."""
     raw = b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"a":'
