@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from hypothesis import strategies as st
 from pluginkit import RuntimeStartError
 from pluginkit.runtime import PluginExit, Runtime, RuntimeSpec
 from pluginkit.runtime.process import ProcessRuntime, _parse_stat, _read_stat
+from tests._runtime_helpers import Exits
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,25 +66,6 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 15.0
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.005)
-
-
-class Exits:
-    """An on_exit callback that records every exit."""
-
-    def __init__(self) -> None:
-        self.exits: list[PluginExit] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, exit_: PluginExit) -> None:
-        with self._cond:
-            self.exits.append(exit_)
-            self._cond.notify_all()
-
-    def wait(self, count: int = 1, timeout: float = 15.0) -> PluginExit:
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self.exits) >= count, timeout):
-                pytest.fail(f"expected {count} exit(s), got {self.exits}")
-            return self.exits[count - 1]
 
 
 def make_spec(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,26 +13,8 @@ import pytest
 from pluginkit import RuntimeStartError
 from pluginkit.runtime import PluginExit, Runtime, RuntimeSpec
 from pluginkit.testing import FakeCall, FakeRuntime
+from tests._runtime_helpers import Exits
 from tests._sdk_helpers import RawClient, wait_for
-
-
-class Exits:
-    """An on_exit callback that records every exit."""
-
-    def __init__(self) -> None:
-        self.exits: list[PluginExit] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, exit_: PluginExit) -> None:
-        with self._cond:
-            self.exits.append(exit_)
-            self._cond.notify_all()
-
-    def wait(self, count: int = 1, timeout: float = 10.0) -> PluginExit:
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self.exits) >= count, timeout):
-                pytest.fail(f"expected {count} exit(s), got {self.exits}")
-            return self.exits[count - 1]
 
 
 def make_spec(base: Path, name: str = "acme/vol:latest") -> RuntimeSpec:
@@ -87,7 +68,7 @@ def test_is_a_runtime(fake: FakeRuntime) -> None:
 def test_serves_handlers_on_the_spec_socket(fake: FakeRuntime, spec: RuntimeSpec) -> None:
     """A started fake plugin answers its handlers on spec.socket_path."""
     fake.set_handlers("acme/vol:latest", {"VolumeDriver.Get": get_volume})
-    fake.start(spec, Exits())
+    fake.start(spec, Exits(timeout=10.0))
     fake.wait_listening("acme/vol")
     assert call(spec, "VolumeDriver.Get", {"Name": "v1"}) == (
         200,
@@ -104,7 +85,7 @@ def test_activate_derives_implements(fake: FakeRuntime, spec: RuntimeSpec) -> No
         "acme/vol",
         {"VolumeDriver.Get": noop, "VolumeDriver.List": noop, "IpamDriver.RequestPool": noop},
     )
-    fake.start(spec, Exits())
+    fake.start(spec, Exits(timeout=10.0))
     fake.wait_listening("acme/vol")
     assert call(spec, "Plugin.Activate") == (200, {"Implements": ["VolumeDriver", "IpamDriver"]})
 
@@ -112,7 +93,7 @@ def test_activate_derives_implements(fake: FakeRuntime, spec: RuntimeSpec) -> No
 def test_explicit_implements(fake: FakeRuntime, spec: RuntimeSpec) -> None:
     """An explicit implements list replaces the derived one."""
     fake.set_handlers("acme/vol", {}, implements=["authz"])
-    fake.start(spec, Exits())
+    fake.start(spec, Exits(timeout=10.0))
     fake.wait_listening("acme/vol")
     assert call(spec, "Plugin.Activate") == (200, {"Implements": ["authz"]})
 
@@ -120,7 +101,7 @@ def test_explicit_implements(fake: FakeRuntime, spec: RuntimeSpec) -> None:
 def test_bare_name_means_latest(fake: FakeRuntime, spec: RuntimeSpec) -> None:
     """Settings for a name without a tag apply to name:latest, and back."""
     fake.set_handlers("acme/vol", {"VolumeDriver.Get": get_volume})
-    fake.start(spec, Exits())
+    fake.start(spec, Exits(timeout=10.0))
     fake.wait_listening("acme/vol:latest")
     call(spec, "VolumeDriver.Get", {"Name": "v"})
     assert fake.calls("acme/vol") == fake.calls("acme/vol:latest")
@@ -132,8 +113,8 @@ def test_other_tags_are_other_plugins(fake: FakeRuntime, short_tmp: Path) -> Non
     fake.set_handlers("localhost:5000/acme/vol", {"VolumeDriver.Get": get_volume})
     v2 = make_spec(short_tmp, "localhost:5000/acme/vol:v2")
     latest = make_spec(short_tmp, "localhost:5000/acme/vol:latest")
-    fake.start(v2, Exits())
-    fake.start(latest, Exits())
+    fake.start(v2, Exits(timeout=10.0))
+    fake.start(latest, Exits(timeout=10.0))
     fake.wait_listening("localhost:5000/acme/vol:v2")
     fake.wait_listening("localhost:5000/acme/vol")
     assert call(v2, "VolumeDriver.Get", {"Name": "v"})[0] == 404
@@ -143,7 +124,7 @@ def test_other_tags_are_other_plugins(fake: FakeRuntime, short_tmp: Path) -> Non
 def test_records_calls(fake: FakeRuntime, spec: RuntimeSpec) -> None:
     """Every call a fake plugin receives is recorded with its decoded request."""
     fake.set_handlers("acme/vol", {"VolumeDriver.Get": get_volume, "VolumeDriver.List": dict})
-    fake.start(spec, Exits())
+    fake.start(spec, Exits(timeout=10.0))
     fake.wait_listening("acme/vol")
     call(spec, "VolumeDriver.Get", {"Name": "v1"})
     call(spec, "VolumeDriver.List")
@@ -160,14 +141,14 @@ def test_handler_errors_answer_500(fake: FakeRuntime, spec: RuntimeSpec) -> None
         raise ValueError("no such volume")
 
     fake.set_handlers("acme/vol", {"VolumeDriver.Get": broken})
-    fake.start(spec, Exits())
+    fake.start(spec, Exits(timeout=10.0))
     fake.wait_listening("acme/vol")
     assert call(spec, "VolumeDriver.Get", {"Name": "x"}) == (500, {"Err": "no such volume"})
 
 
 def test_unknown_plugin_serves_activate_only(fake: FakeRuntime, spec: RuntimeSpec) -> None:
     """A plugin without handlers still listens and answers the handshake with nothing."""
-    fake.start(spec, Exits())
+    fake.start(spec, Exits(timeout=10.0))
     fake.wait_listening("acme/vol")
     assert call(spec, "Plugin.Activate") == (200, {"Implements": []})
     assert call(spec, "VolumeDriver.Get", {"Name": "v"})[0] == 404
@@ -183,7 +164,7 @@ def test_bad_method_name(fake: FakeRuntime) -> None:
 
 def test_stop_removes_socket_and_reports_exit(fake: FakeRuntime, spec: RuntimeSpec) -> None:
     """stop() takes the socket away and reports exit code 0 once."""
-    exits = Exits()
+    exits = Exits(timeout=10.0)
     fake.start(spec, exits)
     fake.wait_listening("acme/vol")
     fake.stop(spec.id)
@@ -196,7 +177,7 @@ def test_stop_removes_socket_and_reports_exit(fake: FakeRuntime, spec: RuntimeSp
 
 def test_crash(fake: FakeRuntime, spec: RuntimeSpec) -> None:
     """crash() makes the plugin vanish and reports the exit code and stderr given."""
-    exits = Exits()
+    exits = Exits(timeout=10.0)
     fake.start(spec, exits)
     fake.wait_listening("acme/vol")
     fake.crash("acme/vol", exit_code=2, stderr_tail="panic: oops")
@@ -213,7 +194,7 @@ def test_crash_not_running(fake: FakeRuntime) -> None:
 
 def test_on_exit_may_restart(fake: FakeRuntime, spec: RuntimeSpec) -> None:
     """on_exit runs outside crash() and may start the plugin again."""
-    exits = Exits()
+    exits = Exits(timeout=10.0)
 
     def restart(exit_: PluginExit) -> None:
         exits(exit_)
@@ -230,7 +211,7 @@ def test_on_exit_may_restart(fake: FakeRuntime, spec: RuntimeSpec) -> None:
 def test_start_delay(spec: RuntimeSpec) -> None:
     """With a start delay, start() returns at once and the socket listens later."""
     with FakeRuntime(start_delay=0.3) as fake:
-        fake.start(spec, Exits())
+        fake.start(spec, Exits(timeout=10.0))
         assert fake.is_running(spec.id)
         assert not listening(spec)
         fake.wait_listening("acme/vol")
@@ -242,7 +223,7 @@ def test_per_plugin_start_delay_and_stop_while_starting(
 ) -> None:
     """A plugin stopped during its start delay never listens and exits once."""
     fake.set_start_delay("acme/vol", 60)
-    exits = Exits()
+    exits = Exits(timeout=10.0)
     fake.start(spec, exits)
     fake.stop(spec.id)
     assert exits.wait() == PluginExit(spec.id, 0, "")
@@ -253,9 +234,9 @@ def test_fail_start(fake: FakeRuntime, spec: RuntimeSpec) -> None:
     """fail_start makes the next start raise, once by default."""
     fake.fail_start("acme/vol")
     with pytest.raises(RuntimeStartError, match=r"^fake plugin acme/vol:latest failed to start$"):
-        fake.start(spec, Exits())
+        fake.start(spec, Exits(timeout=10.0))
     assert not fake.is_running(spec.id)
-    fake.start(spec, Exits())
+    fake.start(spec, Exits(timeout=10.0))
     assert fake.started_count("acme/vol") == 2
 
 
@@ -264,15 +245,15 @@ def test_fail_start_with_error_until_cleared(fake: FakeRuntime, spec: RuntimeSpe
     fake.fail_start("acme/vol", RuntimeStartError("no", exit_code=3), times=None)
     for _ in range(3):
         with pytest.raises(RuntimeStartError, match=r"^no$"):
-            fake.start(spec, Exits())
+            fake.start(spec, Exits(timeout=10.0))
     fake.fail_start("acme/vol", times=0)
-    fake.start(spec, Exits())
+    fake.start(spec, Exits(timeout=10.0))
 
 
 def test_exit_on_start(fake: FakeRuntime, spec: RuntimeSpec) -> None:
     """exit_on_start: start succeeds, the socket never appears, on_exit gets code and stderr."""
     fake.exit_on_start("acme/vol", 127, "exec: not found")
-    exits = Exits()
+    exits = Exits(timeout=10.0)
     fake.start(spec, exits)
     assert exits.wait() == PluginExit(spec.id, 127, "exec: not found")
     assert not listening(spec)
@@ -281,22 +262,22 @@ def test_exit_on_start(fake: FakeRuntime, spec: RuntimeSpec) -> None:
 
 def test_start_twice(fake: FakeRuntime, spec: RuntimeSpec) -> None:
     """Starting a running plugin is an error, as with real runtimes."""
-    fake.start(spec, Exits())
+    fake.start(spec, Exits(timeout=10.0))
     with pytest.raises(RuntimeStartError, match=r"^plugin acme/vol:latest is already running$"):
-        fake.start(spec, Exits())
+        fake.start(spec, Exits(timeout=10.0))
 
 
 def test_last_spec(fake: FakeRuntime, spec: RuntimeSpec) -> None:
     """The spec of the latest start is kept for inspection."""
     assert fake.last_spec("acme/vol") is None
-    fake.start(spec, Exits())
+    fake.start(spec, Exits(timeout=10.0))
     assert fake.last_spec("acme/vol") == spec
 
 
 def test_survives_close_and_restores(fake: FakeRuntime, spec: RuntimeSpec) -> None:
     """After close() plugins keep serving; restore() re-attaches and reports to the new callback."""
     fake.set_handlers("acme/vol", {"VolumeDriver.Get": get_volume})
-    old, new = Exits(), Exits()
+    old, new = Exits(timeout=10.0), Exits(timeout=10.0)
     fake.start(spec, old)
     fake.wait_listening("acme/vol")
     fake.close()
@@ -309,7 +290,7 @@ def test_survives_close_and_restores(fake: FakeRuntime, spec: RuntimeSpec) -> No
 
 def test_exit_while_closed_is_not_reported(fake: FakeRuntime, spec: RuntimeSpec) -> None:
     """An exit while no manager supervises goes unreported, and restore then says False."""
-    exits = Exits()
+    exits = Exits(timeout=10.0)
     fake.start(spec, exits)
     fake.close()
     fake.crash("acme/vol")
@@ -322,14 +303,14 @@ def test_exit_while_closed_is_not_reported(fake: FakeRuntime, spec: RuntimeSpec)
 
 def test_discard_stops(fake: FakeRuntime, spec: RuntimeSpec) -> None:
     """discard() stops a running plugin."""
-    fake.start(spec, Exits())
+    fake.start(spec, Exits(timeout=10.0))
     fake.discard(spec.id)
     assert not fake.is_running(spec.id)
 
 
 def test_shutdown_stops_everything_silently(spec: RuntimeSpec) -> None:
     """shutdown() stops every plugin without calling on_exit."""
-    exits = Exits()
+    exits = Exits(timeout=10.0)
     fake = FakeRuntime()
     fake.start(spec, exits)
     fake.wait_listening("acme/vol")
