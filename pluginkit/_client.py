@@ -932,12 +932,8 @@ class Client:
                 sock.settimeout(timeout)
                 # The reader decodes the chunks that came with the head at once.
                 reader = _BodyReader(self, sock, head, rest, method, timeout)
-            except TimeoutError:
-                sock.close()
-                raise self._timeout_error(method, timeout) from None
-            except (_BadReply, OSError) as exc:
-                sock.close()
-                raise self._protocol_error(method, str(exc)) from None
+            except (_BadReply, OSError) as exc:  # TimeoutError is an OSError
+                raise self._reply_failed(sock, exc, method, timeout) from None
             return head.status, reader
 
         return self._with_retries(exchange, method, body, timeout, retry_timeout)
@@ -1051,12 +1047,8 @@ class Client:
                 if deadline is not None:  # sending used part of the time
                     sock.settimeout(_remaining(deadline))
                 data = sock.recv(_FIRST_RECV)
-        except TimeoutError:
-            sock.close()
-            raise self._timeout_error(method, timeout) from None
-        except _BadReply as exc:
-            sock.close()
-            raise self._protocol_error(method, str(exc)) from None
+        except (TimeoutError, _BadReply) as exc:
+            raise self._reply_failed(sock, exc, method, timeout) from None
         except OSError as exc:
             sock.close()
             raise _NothingReceived() from exc
@@ -1081,12 +1073,8 @@ class Client:
         """
         try:
             head, reply = self._read_reply(sock, data, deadline)
-        except TimeoutError:
-            sock.close()
-            raise self._timeout_error(method, timeout) from None
-        except _BadReply as exc:
-            sock.close()
-            raise self._protocol_error(method, str(exc)) from None
+        except (TimeoutError, _BadReply) as exc:
+            raise self._reply_failed(sock, exc, method, timeout) from None
         except _TooLarge as exc:
             sock.close()
             raise self._protocol_error(
@@ -1162,6 +1150,19 @@ class Client:
 
     def _protocol_error(self, method: str, detail: str) -> PluginProtocolError:
         return PluginProtocolError(f"{method}: invalid reply from plugin at {self.addr}: {detail}")
+
+    def _reply_failed(
+        self, sock: socket.socket, exc: Exception, method: str, timeout: float | None
+    ) -> PluginError:
+        """Close ``sock`` after a failed exchange; the error to raise for ``exc``.
+
+        A timeout is the call's deadline passing; anything else (a malformed
+        reply, a broken connection) is a protocol error naming ``exc``.
+        """
+        sock.close()
+        if isinstance(exc, TimeoutError):
+            return self._timeout_error(method, timeout)
+        return self._protocol_error(method, str(exc))
 
     def _timeout_error(self, method: str, timeout: float | None) -> PluginTimeoutError:
         return PluginTimeoutError(
