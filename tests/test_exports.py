@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import typing
 
 import pytest
 
@@ -87,6 +88,10 @@ def test_every_public_name_resolves_and_is_documented(module_name: str, name: st
     """Every name in __all__ exists; public classes and functions carry a docstring."""
     module = importlib.import_module(module_name)
     obj = getattr(module, name)
+    # A type alias such as Callable[[X], None] cannot carry a docstring (and
+    # Python 3.10's inspect.isclass says True for it).
+    if typing.get_origin(obj) is not None:
+        return
     if inspect.isclass(obj) or inspect.isfunction(obj):
         assert (obj.__doc__ or "").strip(), f"{module_name}.{name} has no docstring"
 
