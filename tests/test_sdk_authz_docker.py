@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +10,7 @@ from typing import Any
 import pytest
 
 from pluginkit.sdk import AuthzPlugin, PluginServer, authz
-from tests._sdk_helpers import wait_for
+from tests._dockerd import private_dockerd as private_engine
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -56,80 +52,9 @@ def plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, DenyInfo]]:
 
 @pytest.fixture
 def private_dockerd(plugin: tuple[str, DenyInfo], short_tmp: Path) -> Iterator[Any]:
-    import docker
-
-    dockerd = shutil.which("dockerd")
-    if dockerd is None:
-        pytest.skip("dockerd is not installed")
     name, _ = plugin
-    sock = short_tmp / "d.sock"
-    log = (short_tmp / "dockerd.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            dockerd,
-            f"--authorization-plugin={name}",
-            f"--host=unix://{sock}",
-            f"--data-root={short_tmp / 'data'}",
-            f"--exec-root={short_tmp / 'x'}",
-            f"--pidfile={short_tmp / 'd.pid'}",
-            "--storage-driver=vfs",
-            "--bridge=none",
-            "--iptables=false",
-            "--ip-masq=false",
-            "--userland-proxy=false",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    client = None
-    try:
-        client = docker.DockerClient(base_url=f"unix://{sock}", version="1.41", timeout=60)
-
-        def up() -> bool:
-            if proc.poll() is not None:
-                return True
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.settimeout(5)
-                probe.connect(str(sock))
-                probe.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
-                return probe.recv(64).startswith(b"HTTP/1.0 200")
-            except OSError:
-                return False
-            finally:
-                probe.close()
-
-        wait_for(up, timeout=90)
-        if proc.poll() is not None:
-            log.flush()
-            pytest.fail(
-                "the private dockerd exited:\n" + (short_tmp / "dockerd.log").read_text()[-3000:]
-            )
+    with private_engine(short_tmp, f"--authorization-plugin={name}") as client:
         yield client
-    finally:
-        if client is not None:
-            client.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        _unmount_under(short_tmp)
-        shutil.rmtree(short_tmp / "data", ignore_errors=True)
-
-
-def _unmount_under(root: Path) -> None:
-    """Undo mounts dockerd left under ``root`` (it bind-mounts its data root onto itself)."""
-    points = []
-    with open("/proc/self/mountinfo") as mountinfo:
-        for line in mountinfo:
-            point = line.split()[4]
-            if point == str(root) or point.startswith(f"{root}/"):
-                points.append(point)
-    for point in sorted(points, key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
 def test_engine_asks_authz_plugin(private_dockerd: Any, plugin: tuple[str, DenyInfo]) -> None:

@@ -20,11 +20,13 @@ from pluginkit.sdk import (
     IpamDriver,
     NetworkDriver,
     PluginServer,
+    SecretProvider,
     VolumeDriver,
     authz,
     converter,
     ipam,
     network,
+    secrets,
     volume,
 )
 from tests._sdk_helpers import RawClient
@@ -361,6 +363,94 @@ def test_authz_request_decoding_and_verdict(serve: Any) -> None:
     }
 
 
+class Vault(SecretProvider):
+    def __init__(self) -> None:
+        self.seen: list[secrets.SecretRequest] = []
+
+    def get_secret(self, request: secrets.SecretRequest) -> secrets.SecretResponse:
+        self.seen.append(request)
+        if request.secret_name == "missing":
+            raise PluginError("no secret 'missing' in the vault")
+        if request.secret_name == "one-time":
+            return secrets.SecretResponse(value=b"\x00\xff", do_not_reuse=True)
+        return secrets.SecretResponse(value="hunter2")
+
+
+# What a Docker 20.10 swarm worker sent for `docker service create --secret
+# db-password ...` (ids shortened), plus the labels and ports it sends when set.
+_GET_SECRET = {
+    "SecretName": "db-password",
+    "SecretLabels": {"env": "prod"},
+    "ServiceID": "63snlly31rfd",
+    "ServiceName": "probe",
+    "ServiceLabels": None,
+    "TaskID": "lh1tw7lnztz2",
+    "TaskName": "probe.1.lh1tw7lnztz2",
+    "TaskImage": "pk-busybox:probe",
+    "NodeID": "trnk084yzqce",
+    "ServiceEndpointSpec": {
+        "Ports": [{"Name": "web", "Protocol": 1, "TargetPort": 80, "PublishedPort": 8080}]
+    },
+}
+
+
+def test_secret_provider_decodes_the_engines_request(serve: Any) -> None:
+    """GetSecret decodes every field the engine sends; the value goes back as base64."""
+    plugin = Vault()
+    c = serve(plugin.server())
+    assert c.call("Plugin.Activate").json() == {"Implements": ["secretprovider"]}
+    reply = c.call("SecretProvider.GetSecret", _GET_SECRET)
+    assert (reply.status, reply.json()) == (
+        200,
+        {"Value": base64.b64encode(b"hunter2").decode(), "DoNotReuse": False},
+    )
+    assert plugin.seen == [
+        secrets.SecretRequest(
+            secret_name="db-password",
+            secret_labels={"env": "prod"},
+            service_id="63snlly31rfd",
+            service_name="probe",
+            task_id="lh1tw7lnztz2",
+            task_name="probe.1.lh1tw7lnztz2",
+            task_image="pk-busybox:probe",
+            node_id="trnk084yzqce",
+            service_endpoint_spec=secrets.EndpointSpec(
+                ports=[
+                    secrets.PortConfig(name="web", protocol=1, target_port=80, published_port=8080)
+                ]
+            ),
+        )
+    ]
+
+
+def test_secret_provider_bytes_do_not_reuse_and_errors(serve: Any) -> None:
+    """Binary values and DoNotReuse reach the wire; a raised error is 500 {"Err"}."""
+    c = serve(Vault().server())
+    one_time = c.call("SecretProvider.GetSecret", {"SecretName": "one-time"})
+    assert one_time.json() == {"Value": "AP8=", "DoNotReuse": True}
+    missing = c.call("SecretProvider.GetSecret", {"SecretName": "missing"})
+    assert (missing.status, missing.json()) == (500, {"Err": "no secret 'missing' in the vault"})
+    wrong = c.call("SecretProvider.GetSecret", {"SecretName": 7})
+    assert wrong.status == 400
+    assert wrong.json() == {
+        "Err": "invalid SecretProvider.GetSecret request: "
+        "invalid value for type, expected str (got int) @ request.SecretName"
+    }
+
+
+def test_secret_provider_without_get_secret_serves_nothing(serve: Any) -> None:
+    """A provider that does not implement get_secret answers 404, as a Go plugin would."""
+    c = serve(SecretProvider().server())
+    assert c.call("Plugin.Activate").json() == {"Implements": ["secretprovider"]}
+    assert c.call("SecretProvider.GetSecret", {"SecretName": "x"}).status == 404
+
+
+def test_secret_response_takes_text_as_utf8() -> None:
+    """A str value is stored as its UTF-8 bytes."""
+    assert secrets.SecretResponse(value="pässword").value == "pässword".encode()
+    assert secrets.SecretResponse().value == b""
+
+
 def test_converter_round_trip_bytes_as_base64() -> None:
     """The converter writes bytes as base64 and reads them back."""
     data = converter.unstructure(authz.AuthzRequest(request_body=b"\x00\xff"))
@@ -390,12 +480,14 @@ def test_sdk_public_names() -> None:
             "IpamDriver",
             "NetworkDriver",
             "PluginServer",
+            "SecretProvider",
             "VolumeDriver",
             "authz",
             "converter",
             "ipam",
             "json_name",
             "network",
+            "secrets",
             "volume",
         ]
     )
@@ -671,6 +763,28 @@ def test_every_reference_endpoint_is_declared() -> None:
             ],
         ),
         (authz.AuthzResponse, ["Allow", "Msg", "Err"]),
+        (
+            secrets.SecretRequest,
+            [
+                "SecretName",
+                "SecretLabels",
+                "ServiceHostname",
+                "ServiceID",
+                "ServiceName",
+                "ServiceLabels",
+                "TaskID",
+                "TaskName",
+                "TaskImage",
+                "NodeID",
+                "ServiceEndpointSpec",
+            ],
+        ),
+        (secrets.SecretResponse, ["Value", "DoNotReuse"]),
+        (secrets.EndpointSpec, ["Mode", "Ports"]),
+        (
+            secrets.PortConfig,
+            ["Name", "Protocol", "TargetPort", "PublishedPort", "PublishMode"],
+        ),
     ],
 )
 def test_models_use_dockers_json_names(model: type[Any], names: list[str]) -> None:

@@ -3,15 +3,16 @@
 :class:`PluginServer` answers Docker's plugin protocol (``Plugin.Activate``
 plus ``POST /<Method>`` JSON calls) over a unix socket or TCP. The typed
 drivers (:class:`VolumeDriver`, :class:`NetworkDriver`, :class:`IpamDriver`,
-:class:`AuthzPlugin`) turn Docker's endpoints into methods with attrs request
-and response models; the models live in :mod:`pluginkit.sdk.volume`,
-:mod:`pluginkit.sdk.network`, :mod:`pluginkit.sdk.ipam` and
-:mod:`pluginkit.sdk.authz`, and :data:`converter` maps them to Docker's JSON.
+:class:`AuthzPlugin`, :class:`SecretProvider`) turn Docker's endpoints into
+methods with attrs request and response models; the models live in
+:mod:`pluginkit.sdk.volume`, :mod:`pluginkit.sdk.network`,
+:mod:`pluginkit.sdk.ipam`, :mod:`pluginkit.sdk.authz` and
+:mod:`pluginkit.sdk.secrets`, and :data:`converter` maps them to Docker's JSON.
 """
 
 from __future__ import annotations
 
-from . import authz, ipam, network, volume
+from . import authz, ipam, network, secrets, volume
 from ._convert import converter, json_name
 from ._driver import Driver, Endpoint
 from ._http import CONTENT_TYPE
@@ -19,6 +20,7 @@ from ._server import Handler, InvalidRequestError, PluginServer
 from .authz import AuthzPlugin
 from .ipam import IpamDriver
 from .network import NetworkDriver
+from .secrets import SecretProvider
 from .volume import VolumeDriver
 
 __all__ = [
@@ -31,11 +33,13 @@ __all__ = [
     "IpamDriver",
     "NetworkDriver",
     "PluginServer",
+    "SecretProvider",
     "VolumeDriver",
     "authz",
     "converter",
     "ipam",
     "json_name",
     "network",
+    "secrets",
     "volume",
 ]
