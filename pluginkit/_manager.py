@@ -1509,11 +1509,12 @@ def _check_grant(required: list[Privilege], grant: Grant) -> None:
 
 
 def _read_context(context: Path) -> PluginConfig:
-    """Read the config of a plugin directory, after checking it has ``rootfs/``."""
-    config_path = context / "config.json"
-    if not config_path.is_file():
-        raise InvalidConfigError(f"config not found: {config_path}", path=os.fspath(config_path))
-    config = load_config(config_path)
+    """Read the config of a plugin directory, then check it has ``rootfs/``.
+
+    A missing ``config.json`` is reported by :func:`load_config`
+    (``config not found: PATH``).
+    """
+    config = load_config(context / "config.json")
     if not (context / "rootfs").is_dir():
         raise InvalidConfigError(f"no rootfs found in {context}", path=os.fspath(context))
     return config

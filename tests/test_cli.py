@@ -484,6 +484,31 @@ def test_create_from_missing_dir(cli: Cli, short_tmp: Path) -> None:
     assert str(missing) in line
 
 
+def test_create_without_config_json(cli: Cli, short_tmp: Path) -> None:
+    """create from a directory without config.json prints Docker's "config not found"."""
+    context = short_tmp / "noconfig"
+    (context / "rootfs").mkdir(parents=True)
+    result = cli("create", "x", str(context))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert error_line(result) == f"Error: config not found: {context / 'config.json'}"
+    assert cli.ok("ls", "-q") == ""
+
+
+def test_create_with_broken_config_json(cli: Cli, short_tmp: Path) -> None:
+    """create with a config.json that is not JSON names the file, line and column."""
+    context = short_tmp / "badjson"
+    (context / "rootfs").mkdir(parents=True)
+    (context / "config.json").write_text("{bad")
+    result = cli("create", "x", str(context))
+    assert result.returncode == 1
+    assert error_line(result) == (
+        f"Error: invalid plugin config {context / 'config.json'}: line 1 column 2: "
+        "Expecting property name enclosed in double quotes"
+    )
+    assert cli.ok("ls", "-q") == ""
+
+
 @pytest.mark.slow
 def test_plugin_that_dies_on_enable(cli: Cli, short_tmp: Path) -> None:
     """A plugin dying at start: one line with what failed and its last stderr line."""

@@ -121,8 +121,37 @@ def test_create_without_config_json(env: Env, m: Manager) -> None:
     """A context without config.json fails with Docker's "config not found"."""
     ctx = env.tmp / "empty"
     (ctx / "rootfs").mkdir(parents=True)
-    with pytest.raises(InvalidConfigError, match=r"^config not found: .*config\.json$"):
+    with pytest.raises(InvalidConfigError, match=r"^config not found: .*config\.json$") as info:
         m.create("foo", ctx)
+    assert str(info.value) == f"config not found: {ctx / 'config.json'}"
+    assert info.value.path == str(ctx / "config.json")
+    assert m.list() == []
+
+
+def test_privileges_and_install_without_config_json(env: Env, m: Manager) -> None:
+    """privileges() and install() report a missing config.json with the same text as create()."""
+    ctx = env.tmp / "empty"
+    (ctx / "rootfs").mkdir(parents=True)
+    expected = f"config not found: {ctx / 'config.json'}"
+    with pytest.raises(InvalidConfigError) as info:
+        m.privileges(ctx)
+    assert str(info.value) == expected
+    with pytest.raises(InvalidConfigError) as info:
+        m.install(ctx, name="foo", grant=True)
+    assert str(info.value) == expected
+    assert m.list() == []
+
+
+def test_create_with_a_config_json_directory(env: Env, m: Manager) -> None:
+    """A config.json that is a directory is unreadable, not "not found"."""
+    ctx = env.tmp / "odd"
+    (ctx / "rootfs").mkdir(parents=True)
+    (ctx / "config.json").mkdir()
+    with pytest.raises(InvalidConfigError) as info:
+        m.create("foo", ctx)
+    assert str(info.value) == (
+        f"invalid plugin config {ctx / 'config.json'}: cannot read it: Is a directory"
+    )
 
 
 def test_create_without_rootfs(env: Env, m: Manager) -> None:
