@@ -80,6 +80,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _filter_arg(text: str) -> str:
+    """Check an ``ls --filter`` value is ``KEY=VALUE``; else a usage error, as in Docker."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"bad format of filter (expected name=value): {text}")
+    return text
+
+
 def _ellipsis(text: str, width: int) -> str:
     """Cut ``text`` to ``width`` characters, the last one an ellipsis, as Docker's CLI."""
     if len(text) <= width:
@@ -225,7 +232,8 @@ def _parse_filters(filters: Sequence[str]) -> tuple[list[str], bool | None]:
             elif value.lower() in ("false", "0"):
                 enabled_values.add(False)
             else:
-                raise CLIError(f"invalid filter 'enabled={value}'")
+                # Docker shows the filter's values as a Go list: enabled=[maybe].
+                raise CLIError(f"invalid filter 'enabled=[{value}]'")
         else:
             raise CLIError(f"invalid filter '{key}'")
     if len(enabled_values) > 1:
@@ -506,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--filter",
         action="append",
         default=[],
+        type=_filter_arg,
         metavar="KEY=VALUE",
         help="enabled=true|false or capability=CAP (repeatable)",
     )
