@@ -318,24 +318,27 @@ def _confirm(question: str, out: TextIO) -> bool:
 
 def cmd_install(args: argparse.Namespace, out: TextIO) -> int:
     """``pluginkit install SOURCE``: create from a directory or tar, grant, set, enable."""
+
+    def ask(privileges: list[Privilege]) -> bool:
+        # Called by install() with what the plugin it read needs: a missing
+        # source is reported as such, and what is shown is what is checked.
+        if not privileges:
+            return True
+        if not sys.stdin.isatty():
+            raise CLIError(
+                f'plugin "{args.source}" requests privileges and there is no terminal '
+                "to ask; review them with 'pluginkit privileges "
+                f"{args.source}' and pass --grant-all-permissions"
+            )
+        out.write(f'Plugin "{args.source}" is requesting the following privileges:\n')
+        for line in _format_privileges(privileges):
+            out.write(line + "\n")
+        if not _confirm("Do you grant the above permissions?", out):
+            raise CLIError("permission denied")
+        return True
+
     with _open_manager(args) as manager:
-        grant: Any = True
-        if not args.grant_all_permissions:
-            privileges = manager.privileges(args.source)
-            if privileges:
-                if not sys.stdin.isatty():
-                    raise CLIError(
-                        f'plugin "{args.source}" requests privileges and there is no terminal '
-                        "to ask; review them with 'pluginkit privileges "
-                        f"{args.source}' and pass --grant-all-permissions"
-                    )
-                out.write(f'Plugin "{args.source}" is requesting the following privileges:\n')
-                for line in _format_privileges(privileges):
-                    out.write(line + "\n")
-                if not _confirm("Do you grant the above permissions?", out):
-                    raise CLIError("permission denied")
-            # Grant exactly what was shown: the manager re-checks it.
-            grant = list(privileges)
+        grant = True if args.grant_all_permissions else ask
         plugin = manager.install(args.source, name=args.alias, grant=grant)
         if args.settings:
             try:

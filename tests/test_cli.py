@@ -332,6 +332,44 @@ def test_install_asks_on_a_terminal(cli: Cli, plugin_dir: Path) -> None:
     assert cli.ok("ls", "-q") == ""
 
 
+def test_install_granted_on_a_terminal(cli: Cli, plugin_dir: Path) -> None:
+    """On a terminal, a 'y' installs the plugin with the privileges shown."""
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, b"y\n")
+        result = cli("install", str(plugin_dir), "--alias", "priv", "--disable", stdin=terminal)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        f'Plugin "{plugin_dir}" is requesting the following privileges:\n'
+        " - network: [host]\n"
+        "Do you grant the above permissions? [y/N] "
+        f"Installed plugin {plugin_dir}\n"
+    )
+    assert cli.ok("ls", "--format", "json").count('"Name": "priv:latest"') == 1
+
+
+@pytest.mark.parametrize("grant", [[], ["--grant-all-permissions"]], ids=["ask", "grant-all"])
+def test_install_from_a_missing_source(cli: Cli, short_tmp: Path, grant: list[str]) -> None:
+    """install of a path that does not exist says so, whether or not it would ask."""
+    missing = short_tmp / "missing"
+    result = cli("install", str(missing), "--alias", "x", *grant)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert error_line(result) == f"Error: plugin source {missing} does not exist"
+
+
+def test_install_of_a_taken_name_fails_before_asking(cli: Cli, plugin_dir: Path) -> None:
+    """install under a name in use fails with Docker's text, without asking for privileges."""
+    cli.ok("create", "lv", str(plugin_dir))
+    result = cli("install", str(plugin_dir), "--alias", "lv")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert error_line(result) == "Error: plugin lv:latest already exists"
+
+
 @pytest.mark.slow
 def test_install_grant_all_sets_and_enables(cli: Cli, plugin_dir: Path) -> None:
     """install --grant-all-permissions applies KEY=VAL settings, then enables."""
