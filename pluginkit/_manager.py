@@ -1521,7 +1521,11 @@ def _read_context(context: Path) -> PluginConfig:
 
 
 def _name_from_source(path: Path) -> str:
-    base = path.name
+    """Return the default name of a plugin installed from ``path``: its absolute base name.
+
+    ``.``, ``./`` and ``..`` name the directory they stand for.
+    """
+    base = os.path.basename(os.path.abspath(path))
     for suffix in (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar"):
         if base.endswith(suffix):
             base = base[: -len(suffix)]
@@ -1530,7 +1534,8 @@ def _name_from_source(path: Path) -> str:
         return normalize_name(base)
     except InvalidReferenceError as exc:
         raise InvalidReferenceError(
-            f"cannot use {base!r} (from {path}) as a plugin name: {exc}; pass name="
+            f"cannot use {base!r} (from {path}) as a plugin name: {exc}; pass name= "
+            "(--alias on the command line)"
         ) from None
 
 

@@ -775,6 +775,29 @@ def test_install_of_a_missing_source(env: Env, m: Manager) -> None:
         m.install(env.tmp / "nope")
 
 
+@pytest.mark.parametrize("spelling", [".", "./", "rootfs/.."])
+def test_install_from_dot_names_the_directory(
+    env: Env, m: Manager, monkeypatch: pytest.MonkeyPatch, spelling: str
+) -> None:
+    """install(".") and the like take their default name from the directory they mean."""
+    ctx = env.plugin_dir("myvol")
+    monkeypatch.chdir(ctx)
+    assert m.install(spelling).name == "myvol:latest"
+
+
+def test_install_from_a_source_whose_name_does_not_parse(env: Env, m: Manager) -> None:
+    """A source whose base name is no plugin name says so and how to give one."""
+    ctx = env.plugin_dir("My_Vol")
+    with pytest.raises(InvalidReferenceError) as info:
+        m.install(ctx)
+    assert str(info.value) == (
+        f"cannot use 'My_Vol' (from {ctx}) as a plugin name: "
+        'failed to parse reference "My_Vol": invalid reference format: '
+        "repository name must be lowercase; pass name= (--alias on the command line)"
+    )
+    assert m.list() == []
+
+
 def test_install_of_a_file_that_is_not_an_archive(env: Env, m: Manager) -> None:
     """A plain file is neither a directory nor an archive."""
     junk = env.tmp / "junk.tar"
