@@ -493,7 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
         name: str, func: Callable[..., int], help: str, **kw: Any
     ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help, **kw)
-        sub.set_defaults(func=func)
+        # command_parser: whose --help a usage error found after parsing points at.
+        sub.set_defaults(func=func, command_parser=sub)
         return sub
 
     def legacy_dirs(sub: argparse.ArgumentParser) -> None:
@@ -606,7 +607,8 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     if extras and args.command == "install" and not any(e.startswith("-") for e in extras):
         args.settings = [*args.settings, *extras]
     elif extras:
-        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        command_parser: argparse.ArgumentParser = getattr(args, "command_parser", parser)
+        command_parser.error(f"unrecognized arguments: {' '.join(extras)}")
     return args
 
 

@@ -600,6 +600,14 @@ def test_usage_error_exits_2(cli: Cli) -> None:
     )
 
 
+@pytest.mark.parametrize("command", ["ls", "list"])
+def test_extra_arguments_point_at_the_command_help(cli: Cli, command: str) -> None:
+    """Arguments a command does not take are bad usage pointing at that command's help."""
+    result = cli(command, "extra")
+    assert result.returncode == 2
+    assert error_line(result) == "Error: unrecognized arguments: extra (see 'pluginkit ls --help')"
+
+
 def test_call_method_without_interface(cli: Cli) -> None:
     """A METHOD without an Interface. prefix is a usage error."""
     result = cli("call", "x", "List")
