@@ -713,7 +713,8 @@ def _load_json(path: Path, what: str) -> Any:
     try:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
-        raise InvalidConfigError(f"invalid {what} {source}: file not found", path=source) from None
+        # Docker's text (plugin create answers "config not found"), with the path.
+        raise InvalidConfigError(f"config not found: {source}", path=source) from None
     except OSError as exc:
         raise InvalidConfigError(
             f"invalid {what} {source}: cannot read it: {exc.strerror}", path=source
@@ -742,8 +743,10 @@ def load_config(path: Path) -> PluginConfig:
     """Read and parse a ``config.json`` file.
 
     Raises:
-        InvalidConfigError: the file cannot be read, is not JSON (the message
-            gives line and column), or does not parse (see :func:`parse_config`).
+        InvalidConfigError: ``config not found: PATH`` when there is no such
+            file (Docker's text); the file cannot be read, is not JSON (the
+            message gives line and column), or does not parse (see
+            :func:`parse_config`).
     """
     path = Path(path)
     return parse_config(_load_json(path, "plugin config"), source=os.fspath(path))

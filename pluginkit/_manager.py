@@ -1509,18 +1509,23 @@ def _check_grant(required: list[Privilege], grant: Grant) -> None:
 
 
 def _read_context(context: Path) -> PluginConfig:
-    """Read the config of a plugin directory, after checking it has ``rootfs/``."""
-    config_path = context / "config.json"
-    if not config_path.is_file():
-        raise InvalidConfigError(f"config not found: {config_path}", path=os.fspath(config_path))
-    config = load_config(config_path)
+    """Read the config of a plugin directory, then check it has ``rootfs/``.
+
+    A missing ``config.json`` is reported by :func:`load_config`
+    (``config not found: PATH``).
+    """
+    config = load_config(context / "config.json")
     if not (context / "rootfs").is_dir():
         raise InvalidConfigError(f"no rootfs found in {context}", path=os.fspath(context))
     return config
 
 
 def _name_from_source(path: Path) -> str:
-    base = path.name
+    """Return the default name of a plugin installed from ``path``: its absolute base name.
+
+    ``.``, ``./`` and ``..`` name the directory they stand for.
+    """
+    base = os.path.basename(os.path.abspath(path))
     for suffix in (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar"):
         if base.endswith(suffix):
             base = base[: -len(suffix)]
@@ -1529,7 +1534,8 @@ def _name_from_source(path: Path) -> str:
         return normalize_name(base)
     except InvalidReferenceError as exc:
         raise InvalidReferenceError(
-            f"cannot use {base!r} (from {path}) as a plugin name: {exc}; pass name="
+            f"cannot use {base!r} (from {path}) as a plugin name: {exc}; pass name= "
+            "(--alias on the command line)"
         ) from None
 
 

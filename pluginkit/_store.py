@@ -275,6 +275,12 @@ class Store:
             except (OSError, ValueError) as exc:
                 log.warning("error loading plugin record %s, skipping: %s", path, exc)
                 continue
+            except RecursionError:
+                # json raises it for deeply nested input: a bad file, not a bug.
+                log.warning(
+                    "error loading plugin record %s, skipping: JSON nested too deeply", path
+                )
+                continue
             records.append((plugin_id, record))
         return records
 

@@ -80,6 +80,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _filter_arg(text: str) -> str:
+    """Check an ``ls --filter`` value is ``KEY=VALUE``; else a usage error, as in Docker."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"bad format of filter (expected name=value): {text}")
+    return text
+
+
 def _ellipsis(text: str, width: int) -> str:
     """Cut ``text`` to ``width`` characters, the last one an ellipsis, as Docker's CLI."""
     if len(text) <= width:
@@ -225,7 +232,8 @@ def _parse_filters(filters: Sequence[str]) -> tuple[list[str], bool | None]:
             elif value.lower() in ("false", "0"):
                 enabled_values.add(False)
             else:
-                raise CLIError(f"invalid filter 'enabled={value}'")
+                # Docker shows the filter's values as a Go list: enabled=[maybe].
+                raise CLIError(f"invalid filter 'enabled=[{value}]'")
         else:
             raise CLIError(f"invalid filter '{key}'")
     if len(enabled_values) > 1:
@@ -310,24 +318,27 @@ def _confirm(question: str, out: TextIO) -> bool:
 
 def cmd_install(args: argparse.Namespace, out: TextIO) -> int:
     """``pluginkit install SOURCE``: create from a directory or tar, grant, set, enable."""
+
+    def ask(privileges: list[Privilege]) -> bool:
+        # Called by install() with what the plugin it read needs: a missing
+        # source is reported as such, and what is shown is what is checked.
+        if not privileges:
+            return True
+        if not sys.stdin.isatty():
+            raise CLIError(
+                f'plugin "{args.source}" requests privileges and there is no terminal '
+                "to ask; review them with 'pluginkit privileges "
+                f"{args.source}' and pass --grant-all-permissions"
+            )
+        out.write(f'Plugin "{args.source}" is requesting the following privileges:\n')
+        for line in _format_privileges(privileges):
+            out.write(line + "\n")
+        if not _confirm("Do you grant the above permissions?", out):
+            raise CLIError("permission denied")
+        return True
+
     with _open_manager(args) as manager:
-        grant: Any = True
-        if not args.grant_all_permissions:
-            privileges = manager.privileges(args.source)
-            if privileges:
-                if not sys.stdin.isatty():
-                    raise CLIError(
-                        f'plugin "{args.source}" requests privileges and there is no terminal '
-                        "to ask; review them with 'pluginkit privileges "
-                        f"{args.source}' and pass --grant-all-permissions"
-                    )
-                out.write(f'Plugin "{args.source}" is requesting the following privileges:\n')
-                for line in _format_privileges(privileges):
-                    out.write(line + "\n")
-                if not _confirm("Do you grant the above permissions?", out):
-                    raise CLIError("permission denied")
-            # Grant exactly what was shown: the manager re-checks it.
-            grant = list(privileges)
+        grant = True if args.grant_all_permissions else ask
         plugin = manager.install(args.source, name=args.alias, grant=grant)
         if args.settings:
             try:
@@ -482,7 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
         name: str, func: Callable[..., int], help: str, **kw: Any
     ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help, **kw)
-        sub.set_defaults(func=func)
+        # command_parser: whose --help a usage error found after parsing points at.
+        sub.set_defaults(func=func, command_parser=sub)
         return sub
 
     def legacy_dirs(sub: argparse.ArgumentParser) -> None:
@@ -506,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--filter",
         action="append",
         default=[],
+        type=_filter_arg,
         metavar="KEY=VALUE",
         help="enabled=true|false or capability=CAP (repeatable)",
     )
@@ -594,7 +607,8 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     if extras and args.command == "install" and not any(e.startswith("-") for e in extras):
         args.settings = [*args.settings, *extras]
     elif extras:
-        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        command_parser: argparse.ArgumentParser = getattr(args, "command_parser", parser)
+        command_parser.error(f"unrecognized arguments: {' '.join(extras)}")
     return args
 
 

@@ -247,8 +247,7 @@ def test_ls_filters(cli: Cli, plugin_dir: Path) -> None:
     ("filter_arg", "message"),
     [
         ("color=red", "Error: invalid filter 'color'"),
-        ("enabled=maybe", "Error: invalid filter 'enabled=maybe'"),
-        ("enabled", "Error: bad format of filter (expected name=value): enabled"),
+        ("enabled=maybe", "Error: invalid filter 'enabled=[maybe]'"),
     ],
 )
 def test_ls_bad_filter(cli: Cli, filter_arg: str, message: str) -> None:
@@ -256,6 +255,16 @@ def test_ls_bad_filter(cli: Cli, filter_arg: str, message: str) -> None:
     result = cli("ls", "--filter", filter_arg)
     assert result.returncode == 1
     assert error_line(result) == message
+
+
+def test_ls_filter_without_equals_is_a_usage_error(cli: Cli) -> None:
+    """A --filter without '=' is bad usage (exit 2), as Docker's flag parser says."""
+    result = cli("ls", "--filter", "enabled")
+    assert result.returncode == 2
+    assert error_line(result) == (
+        "Error: argument -f/--filter: bad format of filter (expected name=value): enabled "
+        "(see 'pluginkit ls --help')"
+    )
 
 
 def test_inspect_unknown_plugin(cli: Cli) -> None:
@@ -321,6 +330,44 @@ def test_install_asks_on_a_terminal(cli: Cli, plugin_dir: Path) -> None:
     )
     assert error_line(result) == "Error: permission denied"
     assert cli.ok("ls", "-q") == ""
+
+
+def test_install_granted_on_a_terminal(cli: Cli, plugin_dir: Path) -> None:
+    """On a terminal, a 'y' installs the plugin with the privileges shown."""
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, b"y\n")
+        result = cli("install", str(plugin_dir), "--alias", "priv", "--disable", stdin=terminal)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        f'Plugin "{plugin_dir}" is requesting the following privileges:\n'
+        " - network: [host]\n"
+        "Do you grant the above permissions? [y/N] "
+        f"Installed plugin {plugin_dir}\n"
+    )
+    assert cli.ok("ls", "--format", "json").count('"Name": "priv:latest"') == 1
+
+
+@pytest.mark.parametrize("grant", [[], ["--grant-all-permissions"]], ids=["ask", "grant-all"])
+def test_install_from_a_missing_source(cli: Cli, short_tmp: Path, grant: list[str]) -> None:
+    """install of a path that does not exist says so, whether or not it would ask."""
+    missing = short_tmp / "missing"
+    result = cli("install", str(missing), "--alias", "x", *grant)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert error_line(result) == f"Error: plugin source {missing} does not exist"
+
+
+def test_install_of_a_taken_name_fails_before_asking(cli: Cli, plugin_dir: Path) -> None:
+    """install under a name in use fails with Docker's text, without asking for privileges."""
+    cli.ok("create", "lv", str(plugin_dir))
+    result = cli("install", str(plugin_dir), "--alias", "lv")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert error_line(result) == "Error: plugin lv:latest already exists"
 
 
 @pytest.mark.slow
@@ -484,6 +531,31 @@ def test_create_from_missing_dir(cli: Cli, short_tmp: Path) -> None:
     assert str(missing) in line
 
 
+def test_create_without_config_json(cli: Cli, short_tmp: Path) -> None:
+    """create from a directory without config.json prints Docker's "config not found"."""
+    context = short_tmp / "noconfig"
+    (context / "rootfs").mkdir(parents=True)
+    result = cli("create", "x", str(context))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert error_line(result) == f"Error: config not found: {context / 'config.json'}"
+    assert cli.ok("ls", "-q") == ""
+
+
+def test_create_with_broken_config_json(cli: Cli, short_tmp: Path) -> None:
+    """create with a config.json that is not JSON names the file, line and column."""
+    context = short_tmp / "badjson"
+    (context / "rootfs").mkdir(parents=True)
+    (context / "config.json").write_text("{bad")
+    result = cli("create", "x", str(context))
+    assert result.returncode == 1
+    assert error_line(result) == (
+        f"Error: invalid plugin config {context / 'config.json'}: line 1 column 2: "
+        "Expecting property name enclosed in double quotes"
+    )
+    assert cli.ok("ls", "-q") == ""
+
+
 @pytest.mark.slow
 def test_plugin_that_dies_on_enable(cli: Cli, short_tmp: Path) -> None:
     """A plugin dying at start: one line with what failed and its last stderr line."""
@@ -526,6 +598,14 @@ def test_usage_error_exits_2(cli: Cli) -> None:
     assert error_line(result) == (
         "Error: the following arguments are required: NAME (see 'pluginkit rm --help')"
     )
+
+
+@pytest.mark.parametrize("command", ["ls", "list"])
+def test_extra_arguments_point_at_the_command_help(cli: Cli, command: str) -> None:
+    """Arguments a command does not take are bad usage pointing at that command's help."""
+    result = cli(command, "extra")
+    assert result.returncode == 2
+    assert error_line(result) == "Error: unrecognized arguments: extra (see 'pluginkit ls --help')"
 
 
 def test_call_method_without_interface(cli: Cli) -> None:

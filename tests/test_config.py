@@ -631,11 +631,12 @@ def test_invalid_json_names_line_and_column(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    """A missing config.json is a clear error."""
+    """A missing config.json is Docker's "config not found", with the path."""
     path = tmp_path / "config.json"
     with pytest.raises(InvalidConfigError) as info:
         load_config(path)
-    assert str(info.value) == f"invalid plugin config {path}: file not found"
+    assert str(info.value) == f"config not found: {path}"
+    assert info.value.path == str(path)
 
 
 def test_nan_is_not_json(tmp_path):

@@ -121,8 +121,37 @@ def test_create_without_config_json(env: Env, m: Manager) -> None:
     """A context without config.json fails with Docker's "config not found"."""
     ctx = env.tmp / "empty"
     (ctx / "rootfs").mkdir(parents=True)
-    with pytest.raises(InvalidConfigError, match=r"^config not found: .*config\.json$"):
+    with pytest.raises(InvalidConfigError, match=r"^config not found: .*config\.json$") as info:
         m.create("foo", ctx)
+    assert str(info.value) == f"config not found: {ctx / 'config.json'}"
+    assert info.value.path == str(ctx / "config.json")
+    assert m.list() == []
+
+
+def test_privileges_and_install_without_config_json(env: Env, m: Manager) -> None:
+    """privileges() and install() report a missing config.json with the same text as create()."""
+    ctx = env.tmp / "empty"
+    (ctx / "rootfs").mkdir(parents=True)
+    expected = f"config not found: {ctx / 'config.json'}"
+    with pytest.raises(InvalidConfigError) as info:
+        m.privileges(ctx)
+    assert str(info.value) == expected
+    with pytest.raises(InvalidConfigError) as info:
+        m.install(ctx, name="foo", grant=True)
+    assert str(info.value) == expected
+    assert m.list() == []
+
+
+def test_create_with_a_config_json_directory(env: Env, m: Manager) -> None:
+    """A config.json that is a directory is unreadable, not "not found"."""
+    ctx = env.tmp / "odd"
+    (ctx / "rootfs").mkdir(parents=True)
+    (ctx / "config.json").mkdir()
+    with pytest.raises(InvalidConfigError) as info:
+        m.create("foo", ctx)
+    assert str(info.value) == (
+        f"invalid plugin config {ctx / 'config.json'}: cannot read it: Is a directory"
+    )
 
 
 def test_create_without_rootfs(env: Env, m: Manager) -> None:
@@ -744,6 +773,29 @@ def test_install_of_a_missing_source(env: Env, m: Manager) -> None:
     """A source that does not exist is named in the error."""
     with pytest.raises(InvalidConfigError, match=r"^plugin source .*/nope does not exist$"):
         m.install(env.tmp / "nope")
+
+
+@pytest.mark.parametrize("spelling", [".", "./", "rootfs/.."])
+def test_install_from_dot_names_the_directory(
+    env: Env, m: Manager, monkeypatch: pytest.MonkeyPatch, spelling: str
+) -> None:
+    """install(".") and the like take their default name from the directory they mean."""
+    ctx = env.plugin_dir("myvol")
+    monkeypatch.chdir(ctx)
+    assert m.install(spelling).name == "myvol:latest"
+
+
+def test_install_from_a_source_whose_name_does_not_parse(env: Env, m: Manager) -> None:
+    """A source whose base name is no plugin name says so and how to give one."""
+    ctx = env.plugin_dir("My_Vol")
+    with pytest.raises(InvalidReferenceError) as info:
+        m.install(ctx)
+    assert str(info.value) == (
+        f"cannot use 'My_Vol' (from {ctx}) as a plugin name: "
+        'failed to parse reference "My_Vol": invalid reference format: '
+        "repository name must be lowercase; pass name= (--alias on the command line)"
+    )
+    assert m.list() == []
 
 
 def test_install_of_a_file_that_is_not_an_archive(env: Env, m: Manager) -> None:

@@ -127,6 +127,31 @@ def test_an_unreadable_plugin_is_skipped(env: Env, caplog: pytest.LogCaptureFixt
 
 
 @pytest.mark.parametrize(
+    "text",
+    ["", '{"Id": "trunc', "[" * 100_000 + "]" * 100_000],
+    ids=["empty", "truncated", "nested-too-deeply"],
+)
+def test_a_corrupt_record_file_is_skipped(
+    env: Env, caplog: pytest.LogCaptureFixture, text: str
+) -> None:
+    """A record file truncated or garbled on disk is logged and skipped; the others load."""
+    caplog.set_level(logging.WARNING, "pluginkit.manager")
+    m = env.manager()
+    a = m.create("a", env.plugin_dir("a"))
+    m.create("b", env.plugin_dir("b"))
+    m.enable("b")
+    m.shutdown()
+    env.managers.remove(m)
+    record = env.root / "plugins" / str(a.id) / "plugin.json"
+    record.write_text(text)
+    m2 = env.manager()
+    assert [(p.name, p.enabled) for p in m2.list()] == [("b:latest", True)]
+    assert env.runtime.running() == ["b:latest"]
+    [message] = [r.getMessage() for r in caplog.records]
+    assert message.startswith(f"error loading plugin record {record}, skipping: ")
+
+
+@pytest.mark.parametrize(
     ("field", "value", "why"),
     [
         ("Enabled", "false", "Enabled must be true or false, got 'false'"),

@@ -177,6 +177,21 @@ def test_load_all_skips_unreadable_entries(store: Store, caplog: pytest.LogCaptu
     ]
 
 
+def test_load_all_skips_a_deeply_nested_record(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record nested deeper than json can decode is logged and skipped, not raised."""
+    caplog.set_level(logging.WARNING, "pluginkit.manager")
+    _install(store, ID_A)
+    _install(store, ID_B)
+    (store.plugin_dir(ID_B) / "plugin.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert store.load_all() == [(ID_A, {"Id": ID_A})]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"error loading plugin record {store.plugin_dir(ID_B)}/plugin.json, skipping: "
+        "JSON nested too deeply"
+    ]
+
+
 def test_records_are_json_objects(store: Store) -> None:
     """The record on disk is plain JSON with a trailing newline."""
     _install(store, ID_A, {"Id": ID_A, "Name": "x:latest"})
