@@ -992,7 +992,7 @@ class Client:
         timeout: float | None,
     ) -> _T:
         deadline = None if timeout is None else time.monotonic() + timeout
-        sock = self._checkout()
+        sock = self._checkout(method)
         if sock is not None:
             try:
                 return exchange(sock, deadline)
@@ -1144,9 +1144,10 @@ class Client:
                 return head, bytes(buf)
             buf += more
 
-    def _closed_error(self) -> PluginConnectionError:
-        # No method in this text: other parts (the manager's tests) match it exactly.
-        return PluginConnectionError(f"cannot call plugin at {self.addr}: client is closed")
+    def _closed_error(self, method: str) -> PluginConnectionError:
+        return PluginConnectionError(
+            f"{method}: cannot call plugin at {self.addr}: client is closed"
+        )
 
     def _protocol_error(self, method: str, detail: str) -> PluginProtocolError:
         return PluginProtocolError(f"{method}: invalid reply from plugin at {self.addr}: {detail}")
@@ -1169,7 +1170,7 @@ class Client:
             f"{method}: plugin at {self.addr} did not answer within {timeout:g} s"
         )
 
-    def _checkout(self) -> socket.socket | None:
+    def _checkout(self, method: str) -> socket.socket | None:
         # list.pop and list.append are atomic: the pool needs no lock.
         idle = self._idle
         while idle:
@@ -1181,7 +1182,7 @@ class Client:
                 return sock
             sock.close()  # idle too long, closed by the plugin, or holding stray bytes
         if self._closed:
-            raise self._closed_error()
+            raise self._closed_error(method)
         return None
 
     def _checkin(self, sock: socket.socket, poller: select.poll | None = None) -> None:
@@ -1210,7 +1211,7 @@ class Client:
 
     def _connect(self, method: str, deadline: float | None, timeout: float | None) -> socket.socket:
         if self._closed:
-            raise self._closed_error()
+            raise self._closed_error(method)
         address = self._address
         try:
             if address.unix_path is not None:

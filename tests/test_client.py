@@ -477,12 +477,27 @@ def test_thread_safety(echo_server: HTTPPluginServer):
 
 
 def test_closed_client_refuses_calls(echo_server: HTTPPluginServer):
-    """After close(), a call raises PluginConnectionError saying so."""
+    """After close(), call, send_file and stream raise PluginConnectionError naming the method."""
     client = Client(echo_server.addr)
     assert client.call("Test.Echo", 1) == 1
     client.close()
-    with pytest.raises(PluginConnectionError, match="client is closed"):
+    with pytest.raises(PluginConnectionError) as raised:
         client.call("Test.Echo", 1)
+    assert str(raised.value) == (
+        f"Test.Echo: cannot call plugin at {echo_server.addr}: client is closed"
+    )
+    with pytest.raises(PluginConnectionError) as raised:
+        client.send_file("Test.Send", b"data")
+    assert str(raised.value) == (
+        f"Test.Send: cannot call plugin at {echo_server.addr}: client is closed"
+    )
+    with pytest.raises(PluginConnectionError) as raised:
+        with client.stream("Test.Stream"):
+            pass
+    assert str(raised.value) == (
+        f"Test.Stream: cannot call plugin at {echo_server.addr}: client is closed"
+    )
+    assert len(echo_server.requests) == 1
 
 
 def test_constructor_does_not_connect(short_tmp: Path):

@@ -70,7 +70,9 @@ def test_disable_closes_the_client_handed_out(env: Env) -> None:
     m.disable("vol")
     with pytest.raises(PluginConnectionError) as raised:
         client.call("VolumeDriver.List")
-    assert str(raised.value) == f"cannot call plugin at {client.addr}: client is closed"
+    assert str(raised.value) == (
+        f"VolumeDriver.List: cannot call plugin at {client.addr}: client is closed"
+    )
     m.enable("vol")
     fresh = m.get("vol").client
     assert fresh is not client
@@ -95,7 +97,9 @@ def test_remove_and_shutdown_close_the_clients(env: Env) -> None:
     for client in (removed, kept):
         with pytest.raises(PluginConnectionError) as raised:
             client.call("VolumeDriver.List")
-        assert str(raised.value) == f"cannot call plugin at {client.addr}: client is closed"
+        assert str(raised.value) == (
+            f"VolumeDriver.List: cannot call plugin at {client.addr}: client is closed"
+        )
 
 
 def test_crash_restart_call_cycles_keep_the_fd_count_flat(env: Env) -> None:
