@@ -343,7 +343,7 @@ def _parse_head(head: bytes) -> _Head:
     (whitespace before the colon or obsolete line folding would hide a
     ``Content-Length`` and leave the body to run until the plugin closes);
     Content-Length must be plain digits, repeated only with one value;
-    Transfer-Encoding, once, must be ``chunked``.
+    Transfer-Encoding, once, must be ``chunked``, and only in HTTP/1.1.
     """
     if head.count(b"\n") != head.count(b"\r\n"):  # some lines end with a bare LF
         head = head.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
@@ -379,6 +379,14 @@ def _parse_head(head: bytes) -> _Head:
             encoding = value.strip(b" \t")
         elif name == b"connection":
             connection += b"," + value.lower()
+    http10 = head[7:8] == b"0"
+    if http10 and encoding is not None:
+        # HTTP/1.0 has no Transfer-Encoding: a client must treat such a
+        # message's framing as faulty (RFC 9112 6.1), Content-Length or not.
+        raise _BadReply(
+            f"Transfer-Encoding {_show(encoding)} in an HTTP/1.0 reply"
+            " (its framing cannot be trusted, RFC 9112 6.1)"
+        )
     length = None
     if length_text is not None:
         if not length_text.isdigit():  # bytes.isdigit: ASCII digits only, no sign
@@ -388,7 +396,6 @@ def _parse_head(head: bytes) -> _Head:
         raise _BadReply(f"unsupported Transfer-Encoding {_show(encoding)}")
     chunked = encoding is not None
     # HTTP/1.0 closes unless asked otherwise; HTTP/1.1 keeps alive unless told.
-    http10 = head[7:8] == b"0"
     keep_alive = b"keep-alive" in connection if http10 else b"close" not in connection
     if status in (204, 304) or 100 <= status < 200:
         length, chunked = 0, False

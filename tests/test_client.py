@@ -1059,6 +1059,42 @@ def test_unsupported_transfer_encoding_is_rejected(
     assert rejected(short_tmp, raw, path) == detail
 
 
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    ("lines", "body", "encoding"),
+    [
+        ([b"Transfer-Encoding: chunked"], b"2\r\n{}\r\n0\r\n\r\n", "chunked"),
+        ([b"Content-Length: 2", b"Transfer-Encoding: chunked"], b"{}", "chunked"),
+        ([b"Transfer-Encoding: gzip"], b"{}", "gzip"),
+    ],
+    ids=["chunked", "with-content-length", "gzip"],
+)
+def test_transfer_encoding_in_http10_reply_is_rejected(
+    short_tmp: Path, path: str, lines: list[bytes], body: bytes, encoding: str
+):
+    """An HTTP/1.0 reply with Transfer-Encoding is refused as faulty framing, and not pooled."""
+    raw = (
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n"
+        + b"".join(line + b"\r\n" for line in lines)
+        + b"\r\n"
+        + body
+    )
+    assert rejected(short_tmp, raw, path) == (
+        f"Transfer-Encoding {encoding!r} in an HTTP/1.0 reply"
+        " (its framing cannot be trusted, RFC 9112 6.1)"
+    )
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_http10_keep_alive_reply_with_content_length_is_pooled(short_tmp: Path, path: str):
+    """An HTTP/1.0 reply with Content-Length and `Connection: keep-alive` keeps its connection."""
+    raw = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n{}"
+    with serving(short_tmp, raw, path) as (server, client):
+        assert call_on(path, client) == {}
+        assert client.call("X") == {}
+        assert server.accepted == 1
+
+
 def chunked(body: bytes) -> bytes:
     return head(b"Transfer-Encoding: chunked", body=body)
 
