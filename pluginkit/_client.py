@@ -291,20 +291,34 @@ class _Head:
         self.keep_alive = keep_alive
 
 
-def _split_head(data: bytes) -> tuple[bytes, bytes] | None:
-    """Split a reply into its head and what follows; ``None`` until the head is whole.
+def _heads(data: bytes | bytearray) -> tuple[_Head | None, int]:
+    """Parse the reply heads at the start of ``data``, up to the final one.
 
-    Interim 1xx replies before the head are skipped. Lines may end with a
-    bare LF: Go's and Python's clients accept that, so plugins may send it.
+    Returns the final head and the offset of its body, or ``None`` and the
+    offset where the first incomplete head starts. Interim 1xx replies (not
+    101, which ends the exchange) are parsed like any head, so a malformed
+    one is refused, and skipped. Lines may end with a bare LF: Go's and
+    Python's clients accept that, so plugins may send it.
     """
+    start = 0
     while True:
-        blank = _BLANK_LINE.search(data)
+        blank = _BLANK_LINE.search(data, start)
         if blank is None:
-            return None
-        if data[9:10] == b"1" and not data.startswith(b"HTTP/1.1 101"):
-            data = data[blank.end() :]  # an interim 1xx reply
-            continue
-        return data[: blank.start()], data[blank.end() :]
+            return None, start
+        head = _parse_head(bytes(data[start : blank.start()]))
+        start = blank.end()
+        if not (100 <= head.status < 200 and head.status != 101):
+            return head, start
+
+
+def _head_too_large(interim: int) -> _BadReply:
+    """Build the error for heads over ``_MAX_HEAD``; ``interim``: bytes of 1xx replies in them."""
+    if interim:
+        return _BadReply(
+            f"the reply head and the interim 1xx replies before it are larger than"
+            f" {_MAX_HEAD} bytes"
+        )
+    return _BadReply(_HEAD_TOO_LARGE)
 
 
 _BLANK_LINE: Final = re.compile(rb"\r?\n\r?\n")
@@ -493,15 +507,14 @@ class _Chunked:
 
 def _complete(data: bytes, eof: bool, limit: int) -> tuple[_Head, bytes] | None:
     """Parse a whole reply held in ``data``; ``None`` while more is needed."""
-    split = _split_head(data)
-    if split is None:
+    head, end = _heads(data)
+    if head is None:
         if len(data) > _MAX_HEAD:
-            raise _BadReply(_HEAD_TOO_LARGE)
+            raise _head_too_large(end)
         if eof:
             raise _BadReply("connection closed in the middle of the reply headers")
         return None
-    head = _parse_head(split[0])
-    body = split[1]
+    body = data[end:]
     if head.length is not None:
         if head.length > limit:
             raise _TooLarge(head.length)
@@ -1388,13 +1401,15 @@ def _read_head(sock: socket.socket, data: bytes, deadline: float | None) -> tupl
 
     Returns the parsed head and the bytes after it.
     """
-    split = _split_head(data)
-    if split is not None:  # the usual case: all in the first recv
-        return _parse_head(split[0]), split[1]
-    acc = bytearray(data)
+    head, end = _heads(data)
+    if head is not None:  # the usual case: all in the first recv
+        return head, data[end:]
+    # Interim replies already parsed are dropped, but count towards the cap.
+    skipped = end
+    acc = bytearray(data[end:])
     while True:
-        if len(acc) > _MAX_HEAD:
-            raise _BadReply(_HEAD_TOO_LARGE)
+        if skipped + len(acc) > _MAX_HEAD:
+            raise _head_too_large(skipped)
         if deadline is not None:
             sock.settimeout(_remaining(deadline))
         more = sock.recv(_RECV)
@@ -1405,9 +1420,11 @@ def _read_head(sock: socket.socket, data: bytes, deadline: float | None) -> tupl
         since = max(len(acc) - 3, 0)
         acc += more
         if _BLANK_LINE.search(acc, since) is not None:
-            split = _split_head(bytes(acc))
-            if split is not None:
-                return _parse_head(split[0]), split[1]
+            head, end = _heads(acc)
+            if head is not None:
+                return head, bytes(acc[end:])
+            skipped += end
+            del acc[:end]
 
 
 def _early_reply(sock: socket.socket, exc: OSError) -> bytes:

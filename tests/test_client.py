@@ -1095,6 +1095,104 @@ def test_http10_keep_alive_reply_with_content_length_is_pooled(short_tmp: Path, 
         assert server.accepted == 1
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_interim_replies_with_headers_are_skipped(short_tmp: Path, path: str):
+    """Well-formed 1xx replies (with headers, bare LF too) before the reply are skipped; pooled."""
+    raw = (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+        b"HTTP/1.1 100 Continue\nX-A: 1\n\n" + OK
+    )
+    with serving(short_tmp, raw, path) as (server, client):
+        assert call_on(path, client) == {}
+        assert client.call("X") == {}
+        assert server.accepted == 1
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    ("interim", "detail"),
+    [
+        (
+            b"HTTP/1.1 100 Continue\r\nContent-Length : 0\r\n\r\n",
+            "malformed header line 'Content-Length : 0': whitespace before the colon",
+        ),
+        (
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n  ; rel=preload\r\n\r\n",
+            "malformed header line '  ; rel=preload': obsolete line folding is not supported",
+        ),
+        (
+            b"HTTP/1.1 100 Continue\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "multiple Content-Length headers with different values: '1' and '2'",
+        ),
+        (
+            b"HTTP/1.1 100 Continue\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "unsupported Transfer-Encoding 'gzip'",
+        ),
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\nX Y: 1\r\n\r\n",
+            "malformed header line 'X Y: 1': invalid header name",
+        ),
+        (b"XTTP/1.1 100 Continue\r\n\r\n", "not an HTTP/1.x reply: b'XTTP/1.1 100 Continue'"),
+    ],
+    ids=["space-before-colon", "folding", "content-lengths", "encoding", "second", "status-line"],
+)
+def test_malformed_interim_reply_is_rejected(
+    short_tmp: Path, path: str, interim: bytes, detail: str
+):
+    """An interim 1xx reply is checked like a final head: a malformed one is refused."""
+    assert rejected(short_tmp, interim + OK, path) == detail
+
+
+def trickled(raw: bytes, then: bytes = OK) -> Callable[[socket.socket], None]:
+    """A RawServer behaviour: the first reply goes out in 7-byte pieces, later ones whole."""
+    pending = [raw]
+
+    def behaviour(conn: socket.socket) -> None:
+        while read_request(conn):
+            if not pending:
+                conn.sendall(then)
+                continue
+            data = pending.pop()
+            for at in range(0, len(data), 7):
+                conn.sendall(data[at : at + 7])
+                time.sleep(0.0005)
+
+    return behaviour
+
+
+@pytest.mark.parametrize("path", ["general", "stream", "concurrent"])
+@pytest.mark.parametrize(
+    "last",
+    [b"", b"HTTP/1.1 100 Continue\r\nX-A : 1\r\n\r\n"],
+    ids=["valid", "malformed-last"],
+)
+def test_interim_replies_trickling_in(short_tmp: Path, path: str, last: bytes):
+    """1xx replies split across receives are each checked once, and the reply after them is read."""
+    interims = b"HTTP/1.1 102 Processing\r\nX-Progress: 50\r\n\r\n" * 20 + last
+    with RawServer(short_tmp / "t.sock", trickled(interims + OK)) as server:
+        with Client(server.addr, timeout=10) as client:
+            if not last:
+                assert call_on(path, client) == {}
+            else:
+                with pytest.raises(PluginProtocolError) as info:
+                    call_on(path, client)
+                assert str(info.value) == (
+                    f"X: invalid reply from plugin at {server.addr}:"
+                    " malformed header line 'X-A : 1': whitespace before the colon"
+                )
+            assert client.call("X") == {}
+        assert server.accepted == (2 if last else 1)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_interim_replies_count_towards_the_head_cap(short_tmp: Path, path: str):
+    """1xx replies without end are refused once they and the head pass 64 KiB together."""
+    raw = b"HTTP/1.1 100 Continue\r\n\r\n" * 3000  # 75 000 bytes, and no final reply
+    assert rejected(short_tmp, raw, path) == (
+        "the reply head and the interim 1xx replies before it are larger than 65536 bytes"
+    )
+
+
 def chunked(body: bytes) -> bytes:
     return head(b"Transfer-Encoding: chunked", body=body)
 
