@@ -873,9 +873,9 @@ class Client:
         try:
             # JSON on the wire is UTF-8 (RFC 8259; Go's decoder assumes it too).
             return _loads(data.decode())
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise PluginProtocolError(
-                f"{method}: reply from plugin at {self.addr} is not JSON: {exc}"
+                f"{method}: reply from plugin at {self.addr} is not JSON: {_json_why(exc)}"
                 f" (reply starts with {data[:60]!r})"
             ) from None
 
@@ -1492,6 +1492,11 @@ def _backoff(retries: int) -> int:
     return min(delay, _BACKOFF_CAP)
 
 
+def _json_why(exc: Exception) -> str:
+    """Say why JSON could not be decoded (a RecursionError's own text is about Python)."""
+    return "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
@@ -1502,7 +1507,7 @@ def _call_error(method: str, status: int, data: bytes) -> PluginCallError:
     """Docker's mapping of a non-200 reply: ``Err`` when set, else the body."""
     try:
         decoded = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # too deep for Python's decoder: the body text
         decoded = None
     if isinstance(decoded, dict):
         err = decoded.get("Err")

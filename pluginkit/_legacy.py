@@ -27,7 +27,14 @@ from typing import Any
 
 import attrs
 
-from ._client import Client, TLSConfig, _backoff, call_concurrently, parse_address
+from ._client import (
+    Client,
+    TLSConfig,
+    _backoff,
+    _json_why,
+    call_concurrently,
+    parse_address,
+)
 from ._errors import (
     ErrInadequateCapability,
     ErrNotFound,
@@ -116,9 +123,9 @@ def read_spec_file(name: str, path: str) -> tuple[str, TLSConfig | None]:
         return addr, TLSConfig(insecure_skip_verify=True)
     try:
         document = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise InvalidConfigError(
-            f'plugin "{name}": {path} is not valid JSON: {exc}', path=path
+            f'plugin "{name}": {path} is not valid JSON: {_json_why(exc)}', path=path
         ) from None
     if not isinstance(document, dict):
         raise InvalidConfigError(f'plugin "{name}": {path} must hold a JSON object', path=path)

@@ -351,6 +351,32 @@ def test_only_json_whitespace_may_follow_the_reply(short_tmp: Path, body: bytes,
     assert "Extra data" in str(info.value)
 
 
+DEEP = b"[" * 100_000 + b"]" * 100_000  # valid JSON, deeper than Python's decoder goes
+
+
+@pytest.mark.parametrize("path", ["fast", "general", "concurrent"])
+def test_too_deeply_nested_reply_is_a_protocol_error(short_tmp: Path, path: str):
+    """A reply nested deeper than the decoder goes is a PluginProtocolError; the call is over."""
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(DEEP), DEEP)
+    with serving(short_tmp, raw, path) as (server, client):
+        with pytest.raises(PluginProtocolError) as info:
+            call_on(path, client)
+        assert client.call("X") == {}  # the connection, read to the end, was kept
+        assert server.accepted == 1
+    assert str(info.value) == (
+        f"X: reply from plugin at {server.addr} is not JSON: it is nested too deeply"
+        f" (reply starts with {DEEP[:60]!r})"
+    )
+
+
+def test_too_deeply_nested_error_reply_is_its_body(short_tmp: Path):
+    """A non-200 reply nested too deeply to look for `Err` gives its body as the message."""
+    with HTTPPluginServer(short_tmp / "e.sock", {"X": lambda r: (500, DEEP)}) as s:
+        with Client(s.addr) as client, pytest.raises(PluginCallError) as info:
+            client.call("X")
+    assert (info.value.status, info.value.message) == (500, DEEP.decode())
+
+
 def test_truncated_reply(short_tmp: Path):
     """A reply cut short of its Content-Length is a PluginProtocolError, not retried."""
     raw = b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"a":'

@@ -37,6 +37,7 @@ from pluginkit import (
     LegacyRegistry,
     PluginCallError,
     PluginConnectionError,
+    PluginProtocolError,
     PluginTimeoutError,
     TLSConfig,
 )
@@ -498,6 +499,46 @@ def test_activate_reply_must_be_a_manifest(registry: LegacyRegistry, dirs: tuple
             registry.get("bad", "VolumeDriver")
         with pytest.raises(ErrInadequateCapability):
             registry.get("none", "VolumeDriver")
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000  # valid JSON, deeper than Python's decoder goes
+
+
+def test_too_deeply_nested_manifest_is_skipped(
+    registry: LegacyRegistry, dirs: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+):
+    """A Plugin.Activate reply nested too deeply fails that plugin only, never get_all."""
+    with (
+        HTTPPluginServer(dirs[0] / "deep.sock", {"Plugin.Activate": lambda r: (200, DEEP)}),
+        plugin_server(dirs[0] / "good.sock", "VolumeDriver"),
+    ):
+        with caplog.at_level(logging.WARNING, logger="pluginkit.legacy"):
+            assert [p.name for p in registry.get_all("VolumeDriver")] == ["good"]
+        with pytest.raises(PluginProtocolError) as info:
+            registry.get("deep", "VolumeDriver")
+    expected = (
+        f'plugin "deep": Plugin.Activate: reply from plugin at unix://{dirs[0]}/deep.sock'
+        f" is not JSON: it is nested too deeply (reply starts with {DEEP[:60]!r})"
+    )
+    assert str(info.value) == expected
+    assert caplog.messages == [f"skipping legacy plugin deep: {expected}"]
+
+
+def test_too_deeply_nested_json_spec_file_is_skipped(
+    registry: LegacyRegistry, dirs: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+):
+    """A .json spec file nested too deeply is an InvalidConfigError; get_all skips it."""
+    path = dirs[1] / "deep.json"
+    path.write_bytes(DEEP)
+    with plugin_server(dirs[0] / "good.sock", "VolumeDriver"):
+        with caplog.at_level(logging.WARNING, logger="pluginkit.legacy"):
+            assert [p.name for p in registry.get_all("VolumeDriver")] == ["good"]
+        with pytest.raises(InvalidConfigError) as info:
+            registry.get("deep", "VolumeDriver")
+    expected = f'plugin "deep": {path} is not valid JSON: it is nested too deeply'
+    assert str(info.value) == expected
+    assert info.value.path == str(path)
+    assert caplog.messages == [f"skipping legacy plugin deep: {expected}"]
 
 
 # -- handlers ----------------------------------------------------------------
