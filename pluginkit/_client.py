@@ -777,17 +777,22 @@ class Client:
             if length is None:
                 # The general path's parser: one home for the rules on headers.
                 try:
-                    head = _parse_head(head_bytes)
-                except _BadReply as exc:
-                    sock.close()
-                    raise self._protocol_error(method, str(exc)) from None
-                length = head.length
-                if length is not None and head.keep_alive and end <= _PLAIN_HEAD_SIZE:
+                    head: _Head | None = _parse_head(head_bytes)
+                except _BadReply:
+                    # Malformed, or the head ended earlier, at a blank line
+                    # with a bare LF: the general reader finds its real end
+                    # (and says what is wrong, if anything).
+                    head = None
+                if (
+                    head is not None
+                    and head.length is not None
+                    and head.keep_alive
+                    and end <= _PLAIN_HEAD_SIZE
+                ):
+                    length = head.length
                     if len(_plain_heads) >= _PLAIN_HEADS_MAX:
                         _plain_heads.clear()
                     _plain_heads[head_bytes] = length
-                else:
-                    length = None
             if (
                 length is not None
                 and len(data) - end - 4 == length

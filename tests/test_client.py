@@ -1122,6 +1122,16 @@ def test_http10_keep_alive_reply_with_content_length_is_pooled(short_tmp: Path, 
 
 
 @pytest.mark.parametrize("path", PATHS)
+def test_bare_lf_head_before_a_crlf_blank_line_in_the_body(short_tmp: Path, path: str):
+    """A head ended by a bare-LF blank line is read right when the body holds CRLF CRLF; pooled."""
+    raw = b"HTTP/1.1 200 OK\nContent-Length: 6\n\n{}\r\n\r\n"
+    with serving(short_tmp, raw, path) as (server, client):
+        assert call_on(path, client) == {}
+        assert client.call("X") == {}
+        assert server.accepted == 1
+
+
+@pytest.mark.parametrize("path", PATHS)
 def test_interim_replies_with_headers_are_skipped(short_tmp: Path, path: str):
     """Well-formed 1xx replies (with headers, bare LF too) before the reply are skipped; pooled."""
     raw = (
