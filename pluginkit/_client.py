@@ -1239,17 +1239,19 @@ class Client:
             raise self._closed_error(method)
         address = self._address
         try:
+            dial = _DIAL_TIMEOUT if deadline is None else min(_DIAL_TIMEOUT, _remaining(deadline))
             if address.unix_path is not None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
-                    if deadline is not None:
-                        sock.settimeout(_remaining(deadline))
+                    # With a timeout, as Go dials: a full listen backlog then
+                    # fails at once (EAGAIN) and is retried, where a blocking
+                    # connect would wait for the plugin to accept, forever.
+                    sock.settimeout(dial)
                     sock.connect(address.unix_path)
                 except BaseException:
                     sock.close()
                     raise
                 return sock
-            dial = _DIAL_TIMEOUT if deadline is None else min(_DIAL_TIMEOUT, _remaining(deadline))
             sock = socket.create_connection((address.host, address.port), timeout=dial)
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -1623,7 +1625,8 @@ def _start(
             sock.connect(path)
         except BlockingIOError:
             # A full listen backlog: unix sockets do not complete such a
-            # connect later, so wait for room in a blocking connect.
+            # connect later. Try once more (a connect with a timeout does
+            # not wait for room either: it fails at once, EAGAIN, as Go's).
             sock.settimeout(min(timeout or _DIAL_TIMEOUT, _DIAL_TIMEOUT))
             sock.connect(path)
             sock.setblocking(False)

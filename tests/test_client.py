@@ -526,6 +526,67 @@ def test_closed_client_refuses_calls(echo_server: HTTPPluginServer):
     assert len(echo_server.requests) == 1
 
 
+@contextlib.contextmanager
+def full_backlog(path: Path) -> Iterator[str]:
+    """A unix socket that never accepts, its listen backlog filled; yields its address."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(0)
+    queued: list[socket.socket] = []
+    try:
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            queued.append(sock)
+            try:
+                sock.connect(str(path))
+            except BlockingIOError:
+                break
+        yield f"unix://{path}"
+    finally:
+        for sock in queued:
+            sock.close()
+        listener.close()
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0])
+def test_full_listen_backlog_is_a_connection_failure(short_tmp: Path, timeout: float | None):
+    """A plugin whose backlog is full is a connection failure at once, never a hang."""
+    outcome: list[BaseException] = []
+
+    def call(client: Client) -> None:
+        try:
+            client.call("X")
+        except PluginConnectionError as exc:
+            outcome.append(exc)
+
+    with full_backlog(short_tmp / "full.sock") as addr:
+        with Client(addr, timeout=timeout, retry_timeout=0) as client:
+            caller = threading.Thread(target=call, args=(client,), daemon=True)
+            caller.start()
+            caller.join(5)
+    assert [str(exc) for exc in outcome] == [
+        f"X: cannot connect to plugin at {addr}: Resource temporarily unavailable"
+    ]
+
+
+def test_full_listen_backlog_is_retried(short_tmp: Path, caplog: pytest.LogCaptureFixture):
+    """A full backlog is retried with backoff like any connection failure (Go fails the dial)."""
+    with full_backlog(short_tmp / "full.sock") as addr:
+        with Client(addr, retry_timeout=0.5, backoff_unit=0.1) as client:
+            with caplog.at_level(logging.WARNING, logger="pluginkit.client"):
+                with pytest.raises(PluginConnectionError) as info:
+                    client.call("X")
+    assert str(info.value) == (
+        f"X: cannot connect to plugin at {addr}: Resource temporarily unavailable"
+        " (gave up after 3 attempts)"
+    )
+    assert caplog.messages == [
+        f"X: cannot connect to plugin at {addr}: Resource temporarily unavailable,"
+        f" retrying in {delay:g} s"
+        for delay in (0.1, 0.2)
+    ]
+
+
 def test_constructor_does_not_connect(short_tmp: Path):
     """Building a Client for a socket that does not exist yet is fine."""
     client = Client(f"unix://{short_tmp}/nothing.sock")

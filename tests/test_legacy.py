@@ -501,6 +501,35 @@ def test_activate_reply_must_be_a_manifest(registry: LegacyRegistry, dirs: tuple
             registry.get("none", "VolumeDriver")
 
 
+def test_get_all_skips_a_plugin_with_a_full_backlog(
+    registry: LegacyRegistry, dirs: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+):
+    """A plugin that does not accept (its listen backlog full) is skipped at once, not awaited."""
+    path = dirs[0] / "full.sock"
+    with listen(path) as listener, plugin_server(dirs[0] / "good.sock", "VolumeDriver"):
+        listener.listen(0)
+        queued: list[socket.socket] = []
+        try:
+            while True:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+                queued.append(sock)
+                try:
+                    sock.connect(str(path))
+                except BlockingIOError:
+                    break
+            start = time.monotonic()
+            with caplog.at_level(logging.WARNING, logger="pluginkit.legacy"):
+                assert [p.name for p in registry.get_all("VolumeDriver")] == ["good"]
+            assert time.monotonic() - start < 2  # activation_timeout is 5
+        finally:
+            for sock in queued:
+                sock.close()
+    assert caplog.messages == [
+        f'skipping legacy plugin full: plugin "full": Plugin.Activate: cannot connect to plugin'
+        f" at unix://{path}: Resource temporarily unavailable"
+    ]
+
+
 DEEP = b"[" * 100_000 + b"]" * 100_000  # valid JSON, deeper than Python's decoder goes
 
 
