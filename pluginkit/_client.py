@@ -664,11 +664,11 @@ class Client:
         if tls is not None and not isinstance(tls, TLSConfig):
             raise TypeError(f"tls must be a TLSConfig, not {type(tls).__name__}")
         _check_timeout("timeout", timeout)
-        if retry_timeout < 0:
+        if not retry_timeout >= 0:  # NaN too: it would retry forever
             raise ValueError(f"retry_timeout must be >= 0, not {retry_timeout!r}")
         if max_response_size <= 0:
             raise ValueError(f"max_response_size must be > 0, not {max_response_size!r}")
-        if backoff_unit <= 0:
+        if not backoff_unit > 0:
             raise ValueError(f"backoff_unit must be > 0, not {backoff_unit!r}")
         self.addr = addr
         self.tls = tls
@@ -909,7 +909,7 @@ class Client:
             _check_timeout("timeout", timeout)
         if isinstance(retry_timeout, _Unset):
             retry_timeout = self.retry_timeout
-        elif retry_timeout < 0:
+        elif not retry_timeout >= 0:
             raise ValueError(f"retry_timeout must be >= 0, not {retry_timeout!r}")
         return timeout, retry_timeout
 

@@ -266,7 +266,7 @@ class LegacyRegistry:
             raise TypeError("socket_dirs and spec_dirs must be sequences of paths, not one path")
         if not activation_timeout > 0:
             raise ValueError(f"activation_timeout must be > 0, not {activation_timeout!r}")
-        if retry_timeout < 0:
+        if not retry_timeout >= 0:  # NaN too: it would retry forever
             raise ValueError(f"retry_timeout must be >= 0, not {retry_timeout!r}")
         if not backoff_unit > 0:
             raise ValueError(f"backoff_unit must be > 0, not {backoff_unit!r}")
@@ -412,7 +412,11 @@ class LegacyRegistry:
             PluginError: activation failed (connection, timeout, bad reply).
         """
         check_name(name)
-        plugin = self._load(name, self.retry_timeout if retry_timeout is None else retry_timeout)
+        if retry_timeout is None:
+            retry_timeout = self.retry_timeout
+        elif not retry_timeout >= 0:
+            raise ValueError(f"retry_timeout must be >= 0, not {retry_timeout!r}")
+        plugin = self._load(name, retry_timeout)
         if capability is not None and not plugin.implements(capability):
             raise ErrInadequateCapability(name, capability)
         return plugin

@@ -587,6 +587,26 @@ def test_full_listen_backlog_is_retried(short_tmp: Path, caplog: pytest.LogCaptu
     ]
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"retry_timeout": -1}, "retry_timeout must be >= 0, not -1"),
+        ({"retry_timeout": float("nan")}, "retry_timeout must be >= 0, not nan"),
+        ({"backoff_unit": 0}, "backoff_unit must be > 0, not 0"),
+        ({"backoff_unit": float("nan")}, "backoff_unit must be > 0, not nan"),
+    ],
+)
+def test_bad_retry_settings_are_refused(kwargs: dict[str, float], message: str):
+    """A negative or NaN retry budget (NaN would retry forever) or backoff unit is a ValueError."""
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        Client("unix:///x.sock", **kwargs)
+    with (
+        Client("unix:///x.sock") as client,
+        pytest.raises(ValueError, match=r"^retry_timeout must be >= 0, not nan$"),
+    ):
+        client.call("X", retry_timeout=float("nan"))
+
+
 def test_constructor_does_not_connect(short_tmp: Path):
     """Building a Client for a socket that does not exist yet is fine."""
     client = Client(f"unix://{short_tmp}/nothing.sock")

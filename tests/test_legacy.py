@@ -805,6 +805,7 @@ def test_get_all_loop_leaks_no_fds_or_threads(dirs: tuple[Path, Path]):
     [
         ({"activation_timeout": 0}, "activation_timeout must be > 0, not 0"),
         ({"retry_timeout": -1}, "retry_timeout must be >= 0, not -1"),
+        ({"retry_timeout": float("nan")}, "retry_timeout must be >= 0, not nan"),
         ({"backoff_unit": 0}, "backoff_unit must be > 0, not 0"),
     ],
 )
@@ -814,3 +815,10 @@ def test_bad_settings_are_refused_at_once(
     """Bad timeouts are refused by the constructor, not by the first get()."""
     with pytest.raises(ValueError, match=f"^{message}$"):
         LegacyRegistry([dirs[0]], [dirs[1]], **kwargs)
+
+
+@pytest.mark.parametrize("retry_timeout", [-1.0, float("nan")])
+def test_bad_retry_timeout_of_get_is_refused(registry: LegacyRegistry, retry_timeout: float):
+    """get(retry_timeout=...) below 0 or NaN (NaN waited forever for a missing plugin) fails."""
+    with pytest.raises(ValueError, match=f"^retry_timeout must be >= 0, not {retry_timeout}$"):
+        registry.get("missing", "VolumeDriver", retry_timeout=retry_timeout)
