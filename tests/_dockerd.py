@@ -14,6 +14,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import tarfile
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,3 +103,20 @@ def _unmount_under(root: Path) -> None:
                 points.append(point)
     for point in sorted(points, key=len, reverse=True):
         subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+
+
+def import_busybox_image(engine: Any, image: str, tools: tuple[str, ...] = ("sh",)) -> None:
+    """Import ``image`` (``repo:tag``) into ``engine``: a rootfs of static busybox and ``tools``.
+
+    No registry is reachable from the tests, so images are made here.
+    """
+    with tempfile.TemporaryDirectory(prefix="pk-img-") as tmp:
+        archive = Path(tmp) / "rootfs.tar"
+        with tarfile.open(archive, "w") as tar:
+            tar.add("/bin/busybox", "bin/busybox")
+            for tool in tools:
+                link = tarfile.TarInfo(f"bin/{tool}")
+                link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+                tar.addfile(link)
+        repository, _, tag = image.rpartition(":")
+        engine.api.import_image_from_file(str(archive), repository=repository, tag=tag)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from pluginkit import PluginError
 from pluginkit.sdk import PluginServer, SecretProvider
 from pluginkit.sdk import secrets as secret_models
-from tests._dockerd import private_dockerd
+from tests._dockerd import import_busybox_image, private_dockerd
 from tests._sdk_helpers import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -56,15 +55,7 @@ def swarm(vault: tuple[str, Vault]) -> Iterator[Any]:
     try:
         with private_dockerd(workdir) as engine:
             engine.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:0")
-            rootfs = workdir / "image.tar"
-            with tarfile.open(rootfs, "w") as tar:
-                tar.add("/bin/busybox", "bin/busybox")
-                for tool in ("sh", "cat", "sleep"):
-                    link = tarfile.TarInfo(f"bin/{tool}")
-                    link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-                    tar.addfile(link)
-            repository, tag = IMAGE.split(":")
-            engine.api.import_image_from_file(str(rootfs), repository=repository, tag=tag)
+            import_busybox_image(engine, IMAGE, ("sh", "cat", "sleep"))
             yield engine
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -45,12 +45,16 @@ class Endpoint:
         request: The request model, or None when the endpoint takes no body.
         required: A required endpoint the subclass does not implement is
             not served (404); an optional one answers the base class's reply.
+        reply: Turns what the method returns into the handler's reply; the
+            default gives models to the converter (Docker's JSON). A
+            function returning an iterator of bytes streams the reply.
     """
 
     method: str
     attr: str
     request: type[Any] | None
     required: bool = True
+    reply: Callable[[Any], Any] | None = None
 
 
 class Driver:
@@ -120,7 +124,7 @@ class Driver:
         method: Callable[..., Any] = getattr(self, endpoint.attr)
         request_type = endpoint.request
         name = endpoint.method
-        unstructure = converter.unstructure
+        unstructure = endpoint.reply or converter.unstructure
 
         if request_type is None:
 
