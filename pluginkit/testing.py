@@ -42,6 +42,9 @@ __all__ = ["FakeCall", "FakeRuntime", "Handler"]
 
 _log = logging.getLogger("pluginkit.testing")
 
+# How long crash() waits for the on_exit call it caused to return.
+_CRASH_WAIT = 10.0
+
 Handler = Callable[[Any], Any]
 """A fake plugin's answer to one method: decoded JSON request in, JSON-able reply out."""
 
@@ -219,12 +222,20 @@ class FakeRuntime:
             behaviour.early_exit = (exit_code, stderr_tail)
             behaviour.early_exit_times = times
 
-    def crash(self, name: str, exit_code: int | None = 1, stderr_tail: str = "") -> None:
+    def crash(
+        self, name: str, exit_code: int | None = 1, stderr_tail: str = "", *, wait: bool = True
+    ) -> None:
         """Make the running plugin ``name`` exit as if it died.
 
-        Its socket is gone when this returns; ``on_exit`` receives
-        ``PluginExit(id, exit_code, stderr_tail)`` shortly after, from the
-        runtime's thread.
+        ``on_exit`` receives ``PluginExit(id, exit_code, stderr_tail)`` from
+        the runtime's thread, as always. When this returns, the socket is gone
+        and that call has returned, so a manager has seen the exit: its
+        ``exit`` event is out, lookups raise :class:`~pluginkit.ErrDisabled`
+        and a restart is scheduled. The wait is at most 10 s; it is skipped
+        when ``crash`` is called from the runtime's thread itself (inside
+        ``on_exit`` or an ``exit`` event callback), and with ``wait=False``:
+        then ``on_exit`` may run after this returns, for a test that acts
+        while the manager is busy with the exit.
 
         Raises:
             LookupError: No plugin of that name is running.
@@ -235,7 +246,9 @@ class FakeRuntime:
             if plugin is None:
                 raise LookupError(f"fake plugin {key} is not running")
             del self._running[plugin.spec.id]
-        self._end(plugin, exit_code, stderr_tail)
+        delivered = self._end(plugin, exit_code, stderr_tail)
+        if wait and delivered is not None and not self._exits.in_thread():
+            delivered.wait(_CRASH_WAIT)
 
     # -- introspection -------------------------------------------------------------
 
@@ -261,6 +274,10 @@ class FakeRuntime:
 
     def wait_listening(self, name: str, timeout: float = 10.0) -> None:
         """Block until the plugin ``name`` is serving on its socket.
+
+        This is the fake's side only: a manager finds out a moment later
+        (it polls the socket), so a lookup made right after this returns
+        may still raise :class:`~pluginkit.ErrDisabled`.
 
         Raises:
             TimeoutError: It is not serving after ``timeout`` seconds.
@@ -430,8 +447,14 @@ class FakeRuntime:
 
         return handle
 
-    def _end(self, plugin: _FakePlugin, exit_code: int | None, stderr_tail: str) -> None:
-        """Take a plugin down (already removed from ``_running``) and report its exit."""
+    def _end(
+        self, plugin: _FakePlugin, exit_code: int | None, stderr_tail: str
+    ) -> threading.Event | None:
+        """Take a plugin down (already removed from ``_running``) and report its exit.
+
+        Returns an event set once ``on_exit`` has returned, or ``None`` when
+        there is nothing to report to.
+        """
         plugin.cancel.set()
         if plugin.thread is not None and plugin.thread is not threading.current_thread():
             plugin.thread.join()
@@ -440,5 +463,15 @@ class FakeRuntime:
             on_exit = plugin.on_exit
         if server is not None:
             server.stop(timeout=0)  # fake plugins end at once, cutting calls short
-        if on_exit is not None:
-            self._exits.post(on_exit, PluginExit(plugin.spec.id, exit_code, stderr_tail))
+        if on_exit is None:
+            return None
+        delivered = threading.Event()
+
+        def deliver(exit_: PluginExit) -> None:
+            try:
+                on_exit(exit_)
+            finally:
+                delivered.set()
+
+        self._exits.post(deliver, PluginExit(plugin.spec.id, exit_code, stderr_tail))
+        return delivered
