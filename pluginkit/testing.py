@@ -6,7 +6,7 @@ real unix socket at the path the manager expects. Give it to a
 :class:`~pluginkit.Manager` and say what each plugin answers::
 
     from pluginkit import Manager
-    from pluginkit.testing import FakeCall, FakeRuntime
+    from pluginkit.testing import FakeCall, FakeRuntime, wait_running
 
     def get(request):
         return {"Volume": {"Name": request["Name"], "Mountpoint": "/mnt"}}
@@ -20,27 +20,42 @@ real unix socket at the path the manager expects. Give it to a
         assert plugin.client.call("VolumeDriver.Get", {"Name": "v"})["Volume"]["Name"] == "v"
         assert fake.calls("acme/vol") == [FakeCall("VolumeDriver.Get", {"Name": "v"})]
         fake.crash("acme/vol", exit_code=2)  # the manager sees an exit and restarts it
+        wait_running(manager, "acme/vol")  # lookups find it again
 
     fake.shutdown()
+
+:func:`write_plugin_dir` writes the plugin directory (``config.json`` and
+``rootfs/``) that :meth:`~pluginkit.Manager.create` takes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._errors import RuntimeStartError
+from ._errors import ErrDisabled, RuntimeStartError
 from .runtime._base import ExitCallback, PluginExit, RuntimeSpec
 from .runtime._dispatch import ExitDispatcher
 from .sdk import PluginServer
 
-__all__ = ["FakeCall", "FakeRuntime", "Handler"]
+if TYPE_CHECKING:
+    from ._manager import Manager
+    from ._plugin import Plugin
+
+__all__ = ["FakeCall", "FakeRuntime", "Handler", "wait_running", "write_plugin_dir"]
 
 _log = logging.getLogger("pluginkit.testing")
+
+# How long crash() waits for the on_exit call it caused to return.
+_CRASH_WAIT = 10.0
 
 Handler = Callable[[Any], Any]
 """A fake plugin's answer to one method: decoded JSON request in, JSON-able reply out."""
@@ -219,12 +234,21 @@ class FakeRuntime:
             behaviour.early_exit = (exit_code, stderr_tail)
             behaviour.early_exit_times = times
 
-    def crash(self, name: str, exit_code: int | None = 1, stderr_tail: str = "") -> None:
+    def crash(
+        self, name: str, exit_code: int | None = 1, stderr_tail: str = "", *, wait: bool = True
+    ) -> None:
         """Make the running plugin ``name`` exit as if it died.
 
-        Its socket is gone when this returns; ``on_exit`` receives
-        ``PluginExit(id, exit_code, stderr_tail)`` shortly after, from the
-        runtime's thread.
+        ``on_exit`` receives ``PluginExit(id, exit_code, stderr_tail)`` from
+        the runtime's thread, as always. When this returns, the socket is gone
+        and that call has returned, so a manager has seen the exit: its
+        ``exit`` event is out, lookups raise :class:`~pluginkit.ErrDisabled`
+        and a restart is scheduled (:func:`wait_running` waits for it). The
+        wait is at most 10 s; it is skipped when ``crash`` is called from the
+        runtime's thread itself (inside ``on_exit`` or an ``exit`` event
+        callback), and with ``wait=False``: then ``on_exit`` may run after
+        this returns, for a test that acts while the manager is busy with the
+        exit.
 
         Raises:
             LookupError: No plugin of that name is running.
@@ -235,7 +259,9 @@ class FakeRuntime:
             if plugin is None:
                 raise LookupError(f"fake plugin {key} is not running")
             del self._running[plugin.spec.id]
-        self._end(plugin, exit_code, stderr_tail)
+        delivered = self._end(plugin, exit_code, stderr_tail)
+        if wait and delivered is not None and not self._exits.in_thread():
+            delivered.wait(_CRASH_WAIT)
 
     # -- introspection -------------------------------------------------------------
 
@@ -261,6 +287,12 @@ class FakeRuntime:
 
     def wait_listening(self, name: str, timeout: float = 10.0) -> None:
         """Block until the plugin ``name`` is serving on its socket.
+
+        This is the fake's side only: a manager finds out a moment later
+        (it polls the socket), so a lookup made right after this returns
+        may still raise :class:`~pluginkit.ErrDisabled`. To wait until the
+        manager hands the plugin out again, e.g. after :meth:`crash`, use
+        :func:`wait_running`.
 
         Raises:
             TimeoutError: It is not serving after ``timeout`` seconds.
@@ -430,8 +462,14 @@ class FakeRuntime:
 
         return handle
 
-    def _end(self, plugin: _FakePlugin, exit_code: int | None, stderr_tail: str) -> None:
-        """Take a plugin down (already removed from ``_running``) and report its exit."""
+    def _end(
+        self, plugin: _FakePlugin, exit_code: int | None, stderr_tail: str
+    ) -> threading.Event | None:
+        """Take a plugin down (already removed from ``_running``) and report its exit.
+
+        Returns an event set once ``on_exit`` has returned, or ``None`` when
+        there is nothing to report to.
+        """
         plugin.cancel.set()
         if plugin.thread is not None and plugin.thread is not threading.current_thread():
             plugin.thread.join()
@@ -440,5 +478,116 @@ class FakeRuntime:
             on_exit = plugin.on_exit
         if server is not None:
             server.stop(timeout=0)  # fake plugins end at once, cutting calls short
-        if on_exit is not None:
-            self._exits.post(on_exit, PluginExit(plugin.spec.id, exit_code, stderr_tail))
+        if on_exit is None:
+            return None
+        delivered = threading.Event()
+
+        def deliver(exit_: PluginExit) -> None:
+            try:
+                on_exit(exit_)
+            finally:
+                delivered.set()
+
+        self._exits.post(deliver, PluginExit(plugin.spec.id, exit_code, stderr_tail))
+        return delivered
+
+
+# -- helpers for tests that drive a Manager -------------------------------------
+
+
+def write_plugin_dir(
+    path: str | os.PathLike[str],
+    *,
+    types: Iterable[str] = ("docker.volumedriver/1.0",),
+    socket: str = "plugin.sock",
+    entrypoint: Iterable[str] = ("/plugin",),
+    config: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a plugin directory - ``config.json`` and an empty ``rootfs/`` - and return it.
+
+    The directory is what :meth:`~pluginkit.Manager.create` and
+    :meth:`~pluginkit.Manager.install` take; with a :class:`FakeRuntime`
+    nothing in ``rootfs/`` is ever run, so it stays empty. The
+    ``config.json`` has Docker's keys ``Description``, ``Entrypoint`` and
+    ``Interface`` (``Types``, ``Socket``) from the arguments, plus the
+    top-level keys of ``config`` (``{"Env": [...], "Mounts": [...]}``), which
+    replace those of the same name in any case (``"interface"`` replaces
+    ``Interface``). The config is checked before anything is written.
+
+    Args:
+        path: The directory to write (created, with its parents, if missing).
+        types: ``Interface.Types``: what the plugin implements.
+        socket: ``Interface.Socket``: the socket file name.
+        entrypoint: ``Entrypoint``.
+        config: More top-level ``config.json`` keys, in Docker's format.
+
+    Raises:
+        InvalidConfigError: The resulting ``config.json`` is not valid.
+    """
+    from ._config import parse_config  # the config models are slow to import
+
+    base: dict[str, Any] = {
+        "Description": "a plugin for tests",
+        "Entrypoint": list(entrypoint),
+        "Interface": {"Types": list(types), "Socket": socket},
+    }
+    extra = dict(config or {})
+    overridden = {key.lower() for key in extra}
+    data = {k: v for k, v in base.items() if k.lower() not in overridden} | extra
+    directory = Path(path)
+    parse_config(data, source=os.fspath(directory / "config.json"))
+    (directory / "rootfs").mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(data, indent=2) + "\n")
+    return directory
+
+
+def wait_running(
+    manager: Manager,
+    name: str,
+    capability: str | None = None,
+    *,
+    timeout: float = 10.0,
+) -> Plugin:
+    """Block until ``manager``'s lookups hand out the plugin ``name``; return it.
+
+    After a crash (:meth:`FakeRuntime.crash`, or a real one) the manager
+    restarts the plugin after the restart policy's delay and waits for its
+    socket; until then lookups raise :class:`~pluginkit.ErrDisabled`
+    (``found but not running``). This polls
+    :meth:`~pluginkit.Manager.lookup_with_capability` - from 1 ms, backing
+    off to 20 ms - until it succeeds. It works with any runtime.
+
+    Args:
+        manager: The manager running the plugin.
+        name: The plugin's name (``name`` or ``name:tag``), id or id prefix.
+        capability: The capability to look it up with; default its first.
+        timeout: Seconds to wait.
+
+    Returns:
+        The plugin, as :meth:`~pluginkit.Manager.lookup_with_capability`
+        returns it.
+
+    Raises:
+        TimeoutError: The plugin is not running after ``timeout`` seconds;
+            the message ends with why the last lookup failed.
+        ErrNotFound: The manager has no such plugin (at once).
+        ErrInadequateCapability: It lacks ``capability`` (at once).
+        ValueError: ``capability`` is ``None`` and the plugin has no capability.
+    """
+    plugin = manager.get(name)
+    if capability is None:
+        if not plugin.capabilities:
+            raise ValueError(f"plugin {plugin.name} has no capability to look it up with")
+        capability = plugin.capabilities[0]
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            return manager.lookup_with_capability(plugin.name, capability)
+        except ErrDisabled as exc:  # disabled or down: it may come (back) up
+            why = str(exc)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"plugin {plugin.name} is not running after {timeout:g} s: {why}")
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, 0.02)

@@ -69,7 +69,7 @@ PUBLIC = {
         "SupportsCleanup",
         "SupportsPrepare",
     ],
-    "pluginkit.testing": ["FakeCall", "FakeRuntime", "Handler"],
+    "pluginkit.testing": ["FakeCall", "FakeRuntime", "Handler", "wait_running", "write_plugin_dir"],
 }
 
 

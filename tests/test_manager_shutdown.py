@@ -102,7 +102,7 @@ def test_shutdown_from_an_exit_event_during_a_shutdown_returns_at_once(env: Env)
     m.enable("a")
     m.enable("b")
     runtime.gated_id = b.id
-    runtime.crash("a", exit_code=1)
+    runtime.crash("a", exit_code=1, wait=False)  # its exit callback waits for the shutdown below
     assert in_callback.wait(10)
     first = threading.Thread(target=m.shutdown)
     first.start()

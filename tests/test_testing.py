@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -184,6 +186,62 @@ def test_crash(fake: FakeRuntime, spec: RuntimeSpec) -> None:
     assert not listening(spec)
     assert exits.wait() == PluginExit(spec.id, 2, "panic: oops")
     assert not fake.is_running(spec.id)
+
+
+def test_crash_returns_once_on_exit_has_returned(fake: FakeRuntime, spec: RuntimeSpec) -> None:
+    """crash() returns only after the on_exit call it caused has returned, from another thread."""
+    seen: list[tuple[PluginExit, str]] = []
+
+    def slow_on_exit(exit_: PluginExit) -> None:
+        time.sleep(0.1)
+        seen.append((exit_, threading.current_thread().name))
+
+    fake.start(spec, slow_on_exit)
+    fake.wait_listening("acme/vol")
+    fake.crash("acme/vol", exit_code=3)
+    assert seen == [(PluginExit(spec.id, 3, ""), "pluginkit-fake-exits")]
+
+
+def test_crash_without_wait_returns_while_on_exit_runs(
+    fake: FakeRuntime, spec: RuntimeSpec
+) -> None:
+    """crash(wait=False) returns at once, while the on_exit it caused is still blocked."""
+    release = threading.Event()
+    exits = Exits(timeout=10.0)
+
+    def blocked_on_exit(exit_: PluginExit) -> None:
+        assert release.wait(10)
+        exits(exit_)
+
+    fake.start(spec, blocked_on_exit)
+    fake.wait_listening("acme/vol")
+    fake.crash("acme/vol", exit_code=4, wait=False)
+    assert not listening(spec)
+    assert exits.exits == []
+    release.set()
+    assert exits.wait() == PluginExit(spec.id, 4, "")
+
+
+def test_crash_from_on_exit_does_not_wait_for_itself(fake: FakeRuntime, short_tmp: Path) -> None:
+    """A crash() made inside on_exit returns at once; its exit is delivered after."""
+    first, second = make_spec(short_tmp, "acme/a"), make_spec(short_tmp, "acme/b")
+    exits = Exits(timeout=10.0)
+    returned: list[float] = []
+
+    def crash_the_other(exit_: PluginExit) -> None:
+        started = time.monotonic()
+        fake.crash("acme/b")
+        returned.append(time.monotonic() - started)
+        exits(exit_)
+
+    fake.start(first, crash_the_other)
+    fake.start(second, exits)
+    fake.wait_listening("acme/a")
+    fake.wait_listening("acme/b")
+    fake.crash("acme/a")
+    assert exits.wait(2) == PluginExit(second.id, 1, "")
+    assert exits.exits == [PluginExit(first.id, 1, ""), PluginExit(second.id, 1, "")]
+    assert returned[0] < 1.0
 
 
 def test_crash_not_running(fake: FakeRuntime) -> None:

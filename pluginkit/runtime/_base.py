@@ -125,7 +125,10 @@ class Runtime(Protocol):
     def start(self, spec: RuntimeSpec, on_exit: ExitCallback) -> None:
         """Start the plugin and return once it is launched (not necessarily listening).
 
-        Raises :class:`~pluginkit.RuntimeStartError` when it cannot be started.
+        The Manager has created ``spec.socket_dir`` and removed any stale
+        socket there. Raises :class:`~pluginkit.RuntimeStartError` when it
+        cannot be started; a start that raises leaves nothing running and
+        never calls ``on_exit``.
         """
         ...
 
@@ -147,7 +150,10 @@ class Runtime(Protocol):
 
         Returns ``True`` when it is alive and now supervised again, ``False``
         when it is not running (stale leftovers are cleaned up). Must never
-        signal a process it cannot prove is the plugin.
+        signal a process it cannot prove is the plugin. The Manager calls it
+        at start-up for every enabled plugin, live restore or not (without
+        it, a ``True`` is followed by :meth:`stop`); an exception counts as
+        ``False``.
         """
         ...
 
@@ -156,7 +162,11 @@ class Runtime(Protocol):
         ...
 
     def close(self) -> None:
-        """Stop supervising without stopping plugins (they keep running for live restore)."""
+        """Stop supervising without stopping plugins (they keep running for live restore).
+
+        :meth:`~pluginkit.Manager.shutdown` calls it once, after stopping
+        the plugins it stops. The runtime need not be usable afterwards.
+        """
         ...
 
 

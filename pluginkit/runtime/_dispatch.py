@@ -51,6 +51,11 @@ class ExitDispatcher:
                 self._thread.start()
             self._queue.put((callback, exit_))
 
+    def in_thread(self) -> bool:
+        """Tell whether the caller runs in the dispatcher thread (inside a callback)."""
+        with self._lock:
+            return self._thread is threading.current_thread()
+
     def close(self) -> None:
         """Deliver what was posted, then end the thread; wait for it unless called from it.
 
