@@ -991,8 +991,14 @@ class Manager:
             if entry.running:
                 entry.running = False
                 self._publish_locked()
+        socket_dir = self._socket_dir(entry.id)
         with contextlib.suppress(FileNotFoundError):
-            (self._socket_dir(entry.id) / entry.config.interface.socket).unlink()
+            (socket_dir / entry.config.interface.socket).unlink()
+        # Left empty it would outlive the plugin in run_root (often a shared
+        # /run); _start makes it again. Not empty (the plugin put more there):
+        # keep it.
+        with contextlib.suppress(OSError):
+            socket_dir.rmdir()
         entry.plugin._drop_client()
 
     def _on_exit(self, entry: _Entry, run: _Run, info: PluginExit) -> None:

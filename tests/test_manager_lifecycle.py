@@ -389,3 +389,21 @@ def test_a_crash_during_a_failing_enable_leaves_no_restart_behind(
     assert env.runtime.running() == ["foo:latest"]
     assert [r.getMessage() for r in caplog.records] == []
     assert env.actions() == ["create", "exit", "enable"]
+
+
+def test_disable_and_shutdown_leave_no_socket_directory(env: Env) -> None:
+    """A stopped plugin's socket directory is removed; enable makes it again."""
+    m = env.manager()
+    p = m.create("tidy", env.plugin_dir())
+    socket_dir = m.run_root / str(p.id)
+    m.enable("tidy")
+    assert socket_dir.is_dir()
+    m.disable("tidy")
+    assert not socket_dir.exists()
+    m.enable("tidy")
+    assert socket_dir.is_dir()
+    plugin = m.lookup_with_capability("tidy", "volumedriver")
+    assert plugin.client.call("Plugin.Activate") == {"Implements": []}  # the fake's default
+    m.shutdown()
+    assert not socket_dir.exists()
+    assert list(m.run_root.iterdir()) == []
