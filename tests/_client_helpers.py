@@ -484,3 +484,25 @@ def go_server(binary: Path, addresses: list[str], **kwargs: Any) -> Iterator[GoS
         yield server
     finally:
         server.close()
+
+
+@contextlib.contextmanager
+def full_backlog(path: Path) -> Iterator[str]:
+    """A unix socket that never accepts, its listen backlog filled; yields its address."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(0)
+    queued: list[socket.socket] = []
+    try:
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            queued.append(sock)
+            try:
+                sock.connect(str(path))
+            except BlockingIOError:
+                break
+        yield f"unix://{path}"
+    finally:
+        for sock in queued:
+            sock.close()
+        listener.close()

@@ -10,6 +10,7 @@ per engine.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import shutil
 import signal
 import socket
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from pluginkit.sdk import Driver
 from tests._sdk_helpers import wait_for
 from tests.conftest import REQUIRED
 
@@ -120,3 +122,15 @@ def import_busybox_image(engine: Any, image: str, tools: tuple[str, ...] = ("sh"
                 tar.addfile(link)
         repository, _, tag = image.rpartition(":")
         engine.api.import_image_from_file(str(archive), repository=repository, tag=tag)
+
+
+@contextlib.contextmanager
+def legacy_plugin(driver: Driver, prefix: str) -> Iterator[str]:
+    """Serve ``driver`` where the engine finds legacy plugins; yield the plugin's name."""
+    name = f"{prefix}-{secrets.token_hex(4)}"
+    server = driver.server(name=name)
+    server.start(Path("/run/docker/plugins") / f"{name}.sock")
+    try:
+        yield name
+    finally:
+        server.stop()

@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,6 +64,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if REQUIRED:
             pytest.fail(f"PLUGINKIT_REQUIRE_DOCKER=1 but {problem}", pytrace=False)
         pytest.skip(problem)
+
+
+@pytest.fixture(scope="module")
+def docker_client() -> Iterator[Any]:
+    """A Docker SDK client of the machine's engine (tests using it are marked ``docker``)."""
+    import docker
+
+    client = docker.from_env(timeout=120)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from _client_helpers import (
     Request,
     activate,
     echo,
+    full_backlog,
     read_request,
     reply,
 )
@@ -524,28 +525,6 @@ def test_closed_client_refuses_calls(echo_server: HTTPPluginServer):
         f"Test.Stream: cannot call plugin at {echo_server.addr}: client is closed"
     )
     assert len(echo_server.requests) == 1
-
-
-@contextlib.contextmanager
-def full_backlog(path: Path) -> Iterator[str]:
-    """A unix socket that never accepts, its listen backlog filled; yields its address."""
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(0)
-    queued: list[socket.socket] = []
-    try:
-        while True:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-            queued.append(sock)
-            try:
-                sock.connect(str(path))
-            except BlockingIOError:
-                break
-        yield f"unix://{path}"
-    finally:
-        for sock in queued:
-            sock.close()
-        listener.close()
 
 
 @pytest.mark.parametrize("timeout", [None, 30.0])

@@ -87,17 +87,6 @@ TOP_LEVEL_EMPTY = {
 }
 
 
-@pytest.fixture(scope="module")
-def docker_client() -> Iterator[object]:
-    import docker
-
-    client = docker.from_env(timeout=60)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
 @pytest.fixture
 def create_plugin(docker_client, tmp_path) -> Iterator[object]:
     """create_plugin(config) -> name: `docker plugin create` from config.json + a tiny rootfs."""

@@ -22,6 +22,7 @@ from _client_helpers import (
     Request,
     activate,
     echo,
+    full_backlog,
     read_request,
     wait_for,
 )
@@ -506,24 +507,11 @@ def test_get_all_skips_a_plugin_with_a_full_backlog(
 ):
     """A plugin that does not accept (its listen backlog full) is skipped at once, not awaited."""
     path = dirs[0] / "full.sock"
-    with listen(path) as listener, plugin_server(dirs[0] / "good.sock", "VolumeDriver"):
-        listener.listen(0)
-        queued: list[socket.socket] = []
-        try:
-            while True:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-                queued.append(sock)
-                try:
-                    sock.connect(str(path))
-                except BlockingIOError:
-                    break
-            start = time.monotonic()
-            with caplog.at_level(logging.WARNING, logger="pluginkit.legacy"):
-                assert [p.name for p in registry.get_all("VolumeDriver")] == ["good"]
-            assert time.monotonic() - start < 2  # activation_timeout is 5
-        finally:
-            for sock in queued:
-                sock.close()
+    with full_backlog(path), plugin_server(dirs[0] / "good.sock", "VolumeDriver"):
+        start = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="pluginkit.legacy"):
+            assert [p.name for p in registry.get_all("VolumeDriver")] == ["good"]
+        assert time.monotonic() - start < 2  # activation_timeout is 5
     assert caplog.messages == [
         f'skipping legacy plugin full: plugin "full": Plugin.Activate: cannot connect to plugin'
         f" at unix://{path}: Resource temporarily unavailable"

@@ -54,17 +54,6 @@ def _busybox_tar() -> bytes:
 
 
 @pytest.fixture
-def docker_client() -> Iterator[Any]:
-    import docker
-
-    client = docker.from_env(timeout=120)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@pytest.fixture
 def busybox_image(docker_client: Any) -> Iterator[str]:
     if not Path("/bin/busybox").is_file():
         pytest.skip("/bin/busybox is missing (apt-get install busybox-static)")

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 
-from pluginkit.sdk import LogDriver, PluginServer, logdriver
-from tests._dockerd import import_busybox_image
+from pluginkit.sdk import LogDriver, logdriver
+from tests._dockerd import import_busybox_image, legacy_plugin
 from tests._sdk_helpers import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-SOCKET_DIR = Path("/run/docker/plugins")
 
 
 class Keeper(LogDriver):
@@ -39,46 +36,30 @@ class Keeper(LogDriver):
 
 
 @pytest.fixture
-def engine() -> Iterator[Any]:
-    import docker
-
-    client = docker.from_env(timeout=60)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@pytest.fixture
 def keeper() -> Iterator[tuple[str, Keeper]]:
-    name = f"pk-logs-{secrets.token_hex(4)}"
     driver = Keeper()
-    server: PluginServer = driver.server(name=name)
-    server.start(SOCKET_DIR / f"{name}.sock")
-    try:
+    with legacy_plugin(driver, "pk-logs") as name:
         yield name, driver
-    finally:
-        server.stop()
 
 
 @pytest.fixture
-def image(engine: Any) -> Iterator[str]:
+def image(docker_client: Any) -> Iterator[str]:
     tag = f"pk-logs-busybox:{secrets.token_hex(4)}"
-    import_busybox_image(engine, tag)
+    import_busybox_image(docker_client, tag)
     try:
         yield tag
     finally:
-        engine.images.remove(tag, force=True)
+        docker_client.images.remove(tag, force=True)
 
 
 def test_engine_logs_through_the_plugin(
-    engine: Any, keeper: tuple[str, Keeper], image: str
+    docker_client: Any, keeper: tuple[str, Keeper], image: str
 ) -> None:
     """Each line reaches log() with its stream and the container's info; docker logs reads back."""
     import docker
 
     name, driver = keeper
-    container = engine.containers.create(
+    container = docker_client.containers.create(
         image,
         ["sh", "-c", "echo hello; echo oops >&2; echo bye"],
         name=f"pk-logs-{secrets.token_hex(4)}",

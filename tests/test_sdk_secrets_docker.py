@@ -12,14 +12,13 @@ from typing import Any
 import pytest
 
 from pluginkit import PluginError
-from pluginkit.sdk import PluginServer, SecretProvider
+from pluginkit.sdk import SecretProvider
 from pluginkit.sdk import secrets as secret_models
-from tests._dockerd import import_busybox_image, private_dockerd
+from tests._dockerd import import_busybox_image, legacy_plugin, private_dockerd
 from tests._sdk_helpers import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-SOCKET_DIR = Path("/run/docker/plugins")
 IMAGE = "pk-secret-busybox:latest"
 
 
@@ -38,14 +37,9 @@ class Vault(SecretProvider):
 
 @pytest.fixture(scope="module")
 def vault() -> Iterator[tuple[str, Vault]]:
-    name = f"pk-secrets-{secrets.token_hex(4)}"
     driver = Vault()
-    server: PluginServer = driver.server(name=name)
-    server.start(SOCKET_DIR / f"{name}.sock")
-    try:
+    with legacy_plugin(driver, "pk-secrets") as name:
         yield name, driver
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
