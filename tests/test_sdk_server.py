@@ -611,6 +611,65 @@ def test_sigterm_during_request_lets_it_finish(short_tmp: Path) -> None:
             proc.stdout.close()
 
 
+STUCK_PLUGIN = """
+import logging, sys, time
+from pluginkit.sdk import PluginServer
+
+logging.basicConfig()
+
+server = PluginServer(["VolumeDriver"], stop_timeout=120)
+
+@server.handler("Stuck")
+def stuck(request):
+    print("in handler", flush=True)
+    try:
+        time.sleep(120)
+    except Exception:
+        print("a handler's except Exception caught the stop", flush=True)
+    return {}
+
+server.serve(sys.argv[1])
+print("served", flush=True)
+"""
+
+
+def test_a_second_sigterm_stops_at_once(short_tmp: Path) -> None:
+    """SIGTERM waits for a stuck inline handler; a second one stops serve() at once, cleaned up."""
+    sock = short_tmp / "stuck.sock"
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STUCK_PLUGIN, str(sock)],
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: sock.exists() or proc.poll() is not None, timeout=30)
+        with RawClient(sock) as c:
+            c.send(c.request_bytes("Stuck"))
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == "in handler\n"
+            proc.send_signal(signal.SIGTERM)
+            with pytest.raises(subprocess.TimeoutExpired):
+                proc.wait(0.5)  # graceful: the handler may take its time
+            assert sock.exists()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0  # well before the handler's 120 s
+            assert c.closed_by_server()
+        assert proc.stdout.read() == "served\n"
+        assert proc.stderr is not None
+        assert "stopped at once by a second SIGTERM" in proc.stderr.read()
+        assert not sock.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
 def test_deeply_nested_json_is_400_and_server_keeps_serving(client: RawClient) -> None:
     """A body nested deeper than the JSON decoder can go answers 400; the server lives on."""
     client.send(client.request_bytes("Echo", b"[" * 100_000))

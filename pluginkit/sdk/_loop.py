@@ -235,6 +235,8 @@ class ServeLoop:
     spec_file: Path | None = attrs.field(init=False, default=None)
     spec_ino: int | None = attrs.field(init=False, default=None)
     stopping: bool = attrs.field(init=False, default=False)
+    #: True while run() runs (a forced stop may interrupt it then, not after).
+    running: bool = attrs.field(init=False, default=False)
     deadline: float = attrs.field(init=False, default=0.0)
     # After a failed accept(): the pause before the next try, and when it ends
     # (0.0 = the listener is watched).

@@ -44,6 +44,14 @@ _H = TypeVar("_H", bound=Handler)
 _ACTIVATE = b"/Plugin.Activate"
 
 
+class _ForcedStop(BaseException):
+    """A second SIGTERM in :meth:`PluginServer.serve`: stop at once.
+
+    A BaseException, like KeyboardInterrupt, so that a handler's ``except
+    Exception`` (and the server's own, which answers 500) lets it through.
+    """
+
+
 class InvalidRequestError(PluginError, ValueError):
     """The request is not what the method expects; the server answers HTTP 400.
 
@@ -339,7 +347,10 @@ class PluginServer:
         """Listen on ``address`` and serve in the foreground until stopped.
 
         SIGTERM (when called from the main thread) stops the server
-        gracefully: in-flight requests finish, then it returns.
+        gracefully: in-flight requests finish, then it returns. A second
+        SIGTERM stops it at once, as Ctrl-C would: what is in flight (an
+        inline handler too) is cut short, the socket and spec files are
+        removed, and it returns.
 
         Args:
             address: A unix socket path, ``unix:///path``,
@@ -358,14 +369,30 @@ class PluginServer:
         state = self._listen(address, gid, mode, spec_dir, ssl_context, certfile, keyfile)
         in_main = threading.current_thread() is threading.main_thread()
         previous: Any = None
+        forced = False
         if in_main:
 
             def on_term(signum: int, frame: FrameType | None) -> None:
-                self._request_stop(state)
+                nonlocal forced
+                if not state.stopping:
+                    self._request_stop(state)
+                elif not forced and state.running:
+                    # Raised in this (the loop's) thread wherever it is, in
+                    # select() or in an inline handler; the loop's clean-up
+                    # runs on the way out. Not once the loop has ended: then
+                    # the clean-up is under way and must not be cut short.
+                    forced = True
+                    raise _ForcedStop
 
             previous = signal.signal(signal.SIGTERM, on_term)
         try:
             self._run_loop(state)
+        except _ForcedStop:
+            logger.warning(
+                "plugin server at %s: stopped at once by a second SIGTERM, "
+                "cutting in-flight requests short",
+                state.url,
+            )
         finally:
             if in_main:
                 signal.signal(signal.SIGTERM, previous)
@@ -473,7 +500,11 @@ class PluginServer:
     def _run_loop(self, state: ServeLoop) -> None:
         state.loop_ident = threading.get_ident()
         try:
-            state.run()
+            state.running = True
+            try:
+                state.run()
+            finally:
+                state.running = False
         except Exception:
             if not state.closed:
                 logger.exception("plugin server loop at %s failed", state.url)
