@@ -157,10 +157,15 @@ class _Follower:
         self.file = request.file
         self.info = request.info
         self.driver = driver
-        # Non-blocking: opening a FIFO for reading must not wait for a writer
-        # (the engine has it open already; if it died meanwhile, reads say EOF).
-        self.fd = os.open(request.file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            # Non-blocking: opening a FIFO for reading must not wait for a
+            # writer (the engine has it open already; if it died, reads say EOF).
+            self.fd = os.open(request.file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            raise
         self.thread = threading.Thread(
             target=self.run, name=f"pluginkit-logdriver:{request.file}", daemon=True
         )
