@@ -26,16 +26,26 @@ real unix socket at the path the manager expects. Give it to a
 
 :func:`write_plugin_dir` writes the plugin directory (``config.json`` and
 ``rootfs/``) that :meth:`~pluginkit.Manager.create` takes.
+
+The other way round, for tests of a plugin written with :mod:`pluginkit.sdk`:
+:func:`serve_plugin` serves it on a private socket and hands you a
+:class:`~pluginkit.Client` that talks to it as the engine would::
+
+    with serve_plugin(MyVolumeDriver()) as client:
+        assert client.call("VolumeDriver.Create", {"Name": "v"}) == {}
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,10 +57,19 @@ from .runtime._dispatch import ExitDispatcher
 from .sdk import PluginServer
 
 if TYPE_CHECKING:
+    from ._client import Client
     from ._manager import Manager
     from ._plugin import Plugin
+    from .sdk import Driver
 
-__all__ = ["FakeCall", "FakeRuntime", "Handler", "wait_running", "write_plugin_dir"]
+__all__ = [
+    "FakeCall",
+    "FakeRuntime",
+    "Handler",
+    "serve_plugin",
+    "wait_running",
+    "write_plugin_dir",
+]
 
 _log = logging.getLogger("pluginkit.testing")
 
@@ -591,3 +610,30 @@ def wait_running(
             raise TimeoutError(f"plugin {plugin.name} is not running after {timeout:g} s: {why}")
         time.sleep(min(delay, remaining))
         delay = min(delay * 2, 0.02)
+
+
+@contextlib.contextmanager
+def serve_plugin(plugin: Driver | PluginServer, *, threads: int = 0) -> Iterator[Client]:
+    """Serve a plugin written with the SDK on a private unix socket; yield a client of it.
+
+    ``plugin`` is a typed driver (its :meth:`~pluginkit.sdk.Driver.server` is
+    made with ``threads``) or a :class:`~pluginkit.sdk.PluginServer` that is
+    not serving yet. The client talks to it as Docker's engine does (see
+    :class:`~pluginkit.Client`; a non-200 reply raises
+    :class:`~pluginkit.PluginCallError`). On exit the client is closed, the
+    server stopped and the socket's directory removed.
+    """
+    from ._client import Client
+
+    server = plugin if isinstance(plugin, PluginServer) else plugin.server(threads=threads)
+    # /tmp, not a test's tmp_path: a unix socket path must fit in 107 bytes.
+    directory = tempfile.mkdtemp(prefix="pk-plugin-", dir="/tmp")
+    try:
+        server.start(os.path.join(directory, "plugin.sock"))
+        try:
+            with Client(f"unix://{directory}/plugin.sock", retry_timeout=0) as client:
+                yield client
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -69,7 +69,14 @@ PUBLIC = {
         "SupportsCleanup",
         "SupportsPrepare",
     ],
-    "pluginkit.testing": ["FakeCall", "FakeRuntime", "Handler", "wait_running", "write_plugin_dir"],
+    "pluginkit.testing": [
+        "FakeCall",
+        "FakeRuntime",
+        "Handler",
+        "serve_plugin",
+        "wait_running",
+        "write_plugin_dir",
+    ],
 }
 
 

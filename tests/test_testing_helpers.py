@@ -1,8 +1,9 @@
-"""pluginkit.testing's helpers for tests that drive a Manager: write_plugin_dir, wait_running."""
+"""pluginkit.testing helpers: write_plugin_dir, wait_running (hosts) and serve_plugin (plugins)."""
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -16,10 +17,14 @@ from pluginkit import (
     ErrNotFound,
     InvalidConfigError,
     Manager,
+    PluginCallError,
+    PluginConnectionError,
+    PluginError,
     RestartPolicy,
     load_config,
 )
-from pluginkit.testing import FakeRuntime, wait_running, write_plugin_dir
+from pluginkit.sdk import PluginServer, VolumeDriver, volume
+from pluginkit.testing import FakeRuntime, serve_plugin, wait_running, write_plugin_dir
 
 
 @pytest.fixture
@@ -191,3 +196,46 @@ def test_wait_running_needs_a_capability_to_look_up(manager: Manager, tmp_path: 
     manager.create("odd", write_plugin_dir(tmp_path / "odd", types=["acme.thing/1.0"]))
     with pytest.raises(ValueError, match=r"^plugin odd:latest has no capability to look it up"):
         wait_running(manager, "odd", timeout=5)
+
+
+class Volumes(VolumeDriver):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def create(self, request: volume.CreateRequest) -> None:
+        if request.name in self.names:
+            raise PluginError(f"volume {request.name} exists")
+        self.names.append(request.name)
+
+    def list(self) -> volume.ListResponse:
+        return volume.ListResponse(volumes=[volume.Volume(name=n) for n in self.names])
+
+
+def test_serve_plugin_gives_a_client_of_a_driver() -> None:
+    """A typed driver is served on a private socket; calls and errors are the engine's view."""
+    with serve_plugin(Volumes()) as client:
+        assert client.call("Plugin.Activate") == {"Implements": ["VolumeDriver"]}
+        assert client.call("VolumeDriver.Create", {"Name": "v1"}) == {}
+        with pytest.raises(PluginCallError) as raised:
+            client.call("VolumeDriver.Create", {"Name": "v1"})
+        assert (raised.value.status, raised.value.message) == (500, "volume v1 exists")
+        assert client.call("VolumeDriver.List") == {"Volumes": [{"Name": "v1"}]}
+        socket_path = Path(client.addr.removeprefix("unix://"))
+        assert socket_path.is_socket()
+        assert len(os.fsencode(socket_path)) < 108
+    assert not socket_path.parent.exists()
+    with pytest.raises(PluginConnectionError) as closed:
+        client.call("VolumeDriver.List")
+    assert str(closed.value) == (
+        f"VolumeDriver.List: cannot call plugin at {client.addr}: client is closed"
+    )
+
+
+def test_serve_plugin_takes_a_plugin_server() -> None:
+    """A PluginServer with hand-written handlers is served as it is, and stopped after."""
+    server = PluginServer(["authz"])
+    server.add_handler("AuthZPlugin.AuthZReq", lambda request: {"Allow": True})
+    with serve_plugin(server) as client:
+        assert server.serving
+        assert client.call("AuthZPlugin.AuthZReq", {"User": "u"}) == {"Allow": True}
+    assert not server.serving
