@@ -478,6 +478,9 @@ def _make_converter() -> cattrs.Converter:
 
     def structure_tuple(t: Any) -> Callable[[Any, Any], tuple[Any, ...]]:
         element = _tuple_element(t)
+        # Looked up once, when the hook is built, not on every list (cattrs'
+        # own list hooks do the same): all hooks exist before the first use.
+        structure = conv.get_structure_hook(element)
 
         def hook(value: Any, _: Any) -> tuple[Any, ...]:
             if value is None:
@@ -486,7 +489,6 @@ def _make_converter() -> cattrs.Converter:
                 raise _Problem(f"expected a list, got {_show(value)}")
             if not value:
                 return _EMPTY_LIST_VALUE  # [] and null print differently
-            structure = conv.get_structure_hook(element)
             items: list[Any] = []
             errors: list[Exception] = []
             for index, item in enumerate(value):
