@@ -478,6 +478,9 @@ def _make_converter() -> cattrs.Converter:
 
     def structure_tuple(t: Any) -> Callable[[Any, Any], tuple[Any, ...]]:
         element = _tuple_element(t)
+        # Looked up once, when the hook is built, not on every list (cattrs'
+        # own list hooks do the same): all hooks exist before the first use.
+        structure = conv.get_structure_hook(element)
 
         def hook(value: Any, _: Any) -> tuple[Any, ...]:
             if value is None:
@@ -486,7 +489,6 @@ def _make_converter() -> cattrs.Converter:
                 raise _Problem(f"expected a list, got {_show(value)}")
             if not value:
                 return _EMPTY_LIST_VALUE  # [] and null print differently
-            structure = conv.get_structure_hook(element)
             items: list[Any] = []
             errors: list[Exception] = []
             for index, item in enumerate(value):
@@ -514,6 +516,9 @@ def _make_converter() -> cattrs.Converter:
         inner = make_dict_structure_fn(cl, conv, **overrides)
         exact = frozenset(names.values())
         by_fold = {_fold(key): key for key in exact}
+        # Docker's spelling and the docs' all-lower-case one are found without
+        # folding each key: known[k] == by_fold[_fold(k)] for every k in it.
+        known = {**by_fold, **{key: key for key in exact}}
 
         def hook(value: Any, _: Any) -> Any:
             if value is None:
@@ -524,10 +529,9 @@ def _make_converter() -> cattrs.Converter:
                 return inner(value, cl)  # Docker's own spelling: nothing to fold
             canonical: dict[str, Any] = {}
             for key, item in value.items():
-                if key in exact:
-                    target = key
-                else:
-                    target = by_fold.get(_fold(key)) if isinstance(key, str) else None
+                target = known.get(key)
+                if target is None and isinstance(key, str):
+                    target = by_fold.get(_fold(key))
                 if target is None:
                     continue  # unknown keys are tolerated, as by Go's decoder
                 previous = canonical.get(target)

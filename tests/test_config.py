@@ -775,6 +775,41 @@ def test_parse_privileges_errors():
     assert str(info.value) == "invalid privileges grant: expected a list, got {}"
 
 
+@pytest.mark.parametrize(
+    ("function", "data", "message"),
+    [
+        (
+            parse_config,
+            {**MINIMAL, "mounts": [{"name": "m"}, {"SOURCE": 7}]},
+            "invalid plugin config f: Mounts[1].Source: expected a string, got 7",
+        ),
+        (
+            parse_config,
+            {**MINIMAL, "interface": {"types": ["docker.volumedriver/1.0", 3]}},
+            'invalid plugin config f: Interface.Types[1]: expected a string like "docker.'
+            'volumedriver/1.0", got 3',
+        ),
+        (
+            parse_config,
+            {**MINIMAL, "Linux": {"Devices": [{"Path": 1}, {"Settable": "path"}]}},
+            "invalid plugin config f: Linux.Devices[0].Path: expected a string, got 1; "
+            'Linux.Devices[1].Settable: expected a list, got "path"',
+        ),
+        (
+            parse_settings,
+            {"Mounts": [{"Source": []}], "Args": "x"},
+            "invalid plugin settings f: Mounts[0].Source: expected a string, got []; "
+            'Args: expected a list, got "x"',
+        ),
+    ],
+)
+def test_errors_name_every_bad_field_at_any_depth(function, data, message):
+    """Nested and repeated problems are all named, with their paths, in the order of the fields."""
+    with pytest.raises(InvalidConfigError) as info:
+        function(data, source="f")
+    assert str(info.value) == message
+
+
 # -- properties ----------------------------------------------------------------------------
 
 _text = st.text(st.characters(codec="utf-8"), max_size=8)
