@@ -107,11 +107,14 @@ def _unmount_under(root: Path) -> None:
         subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
-def import_busybox_image(engine: Any, image: str, tools: tuple[str, ...] = ("sh",)) -> None:
-    """Import ``image`` (``repo:tag``) into ``engine``: a rootfs of static busybox and ``tools``.
+@contextlib.contextmanager
+def busybox_image(engine: Any, prefix: str, tools: tuple[str, ...] = ("sh",)) -> Iterator[str]:
+    """Import an image of static busybox with ``tools`` into ``engine``; yield its tag.
 
-    No registry is reachable from the tests, so images are made here.
+    No registry is reachable from the tests, so images are made here. The
+    image is removed afterwards.
     """
+    tag = f"{prefix}-busybox:{secrets.token_hex(4)}"
     with tempfile.TemporaryDirectory(prefix="pk-img-") as tmp:
         archive = Path(tmp) / "rootfs.tar"
         with tarfile.open(archive, "w") as tar:
@@ -120,8 +123,29 @@ def import_busybox_image(engine: Any, image: str, tools: tuple[str, ...] = ("sh"
                 link = tarfile.TarInfo(f"bin/{tool}")
                 link.type, link.linkname = tarfile.SYMTYPE, "busybox"
                 tar.addfile(link)
-        repository, _, tag = image.rpartition(":")
-        engine.api.import_image_from_file(str(archive), repository=repository, tag=tag)
+        repository, _, version = tag.rpartition(":")
+        engine.api.import_image_from_file(str(archive), repository=repository, tag=version)
+    try:
+        yield tag
+    finally:
+        engine.images.remove(tag, force=True)
+
+
+@contextlib.contextmanager
+def managed_plugin(engine: Any, context: Path, prefix: str) -> Iterator[Any]:
+    """``docker plugin create`` from ``context`` (then deleted) and enable; yield the plugin.
+
+    The plugin is removed (forced) afterwards.
+    """
+    name = f"{prefix}-{secrets.token_hex(4)}:latest"
+    plugin = engine.plugins.create(name, str(context))
+    shutil.rmtree(context, ignore_errors=True)
+    try:
+        plugin.enable(timeout=60)
+        yield engine.plugins.get(name)
+    finally:
+        plugin.reload()
+        plugin.remove(force=True)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ import attrs
 import pytest
 
 from pluginkit.sdk import LogDriver, logdriver
-from tests._dockerd import import_busybox_image, legacy_plugin
+from tests._dockerd import busybox_image, legacy_plugin
 from tests._sdk_helpers import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -44,12 +44,8 @@ def keeper() -> Iterator[tuple[str, Keeper]]:
 
 @pytest.fixture
 def image(docker_client: Any) -> Iterator[str]:
-    tag = f"pk-logs-busybox:{secrets.token_hex(4)}"
-    import_busybox_image(docker_client, tag)
-    try:
+    with busybox_image(docker_client, "pk-logs") as tag:
         yield tag
-    finally:
-        docker_client.images.remove(tag, force=True)
 
 
 def test_engine_logs_through_the_plugin(

@@ -9,14 +9,12 @@ plugin's rootfs and passes its path as the plugin sees it
 from __future__ import annotations
 
 import json
-import secrets
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests._dockerd import import_busybox_image
+from tests._dockerd import busybox_image, managed_plugin
 from tests._python_rootfs import SITE, build_python_rootfs
 from tests._sdk_helpers import wait_for
 
@@ -59,25 +57,14 @@ def log_plugin(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> 
     (context / "config.json").write_text(json.dumps(config))
     build_python_rootfs(context / "rootfs")
     (context / "rootfs" / "keeper.py").write_text(PLUGIN)
-    name = f"pk-keeper-{secrets.token_hex(4)}:latest"
-    plugin = docker_client.plugins.create(name, str(context))
-    shutil.rmtree(context, ignore_errors=True)
-    try:
-        plugin.enable(timeout=60)
-        yield name
-    finally:
-        plugin.reload()
-        plugin.remove(force=True)
+    with managed_plugin(docker_client, context, "pk-keeper") as plugin:
+        yield plugin.name
 
 
 @pytest.fixture
 def image(docker_client: Any) -> Iterator[str]:
-    tag = f"pk-keeper-busybox:{secrets.token_hex(4)}"
-    import_busybox_image(docker_client, tag)
-    try:
+    with busybox_image(docker_client, "pk-keeper") as tag:
         yield tag
-    finally:
-        docker_client.images.remove(tag, force=True)
 
 
 def test_a_managed_log_plugin_logs_and_reads_back(

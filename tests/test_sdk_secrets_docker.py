@@ -14,12 +14,10 @@ import pytest
 from pluginkit import PluginError
 from pluginkit.sdk import SecretProvider
 from pluginkit.sdk import secrets as secret_models
-from tests._dockerd import import_busybox_image, legacy_plugin, private_dockerd
+from tests._dockerd import busybox_image, legacy_plugin, private_dockerd
 from tests._sdk_helpers import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-IMAGE = "pk-secret-busybox:latest"
 
 
 class Vault(SecretProvider):
@@ -43,26 +41,27 @@ def vault() -> Iterator[tuple[str, Vault]]:
 
 
 @pytest.fixture(scope="module")
-def swarm(vault: tuple[str, Vault]) -> Iterator[Any]:
-    """A private engine in swarm mode with a busybox image imported."""
+def swarm(vault: tuple[str, Vault]) -> Iterator[tuple[Any, str]]:
+    """A private engine in swarm mode, and the tag of a busybox image in it."""
     workdir = Path(tempfile.mkdtemp(prefix="pk-", dir="/tmp"))
     try:
         with private_dockerd(workdir) as engine:
             engine.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:0")
-            import_busybox_image(engine, IMAGE, ("sh", "cat", "sleep"))
-            yield engine
+            with busybox_image(engine, "pk-secrets", ("sh", "cat", "sleep")) as image:
+                yield engine, image
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _service(engine: Any, driver: str, secret_name: str) -> Any:
+def _service(swarm: tuple[Any, str], driver: str, secret_name: str) -> Any:
     import docker
 
+    engine, image = swarm
     secret = engine.secrets.create(
         name=secret_name, data=b"", labels={"env": "test"}, driver=docker.types.DriverConfig(driver)
     )
     return engine.services.create(
-        IMAGE,
+        image,
         ["sleep", "600"],
         name=f"pk-{secrets.token_hex(4)}",
         secrets=[docker.types.SecretReference(secret.id, secret_name)],
@@ -75,13 +74,18 @@ def _task(service: Any) -> dict[str, Any]:
     return tasks[0] if tasks else {}
 
 
-def test_engine_mounts_the_value_the_plugin_gave(swarm: Any, vault: tuple[str, Vault]) -> None:
+def test_engine_mounts_the_value_the_plugin_gave(
+    swarm: tuple[Any, str], vault: tuple[str, Vault]
+) -> None:
     """The task's /run/secrets file holds the plugin's value; the request names it all."""
+    engine, image = swarm
     name, driver = vault
     service = _service(swarm, name, "db-password")
     wait_for(lambda: _task(service).get("Status", {}).get("State") == "running", timeout=60)
     task = _task(service)
-    [container] = swarm.containers.list(filters={"label": f"com.docker.swarm.task.id={task['ID']}"})
+    [container] = engine.containers.list(
+        filters={"label": f"com.docker.swarm.task.id={task['ID']}"}
+    )
     assert container.exec_run(["cat", "/run/secrets/db-password"]).output == b"hunter2"
     # The dispatcher may ask again when it recomputes assignments: same request.
     asked = [r for r in driver.requests if r.task_id == task["ID"]]
@@ -92,23 +96,24 @@ def test_engine_mounts_the_value_the_plugin_gave(swarm: Any, vault: tuple[str, V
     assert request.secret_labels == {"env": "test"}
     assert (request.service_id, request.service_name) == (service.id, service.name)
     assert request.task_name == f"{service.name}.1.{task['ID']}"
-    assert request.task_image.startswith(IMAGE)
-    assert request.node_id == swarm.info()["Swarm"]["NodeID"]
+    assert request.task_image.startswith(image)
+    assert request.node_id == engine.info()["Swarm"]["NodeID"]
     service.remove()
 
 
-def test_a_refused_secret_fails_the_task(swarm: Any, vault: tuple[str, Vault]) -> None:
+def test_a_refused_secret_fails_the_task(swarm: tuple[Any, str], vault: tuple[str, Vault]) -> None:
     """A secret the plugin refuses (HTTP 500 {"Err"}) fails the task: the engine has no value.
 
     The engine keeps the plugin's message to itself (not even in its log at
     the default level): the task says the secret was not found.
     """
+    engine, _ = swarm
     name, driver = vault
     service = _service(swarm, name, "unknown-secret")
     wait_for(lambda: _task(service).get("Status", {}).get("Err"), timeout=60)
     status = _task(service)["Status"]
     assert status["State"] in ("rejected", "failed")
-    [secret] = swarm.secrets.list(filters={"name": "unknown-secret"})
+    [secret] = engine.secrets.list(filters={"name": "unknown-secret"})
     assert status["Err"] == (
         f"starting container failed: unable to get secret from secret store: "
         f"secret {secret.id} not found"
