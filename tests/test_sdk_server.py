@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -581,34 +582,42 @@ print("served", flush=True)
 """
 
 
-def test_sigterm_during_request_lets_it_finish(short_tmp: Path) -> None:
-    """SIGTERM to a process in serve() lets the in-flight request finish, then it exits 0."""
-    sock = short_tmp / "slow.sock"
+@contextlib.contextmanager
+def plugin_process(script: str, sock: Path) -> Iterator[subprocess.Popen[str]]:
+    """Run ``script`` (serving at ``sock``) in a Python process; yield it once it listens."""
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_PLUGIN, str(sock)],
+        [sys.executable, "-c", script, str(sock)],
         env={**os.environ, "PYTHONPATH": str(root)},
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
         wait_for(lambda: sock.exists() or proc.poll() is not None, timeout=30)
-        with RawClient(sock) as c:
-            c.send(c.request_bytes("Slow"))
-            assert proc.stdout is not None
-            assert proc.stdout.readline() == "in handler\n"
-            proc.send_signal(signal.SIGTERM)
-            reply = c.read_reply()
-        assert (reply.status, reply.json()) == (200, {"finished": True})
-        assert proc.wait(30) == 0
-        assert proc.stdout.read() == "served\n"
-        assert not sock.exists()
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_sigterm_during_request_lets_it_finish(short_tmp: Path) -> None:
+    """SIGTERM to a process in serve() lets the in-flight request finish, then it exits 0."""
+    sock = short_tmp / "slow.sock"
+    with plugin_process(SLOW_PLUGIN, sock) as proc, RawClient(sock) as c:
+        c.send(c.request_bytes("Slow"))
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "in handler\n"
+        proc.send_signal(signal.SIGTERM)
+        reply = c.read_reply()
+        assert (reply.status, reply.json()) == (200, {"finished": True})
+        assert proc.wait(30) == 0
+        assert proc.stdout.read() == "served\n"
+        assert not sock.exists()
 
 
 STUCK_PLUGIN = """
@@ -636,38 +645,21 @@ print("served", flush=True)
 def test_a_second_sigterm_stops_at_once(short_tmp: Path) -> None:
     """SIGTERM waits for a stuck inline handler; a second one stops serve() at once, cleaned up."""
     sock = short_tmp / "stuck.sock"
-    root = Path(__file__).resolve().parent.parent
-    proc = subprocess.Popen(
-        [sys.executable, "-c", STUCK_PLUGIN, str(sock)],
-        env={**os.environ, "PYTHONPATH": str(root)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_for(lambda: sock.exists() or proc.poll() is not None, timeout=30)
-        with RawClient(sock) as c:
-            c.send(c.request_bytes("Stuck"))
-            assert proc.stdout is not None
-            assert proc.stdout.readline() == "in handler\n"
-            proc.send_signal(signal.SIGTERM)
-            with pytest.raises(subprocess.TimeoutExpired):
-                proc.wait(0.5)  # graceful: the handler may take its time
-            assert sock.exists()
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(30) == 0  # well before the handler's 120 s
-            assert c.closed_by_server()
+    with plugin_process(STUCK_PLUGIN, sock) as proc, RawClient(sock) as c:
+        c.send(c.request_bytes("Stuck"))
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "in handler\n"
+        proc.send_signal(signal.SIGTERM)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(0.5)  # graceful: the handler may take its time
+        assert sock.exists()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0  # well before the handler's 120 s
+        assert c.closed_by_server()
         assert proc.stdout.read() == "served\n"
         assert proc.stderr is not None
         assert "stopped at once by a second SIGTERM" in proc.stderr.read()
         assert not sock.exists()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 def test_deeply_nested_json_is_400_and_server_keeps_serving(client: RawClient) -> None:
