@@ -396,3 +396,37 @@ def test_read_logs_streams_entries(short_tmp: Path) -> None:
         request = {"Info": {"ContainerID": "c1"}, "Config": {"Tail": -1, "Follow": False}}
         with client.stream("LogDriver.ReadLogs", request) as body:
             assert list(read_entries(body)) == [ENTRIES[0], ENTRIES[4]]
+
+
+def test_containers_started_at_once_in_threads_mode(short_tmp: Path) -> None:
+    """With a thread pool, StartLogging calls arriving together each get their follower."""
+    driver = Collector()
+    paths = [short_tmp / f"fifo{n}" for n in range(8)]
+    ends = []
+    for path in paths:
+        os.mkfifo(path, 0o700)
+        ends.append(os.open(path, os.O_RDWR | os.O_NONBLOCK))
+    server = driver.server(threads=4)
+    server.start(short_tmp / "log.sock")
+    clients = [RawClient(short_tmp / "log.sock") for _ in paths]
+    try:
+        for n, (client, path) in enumerate(zip(clients, paths, strict=True)):
+            start = {"File": str(path), "Info": {"ContainerID": f"c{n}"}}
+            client.send(client.request_bytes("LogDriver.StartLogging", json.dumps(start).encode()))
+        assert [c.read_reply().status for c in clients] == [200] * len(paths)
+        assert driver.following() == sorted(str(p) for p in paths)
+        for n, end in enumerate(ends):
+            _write_all(end, encode_entry(LogEntry(line=f"line {n}".encode())))
+        wait_for(lambda: len(driver.got) == len(paths))
+        assert sorted(driver.got) == sorted(
+            (f"c{n}", LogEntry(line=f"line {n}".encode())) for n in range(len(paths))
+        )
+        for client, path in zip(clients, paths, strict=True):
+            assert client.call("LogDriver.StopLogging", {"File": str(path)}).json() == {}
+        wait_for(lambda: driver.following() == [])
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
+        for end in ends:
+            os.close(end)

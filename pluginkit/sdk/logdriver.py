@@ -67,6 +67,8 @@ __all__ = [
 
 logger = logging.getLogger("pluginkit.sdk")
 
+_SETUP_LOCK = threading.Lock()
+
 # -- JSON models ---------------------------------------------------------------
 
 
@@ -243,11 +245,14 @@ class LogDriver(Driver):
     _followers_lock: threading.Lock
 
     def _state(self) -> tuple[dict[str, _Follower], threading.Lock]:
-        # Set up lazily: subclasses need not call super().__init__().
+        # Set up lazily, so that subclasses need not call super().__init__();
+        # under a lock, as pool threads may start two containers at once.
         try:
             return self._followers, self._followers_lock
         except AttributeError:
-            self._followers, self._followers_lock = {}, threading.Lock()
+            with _SETUP_LOCK:
+                if not hasattr(self, "_followers_lock"):
+                    self._followers, self._followers_lock = {}, threading.Lock()
             return self._followers, self._followers_lock
 
     def log(self, info: LogInfo, entry: LogEntry) -> None:
