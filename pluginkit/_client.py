@@ -50,6 +50,7 @@ from ._errors import (
     PluginError,
     PluginProtocolError,
     PluginTimeoutError,
+    _json_error_reason,
 )
 
 __all__ = ["DEFAULT_MAX_RESPONSE_SIZE", "MIMETYPE", "Client", "TLSConfig"]
@@ -880,7 +881,7 @@ class Client:
             return _loads(data.decode())
         except (ValueError, RecursionError) as exc:
             raise PluginProtocolError(
-                f"{method}: reply from plugin at {self.addr} is not JSON: {_json_why(exc)}"
+                f"{method}: reply from plugin at {self.addr} is not JSON: {_json_error_reason(exc)}"
                 f" (reply starts with {data[:60]!r})"
             ) from None
 
@@ -1497,11 +1498,6 @@ def _backoff(retries: int) -> int:
         delay *= 2
         retries -= 1
     return min(delay, _BACKOFF_CAP)
-
-
-def _json_why(exc: Exception) -> str:
-    """Say why JSON could not be decoded (a RecursionError's own text is about Python)."""
-    return "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
 
 
 def _reason(exc: BaseException) -> str:

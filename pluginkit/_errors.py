@@ -197,3 +197,11 @@ class RuntimeStartError(PluginError):
 
 class RootInUseError(PluginError):
     """Another live :class:`~pluginkit.Manager` holds the root directory."""
+
+
+def _json_error_reason(exc: Exception) -> str:
+    """Say why JSON could not be decoded or encoded (a RecursionError's own text is about Python).
+
+    The client, the legacy registry and the SDK server word their errors with it.
+    """
+    return "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)

@@ -31,7 +31,6 @@ from ._client import (
     Client,
     TLSConfig,
     _backoff,
-    _json_why,
     call_concurrently,
     parse_address,
 )
@@ -44,6 +43,7 @@ from ._errors import (
     PluginError,
     PluginProtocolError,
     PluginTimeoutError,
+    _json_error_reason,
 )
 from ._plugin import Plugin
 
@@ -125,7 +125,7 @@ def read_spec_file(name: str, path: str) -> tuple[str, TLSConfig | None]:
         document = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise InvalidConfigError(
-            f'plugin "{name}": {path} is not valid JSON: {_json_why(exc)}', path=path
+            f'plugin "{name}": {path} is not valid JSON: {_json_error_reason(exc)}', path=path
         ) from None
     if not isinstance(document, dict):
         raise InvalidConfigError(f'plugin "{name}": {path} must hold a JSON object', path=path)

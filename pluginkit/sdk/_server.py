@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from .._errors import PluginError
+from .._errors import PluginError, _json_error_reason
 from ._address import resolve_address, resolve_gid
 from ._http import Request, response_head
 from ._loop import ServeLoop, Stream, close_quietly, dumps, error_reply, handling, loads
@@ -69,11 +69,6 @@ def _file_pieces(fileobj: Any) -> Iterator[bytes]:
             yield data
     finally:
         fileobj.close()
-
-
-def _why(exc: Exception) -> str:
-    """Say why JSON could not be decoded or encoded (a RecursionError says nothing useful)."""
-    return "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
 
 
 class PluginServer:
@@ -256,7 +251,9 @@ class PluginServer:
                 argument = loads(body)
             except (ValueError, RecursionError) as exc:
                 method = path[1:].decode("utf-8", "replace")
-                return error_reply(400, f"{method}: request body is not valid JSON: {_why(exc)}")
+                return error_reply(
+                    400, f"{method}: request body is not valid JSON: {_json_error_reason(exc)}"
+                )
         else:
             argument = None
         try:
@@ -289,8 +286,14 @@ class PluginServer:
             return 200, dumps(result).encode()
         except (TypeError, ValueError, RecursionError) as exc:
             method = path[1:].decode("utf-8", "replace")
-            logger.error("handler for %s returned a value that is not JSON: %s", method, _why(exc))
-            return error_reply(500, f"{method}: the plugin's reply is not JSON: {_why(exc)}")
+            logger.error(
+                "handler for %s returned a value that is not JSON: %s",
+                method,
+                _json_error_reason(exc),
+            )
+            return error_reply(
+                500, f"{method}: the plugin's reply is not JSON: {_json_error_reason(exc)}"
+            )
 
     # -- serving ---------------------------------------------------------------
 
