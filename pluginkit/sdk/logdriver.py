@@ -197,6 +197,9 @@ class _Follower:
                     data = os.read(self.fd, 65536)
                 except BlockingIOError:
                     continue
+                except OSError as exc:
+                    logger.error("cannot read the log stream %s: %s", self.file, exc)
+                    break
                 if not data:
                     break  # every writer closed the FIFO
                 if broken:
