@@ -430,3 +430,19 @@ def test_containers_started_at_once_in_threads_mode(short_tmp: Path) -> None:
         server.stop()
         for end in ends:
             os.close(end)
+
+
+def test_a_stream_that_cannot_be_read_ends_its_follower(
+    short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A File that opens but fails to read (a directory) is logged; its follower ends."""
+    driver = Collector()
+    server, client = _serve(driver, short_tmp)
+    directory = short_tmp / "not-a-fifo"
+    directory.mkdir()
+    with server, client, caplog.at_level(logging.ERROR, logger="pluginkit.sdk"):
+        start = {"File": str(directory), "Info": {"ContainerID": "c"}}
+        assert client.call("LogDriver.StartLogging", start).json() == {}
+        wait_for(lambda: driver.following() == [])
+    assert f"cannot read the log stream {directory}: [Errno 21] Is a directory" in caplog.text
+    assert driver.got == []
