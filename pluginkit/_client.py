@@ -665,8 +665,7 @@ class Client:
         if tls is not None and not isinstance(tls, TLSConfig):
             raise TypeError(f"tls must be a TLSConfig, not {type(tls).__name__}")
         _check_timeout("timeout", timeout)
-        if not retry_timeout >= 0:  # NaN too: it would retry forever
-            raise ValueError(f"retry_timeout must be >= 0, not {retry_timeout!r}")
+        _check_retry_timeout(retry_timeout)
         if max_response_size <= 0:
             raise ValueError(f"max_response_size must be > 0, not {max_response_size!r}")
         if not backoff_unit > 0:
@@ -910,8 +909,8 @@ class Client:
             _check_timeout("timeout", timeout)
         if isinstance(retry_timeout, _Unset):
             retry_timeout = self.retry_timeout
-        elif not retry_timeout >= 0:
-            raise ValueError(f"retry_timeout must be >= 0, not {retry_timeout!r}")
+        else:
+            _check_retry_timeout(retry_timeout)
         return timeout, retry_timeout
 
     def _roundtrip(
@@ -1482,6 +1481,11 @@ def _request_prefix(method: str, host_line: bytes) -> bytes:
 def _check_timeout(name: str, value: float | None) -> None:
     if value is not None and not value > 0:
         raise ValueError(f"{name} must be > 0 or None, not {value!r}")
+
+
+def _check_retry_timeout(value: float) -> None:
+    if not value >= 0:  # NaN too: it would retry forever
+        raise ValueError(f"retry_timeout must be >= 0, not {value!r}")
 
 
 def _remaining(deadline: float) -> float:

@@ -31,6 +31,7 @@ from ._client import (
     Client,
     TLSConfig,
     _backoff,
+    _check_retry_timeout,
     call_concurrently,
     parse_address,
 )
@@ -266,8 +267,7 @@ class LegacyRegistry:
             raise TypeError("socket_dirs and spec_dirs must be sequences of paths, not one path")
         if not activation_timeout > 0:
             raise ValueError(f"activation_timeout must be > 0, not {activation_timeout!r}")
-        if not retry_timeout >= 0:  # NaN too: it would retry forever
-            raise ValueError(f"retry_timeout must be >= 0, not {retry_timeout!r}")
+        _check_retry_timeout(retry_timeout)
         if not backoff_unit > 0:
             raise ValueError(f"backoff_unit must be > 0, not {backoff_unit!r}")
         self.socket_dirs = tuple(os.fspath(d) for d in socket_dirs)
@@ -414,8 +414,8 @@ class LegacyRegistry:
         check_name(name)
         if retry_timeout is None:
             retry_timeout = self.retry_timeout
-        elif not retry_timeout >= 0:
-            raise ValueError(f"retry_timeout must be >= 0, not {retry_timeout!r}")
+        else:
+            _check_retry_timeout(retry_timeout)
         plugin = self._load(name, retry_timeout)
         if capability is not None and not plugin.implements(capability):
             raise ErrInadequateCapability(name, capability)
