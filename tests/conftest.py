@@ -1,10 +1,12 @@
 """Shared fixtures and the rules for tests that need Docker or Go.
 
-Tests marked ``docker`` need a running Docker engine and tests marked ``go``
-need the Go toolchain with Debian's ``golang-github-docker-docker-dev``
-sources. Where those are missing the tests skip with the reason, except when
-``PLUGINKIT_REQUIRE_DOCKER=1`` (as in CI): then they fail, so that a broken CI
-machine cannot pass by skipping.
+Tests marked ``registry`` need Debian's ``docker-registry`` (they start
+their own on a free port); they skip without it unless
+``PLUGINKIT_REQUIRE_REGISTRY=1``. Tests marked ``docker`` need a running
+Docker engine and tests marked ``go`` need the Go toolchain with Debian's
+``golang-github-docker-docker-dev`` sources. Where those are missing the
+tests skip with the reason, except when ``PLUGINKIT_REQUIRE_DOCKER=1`` (as
+in CI): then they fail, so that a broken CI machine cannot pass by skipping.
 """
 
 from __future__ import annotations
@@ -54,7 +56,22 @@ def _problem(kind: str) -> str | None:
     return _problems[kind]
 
 
+REGISTRY_REQUIRED = os.environ.get("PLUGINKIT_REQUIRE_REGISTRY") == "1"
+
+
+def _registry_problem() -> str | None:
+    if shutil.which("docker-registry") is None:
+        return "Debian's docker-registry is not installed (apt-get install docker-registry)"
+    return None
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("registry") is not None:
+        problem = _registry_problem()
+        if problem is not None:
+            if REGISTRY_REQUIRED:
+                pytest.fail(f"PLUGINKIT_REQUIRE_REGISTRY=1 but {problem}", pytrace=False)
+            pytest.skip(problem)
     for kind in ("docker", "go"):
         if item.get_closest_marker(kind) is None:
             continue
