@@ -50,8 +50,13 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 @contextlib.contextmanager
-def run_registry(workdir: Path, *, extra: str = "") -> Iterator[str]:
-    """Run a registry; yield ``localhost:PORT``. ``extra`` is YAML added to its config."""
+def run_registry(
+    workdir: Path, *, tls: tuple[Path, Path] | None = None, extra: str = ""
+) -> Iterator[str]:
+    """Run a registry; yield ``localhost:PORT``.
+
+    ``tls`` is (certificate, key) to serve HTTPS; ``extra`` is YAML added to its config.
+    """
     if not Path(REGISTRY).exists():
         pytest.skip("docker-registry is not installed")
     port = free_port()
@@ -61,7 +66,9 @@ def run_registry(workdir: Path, *, extra: str = "") -> Iterator[str]:
     config.write_text(
         "version: 0.1\nlog:\n  level: warn\n"
         f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n{extra}"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        + (f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else "")
+        + extra
     )
     log = workdir / "registry.log"
     with log.open("wb") as out:

@@ -18,12 +18,14 @@ import ipaddress
 import os
 import ssl
 import threading
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import requests
 import requests.adapters
+import urllib3
 
 from ._auth import Challenge, Credentials, config_path, find_credentials, parse_challenge
 from ._errors import RegistryAuthError, RegistryError, RegistryUnreachableError
@@ -69,12 +71,25 @@ class _TLSAdapter(requests.adapters.HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
 
-def _tls_context(host: str, *, verify: bool) -> ssl.SSLContext:
-    certs_dir = Path(os.environ.get("PLUGINKIT_CERTS_D", DEFAULT_CERTS_D)) / host
+def _certs_dir(host: str) -> Path:
+    return Path(os.environ.get("PLUGINKIT_CERTS_D", DEFAULT_CERTS_D)) / host
+
+
+def _client_cert(host: str) -> tuple[str, str] | None:
+    """Return the first ``NAME.cert``/``NAME.key`` pair of the registry's certs.d, if any."""
+    try:
+        certs = sorted(_certs_dir(host).glob("*.cert"))
+    except OSError:
+        return None
+    for cert in certs:
+        if cert.with_suffix(".key").exists():
+            return str(cert), str(cert.with_suffix(".key"))
+    return None
+
+
+def _tls_context(host: str) -> ssl.SSLContext:
+    certs_dir = _certs_dir(host)
     context = ssl.create_default_context()
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
     try:
         entries = sorted(certs_dir.iterdir()) if certs_dir.is_dir() else []
     except OSError:
@@ -112,6 +127,7 @@ class RegistrySession:
         self._http = requests.Session()
         self._http.headers["User-Agent"] = USER_AGENT
         self._base = ""
+        self._verify = True
         self._auth_header = ""
         self._challenge: Challenge | None = None
         self._credentials: Credentials | None = None
@@ -135,9 +151,12 @@ class RegistrySession:
         loopback = is_loopback(self.host)
         insecure = self.host in insecure_registries()
         verify = not insecure
-        self._http.mount(
-            f"https://{self.host}/", _TLSAdapter(_tls_context(self.host, verify=verify))
-        )
+        if insecure:
+            # requests' own unverified mode (a custom context would be verified anyway).
+            self._verify = False
+            self._http.cert = _client_cert(self.host)
+        else:
+            self._http.mount(f"https://{self.host}/", _TLSAdapter(_tls_context(self.host)))
         try:
             response = self._send("GET", f"https://{self.host}/v2/")
             self._base = f"https://{self.host}"
@@ -151,7 +170,7 @@ class RegistrySession:
         response.close()
 
     def _tls_error(self, exc: Exception) -> RegistryError:
-        where = Path(os.environ.get("PLUGINKIT_CERTS_D", DEFAULT_CERTS_D)) / self.host
+        where = _certs_dir(self.host)
         return RegistryUnreachableError(
             f"cannot reach registry {self.host}: TLS handshake failed ({_reason(exc)}); "
             f"a private CA's certificate goes in {where}/ca.crt, and a registry without "
@@ -160,7 +179,14 @@ class RegistrySession:
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", (CONNECT_TIMEOUT, READ_TIMEOUT))
+        # Per request: a session-wide verify=False loses to $REQUESTS_CA_BUNDLE.
+        kwargs.setdefault("verify", self._verify)
         try:
+            if not self._verify:
+                # The caller listed this registry as insecure: no warning per request.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                    return self._http.request(method, url, **kwargs)
             return self._http.request(method, url, **kwargs)
         except requests.exceptions.SSLError:
             raise
