@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +31,26 @@ __all__ = [
     "push",
 ]
 
+_PROGRESS: contextvars.ContextVar[Progress | None] = contextvars.ContextVar(
+    "pluginkit_distribution_progress", default=None
+)
+
 DISTRIBUTION_FILE = "distribution.json"
 """Per-plugin file (inside the plugin directory) with the manifest digest it came from."""
+
+
+@contextlib.contextmanager
+def reporting(progress: Progress | None) -> Iterator[None]:
+    """Send the progress of registry operations in this context to ``progress`` (the CLI)."""
+    token = _PROGRESS.set(progress)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
+def _progress(progress: Progress | None) -> Progress | None:
+    return progress if progress is not None else _PROGRESS.get()
 
 
 def is_reference(source: object) -> bool:
@@ -45,7 +66,7 @@ def is_reference(source: object) -> bool:
 
 def privileges(source: str, progress: Progress | None = None) -> list[Privilege]:
     """Return the privileges of the plugin ``source`` names (reads manifest and config)."""
-    with Puller(parse_registry_reference(source), progress) as puller:
+    with Puller(parse_registry_reference(source), _progress(progress)) as puller:
         return compute_privileges(puller.fetch_config().config)
 
 
@@ -87,7 +108,7 @@ def install(
     ref = parse_registry_reference(source)
     full = normalize_name(name) if name is not None else ref.local_name()
     manager._check_name_free(full)
-    with Puller(ref, progress) as puller:
+    with Puller(ref, _progress(progress)) as puller:
         fetched = puller.fetch_config()
         _check_grant(compute_privileges(fetched.config), grant)
 
@@ -120,7 +141,7 @@ def push(
     staging = manager._store.new_staging()
     try:
         layer = write_layer(manager._store.rootfs(entry.id), staging / "layer.tar.gz")
-        with Pusher(target, progress) as pusher:
+        with Pusher(target, _progress(progress)) as pusher:
             return pusher.push_plugin(entry.config, [(layer, staging / "layer.tar.gz")])
     finally:
         manager._store.discard_staging(staging)
