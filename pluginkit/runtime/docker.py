@@ -187,6 +187,11 @@ class DockerRuntime:
             _log.debug("DockerRuntime talks to %s", self._engine)
         return self._engine
 
+    @property
+    def is_podman(self) -> bool:
+        """Tell whether the engine is Podman (through its Docker-compatible API)."""
+        return self.engine.startswith("Podman")
+
     # -- the Runtime protocol -------------------------------------------------
 
     def start(self, spec: RuntimeSpec, on_exit: ExitCallback) -> None:
@@ -411,6 +416,12 @@ class DockerRuntime:
             LABEL_SPEC: label,
             LABEL_STATE_DIR: str(spec.state_dir),
         }
+        if config["device_cgroup_rules"] and self.is_podman:
+            _log.warning(
+                "Podman's Docker API ignores device cgroup rules: AllowAllDevices of plugin %s "
+                "is not applied (its listed devices are)",
+                spec.name,
+            )
         propagated = config["propagated_source"]
         if propagated:
             labels[LABEL_PROPAGATED] = propagated
@@ -563,6 +574,10 @@ class DockerRuntime:
             source = (container.get("Labels") or {}).get(LABEL_PROPAGATED)
             if source:
                 propagated.add(source)
+            if container["State"] == "running":
+                # Podman's forced removal stops with SIGTERM and a grace
+                # period; discarding means killing, on every engine.
+                self._signal(container["Id"], "SIGKILL")
             self._remove_container(container["Id"])
         for image in self._api.images(filters={"label": f"{LABEL_ID}={plugin_id}"}):
             with contextlib.suppress(docker.errors.APIError):
@@ -768,9 +783,9 @@ def _engine_name(api: Any) -> str:
     except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
         return f"unknown engine ({_explain(exc)})"
     components = version.get("Components") or []
-    name = next((c.get("Name") for c in components if isinstance(c, dict)), None)
-    platform = version.get("Platform") or {}
-    name = name or (platform.get("Name") if isinstance(platform, dict) else None) or "Docker Engine"
+    names = [str(c.get("Name", "")) for c in components if isinstance(c, dict)]
+    # dockerd names its component "Engine"; Podman says "Podman Engine".
+    name = "Podman Engine" if any(n.startswith("Podman") for n in names) else "Docker Engine"
     return f"{name} {version.get('Version', '?')}"
 
 
