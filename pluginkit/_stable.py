@@ -48,12 +48,20 @@ def link_stable(path: str, target: str) -> None:
             runs without its stable address).
     """
     directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
     with contextlib.suppress(OSError):
         if os.readlink(path) == target:
             return
     tmp = os.path.join(directory, f".{secrets.token_hex(8)}.tmp")
-    os.symlink(target, tmp)
+    for attempt in (1, 2):
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        try:
+            os.symlink(target, tmp)
+            break
+        except FileNotFoundError:
+            # unlink_stable of the last other link removed the directory
+            # between makedirs and symlink: make it again, once.
+            if attempt == 2:
+                raise
     try:
         os.replace(tmp, path)
     except BaseException:
@@ -63,10 +71,17 @@ def link_stable(path: str, target: str) -> None:
 
 
 def unlink_stable(path: str, target: str) -> None:
-    """Remove the link ``path`` if it still points at ``target`` (another plugin's is kept)."""
+    """Remove the link ``path`` if it still points at ``target``, and its directory if empty.
+
+    A link that points elsewhere (a newer plugin of the same name) is kept.
+    """
     try:
         if os.readlink(path) != target:
             return
         os.unlink(path)
-    except (FileNotFoundError, OSError):
+    except OSError:
         return
+    # Left empty, the directory would outlive the plugins in run_root (often
+    # a shared /run); link_stable makes it again.
+    with contextlib.suppress(OSError):
+        os.rmdir(os.path.dirname(path))
