@@ -6,7 +6,7 @@ and a registry install shares it. Every install goes the same way:
 
 1. :func:`open_source` gives a plugin directory for the source (a directory
    as is, an archive extracted into a staging directory under the root's
-   ``tmp/``, by :func:`safe_extract`);
+   ``tmp/`` by :func:`~pluginkit._install_archive.safe_extract`);
 2. :func:`read_context` reads and validates its ``config.json`` and checks
    it has ``rootfs/``; :func:`check_grant` checks the privileges;
 3. the manager's ``_add(name, config, reference=..., fill=...)`` reserves the
@@ -18,33 +18,40 @@ and a registry install shares it. Every install goes the same way:
 
 A registry install does steps 2 and 3 with a config blob and a ``fill``
 that unpacks the layers into ``staging/rootfs``.
+
+Whatever the source, an install is bounded by :class:`InstallLimits`
+(bytes, entries, directory depth, ``config.json`` size), and symlinks never
+lead a copy outside the source: ``config.json`` and ``rootfs`` must resolve
+inside the plugin directory, and links inside ``rootfs`` are copied as links.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import shutil
 import stat
-import tarfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from ._config import PluginConfig, Privilege, load_config, privileges_equal
 from ._errors import InvalidConfigError, InvalidReferenceError, PrivilegesNotGrantedError
+from ._install_archive import find_context, safe_extract
+from ._install_limits import Budget, InstallLimits, _short
 from ._reference import normalize_name
 from ._store import Store
 
 __all__ = [
     "Filler",
     "Grant",
+    "InstallLimits",
     "check_grant",
+    "check_source",
     "copy_rootfs",
-    "find_context",
+    "local_source",
     "name_from_source",
     "open_source",
     "read_context",
-    "safe_extract",
 ]
 
 Grant = bool | Sequence[Privilege] | Callable[[list[Privilege]], bool] | None
@@ -54,19 +61,48 @@ Filler = Callable[[Path], None]
 """Writes ``<staging>/rootfs`` of a plugin being installed (called with the staging dir)."""
 
 
+def local_source(path: Path) -> bool:
+    """Tell whether ``path`` names something on disk (a name too long for a path does not)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+            return False
+        if exc.errno == errno.ENAMETOOLONG:
+            return False
+        raise InvalidConfigError(
+            f"plugin source {path} cannot be used: {exc.strerror}", path=os.fspath(path)
+        ) from None
+    return True
+
+
+def check_source(path: Path) -> None:
+    """Raise :class:`InvalidConfigError` unless ``path`` names a file or directory."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise InvalidConfigError(
+            f"plugin source {path} does not exist", path=os.fspath(path)
+        ) from None
+    except OSError as exc:
+        raise InvalidConfigError(
+            f"plugin source {path} cannot be used: {exc.strerror}", path=os.fspath(path)
+        ) from None
+
+
 @contextlib.contextmanager
-def open_source(path: Path, store: Store) -> Iterator[Path]:
+def open_source(path: Path, store: Store, limits: InstallLimits) -> Iterator[Path]:
     """Yield a plugin directory for ``path`` (a directory, or an archive extracted).
 
-    An archive is extracted into a staging directory of ``store``, deleted
-    on exit whatever happens.
+    An archive is extracted into a staging directory of ``store`` within
+    ``limits``, and deleted on exit whatever happens.
     """
     if path.is_dir():
         yield path
         return
     staging = store.new_staging()
     try:
-        safe_extract(path, staging)
+        safe_extract(path, staging, Budget(limits, f"archive {path}", os.fspath(path)))
         yield find_context(staging, path)
     finally:
         store.discard_staging(staging)
@@ -115,13 +151,26 @@ def check_grant(required: list[Privilege], grant: Grant) -> None:
     raise PrivilegesNotGrantedError(message)
 
 
-def read_context(context: Path) -> PluginConfig:
+def read_context(context: Path, limits: InstallLimits | None = None) -> PluginConfig:
     """Read the config of a plugin directory, then check it has ``rootfs/``.
 
     A missing ``config.json`` is reported by :func:`load_config`
-    (``config not found: PATH``).
+    (``config not found: PATH``). ``config.json`` must be a regular file of
+    at most ``limits.max_config_bytes``; it and ``rootfs`` must resolve
+    inside ``context`` (a link to ``/etc`` is refused, not copied).
     """
-    config = load_config(context / "config.json")
+    limits = limits if limits is not None else InstallLimits()
+    real_top = os.path.realpath(context)
+    for name in ("config.json", "rootfs"):
+        path = os.path.join(context, name)
+        if not os.path.islink(path):
+            continue
+        real = os.path.realpath(path)
+        if real != real_top and not real.startswith(real_top + os.sep):
+            raise InvalidConfigError(
+                f"{name} in {context} resolves outside it (to {real})", path=path
+            )
+    config = load_config(context / "config.json", max_bytes=limits.max_config_bytes)
     if not (context / "rootfs").is_dir():
         raise InvalidConfigError(f"no rootfs found in {context}", path=os.fspath(context))
     return config
@@ -146,165 +195,80 @@ def name_from_source(path: Path) -> str:
         ) from None
 
 
-def find_context(extracted: Path, archive: Path) -> Path:
-    """Find the plugin directory in an extracted archive: its top or its only sub-directory.
+def copy_rootfs(context: Path, dest: Path, limits: InstallLimits | None = None) -> None:
+    """Copy ``context/rootfs`` to ``dest/rootfs``: links copied as links, special files refused.
 
-    Its ``config.json`` and ``rootfs`` must resolve inside the extraction:
-    links checked one by one can still combine into a way out (a relative
-    link through an absolute one under ``rootfs/``).
+    No link is ever followed below ``rootfs`` (a copy cannot leave the
+    source), the walk needs no recursion however deep the tree, and the copy
+    stays within ``limits`` (:class:`~pluginkit.InstallLimitError` otherwise).
+    A file is copied up to the size it had when listed.
     """
-    context = extracted
-    if not (extracted / "config.json").exists():
-        children = [c for c in extracted.iterdir() if c.is_dir() and not c.is_symlink()]
-        if len(children) != 1 or not (children[0] / "config.json").exists():
-            raise InvalidConfigError(
-                f"config not found in archive {archive}", path=os.fspath(archive)
-            )
-        context = children[0]
-    real_top = os.path.realpath(extracted)
-    for name in ("config.json", "rootfs"):
-        real = os.path.realpath(context / name)
-        if real != real_top and not real.startswith(real_top + os.sep):
-            raise InvalidConfigError(
-                f"{name} in archive {archive} resolves outside it", path=os.fspath(archive)
-            )
-    return context
+    limits = limits if limits is not None else InstallLimits()
+    budget = Budget(limits, f"plugin directory {context}", os.fspath(context))
+    src_root = os.path.join(context, "rootfs")
+    dst_root = os.path.join(dest, "rootfs")
+    os.mkdir(dst_root, 0o755)
+    # (source dir, target dir, path shown in errors, depth of its children)
+    stack = [(src_root, dst_root, "rootfs", 2)]
+    while stack:
+        src_dir, dst_dir, shown, depth = stack.pop()
+        try:
+            with os.scandir(src_dir) as listing:
+                entries = list(listing)
+        except OSError as exc:
+            raise _copy_error(context, src_dir, exc) from None
+        for entry in entries:
+            src = entry.path
+            dst = os.path.join(dst_dir, entry.name)
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    budget.add()
+                    os.symlink(os.readlink(src), dst)
+                elif stat.S_ISDIR(st.st_mode):
+                    budget.check_depth(depth, f"{shown}/{entry.name}")
+                    budget.add()
+                    os.mkdir(dst, stat.S_IMODE(st.st_mode) | 0o700)
+                    stack.append((src, dst, f"{shown}/{entry.name}", depth + 1))
+                elif stat.S_ISREG(st.st_mode):
+                    budget.add(st.st_size)
+                    _copy_file(src, dst, st.st_size)
+                    os.chmod(dst, stat.S_IMODE(st.st_mode) & 0o777)
+                else:
+                    raise _special(context, src)
+            except OSError as exc:
+                raise _copy_error(context, src, exc) from None
 
 
-def copy_rootfs(context: Path, dest: Path) -> None:
-    """Copy ``context/rootfs`` to ``dest/rootfs``: links copied as links, special files refused."""
-    src_root = context / "rootfs"
-    dst_root = dest / "rootfs"
-    dst_root.mkdir(mode=0o755)
-    for dirpath, dirnames, filenames in os.walk(src_root):
-        rel = os.path.relpath(dirpath, src_root)
-        target_dir = dst_root if rel == "." else dst_root / rel
-        for name in [*dirnames, *filenames]:
-            src = os.path.join(dirpath, name)
-            dst = target_dir / name
-            st = os.lstat(src)
-            if stat.S_ISLNK(st.st_mode):
-                os.symlink(os.readlink(src), dst)
-            elif stat.S_ISDIR(st.st_mode):
-                dst.mkdir(mode=stat.S_IMODE(st.st_mode) | 0o700)
-            elif stat.S_ISREG(st.st_mode):
-                shutil.copyfile(src, dst, follow_symlinks=False)
-                os.chmod(dst, stat.S_IMODE(st.st_mode) & 0o777)
-            else:
-                raise InvalidConfigError(
-                    f"rootfs of {context} holds {src}, which is not a file, directory or "
-                    "symlink (device files and fifos are not allowed)",
-                    path=src,
-                )
-        # symlinked directories are copied as links above; do not descend into them
-        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+def _special(context: Path, src: str) -> InvalidConfigError:
+    return InvalidConfigError(
+        f"rootfs of {context} holds {src}, which is not a file, directory or "
+        "symlink (device files and fifos are not allowed)",
+        path=src,
+    )
 
 
-def safe_extract(archive: Path, dest: Path) -> None:
-    """Extract a plugin archive into ``dest`` without letting anything land outside it.
+def _copy_error(context: Path, src: str, exc: OSError) -> InvalidConfigError:
+    return InvalidConfigError(
+        f"cannot copy {_short(src)} from {context}: {exc.strerror or exc}", path=src
+    )
 
-    Refused: absolute member names, ``..`` components, members written through
-    a symlink, symlinks pointing outside the archive (absolute targets are
-    allowed under ``rootfs/``, where they mean the plugin's own root),
-    hard links to anything but an earlier regular member, device files and
-    fifos. Modes keep the permission bits only (no setuid/setgid).
-    """
+
+def _copy_file(src: str, dst: str, size: int) -> None:
+    """Copy ``size`` bytes of the regular file ``src`` (never through a link, never blocking)."""
+    fd_in = os.open(src, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
-        tar = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the with below
-    except (tarfile.TarError, OSError) as exc:
-        raise InvalidConfigError(
-            f"{archive} is neither a plugin directory nor a tar archive: {exc}",
-            path=os.fspath(archive),
-        ) from None
-    real_dest = os.path.realpath(dest)
-
-    def refuse(member: tarfile.TarInfo, why: str) -> InvalidConfigError:
-        return InvalidConfigError(
-            f"unsafe member {member.name!r} in {archive}: {why}", path=os.fspath(archive)
-        )
-
-    def inside(path: str) -> bool:
-        return path == real_dest or path.startswith(real_dest + os.sep)
-
-    with tar:
-        for member in tar:
-            parts = _member_parts(member.name)
-            if parts is None:
-                raise refuse(member, "absolute path or '..' component")
-            if not parts:
-                continue
-            target = dest.joinpath(*parts)
-            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            if not inside(os.path.realpath(target.parent)):
-                raise refuse(member, "it would be written through a symlink")
-            if os.path.lexists(target) and not (member.isdir() and target.is_dir()):
-                raise refuse(member, "duplicate member")
-            mode = (member.mode & 0o777) if member.mode is not None else 0o644
-            if member.isdir():
-                target.mkdir(mode=mode | 0o700, exist_ok=True)
-            elif member.isreg():
-                source = tar.extractfile(member)
-                if source is None:
-                    raise refuse(member, "unreadable")
-                fd = os.open(
-                    target,
-                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    0o600,
-                )
-                with os.fdopen(fd, "wb") as out, source:
-                    shutil.copyfileobj(source, out)
-                os.chmod(target, mode)
-            elif member.issym():
-                link = member.linkname
-                if link.startswith("/"):
-                    if parts[0] != "rootfs":
-                        raise refuse(member, "absolute symlink outside rootfs/")
-                elif not _link_stays_inside(parts, link):
-                    raise refuse(member, f"symlink to {link!r} points outside the archive")
-                os.symlink(link, target)
-            elif member.islnk():
-                link_parts = _member_parts(member.linkname)
-                if not link_parts:
-                    raise refuse(member, f"hard link to {member.linkname!r}")
-                source_path = dest.joinpath(*link_parts)
-                real_source = os.path.realpath(source_path)
-                if (
-                    not inside(real_source)
-                    or os.path.islink(source_path)
-                    or not os.path.isfile(real_source)
-                ):
-                    raise refuse(member, f"hard link to {member.linkname!r}")
-                os.link(real_source, target)
-            else:
-                raise refuse(member, "device files, fifos and other special files are not allowed")
-
-
-def _link_stays_inside(parts: tuple[str, ...], link: str) -> bool:
-    """Tell whether a relative symlink at member ``parts`` resolves inside its floor.
-
-    The floor is ``rootfs/`` for links under it, else the archive's top. The
-    components are walked one by one: ``normpath`` would clamp ``/..`` to
-    ``/`` and let ``../../../etc/passwd`` at the top look inside.
-    """
-    floor = 1 if parts[0] == "rootfs" else 0
-    depth = list(parts[:-1])
-    for component in link.split("/"):
-        if component in ("", "."):
-            continue
-        if component == "..":
-            if len(depth) <= floor:
-                return False
-            depth.pop()
-        else:
-            depth.append(component)
-    return True
-
-
-def _member_parts(name: str) -> tuple[str, ...] | None:
-    """Split a member name into safe components; ``None`` when absolute or using ``..``."""
-    if name.startswith("/") or "\\" in name:
-        return None
-    parts = tuple(p for p in PurePosixPath(name).parts if p not in ("", "."))
-    if ".." in parts:
-        return None
-    return parts
+        if not stat.S_ISREG(os.fstat(fd_in).st_mode):  # swapped since it was listed
+            raise OSError(errno.EINVAL, "it is not a regular file any more")
+        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            offset = 0
+            while offset < size:
+                sent = os.sendfile(fd_out, fd_in, offset, min(size - offset, 1 << 30))
+                if sent == 0:
+                    break  # it shrank meanwhile
+                offset += sent
+        finally:
+            os.close(fd_out)
+    finally:
+        os.close(fd_in)

@@ -70,8 +70,11 @@ from ._events import PluginEvent
 from ._install import (
     Filler,
     Grant,
+    InstallLimits,
     check_grant,
+    check_source,
     copy_rootfs,
+    local_source,
     name_from_source,
     open_source,
     read_context,
@@ -207,6 +210,8 @@ class Manager:
             change (from the thread that made it; exceptions are logged).
         restart_policy: backoff for restarting crashed plugins (default:
             :class:`~pluginkit.RestartPolicy()`).
+        install_limits: bounds on what one install may write (default:
+            :class:`~pluginkit.InstallLimits()`).
 
     Raises:
         RootInUseError: another live manager holds ``root``.
@@ -225,6 +230,7 @@ class Manager:
         legacy: LegacyRegistry | None = _DEFAULT_LEGACY,
         on_event: Callable[[PluginEvent], None] | None = None,
         restart_policy: RestartPolicy | None = None,
+        install_limits: InstallLimits | None = None,
     ) -> None:
         self._root = Path(root if root is not None else _default_root()).absolute()
         self._run_root = Path(run_root if run_root is not None else _default_run_root()).absolute()
@@ -242,6 +248,7 @@ class Manager:
         self._legacy_lock = threading.Lock()
         self._on_event = on_event
         self.restart_policy = restart_policy if restart_policy is not None else RestartPolicy()
+        self.install_limits = install_limits if install_limits is not None else InstallLimits()
 
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
@@ -341,8 +348,11 @@ class Manager:
         full = normalize_name(name)
         self._check_name_free(full)
         context = Path(context_dir)
-        config = read_context(context)
-        entry = self._add(full, config, reference=full, fill=lambda dst: copy_rootfs(context, dst))
+        limits = self.install_limits
+        config = read_context(context, limits)
+        entry = self._add(
+            full, config, reference=full, fill=lambda dst: copy_rootfs(context, dst, limits)
+        )
         self._prepare(entry)
         self._emit(entry, "create")
         return entry.plugin
@@ -355,9 +365,9 @@ class Manager:
                 of an installed plugin.
         """
         path = Path(source)
-        if path.exists():
+        if local_source(path):
             with self._unpacked(path) as context:
-                return compute_privileges(read_context(context))
+                return compute_privileges(read_context(context, self.install_limits))
         entry = self._resolve(os.fspath(source))
         return compute_privileges(entry.config)
 
@@ -384,22 +394,26 @@ class Manager:
             PrivilegesNotGrantedError: ``incorrect privileges``, naming the
                 missing ones.
             PluginExistsError: the name is taken.
+            InvalidConfigError: the source does not exist, or holds a bad
+                ``config.json`` or no ``rootfs/``, or links out of itself.
+            InvalidArchiveError: the archive is truncated, corrupt or unsafe.
+            InstallLimitError: it passes :attr:`install_limits`.
             TypeError: ``grant`` is not one of the above, or a list entry is
                 not a :class:`~pluginkit.Privilege`.
         """
         path = Path(source)
-        if not path.exists():
-            raise InvalidConfigError(f"plugin source {path} does not exist", path=str(path))
+        check_source(path)
         full = normalize_name(name) if name is not None else name_from_source(path)
         self._check_name_free(full)
         with self._unpacked(path) as context:
-            config = read_context(context)
+            limits = self.install_limits
+            config = read_context(context, limits)
             check_grant(compute_privileges(config), grant)
             entry = self._add(
                 full,
                 config,
                 reference=os.fspath(source),
-                fill=lambda dst: copy_rootfs(context, dst),
+                fill=lambda dst: copy_rootfs(context, dst, limits),
             )
         self._prepare(entry)
         self._emit(entry, "install")
@@ -410,7 +424,7 @@ class Manager:
         """Yield a plugin directory for ``path`` (a directory, or an archive extracted)."""
         if not path.is_dir():
             self._check_open()  # extracting writes under the root
-        with open_source(path, self._store) as context:
+        with open_source(path, self._store, self.install_limits) as context:
             yield context
 
     def _add(self, name: str, config: PluginConfig, *, reference: str, fill: Filler) -> _Entry:
