@@ -14,7 +14,13 @@ from typing import Any
 
 import pytest
 
-from pluginkit import InvalidConfigError, PluginExistsError, PrivilegesNotGrantedError
+from pluginkit import (
+    InstallLimitError,
+    InstallLimits,
+    InvalidConfigError,
+    PluginExistsError,
+    PrivilegesNotGrantedError,
+)
 from pluginkit.distribution import (
     BlobError,
     LayerError,
@@ -304,8 +310,13 @@ def test_config_that_is_not_json(registry: tuple[str, Path], env: Env) -> None:
             [_symlink("abs", "/"), _file("abs/evil", b"x")],
             "unsafe member 'abs/evil' in {layer}: it would be written through a symlink",
         ),
+        (
+            [_symlink("abs", "/"), _file("abs/pluginkit-test-new-dir/evil", b"x")],
+            "unsafe member 'abs/pluginkit-test-new-dir/evil' in {layer}: it would be written "
+            "through a symlink",
+        ),
     ],
-    ids=["dotdot", "absolute", "symlink-out", "through-symlink"],
+    ids=["dotdot", "absolute", "symlink-out", "through-symlink", "no-dir-made-outside"],
 )
 def test_escaping_layers_are_refused(
     registry: tuple[str, Path], env: Env, members: list[Any], why: str
@@ -322,21 +333,21 @@ def test_escaping_layers_are_refused(
         env.manager().install(ref)
     assert str(info.value) == why.format(layer=what)
     assert _leftovers(env) == ([], [])
+    assert not os.path.exists("/pluginkit-test-new-dir")
 
 
-def test_size_limit(registry: tuple[str, Path], env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A layer that unpacks past PLUGINKIT_MAX_ROOTFS_SIZE fails (a gzip bomb stops early)."""
+def test_size_limit(registry: tuple[str, Path], env: Env) -> None:
+    """A layer that unpacks past InstallLimits.max_bytes fails (a gzip bomb stops early)."""
     host, _ = registry
     layer = _tar_gz([_file("plugin", b"\0" * 200_000)])
     ref = _crafted(host, "team/bomb", layer)
-    monkeypatch.setenv("PLUGINKIT_MAX_ROOTFS_SIZE", "100000")
     import hashlib
 
-    with pytest.raises(LayerError) as info:
-        env.manager().install(ref)
+    with pytest.raises(InstallLimitError) as info:
+        env.manager(install_limits=InstallLimits(max_bytes=100_000)).install(ref)
     assert str(info.value) == (
-        f"layer sha256:{hashlib.sha256(layer).hexdigest()} of {ref} unpacks past the size "
-        "limit of 100000 bytes (PLUGINKIT_MAX_ROOTFS_SIZE)"
+        f"layer sha256:{hashlib.sha256(layer).hexdigest()} of {ref} unpacks to more than "
+        "100000 bytes (InstallLimits.max_bytes)"
     )
     assert _leftovers(env) == ([], [])
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from typing import Any, BinaryIO, Protocol
 
@@ -11,19 +10,7 @@ import attrs
 
 from ._errors import BlobError
 
-__all__ = ["MAX_ROOTFS_SIZE", "Progress", "ProgressEvent", "VerifyingReader", "max_rootfs_size"]
-
-MAX_ROOTFS_SIZE = 8 << 30
-"""Default bound on the unpacked size of a plugin's rootfs (``$PLUGINKIT_MAX_ROOTFS_SIZE``)."""
-
-
-def max_rootfs_size() -> int:
-    """Return the bound on a rootfs's size: ``$PLUGINKIT_MAX_ROOTFS_SIZE`` bytes, else 8 GiB."""
-    raw = os.environ.get("PLUGINKIT_MAX_ROOTFS_SIZE", "")
-    try:
-        return int(raw) if raw else MAX_ROOTFS_SIZE
-    except ValueError:
-        return MAX_ROOTFS_SIZE
+__all__ = ["Progress", "ProgressEvent", "VerifyingReader"]
 
 
 @attrs.frozen

@@ -4,33 +4,31 @@ Refused, naming the layer and the member: absolute names and ``..``
 components, members written through a symlink, relative symlinks that climb
 out of the rootfs (absolute ones mean the plugin's own root and are kept),
 hard links to anything but an earlier regular file, device files and fifos,
-and a rootfs that grows past :func:`~pluginkit.distribution._blobs.max_rootfs_size`.
+and a rootfs past the manager's :class:`~pluginkit.InstallLimits` (the same
+bounds as an archive install; :class:`~pluginkit.InstallLimitError`).
 Whiteouts (``.wh.NAME``, ``.wh..wh..opq``) remove what earlier layers put there,
 as Docker's ``ApplyLayer`` does.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import stat
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from .._install_archive import _link_stays_inside, _member_parts
+from .._install_limits import Budget
 from ._errors import LayerError
 
-__all__ = ["apply_layer"]
+__all__ = ["Budget", "apply_layer"]
 
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
-
-
-class Budget:
-    """Bytes a rootfs may still take."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
 
 
 def _remove(path: Path) -> None:
@@ -38,6 +36,24 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif os.path.lexists(path):
         path.unlink()
+
+
+def _make_parents(
+    rootfs: Path, parts: tuple[str, ...], refuse: Callable[[str], LayerError]
+) -> None:
+    """Create the parents of a member one by one, never through a symlink."""
+    path = os.fspath(rootfs)
+    for component in parts[:-1]:
+        path = os.path.join(path, component)
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            os.mkdir(path, 0o755)
+            continue
+        if stat.S_ISLNK(mode):
+            raise refuse("it would be written through a symlink")
+        if not stat.S_ISDIR(mode):
+            raise refuse(f"{component!r} is not a directory")
 
 
 def apply_layer(
@@ -50,9 +66,8 @@ def apply_layer(
         tarfile.TarError, EOFError, OSError (zlib): the stream is not a valid
             (compressed) tar; the caller reports that after checking the digest.
     """
-    from .._manager import _link_stays_inside, _member_parts
-
     real_root = os.path.realpath(rootfs)
+    budget.source = what
 
     def refuse(member: tarfile.TarInfo, why: str) -> LayerError:
         return LayerError(f"unsafe member {member.name!r} in {what}: {why}")
@@ -67,8 +82,10 @@ def apply_layer(
                 raise refuse(member, "absolute path or '..' component")
             if not parts:
                 continue
+            budget.check_depth(len(parts) if member.isdir() else len(parts) - 1, member.name)
+            budget.add(member.size if member.isreg() else 0)
             target = rootfs.joinpath(*parts)
-            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            _make_parents(rootfs, parts, functools.partial(refuse, member))
             if not inside(os.path.realpath(target.parent)):
                 raise refuse(member, "it would be written through a symlink")
             base = parts[-1]
@@ -86,12 +103,6 @@ def apply_layer(
                 target.mkdir(mode=mode | 0o700, exist_ok=True)
                 os.chmod(target, mode | 0o700)
             elif member.isreg():
-                budget.used += member.size
-                if budget.used > budget.limit:
-                    raise LayerError(
-                        f"{what} unpacks past the size limit of {budget.limit} bytes "
-                        "(PLUGINKIT_MAX_ROOTFS_SIZE)"
-                    )
                 source = tar.extractfile(member)
                 if source is None:
                     raise refuse(member, "unreadable")

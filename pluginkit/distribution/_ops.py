@@ -19,7 +19,8 @@ from ._push import Pusher, write_layer
 from ._ref import RegistryReference, parse_registry_reference
 
 if TYPE_CHECKING:
-    from .._manager import Grant, Manager
+    from .._install import Grant
+    from .._manager import Manager
     from .._plugin import Plugin
 
 __all__ = [
@@ -103,14 +104,14 @@ def install(
     The layers unpack into a staging directory inside the manager's root,
     committed by one rename (see :meth:`Manager.install`).
     """
-    from .._manager import _check_grant
+    from .._install import check_grant
 
     ref = parse_registry_reference(source)
     full = normalize_name(name) if name is not None else ref.local_name()
     manager._check_name_free(full)
-    with Puller(ref, _progress(progress)) as puller:
+    with Puller(ref, _progress(progress), manager.install_limits) as puller:
         fetched = puller.fetch_config()
-        _check_grant(compute_privileges(fetched.config), grant)
+        check_grant(compute_privileges(fetched.config), grant)
 
         def fill(dst: Path) -> None:
             puller.fetch_rootfs(fetched, dst / "rootfs")

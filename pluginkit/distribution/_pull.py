@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tarfile
 import zlib
 from pathlib import Path
@@ -12,10 +13,11 @@ from typing import Any
 import attrs
 
 from .._config import PluginConfig, parse_config
-from .._errors import InvalidConfigError
-from ._blobs import Progress, ProgressEvent, VerifyingReader, max_rootfs_size, no_progress, short
+from .._errors import InstallLimitError, InvalidConfigError
+from .._install_limits import Budget, InstallLimits
+from ._blobs import Progress, ProgressEvent, VerifyingReader, no_progress, short
 from ._errors import BlobError, LayerError, NotAPluginError, RegistryError, RegistryNotFoundError
-from ._layer import Budget, apply_layer
+from ._layer import apply_layer
 from ._manifest import (
     ACCEPT,
     DOCKER_LAYER_GZIP,
@@ -60,8 +62,14 @@ def blob_config(blob: bytes, what: str) -> PluginConfig:
 class Puller:
     """Pull one reference: :meth:`fetch_config` first (privileges), then :meth:`fetch_rootfs`."""
 
-    def __init__(self, ref: RegistryReference, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        ref: RegistryReference,
+        progress: Progress | None = None,
+        limits: InstallLimits | None = None,
+    ) -> None:
         self.ref = ref
+        self.limits = limits or InstallLimits()
         self.progress = progress or no_progress
         self.session = RegistrySession(ref.host, ref.domain, ref.path)
 
@@ -172,7 +180,7 @@ class Puller:
             LayerError: an unsafe member or a rootfs past the size limit.
         """
         rootfs.mkdir(mode=0o755)
-        budget = Budget(max_rootfs_size())
+        budget = Budget(self.limits, str(self.ref), os.fspath(rootfs))
         for layer in fetched.manifest.layers:
             sid = short(layer.digest)
             what = f"layer {layer.digest} of {self.ref}"
@@ -196,7 +204,7 @@ def unpack_layer(
     compressed = media_type.endswith("gzip") or media_type == DOCKER_LAYER_GZIP
     try:
         apply_layer(reader, compressed, rootfs, what, budget)  # type: ignore[arg-type]
-    except LayerError:
+    except (LayerError, InstallLimitError):
         raise
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         try:
