@@ -27,6 +27,7 @@ from ._errors import LayerError
 
 __all__ = ["Budget", "apply_layer"]
 
+_BUFSIZE = 1 << 20  # large reads: each one goes through urllib3 and a hash
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
 
@@ -75,7 +76,7 @@ def apply_layer(
     def inside(path: str) -> bool:
         return path == real_root or path.startswith(real_root + os.sep)
 
-    with tarfile.open(fileobj=stream, mode="r|gz" if compressed else "r|") as tar:
+    with tarfile.open(fileobj=stream, mode="r|gz" if compressed else "r|", bufsize=_BUFSIZE) as tar:
         for member in tar:
             parts = _member_parts(member.name)
             if parts is None:

@@ -72,7 +72,7 @@ def write_layer(rootfs: Path, dest: Path, compresslevel: int = 6) -> Descriptor:
             gzip.GzipFile(
                 filename="", mode="wb", fileobj=hashing, compresslevel=compresslevel, mtime=0
             ) as gz,
-            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT, bufsize=_CHUNK) as tar,
         ):
             seen: dict[tuple[int, int], str] = {}
             for arc, path in _walk(rootfs):

@@ -5,9 +5,13 @@
   overrides the directory); a ``NAME.cert``/``NAME.key`` pair there is the
   client certificate.
 * Plain HTTP only for loopback registries (``localhost``, ``127.0.0.0/8``,
-  ``::1``: HTTPS is tried first, as Docker does) and for the ``host:port``
-  entries of ``$PLUGINKIT_INSECURE_REGISTRIES`` (comma-separated; HTTPS
-  without verification first, then HTTP).
+  ``::1``) and for the ``host:port`` entries of
+  ``$PLUGINKIT_INSECURE_REGISTRIES`` (comma-separated). A loopback registry
+  is asked over HTTP first (no TLS set-up for the usual local registry), and
+  over verified HTTPS when its answer is not a registry's 200/401; a listed
+  one over HTTPS without verification first, then HTTP, as Docker does.
+* ``HTTP(S)_PROXY``/``NO_PROXY`` apply; ``$REQUESTS_CA_BUNDLE`` does not
+  (Docker's trust is the system's CAs plus ``certs.d``).
 * Connection failures become ``cannot reach registry HOST: connection refused``
   (or the reason), a 401 says where credentials are read from.
 """
@@ -87,8 +91,26 @@ def _client_cert(host: str) -> tuple[str, str] | None:
     return None
 
 
+_CONTEXTS: dict[tuple[str, tuple[tuple[str, float], ...]], ssl.SSLContext] = {}
+_CONTEXTS_LOCK = threading.Lock()
+
+
 def _tls_context(host: str) -> ssl.SSLContext:
+    """Return the verifying TLS context of a registry (cached while its certs.d is unchanged)."""
     certs_dir = _certs_dir(host)
+    try:
+        state = tuple(sorted((e.name, e.stat().st_mtime) for e in certs_dir.iterdir()))
+    except OSError:
+        state = ()
+    key = (os.fspath(certs_dir), state)
+    with _CONTEXTS_LOCK:
+        context = _CONTEXTS.get(key)
+        if context is None:
+            context = _CONTEXTS[key] = _new_tls_context(certs_dir)
+    return context
+
+
+def _new_tls_context(certs_dir: Path) -> ssl.SSLContext:
     context = ssl.create_default_context()
     try:
         entries = sorted(certs_dir.iterdir()) if certs_dir.is_dir() else []
@@ -126,6 +148,7 @@ class RegistrySession:
         self._actions = "pull,push" if push else "pull"
         self._http = requests.Session()
         self._http.headers["User-Agent"] = USER_AGENT
+        self._http.trust_env = False
         self._base = ""
         self._verify = True
         self._auth_header = ""
@@ -148,23 +171,33 @@ class RegistrySession:
 
     def _connect(self) -> None:
         """Pick the scheme (see the module docstring) and read the auth challenge."""
-        loopback = is_loopback(self.host)
         insecure = self.host in insecure_registries()
-        verify = not insecure
         if insecure:
             # requests' own unverified mode (a custom context would be verified anyway).
             self._verify = False
             self._http.cert = _client_cert(self.host)
         else:
             self._http.mount(f"https://{self.host}/", _TLSAdapter(_tls_context(self.host)))
-        try:
-            response = self._send("GET", f"https://{self.host}/v2/")
-            self._base = f"https://{self.host}"
-        except requests.exceptions.SSLError as exc:
-            if not (loopback or insecure) or (verify and _is_verify_failure(exc)):
-                raise self._tls_error(exc) from None
+        response = None
+        if is_loopback(self.host) and not insecure:
+            # Plain HTTP is allowed here: ask it first (no TLS set-up for the
+            # common local registry). Anything but a registry's 200/401 - such
+            # as a TLS server's "HTTP request to an HTTPS server" - means TLS.
             response = self._send("GET", f"http://{self.host}/v2/")
-            self._base = f"http://{self.host}"
+            if response.status_code in (200, 401):
+                self._base = f"http://{self.host}"
+            else:
+                response.close()
+                response = None
+        if response is None:
+            try:
+                response = self._send("GET", f"https://{self.host}/v2/")
+                self._base = f"https://{self.host}"
+            except requests.exceptions.SSLError as exc:
+                if not insecure:
+                    raise self._tls_error(exc) from None
+                response = self._send("GET", f"http://{self.host}/v2/")
+                self._base = f"http://{self.host}"
         if response.status_code == 401:
             self._challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
         response.close()
@@ -181,6 +214,9 @@ class RegistrySession:
         kwargs.setdefault("timeout", (CONNECT_TIMEOUT, READ_TIMEOUT))
         # Per request: a session-wide verify=False loses to $REQUESTS_CA_BUNDLE.
         kwargs.setdefault("verify", self._verify)
+        # trust_env is off (it would load $REQUESTS_CA_BUNDLE on every
+        # connection, and override verify=False): proxies are looked up here.
+        kwargs.setdefault("proxies", requests.utils.get_environ_proxies(url))
         try:
             if not self._verify:
                 # The caller listed this registry as insecure: no warning per request.
@@ -337,11 +373,6 @@ def _basic(username: str, password: str) -> str:
 def _snippet(response: requests.Response) -> str:
     text = response.text[:300].strip()
     return text or response.reason or str(response.status_code)
-
-
-def _is_verify_failure(exc: Exception) -> bool:
-    text = str(exc)
-    return "CERTIFICATE_VERIFY_FAILED" in text or "hostname" in text.lower()
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
