@@ -13,9 +13,12 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .distribution._blobs import ProgressEvent
+
+if TYPE_CHECKING:
+    from ._config import Privilege
 
 __all__ = ["ProgressPrinter", "progress", "register"]
 
@@ -100,6 +103,44 @@ def cmd_push(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _asker(source: str, out: TextIO) -> Callable[[list[Privilege]], bool]:
+    """Ask on the terminal for the privileges a plugin needs, as ``install`` does."""
+    from .cli import CLIError, _confirm, _format_privileges
+
+    def ask(privileges: list[Privilege]) -> bool:
+        if not privileges:
+            return True
+        if not sys.stdin.isatty():
+            raise CLIError(
+                f'plugin "{source}" requests privileges and there is no terminal to ask; '
+                "pass --grant-all-permissions"
+            )
+        out.write(f'Plugin "{source}" is requesting the following privileges:\n')
+        for line in _format_privileges(privileges):
+            out.write(line + "\n")
+        if not _confirm("Do you grant the above permissions?", out):
+            raise CLIError("permission denied")
+        return True
+
+    return ask
+
+
+def cmd_save(args: argparse.Namespace, out: TextIO) -> int:
+    """``pluginkit save NAME -o FILE``."""
+    with _open(args) as manager:
+        manager.save(args.name, args.output)
+    return 0
+
+
+def cmd_load(args: argparse.Namespace, out: TextIO) -> int:
+    """``pluginkit load FILE [--alias NAME] [--grant-all-permissions]``."""
+    grant: Any = True if args.grant_all_permissions else _asker(args.file, out)
+    with _open(args) as manager, progress(args, sys.stderr):
+        plugin = manager.load(args.file, name=args.alias, grant=grant)
+    out.write(f"Loaded plugin {plugin.name}\n")
+    return 0
+
+
 def register(command: Callable[..., argparse.ArgumentParser]) -> None:
     """Add the distribution commands to the ``pluginkit`` parser."""
     sub = command("push", cmd_push, "push a plugin to a registry (like docker plugin push)")
@@ -108,3 +149,17 @@ def register(command: Callable[..., argparse.ArgumentParser]) -> None:
     sub.add_argument(
         "-q", "--quiet", action="store_true", help="no progress; print only the digest"
     )
+
+    sub = command("save", cmd_save, "write a plugin to an OCI image layout tar (offline bundle)")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("-o", "--output", required=True, metavar="FILE", help="the tar to write")
+
+    sub = command("load", cmd_load, "install a plugin from a bundle written by save")
+    sub.add_argument("file", metavar="FILE")
+    sub.add_argument("--alias", metavar="NAME", help="local name (default: the bundle's)")
+    sub.add_argument(
+        "--grant-all-permissions",
+        action="store_true",
+        help="grant every privilege the plugin asks for without asking",
+    )
+    sub.add_argument("-q", "--quiet", action="store_true", help="no progress output")

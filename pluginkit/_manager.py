@@ -462,6 +462,32 @@ class Manager:
 
         return _ops.push(self, name, ref)
 
+    def save(self, name: str, file: str | os.PathLike[str]) -> str:
+        """Write a plugin to ``file`` as an OCI image layout tar (an offline bundle).
+
+        The archive holds what :meth:`push` would upload, in Docker's plugin
+        media types; ``skopeo copy oci-archive:FILE docker://…`` reads it.
+        The file appears complete or not at all.
+
+        Returns:
+            The digest of the bundle's manifest.
+        """
+        from .distribution import _oci
+
+        return _oci.save(self, name, file)
+
+    def load(
+        self, file: str | os.PathLike[str], *, name: str | None = None, grant: Grant = None
+    ) -> Plugin:
+        """Install the plugin an OCI layout tar (from :meth:`save`) holds; it starts disabled.
+
+        Every blob is checked against its digest; privileges are asked as by
+        :meth:`install`. ``name`` defaults to the name recorded in the bundle.
+        """
+        from .distribution import _oci, _ops
+
+        return _oci.load(self, file, name=name, grant=grant, progress=_ops._progress(None))
+
     @contextlib.contextmanager
     def _unpacked(self, path: Path) -> Iterator[Path]:
         """Yield a plugin directory for ``path`` (a directory, or an archive extracted)."""

@@ -65,3 +65,19 @@ def test_install_errors_are_one_line(cli: Cli) -> None:
     result = cli("install", "-q", f"localhost:{port}/team/p:1")
     assert result.returncode == 1
     assert result.stderr == (f"Error: cannot reach registry localhost:{port}: connection refused\n")
+
+
+def test_save_and_load(cli: Cli, short_tmp: Path) -> None:
+    """pluginkit save -o FILE, then load FILE under another root and an alias."""
+    cli.ok("create", "team/b:1", str(write_plugin_dir(short_tmp / "src")))
+    bundle = short_tmp / "b.tar"
+    assert cli.ok("save", "team/b:1", "-o", str(bundle)) == ""
+    other = Cli(short_tmp / "other")
+    loaded = other("load", "--alias", "copy", str(bundle))
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout == "Loaded plugin copy:latest\n"
+    assert re.fullmatch(
+        r"[0-9a-f]{12}: Downloading \(0\.0 MB\)\n[0-9a-f]{12}: Download complete\n",
+        loaded.stderr,
+    )
+    assert other.ok("load", "-q", str(bundle)) == "Loaded plugin team/b:1\n"
