@@ -125,6 +125,17 @@ def _asker(source: str, out: TextIO) -> Callable[[list[Privilege]], bool]:
     return ask
 
 
+def cmd_upgrade(args: argparse.Namespace, out: TextIO) -> int:
+    """``pluginkit upgrade NAME [REF] [--grant-all-permissions]``."""
+    with _open(args) as manager:
+        source = args.ref if args.ref is not None else manager.get(args.name).plugin_reference
+        grant: Any = True if args.grant_all_permissions else _asker(source, out)
+        with progress(args, sys.stderr):
+            plugin = manager.upgrade(args.name, args.ref, grant=grant)
+    out.write(f"Upgraded plugin {plugin.name} to {plugin.plugin_reference}\n")
+    return 0
+
+
 def cmd_save(args: argparse.Namespace, out: TextIO) -> int:
     """``pluginkit save NAME -o FILE``."""
     with _open(args) as manager:
@@ -149,6 +160,18 @@ def register(command: Callable[..., argparse.ArgumentParser]) -> None:
     sub.add_argument(
         "-q", "--quiet", action="store_true", help="no progress; print only the digest"
     )
+
+    sub = command(
+        "upgrade", cmd_upgrade, "upgrade a plugin in place from a registry (enabled ones too)"
+    )
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("ref", nargs="?", metavar="REF", help="default: where it came from")
+    sub.add_argument(
+        "--grant-all-permissions",
+        action="store_true",
+        help="grant every privilege the new version asks for without asking",
+    )
+    sub.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
     sub = command("save", cmd_save, "write a plugin to an OCI image layout tar (offline bundle)")
     sub.add_argument("name", metavar="NAME")

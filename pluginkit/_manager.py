@@ -462,6 +462,23 @@ class Manager:
 
         return _ops.push(self, name, ref)
 
+    def upgrade(self, name: str, ref: str | None = None, *, grant: Grant = None) -> Plugin:
+        """Upgrade a plugin from a registry in place: same id, settings carried over.
+
+        Unlike Docker, an enabled plugin is upgraded too: the new version is
+        fetched while the old one runs, then the old one is stopped, the
+        versions swapped and the new one started; if it fails to start the
+        old version is put back and started again (the error says so).
+
+        Args:
+            name: the plugin's name or id.
+            ref: where to upgrade from (default: its ``PluginReference``).
+            grant: as for :meth:`install`, checked against the new version.
+        """
+        from .distribution import _ops, _upgrade
+
+        return _upgrade.upgrade(self, name, ref, grant=grant, progress=_ops._progress(None))
+
     def save(self, name: str, file: str | os.PathLike[str]) -> str:
         """Write a plugin to ``file`` as an OCI image layout tar (an offline bundle).
 

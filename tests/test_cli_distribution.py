@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,3 +82,17 @@ def test_save_and_load(cli: Cli, short_tmp: Path) -> None:
         loaded.stderr,
     )
     assert other.ok("load", "-q", str(bundle)) == "Loaded plugin team/b:1\n"
+
+
+def test_upgrade(registry: str, cli: Cli, short_tmp: Path) -> None:
+    """pluginkit upgrade NAME REF swaps in the new version."""
+    cli.ok("create", "u1", str(write_plugin_dir(short_tmp / "v1")))
+    cli.ok("create", "u2", str(write_plugin_dir(short_tmp / "v2", Description="two")))
+    cli.ok("push", "-q", "u1", f"{registry}/team/up:1")
+    cli.ok("push", "-q", "u2", f"{registry}/team/up:2")
+    cli.ok("install", "-q", "--disable", "--alias", "up", f"{registry}/team/up:1")
+    assert cli.ok("upgrade", "-q", "up", f"{registry}/team/up:2") == (
+        f"Upgraded plugin up:latest to {registry}/team/up:2\n"
+    )
+    [info] = json.loads(cli.ok("inspect", "up"))
+    assert info["Config"]["Description"] == "two"
