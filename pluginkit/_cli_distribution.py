@@ -152,6 +152,30 @@ def cmd_load(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_build(args: argparse.Namespace, out: TextIO) -> int:
+    """``pluginkit build MODULE -o DIR``."""
+    from pathlib import Path
+
+    from .distribution._build import build_plugin
+
+    config = None
+    if args.config is not None:
+        from .cli import _parse_json
+
+        config = _parse_json(Path(args.config).read_text(), args.config)
+    target = build_plugin(
+        args.module,
+        args.output,
+        source_dir=args.path,
+        config=config,
+        types=args.type,
+        socket=args.socket,
+        description=args.description,
+    )
+    out.write(f"Built plugin directory {target} (create it with: pluginkit create NAME {target})\n")
+    return 0
+
+
 def register(command: Callable[..., argparse.ArgumentParser]) -> None:
     """Add the distribution commands to the ``pluginkit`` parser."""
     sub = command("push", cmd_push, "push a plugin to a registry (like docker plugin push)")
@@ -172,6 +196,23 @@ def register(command: Callable[..., argparse.ArgumentParser]) -> None:
         help="grant every privilege the new version asks for without asking",
     )
     sub.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+    sub = command(
+        "build", cmd_build, "build a plugin directory (Python + pluginkit + your module) for create"
+    )
+    sub.add_argument("module", metavar="MODULE", help="what `python -m` runs in the plugin")
+    sub.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to create")
+    sub.add_argument("--path", metavar="DIR", help="where MODULE's package is (default: .)")
+    sub.add_argument("--config", metavar="FILE", help="a config.json to start from")
+    sub.add_argument(
+        "--type",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="interface type, e.g. docker.volumedriver/1.0 (repeatable; without --config)",
+    )
+    sub.add_argument("--socket", metavar="NAME", help="socket name (default: MODULE.sock)")
+    sub.add_argument("--description", default="", metavar="TEXT")
 
     sub = command("save", cmd_save, "write a plugin to an OCI image layout tar (offline bundle)")
     sub.add_argument("name", metavar="NAME")
