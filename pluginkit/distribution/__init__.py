@@ -12,6 +12,8 @@ here. The modules:
 * ``_blobs`` - digest and size verification while streaming, progress events;
 * ``_manifest`` - schema 2, manifest lists, OCI manifests and indexes;
 * ``_layer`` - safe layer unpacking; ``_pull``/``_push`` - the two directions;
+* ``_oci`` - offline bundles (``save``/``load``); ``_upgrade`` - in-place upgrade;
+* ``_build`` - ``pluginkit build`` for SDK authors;
 * ``_ops`` - what the manager calls.
 
 Why an own client on ``requests`` (already installed through the docker SDK)
@@ -38,6 +40,7 @@ raw stream anyway. The own client is about 1,200 lines.
 from __future__ import annotations
 
 from ._blobs import Progress, ProgressEvent
+from ._build import build_plugin
 from ._errors import (
     BlobError,
     LayerError,
@@ -60,5 +63,6 @@ __all__ = [
     "RegistryNotFoundError",
     "RegistryReference",
     "RegistryUnreachableError",
+    "build_plugin",
     "parse_registry_reference",
 ]
