@@ -222,6 +222,11 @@ class TokenServer:
     ``(method, grant_type or "", user or "")`` per request.
     """
 
+    #: Answer the POST oauth2 form (False: 405, so clients fall back to GET).
+    post = True
+    #: Actions an anonymous caller gets on every repository (e.g. ("pull",)).
+    anonymous: tuple[str, ...] = ()
+
     def __init__(self, workdir: Path, users: dict[str, str]) -> None:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
@@ -267,11 +272,16 @@ class TokenServer:
         from cryptography.hazmat.primitives.asymmetric import padding
 
         access = []
-        if user:
-            for scope in scopes:
-                kind, _, rest = scope.partition(":")
-                name, _, actions = rest.rpartition(":")
-                access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            allowed = (
+                actions.split(",")
+                if user
+                else [a for a in actions.split(",") if a in self.anonymous]
+            )
+            if allowed:
+                access.append({"type": kind, "name": name, "actions": allowed})
         now = int(time.time())
         der = self._cert.public_bytes(serialization.Encoding.DER)
         header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(der).decode()]}
@@ -320,6 +330,10 @@ class TokenServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+                if not server.post:
+                    server.calls.append(("POST", "refused", ""))
+                    self._reply(405, {"details": "method not allowed"})
+                    return
                 grant = form.get("grant_type", [""])[0]
                 user = form.get("username", [""])[0]
                 server.calls.append(("POST", grant, user))

@@ -422,3 +422,63 @@ def test_socket_free_port_is_closed() -> None:
     port = free_port()
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.parametrize(
+    "index_type",
+    [
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.index.v1+json",
+    ],
+)
+def test_manifest_list_picks_this_platform(
+    registry: tuple[str, Path], env: Env, index_type: str
+) -> None:
+    """A manifest list / OCI index resolves to the linux entry of this machine's architecture."""
+    import platform
+
+    import requests
+
+    host, _ = registry
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    other = "s390x" if arch != "s390x" else "amd64"
+    mine = push_image(
+        host,
+        "team/multi",
+        "mine",
+        json.dumps(CONFIG).encode(),
+        [_tar_gz([_file("plugin", b"mine")])],
+    )
+    theirs = push_image(
+        host,
+        "team/multi",
+        "theirs",
+        json.dumps(CONFIG).encode(),
+        [_tar_gz([_file("plugin", b"theirs")])],
+    )
+    manifests = []
+    for digest, plat in ((theirs, other), (mine, arch)):
+        r = requests.get(
+            f"http://{host}/v2/team/multi/manifests/{digest}",
+            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+            timeout=30,
+        )
+        manifests.append(
+            {
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "digest": digest,
+                "size": len(r.content),
+                "platform": {"os": "linux", "architecture": plat},
+            }
+        )
+    body = json.dumps({"schemaVersion": 2, "mediaType": index_type, "manifests": manifests})
+    r = requests.put(
+        f"http://{host}/v2/team/multi/manifests/list",
+        data=body,
+        headers={"Content-Type": index_type},
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+    plugin = env.manager().install(f"{host}/team/multi:list")
+    assert (env.root / "plugins" / plugin.id / "rootfs" / "plugin").read_bytes() == b"mine"
+    assert env.managers[0].inspect(plugin.name)["ManifestDigest"] == mine

@@ -8,6 +8,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -164,3 +165,91 @@ def test_insecure_registry_skips_verification(
     m = env.manager()
     m.create(f"{host}/team/insecure:1", env.plugin_dir())
     assert m.push(f"{host}/team/insecure:1").startswith("sha256:")
+
+
+def test_token_get_fallback_when_post_is_not_served(
+    secured: tuple[str, TokenServer, Path], env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token server without the POST form (405) is asked by GET with basic auth."""
+    host, tokens, ca = secured
+    _trust(monkeypatch, env.tmp, host, ca)
+    _docker_config(monkeypatch, env.tmp, _auths(host, "alice", "s3cret"))
+    monkeypatch.setattr(tokens, "post", False)
+    tokens.calls.clear()
+    m = env.manager()
+    m.create(f"{host}/team/getonly:1", env.plugin_dir())
+    m.push(f"{host}/team/getonly:1")
+    assert ("POST", "refused", "") in tokens.calls
+    assert ("GET", "", "alice") in tokens.calls
+
+
+def test_anonymous_pull_with_a_token(
+    secured: tuple[str, TokenServer, Path], env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A public repository: an anonymous GET token is enough to install."""
+    host, tokens, ca = secured
+    _trust(monkeypatch, env.tmp, host, ca)
+    _docker_config(monkeypatch, env.tmp, _auths(host, "alice", "s3cret"))
+    m = env.manager()
+    m.create(f"{host}/team/public:1", env.plugin_dir())
+    m.push(f"{host}/team/public:1")
+    _docker_config(monkeypatch, env.tmp, {"auths": {}})
+    monkeypatch.setattr(tokens, "anonymous", ("pull",))
+    tokens.calls.clear()
+    plugin = env.manager(root=env.tmp / "r2").install(f"{host}/team/public:1", name="pub")
+    assert plugin.name == "pub:latest"
+    assert tokens.calls == [("GET", "", "")]
+
+
+@pytest.fixture(scope="module")
+def basic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A TLS registry with htpasswd (basic) auth: (host:port, CA certificate)."""
+    pytest.importorskip("cryptography")
+    crypt = _crypt()
+    work = tmp_path_factory.mktemp("basic")
+    ca, cert, key = make_ca_and_cert(work)
+    htpasswd = work / "htpasswd"
+    htpasswd.write_text(f"alice:{crypt('s3cret')}\n")
+    extra = f"auth:\n  htpasswd:\n    realm: basic-realm\n    path: {htpasswd}\n"
+    with run_registry(work, tls=(cert, key), extra=extra) as host:
+        yield host, ca
+
+
+def _crypt() -> Any:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import crypt
+        except ImportError:
+            pytest.skip("no crypt module to make a bcrypt htpasswd entry (Python >= 3.13)")
+    return lambda password: crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
+
+
+def test_basic_auth(basic: tuple[str, Path], env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Basic auth: the credentials of config.json go with every request."""
+    host, ca = basic
+    _trust(monkeypatch, env.tmp, host, ca)
+    _docker_config(monkeypatch, env.tmp, _auths(host, "alice", "s3cret"))
+    m = env.manager()
+    m.create(f"{host}/team/basic:1", env.plugin_dir())
+    digest = m.push(f"{host}/team/basic:1")
+    other = env.manager(root=env.tmp / "r2")
+    assert other.install(f"{host}/team/basic:1", name="b").name == "b:latest"
+    assert other.inspect("b")["ManifestDigest"] == digest
+
+
+def test_basic_auth_without_credentials(
+    basic: tuple[str, Path], env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Basic auth without credentials says where they are read from."""
+    host, ca = basic
+    _trust(monkeypatch, env.tmp, host, ca)
+    path = _docker_config(monkeypatch, env.tmp, {})
+    with pytest.raises(RegistryAuthError) as info:
+        env.manager().install(f"{host}/team/basic:1")
+    assert str(info.value) == (
+        f"registry {host} requires authentication for team/basic: no credentials for "
+        f"{host} in {path} (run `docker login {host}`)"
+    )
