@@ -362,8 +362,10 @@ class Manager:
         """Return the privileges a plugin needs, in Docker's order.
 
         Args:
-            source: a plugin directory, a tar archive of one, or the name or id
-                of an installed plugin.
+            source: a plugin directory, a tar archive of one, the name or id
+                of an installed plugin, or a registry reference (its manifest
+                and config are read; no layer is downloaded). A path that
+                exists wins, then an installed plugin, then the registry.
         """
         path = Path(source)
         if local_source(path):

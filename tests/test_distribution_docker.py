@@ -115,3 +115,49 @@ def test_docker_installs_and_enables_what_pluginkit_pushed(
         assert raw_call(sock, "Test.Info")["Args"] == ["/pkplugin"]
     finally:
         subprocess.run(["docker", "plugin", "rm", "-f", name], capture_output=True, check=False)
+
+
+@pytest.mark.go
+@pytest.mark.slow
+def test_upgrade_of_an_enabled_plugin_on_the_docker_runtime(registry: str, short_tmp: Path) -> None:
+    """DockerRuntime: the enabled plugin is re-created from the new rootfs and config."""
+    import docker
+
+    from pluginkit import Manager
+    from pluginkit.runtime import DockerRuntime
+    from tests._dockerrt_helpers import CONFIG, remove_docker_leftovers
+
+    v1 = make_plugin_dir(short_tmp / "v1")
+    config = json.loads(json.dumps(CONFIG))
+    config["Env"][1]["Value"] = "2"  # FIXED: "1" in v1, "2" in v2
+    v2 = make_plugin_dir(short_tmp / "v2", config)
+    (v2 / "rootfs" / "marker").write_text("v2")
+    repo = f"{registry}/team/{unique('dockerup')}"
+    m = Manager(
+        short_tmp / "root", runtime=DockerRuntime(), run_root=short_tmp / "run", legacy=None
+    )
+    ids: list[str] = []
+    try:
+        m.create(f"{repo}:1", v1)
+        m.create(f"{repo}:2", v2)
+        m.push(f"{repo}:1")
+        m.push(f"{repo}:2")
+        plugin = m.install(f"{repo}:1", name="live", grant=True)
+        ids = [str(p.id) for p in m.list()]
+        m.set("live", ["DEBUG=7"])
+        m.enable("live", timeout=60)
+        assert "FIXED=1" in m.get("live").client.call("Test.Info")["Env"]
+        m.upgrade("live", f"{repo}:2", grant=True)
+        live = m.get("live")
+        assert live.id == plugin.id
+        env = live.client.call("Test.Info")["Env"]
+        assert "FIXED=2" in env
+        assert "DEBUG=7" in env
+    finally:
+        ids = [str(p.id) for p in m.list()] or ids
+        m.shutdown()
+        client = docker.from_env()
+        try:
+            remove_docker_leftovers(client, ids)
+        finally:
+            client.close()

@@ -67,12 +67,18 @@ def _publish(env: Env, host: str, repo: str, versions: dict[str, Path]) -> None:
 
 
 def test_upgrade_of_a_disabled_plugin_keeps_id_and_settings(registry: str, env: Env) -> None:
-    """Config and rootfs come from the new version; the id and set values stay."""
+    """Config and rootfs come from the new version; the id and the values the user set stay.
+
+    An unchanged default (LEVEL) and a value users cannot set (FIXED) take the
+    new version's defaults.
+    """
     v1 = env.plugin_dir(
         "v1",
         Env=[
             {"Name": "KEEP", "Settable": ["value"], "Value": "default"},
             {"Name": "GONE", "Settable": ["value"], "Value": "x"},
+            {"Name": "LEVEL", "Settable": ["value"], "Value": "0"},
+            {"Name": "FIXED", "Settable": [], "Value": "1"},
         ],
     )
     v2 = env.plugin_dir(
@@ -81,6 +87,8 @@ def test_upgrade_of_a_disabled_plugin_keeps_id_and_settings(registry: str, env: 
         Env=[
             {"Name": "KEEP", "Settable": ["value"], "Value": "new-default"},
             {"Name": "ADDED", "Settable": ["value"], "Value": "a"},
+            {"Name": "LEVEL", "Settable": ["value"], "Value": "1"},
+            {"Name": "FIXED", "Settable": [], "Value": "2"},
         ],
     )
     (v2 / "rootfs" / "v2-only").write_text("2")
@@ -93,14 +101,14 @@ def test_upgrade_of_a_disabled_plugin_keeps_id_and_settings(registry: str, env: 
     assert upgraded.name == "up:latest"
     info = m.inspect("up")
     assert info["Config"]["Description"] == "version two"
-    assert info["Settings"]["Env"] == ["KEEP=mine", "ADDED=a"]
+    assert info["Settings"]["Env"] == ["KEEP=mine", "ADDED=a", "LEVEL=1", "FIXED=2"]
     assert info["PluginReference"] == f"{registry}/team/up:2"
     rootfs = env.root / "plugins" / plugin.id / "rootfs"
     assert (rootfs / "v2-only").read_text() == "2"
     assert [p.name for p in (env.root / "tmp").iterdir()] == []
     m.shutdown()
     again = env.manager()  # a restart reads the upgraded record
-    assert again.inspect("up")["Settings"]["Env"] == ["KEEP=mine", "ADDED=a"]
+    assert again.inspect("up")["Settings"]["Env"] == ["KEEP=mine", "ADDED=a", "LEVEL=1", "FIXED=2"]
     assert again.get("up").id == plugin.id
 
 

@@ -8,10 +8,11 @@ if it does not start, the directories are exchanged back and the old version
 is started again, and the error says so. A kill at any instant leaves either
 version complete (the other one, in ``tmp/``, is deleted at the next start).
 
-Settings: Docker keeps a plugin's settings across an upgrade. pluginkit keeps
-every value the new config still has a place for - env vars by name, mount
-sources and device paths by name, the args when the new config's args are
-settable - and takes the new config's defaults for the rest.
+Settings: Docker keeps a plugin's settings across an upgrade, stale defaults
+included. pluginkit carries over what the user set (a value different from
+the old version's default) where the new config still lets users set it -
+env vars, mount sources and device paths by name, the args - and takes the
+new version's defaults for everything else.
 """
 
 from __future__ import annotations
@@ -48,29 +49,49 @@ _KEEP = ("rootfs", RECORD, "distribution.json")
 
 
 def merge_settings(old: Settings, old_config: PluginConfig, new: PluginConfig) -> Settings:
-    """Carry the old settings over to the new config (see the module docstring)."""
+    """Carry the values the user set over to the new config (see the module docstring).
+
+    A value is carried when the user changed it from the old default and the
+    new config still lets users set it; everything else takes the new
+    config's default.
+    """
     fresh = initial_settings(new)
+    before = initial_settings(old_config)
     old_env = dict(line.partition("=")[::2] for line in old.env)
+    default_env = dict(line.partition("=")[::2] for line in before.env)
+    changed = {k: v for k, v in old_env.items() if default_env.get(k) != v}
+    settable = {e.name for e in new.env if "value" in e.settable}
     env = []
-    names = {e.name for e in new.env}
     seen = set()
     for line in fresh.env:
         key = line.partition("=")[0]
         seen.add(key)
-        env.append(f"{key}={old_env[key]}" if key in old_env else line)
-    env.extend(f"{k}={v}" for k, v in old_env.items() if k in names and k not in seen)
-    old_mounts = {m.name: m for m in old.mounts if m.name}
+        env.append(f"{key}={changed[key]}" if key in changed and key in settable else line)
+    env.extend(f"{k}={v}" for k, v in changed.items() if k in settable and k not in seen)
+    old_mounts = {m.name: m.source for m in old.mounts if m.name}
+    default_mounts = {m.name: m.source for m in before.mounts if m.name}
     mounts = tuple(
-        attrs.evolve(m, source=old_mounts[m.name].source) if m.name in old_mounts else m
+        attrs.evolve(m, source=old_mounts[m.name])
+        if "source" in m.settable
+        and m.name in old_mounts
+        and old_mounts[m.name] != default_mounts.get(m.name)
+        else m
         for m in fresh.mounts
     )
-    old_devices = {d.name: d for d in old.devices if d.name}
+    old_devices = {d.name: d.path for d in old.devices if d.name}
+    default_devices = {d.name: d.path for d in before.devices if d.name}
     devices = tuple(
-        attrs.evolve(d, path=old_devices[d.name].path) if d.name in old_devices else d
+        attrs.evolve(d, path=old_devices[d.name])
+        if "path" in d.settable
+        and d.name in old_devices
+        and old_devices[d.name] != default_devices.get(d.name)
+        else d
         for d in fresh.devices
     )
-    args = old.args if new.args.settable and old_config.args.name == new.args.name else fresh.args
-    return Settings(mounts=mounts, env=tuple(env), args=args, devices=devices)
+    keep_args = "value" in new.args.settable and old.args != before.args
+    return Settings(
+        mounts=mounts, env=tuple(env), args=old.args if keep_args else fresh.args, devices=devices
+    )
 
 
 def _exchange(a: Path, b: Path) -> None:
