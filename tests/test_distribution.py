@@ -482,3 +482,19 @@ def test_manifest_list_picks_this_platform(
     plugin = env.manager().install(f"{host}/team/multi:list")
     assert (env.root / "plugins" / plugin.id / "rootfs" / "plugin").read_bytes() == b"mine"
     assert env.managers[0].inspect(plugin.name)["ManifestDigest"] == mine
+
+
+def test_a_word_that_is_neither_a_path_nor_reachable(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bare word goes to Docker Hub; when that fails the error says it is not a path either."""
+    port = free_port()
+    # Docker Hub made unreachable through a proxy that refuses connections.
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    with pytest.raises(RegistryUnreachableError) as info:
+        env.manager().install("nosuchplugin")
+    assert str(info.value) == (
+        "cannot reach registry registry-1.docker.io: connection refused "
+        "(and nosuchplugin is not a file or directory)"
+    )

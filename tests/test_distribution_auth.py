@@ -93,8 +93,8 @@ def test_no_credentials_says_where_they_are_read_from(
     with pytest.raises(RegistryAuthError) as info:
         env.manager().install(f"{host}/team/secure:1")
     assert str(info.value) == (
-        f"registry {host} requires authentication for team/secure: no credentials for "
-        f"{host} in {path} (run `docker login {host}`)"
+        f"registry {host} requires authentication for team/secure (or it does not exist): "
+        f"no credentials for {host} in {path} (run `docker login {host}`)"
     )
     assert tokens.calls
     assert all(c == ("GET", "", "") for c in tokens.calls)
@@ -250,6 +250,6 @@ def test_basic_auth_without_credentials(
     with pytest.raises(RegistryAuthError) as info:
         env.manager().install(f"{host}/team/basic:1")
     assert str(info.value) == (
-        f"registry {host} requires authentication for team/basic: no credentials for "
-        f"{host} in {path} (run `docker login {host}`)"
+        f"registry {host} requires authentication for team/basic (or it does not exist): "
+        f"no credentials for {host} in {path} (run `docker login {host}`)"
     )

@@ -14,6 +14,7 @@ from .._config import Privilege, compute_privileges
 from .._errors import InvalidReferenceError
 from .._reference import normalize_name
 from ._blobs import Progress
+from ._errors import RegistryAuthError, RegistryNotFoundError, RegistryUnreachableError
 from ._pull import Fetched, Puller
 from ._push import Pusher, write_layer
 from ._ref import RegistryReference, parse_registry_reference
@@ -65,9 +66,24 @@ def is_reference(source: object) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _not_a_path_either(source: str) -> Iterator[None]:
+    """Say that ``source`` is not a path either, when it might have been meant as one."""
+    try:
+        yield
+    except (RegistryNotFoundError, RegistryUnreachableError, RegistryAuthError) as exc:
+        head = source.partition("/")[0]
+        if "/" in source and ("." in head or ":" in head or head == "localhost"):
+            raise  # an explicit registry: clearly not a path
+        raise type(exc)(f"{exc} (and {source} is not a file or directory)") from None
+
+
 def privileges(source: str, progress: Progress | None = None) -> list[Privilege]:
     """Return the privileges of the plugin ``source`` names (reads manifest and config)."""
-    with Puller(parse_registry_reference(source), _progress(progress)) as puller:
+    with (
+        _not_a_path_either(source),
+        Puller(parse_registry_reference(source), _progress(progress)) as puller,
+    ):
         return compute_privileges(puller.fetch_config().config)
 
 
@@ -110,7 +126,8 @@ def install(
     full = normalize_name(name) if name is not None else ref.local_name()
     manager._check_name_free(full)
     with Puller(ref, _progress(progress), manager.install_limits) as puller:
-        fetched = puller.fetch_config()
+        with _not_a_path_either(source):
+            fetched = puller.fetch_config()
         check_grant(compute_privileges(fetched.config), grant)
 
         def fill(dst: Path) -> None:

@@ -289,9 +289,9 @@ class RegistrySession:
         where = config_path()
         if self._creds() is None:
             return RegistryAuthError(
-                f"registry {self.host} requires authentication for {self.repository}: "
-                f"no credentials for {self.domain} in {where} (run `docker login "
-                f"{self.domain}`){detail}"
+                f"registry {self.host} requires authentication for {self.repository} (or it "
+                f"does not exist): no credentials for {self.domain} in {where} (run `docker "
+                f"login {self.domain}`){detail}"
             )
         return RegistryAuthError(
             f"registry {self.host} refused the credentials for {self.domain} from {where} "
