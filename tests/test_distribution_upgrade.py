@@ -197,3 +197,56 @@ def test_failed_upgrade_keeps_the_old_version_running(registry: str, penv: Env) 
     assert plugin.config.description == "good"
     assert plugin.client.call("VolumeDriver.List", {})["Volumes"] == []
     assert m.inspect("fail")["PluginReference"] == f"{registry}/team/fail:1"
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ("pluginkit.distribution._pull.apply_layer", "one"),  # killed while downloading
+        ("pluginkit.distribution._upgrade._install_entry", "two"),  # killed right after the swap
+    ],
+    ids=["during-download", "after-swap"],
+)
+def test_kill_during_upgrade_leaves_one_whole_version(
+    registry: str, env: Env, patch: str, expected: str
+) -> None:
+    """kill -9 at any point leaves the old or the new version whole, and tmp/ cleaned."""
+    import os
+    import subprocess
+    import sys
+
+    repo = f"team/killup{expected}"
+    v1 = env.plugin_dir(f"k1{expected}", Description="one")
+    v2 = env.plugin_dir(f"k2{expected}", Description="two")
+    (v2 / "rootfs" / "big").write_bytes(os.urandom(1_000_000))
+    _publish(env, registry, repo, {"1": v1, "2": v2})
+    root = env.tmp / "killroot"
+    m = env.manager(root=root)
+    plugin = m.install(f"{registry}/{repo}:1", name="k")
+    m.shutdown()
+    module, _, attr = patch.rpartition(".")
+    code = (
+        "import importlib, time, pluginkit\n"
+        "from pluginkit.testing import FakeRuntime\n"
+        f"mod = importlib.import_module({module!r})\n"
+        "def stuck(*a, **k):\n"
+        "    print('stuck', flush=True); time.sleep(60)\n"
+        f"setattr(mod, {attr!r}, stuck)\n"
+        f"m = pluginkit.Manager({str(root)!r}, runtime=FakeRuntime(), legacy=None,"
+        f" run_root={str(env.tmp / 'killrun')!r})\n"
+        f"m.upgrade('k', {f'{registry}/{repo}:2'!r})\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"stuck\n"
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    again = env.manager(root=root)
+    found = again.get("k")
+    assert found.id == plugin.id
+    assert found.config.description == expected
+    assert sorted(os.listdir(root / "tmp")) == []
+    assert sorted(os.listdir(root / "plugins")) == [plugin.id]
+    rootfs = root / "plugins" / plugin.id / "rootfs"
+    assert (rootfs / "big").exists() == (expected == "two")
