@@ -30,7 +30,7 @@ from ._address import resolve_address, resolve_gid
 from ._http import Request, response_head
 from ._loop import ServeLoop, Stream, close_quietly, dumps, error_reply, handling, loads
 
-__all__ = ["Handler", "InvalidRequestError", "PluginServer"]
+__all__ = ["Handler", "InvalidRequestError", "PluginServer", "StatusReply"]
 
 logger = logging.getLogger("pluginkit.sdk")
 
@@ -58,6 +58,20 @@ class InvalidRequestError(PluginError, ValueError):
     Raise it from a handler for a request you reject as malformed; typed
     drivers raise it when a request does not match its model.
     """
+
+
+@attrs.frozen
+class StatusReply:
+    """A reply with a status other than 200: ``body`` (JSON-encodable or attrs) sent as it is.
+
+    The typed drivers use it where go-plugins-helpers answers an error with
+    a whole response body, e.g. an authorization verdict carrying ``Err``
+    is sent with HTTP 500 (the engine only reads ``Err`` from a non-200
+    reply).
+    """
+
+    status: int
+    body: Any
 
 
 def _file_pieces(fileobj: Any) -> Iterator[bytes]:
@@ -268,9 +282,13 @@ class PluginServer:
             return error_reply(status, str(exc) or type(exc).__name__)
         if result is None:
             return 200, b"{}"
+        status = 200
         kind = type(result)
         model = False  # dict and list, the common replies, skip every check below
-        if kind is not dict and kind is not list:
+        if kind is StatusReply:
+            status, result = result.status, result.body
+            model = attrs.has(type(result))
+        elif kind is not dict and kind is not list:
             if isinstance(result, (bytes, bytearray, memoryview)):
                 return 200, bytes(result)
             model = attrs.has(kind)
@@ -283,7 +301,7 @@ class PluginServer:
                 from ._convert import converter
 
                 result = converter.unstructure(result)
-            return 200, dumps(result).encode()
+            return status, dumps(result).encode()
         except (TypeError, ValueError, RecursionError) as exc:
             method = path[1:].decode("utf-8", "replace")
             logger.error(
