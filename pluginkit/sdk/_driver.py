@@ -77,6 +77,7 @@ class Driver:
         max_body: int = 64 * 1024 * 1024,
         stop_timeout: float = 10.0,
         read_timeout: float | None = 60.0,
+        max_connections: int | None = None,
     ) -> PluginServer:
         """Make a :class:`PluginServer` that serves this driver.
 
@@ -86,7 +87,10 @@ class Driver:
             threads: 0 runs handlers inline in the I/O loop, N > 0 in N threads.
             max_body: The largest request body accepted.
             stop_timeout: How long ``stop()`` waits for in-flight requests.
-            read_timeout: How long a client may stall mid-request (None: forever).
+            read_timeout: How long a client may take to send a whole request
+                (None: forever).
+            max_connections: The most connections held at once (None: from
+                the file descriptor limit).
         """
         server = PluginServer(
             [],
@@ -95,6 +99,7 @@ class Driver:
             max_body=max_body,
             stop_timeout=stop_timeout,
             read_timeout=read_timeout,
+            max_connections=max_connections,
         )
         self.register(server)
         return server

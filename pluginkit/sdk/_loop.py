@@ -16,6 +16,7 @@ wake-up.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
 import json.encoder
 import json.scanner
@@ -65,6 +66,10 @@ handling = _Handling()
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 _RECV_SIZE = 262144
+# The listen backlog, as Go takes it (the kernel clamps it to somaxconn): a
+# burst of connections (clients reconnecting after an eviction at the cap)
+# must not fill it, or a well-behaved client's connect() fails with EAGAIN.
+_BACKLOG = 4096
 
 
 class _Conn:
@@ -75,16 +80,16 @@ class _Conn:
         "close_after",
         "closed",
         "events",
+        "fresh",
         "handshaking",
-        "mark",
         "out",
         "parser",
-        "received",
+        "since",
         "sock",
         "stream",
     )
 
-    def __init__(self, sock: socket.socket, parser: RequestParser) -> None:
+    def __init__(self, sock: socket.socket, parser: RequestParser, now: float) -> None:
         self.sock = sock
         self.parser = parser
         self.out = bytearray()
@@ -94,11 +99,13 @@ class _Conn:
         self.close_after = False
         self.closed = False
         self.handshaking = False
-        # Bytes received so far, and that count when a sweep last found a
-        # request in progress here (-1: none was): equal at the next sweep
-        # means the client stalled mid-request.
-        self.received = 0
-        self.mark = -1
+        #: Nothing received yet: counted as a request in progress since the
+        #: accept (deadline and eviction), not as an idle keep-alive.
+        self.fresh = True
+        # When the request in progress began (its first byte was read, or
+        # the TLS handshake began); between requests, roughly when the
+        # connection fell idle. Deadlines and eviction order go by it.
+        self.since = now
 
 
 class Stream:
@@ -219,6 +226,10 @@ class ServeLoop:
     ssl_context: ssl.SSLContext | None
     url: str = ""
     read_timeout: float | None = None
+    #: The most connections held at once; at the cap, the longest-idle
+    #: keep-alive connections are closed first, then the oldest requests
+    #: still being received.
+    max_connections: int = 1024
     listener: socket.socket = attrs.field(init=False)
     selector: selectors.BaseSelector = attrs.field(init=False)
     waker_r: socket.socket = attrs.field(init=False)
@@ -243,6 +254,9 @@ class ServeLoop:
     accept_delay: float = attrs.field(init=False, default=0.0)
     accept_resume: float = attrs.field(init=False, default=0.0)
     next_sweep: float = attrs.field(init=False, default=0.0)
+    #: time.monotonic() as of the last wake-up of the loop (cheaper than a
+    #: clock read per received packet).
+    now: float = attrs.field(init=False, factory=time.monotonic)
     closed: bool = attrs.field(init=False, default=False)
     loop_ident: int | None = attrs.field(init=False, default=None)
     done: threading.Event = attrs.field(init=False, factory=threading.Event)
@@ -290,7 +304,7 @@ class ServeLoop:
                     os.chmod(staged, self.mode)
                     if self.gid is not None:
                         os.chown(staged, -1, self.gid)
-                    sock.listen(128)
+                    sock.listen(_BACKLOG)
                     os.replace(staged, path)
                 except BaseException:
                     staged.unlink(missing_ok=True)
@@ -309,7 +323,7 @@ class ServeLoop:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(sockaddr)
-                sock.listen(128)
+                sock.listen(_BACKLOG)
             except BaseException:
                 sock.close()
                 raise
@@ -340,6 +354,7 @@ class ServeLoop:
 
     def run(self) -> None:
         select = self.selector.select
+        monotonic = time.monotonic
         while not self.closed:
             timeout: float | None = None
             if self.stopping:
@@ -349,15 +364,18 @@ class ServeLoop:
             elif self.accept_resume:
                 timeout = self.resume_accepting()
             if self.read_timeout is not None and self.conns:
-                now = time.monotonic()
+                now = self.now = monotonic()
                 if now >= self.next_sweep:
-                    # Late by more than half a period, the loop was blocked (an
+                    period = min(self.read_timeout / 8, 1.0)
+                    # Late by more than a period, the loop was blocked (an
                     # inline handler): bytes may wait unread, so judge no one.
-                    self.sweep(judge=now - self.next_sweep < self.read_timeout / 2)
-                    self.next_sweep = now + self.read_timeout
+                    self.sweep(now, judge=now - self.next_sweep < period)
+                    self.next_sweep = now + period
                 wait = self.next_sweep - now
                 timeout = wait if timeout is None else min(timeout, wait)
-            for key, mask in select(timeout):
+            events = select(timeout)
+            self.now = monotonic()
+            for key, mask in events:
                 data = key.data
                 if type(data) is _Conn:
                     self.on_event(data, mask)
@@ -384,28 +402,65 @@ class ServeLoop:
             return False
         return True
 
-    def sweep(self, *, judge: bool = True) -> None:
-        """Cut off clients stalled mid-request since the last sweep (slowloris).
+    def sweep(self, now: float, *, judge: bool = True) -> None:
+        """Cut off clients whose request is not complete ``read_timeout`` after it began.
 
-        A request in progress at one sweep that has received nothing by the
-        next (``read_timeout`` later) is answered 408 and its connection
-        closed. Idle keep-alive connections are left alone: the engine keeps
-        them open between calls.
+        The deadline is for the whole request, not between bytes, so a
+        client trickling a byte now and then (slowloris) is cut off as
+        surely as one that stalls: it is answered 408 and disconnected (a
+        TLS handshake that does not finish in time is just disconnected).
+        Idle keep-alive connections are left alone: the engine keeps them
+        open between calls.
         """
-        for conn in list(self.conns):
-            partial = conn.handshaking or not conn.parser.idle
-            if not partial or conn.busy or conn.out or conn.stream is not None or not judge:
-                conn.mark = -1
-            elif conn.mark != conn.received:
-                conn.mark = conn.received
-            elif conn.handshaking:
-                self.close(conn)
+        assert self.read_timeout is not None
+        if not judge:
+            return
+        limit = now - self.read_timeout
+        for conn in [c for c in self.conns if c.since <= limit]:
+            partial = conn.handshaking or conn.fresh or not conn.parser.idle
+            if not partial or conn.busy or conn.out or conn.stream is not None:
+                continue
+            if conn.handshaking or conn.fresh:
+                self.close(conn)  # nothing to answer: not one byte of a request came
+                continue
+            conn.close_after = True
+            status, data = error_reply(408, f"request not completed within {self.read_timeout:g} s")
+            self.send(conn, response_head(status, len(data), keep_alive=False) + data)
+
+    def evict(self) -> bool:
+        """Make room for one more connection at the cap; False when none can go.
+
+        Idle keep-alive connections go first (longest idle first), then
+        requests still being received (the oldest first: a slow client's).
+        Connections whose request is being answered are never cut. A batch
+        goes at once, so that a flood of new connections does not scan the
+        whole set for each.
+        """
+        idle: list[tuple[float, int, _Conn]] = []
+        partial: list[tuple[float, int, _Conn]] = []
+        for conn in self.conns:
+            if conn.busy or conn.out or conn.stream is not None:
+                continue
+            entry = (conn.since, id(conn), conn)
+            if not conn.handshaking and not conn.fresh and conn.parser.idle:
+                idle.append(entry)
             else:
-                conn.close_after = True
-                status, data = error_reply(
-                    408, f"request not completed: nothing received for {self.read_timeout:g} s"
-                )
-                self.send(conn, response_head(status, len(data), keep_alive=False) + data)
+                partial.append(entry)
+        batch = max(1, self.max_connections // 32)
+        victims = heapq.nsmallest(batch, idle)
+        if len(victims) < batch:
+            victims += heapq.nsmallest(batch - len(victims), partial)
+        if not victims:
+            return False
+        logger.debug(
+            "plugin server at %s: at the cap of %d connections, closing %d (idle or slowest first)",
+            self.url,
+            self.max_connections,
+            len(victims),
+        )
+        for _, _, conn in victims:
+            self.close(conn)
+        return True
 
     def on_wake(self, mask: int) -> None:
         with contextlib.suppress(OSError):
@@ -434,7 +489,15 @@ class ServeLoop:
             sock.setblocking(False)
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _Conn(sock, RequestParser(max_body=self.max_body))
+            if len(self.conns) >= self.max_connections and not self.evict():
+                logger.warning(
+                    "plugin server at %s: %d connections, every one busy: refusing a new one",
+                    self.url,
+                    len(self.conns),
+                )
+                sock.close()
+                continue
+            conn = _Conn(sock, RequestParser(max_body=self.max_body), self.now)
             if self.ssl_context is not None:
                 try:
                     conn.sock = self.ssl_context.wrap_socket(
@@ -507,14 +570,17 @@ class ServeLoop:
         except (OSError, ssl.SSLError):
             self.close(conn)
             return
-        conn.received += len(data)
         if self.workers:
             self.received_while_busy(conn, data)
             return
         if not data:
             self.close(conn)
             return
-        conn.parser.feed(data)
+        parser = conn.parser
+        if parser.idle and not conn.fresh:
+            conn.since = self.now  # a request begins (a fresh one began at the accept)
+        conn.fresh = False
+        parser.feed(data)
         self.process(conn)
 
     def received_while_busy(self, conn: _Conn, data: bytes) -> None:
@@ -522,6 +588,9 @@ class ServeLoop:
         with self.lock:
             busy = conn.busy
             if data:
+                if conn.parser.idle and not conn.fresh:
+                    conn.since = self.now
+                conn.fresh = False
                 conn.parser.feed(data)
             if busy and (not data or conn.parser.buffered > 1 << 20):
                 # Stop watching until the worker hands the connection back: EOF
@@ -575,6 +644,7 @@ class ServeLoop:
                 if conn.close_after:
                     self.close(conn)
                 return
+            conn.since = self.now  # what is buffered after it is a new request
             if self.workers:
                 conn.busy = True
                 if conn.events and self.ssl_context is not None:

@@ -74,6 +74,16 @@ class StatusReply:
     body: Any
 
 
+def _default_max_connections() -> int:
+    """64 below the soft limit of open files (room for the handlers' own), within 16..8192."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 8192
+    return max(16, min(soft - 64, 8192))
+
+
 def _file_pieces(fileobj: Any) -> Iterator[bytes]:
     try:
         while True:
@@ -112,12 +122,19 @@ class PluginServer:
             at a time - the fastest choice for handlers that return quickly.
             N > 0 runs them in a pool of N threads, for handlers that block.
         max_body: The largest request body accepted (HTTP 413 above it).
-        read_timeout: A client that has begun a request and then sends
-            nothing for this many seconds (up to twice as long) is answered
-            HTTP 408 and disconnected, so stalled clients cannot hold
-            connections forever; None waits forever. Idle keep-alive
-            connections between requests are not affected.
+        read_timeout: A client must send a whole request (head and body)
+            within this many seconds of its first byte (checked every
+            ``min(read_timeout / 8, 1)`` s), else it is answered HTTP 408 and
+            disconnected, so slow clients cannot hold connections forever,
+            however they trickle their bytes; None waits forever. Idle
+            keep-alive connections between requests are not affected.
         stop_timeout: How long :meth:`stop` waits for in-flight requests.
+        max_connections: The most connections held at once. At the cap, a
+            new connection is taken and room is made: idle keep-alive
+            connections are closed first (the longest idle first), then
+            requests still being received (the oldest first). None (the
+            default) is 64 below the process's file descriptor limit, at
+            most 8192.
     """
 
     def __init__(
@@ -129,6 +146,7 @@ class PluginServer:
         max_body: int = 64 * 1024 * 1024,
         stop_timeout: float = 10.0,
         read_timeout: float | None = 60.0,
+        max_connections: int | None = None,
     ) -> None:
         if isinstance(implements, str):
             implements = [implements]
@@ -155,8 +173,17 @@ class PluginServer:
             or not read_timeout > 0
         ):
             raise ValueError(f"read_timeout must be a number > 0 or None, not {read_timeout!r}")
+        if max_connections is not None and (
+            isinstance(max_connections, bool)
+            or not isinstance(max_connections, int)
+            or max_connections < 1
+        ):
+            raise ValueError(
+                f"max_connections must be an int >= 1 or None, not {max_connections!r}"
+            )
         self.max_body = max_body
         self.read_timeout = read_timeout
+        self.max_connections = max_connections
         self.stop_timeout = stop_timeout
         self._routes: dict[bytes, tuple[Callable[[Any], Any], bool]] = {}
         self._activate_body = b""
@@ -507,6 +534,7 @@ class PluginServer:
                 mode,
                 ssl_context,
                 read_timeout=self.read_timeout,
+                max_connections=self.max_connections or _default_max_connections(),
             )
             try:
                 if spec_dir is not None:
