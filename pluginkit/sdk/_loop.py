@@ -84,12 +84,13 @@ class _Conn:
         "handshaking",
         "out",
         "parser",
+        "serial",
         "since",
         "sock",
         "stream",
     )
 
-    def __init__(self, sock: socket.socket, parser: RequestParser, now: float) -> None:
+    def __init__(self, sock: socket.socket, parser: RequestParser, now: float, serial: int) -> None:
         self.sock = sock
         self.parser = parser
         self.out = bytearray()
@@ -106,6 +107,8 @@ class _Conn:
         # the TLS handshake began); between requests, roughly when the
         # connection fell idle. Deadlines and eviction order go by it.
         self.since = now
+        #: Accept order: breaks ties of ``since`` (connections accepted together).
+        self.serial = serial
 
 
 class Stream:
@@ -257,6 +260,7 @@ class ServeLoop:
     #: time.monotonic() as of the last wake-up of the loop (cheaper than a
     #: clock read per received packet).
     now: float = attrs.field(init=False, factory=time.monotonic)
+    accepted: int = attrs.field(init=False, default=0)
     closed: bool = attrs.field(init=False, default=False)
     loop_ident: int | None = attrs.field(init=False, default=None)
     done: threading.Event = attrs.field(init=False, factory=threading.Event)
@@ -441,7 +445,7 @@ class ServeLoop:
         for conn in self.conns:
             if conn.busy or conn.out or conn.stream is not None:
                 continue
-            entry = (conn.since, id(conn), conn)
+            entry = (conn.since, conn.serial, conn)
             if not conn.handshaking and not conn.fresh and conn.parser.idle:
                 idle.append(entry)
             else:
@@ -497,7 +501,8 @@ class ServeLoop:
                 )
                 sock.close()
                 continue
-            conn = _Conn(sock, RequestParser(max_body=self.max_body), self.now)
+            self.accepted += 1
+            conn = _Conn(sock, RequestParser(max_body=self.max_body), self.now, self.accepted)
             if self.ssl_context is not None:
                 try:
                     conn.sock = self.ssl_context.wrap_socket(
