@@ -14,19 +14,26 @@ from __future__ import annotations
 
 import re
 import typing
-from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, TypeAlias, TypeVar, Union
 
 import attrs
 import cattrs
 from cattrs.v import format_exception
 
+from ._async import is_async_function
 from ._convert import WrongTypeError, converter, wire_name
 from ._server import InvalidRequestError, PluginServer
 
-__all__ = ["Driver", "Endpoint", "unimplemented"]
+__all__ = ["Driver", "Endpoint", "MaybeAwaitable", "unimplemented"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_R = TypeVar("_R")
+
+#: What an endpoint method returns: the reply, or an awaitable of it (an
+#: ``async def`` method). Base classes annotate with it so that a subclass
+#: may override with either a plain or an ``async def`` method.
+MaybeAwaitable: TypeAlias = Union[_R, Awaitable[_R]]  # noqa: UP007 - a generic alias
 
 
 def unimplemented(fn: _F) -> _F:
@@ -113,10 +120,20 @@ class Driver:
         if not self.implements:
             raise TypeError(f"{type(self).__name__} does not say what it implements")
         server.add_capability(self.implements)
+        self._pluginkit_server = server
         for endpoint in self.endpoints:
             if endpoint.required and not self._overrides(endpoint.attr):
                 continue
             server.add_handler(endpoint.method, self._handler(endpoint))
+
+    _pluginkit_server: PluginServer | None = None
+
+    def _await(self, awaitable: Awaitable[Any]) -> Any:
+        """Run ``awaitable`` on the event loop of the server this driver serves on; wait."""
+        server = self._pluginkit_server
+        if server is None:
+            raise RuntimeError(f"{type(self).__name__} is not registered with a server")
+        return server._await(awaitable)
 
     def implemented(self) -> list[str]:
         """Return the Docker method names this driver answers."""
@@ -131,11 +148,19 @@ class Driver:
         name = endpoint.method
         unstructure = endpoint.reply or converter.unstructure
 
+        def reply(result: Any) -> Any:
+            # An async method's coroutine: the server awaits it, then converts.
+            if hasattr(type(result), "__await__"):
+                return _then(result, unstructure)
+            return unstructure(result)
+
         if request_type is None:
 
             def handle_no_body(body: Any) -> Any:
-                return unstructure(method())
+                return reply(method())
 
+            if is_async_function(method):
+                handle_no_body._pluginkit_async = True  # type: ignore[attr-defined]
             return handle_no_body
 
         structure = converter.structure
@@ -147,9 +172,15 @@ class Driver:
                 raise InvalidRequestError(
                     f"invalid {name} request: {_describe(exc, request_type)}"
                 ) from exc
-            return unstructure(method(request))
+            return reply(method(request))
 
+        if is_async_function(method):
+            handle._pluginkit_async = True  # type: ignore[attr-defined]
         return handle
+
+
+async def _then(awaitable: Awaitable[Any], convert: Callable[[Any], Any]) -> Any:
+    return convert(await awaitable)
 
 
 def _describe(exc: Exception, request_type: type) -> str:

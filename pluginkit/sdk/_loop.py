@@ -30,7 +30,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
@@ -39,10 +39,12 @@ import attrs
 
 from .._store import atomic_write
 from ._address import Address, prepare_unix_path
+from ._async import AsyncRunner
 from ._http import HTTPError, Request, RequestParser, chunk, response_head
 
 __all__ = [
     "Answer",
+    "Deferred",
     "ServeLoop",
     "Stream",
     "close_quietly",
@@ -84,6 +86,7 @@ class _Conn:
         "handshaking",
         "out",
         "parser",
+        "reply",
         "serial",
         "since",
         "sock",
@@ -109,6 +112,8 @@ class _Conn:
         self.since = now
         #: Accept order: breaks ties of ``since`` (connections accepted together).
         self.serial = serial
+        #: A deferred reply, ready: handed from the event loop's thread to this loop.
+        self.reply: tuple[Request, bytes | Stream] | None = None
 
 
 class Stream:
@@ -210,9 +215,24 @@ def close_quietly(pieces: Iterator[bytes]) -> None:
             logger.exception("closing a streamed reply failed")
 
 
-#: What the server does with one request: the complete reply bytes, or a
-#: :class:`Stream` for a streamed reply. It may read ``loop.stopping``.
-Answer = Callable[[Request, "ServeLoop"], "bytes | Stream"]
+class Deferred:
+    """A reply still to come: the awaitable an ``async`` handler returned.
+
+    The loop runs ``awaitable`` on the server's event loop, then calls
+    ``finish(result, exc)`` (in that loop's thread) for the reply.
+    """
+
+    __slots__ = ("awaitable", "finish")
+
+    def __init__(self, awaitable: Awaitable[Any]) -> None:
+        self.awaitable = awaitable
+        self.finish: Callable[[Any, BaseException | None], bytes | Stream] | None = None
+
+
+#: What the server does with one request: the complete reply bytes, a
+#: :class:`Stream` for a streamed reply, or a :class:`Deferred` one. It may
+#: read ``loop.stopping``.
+Answer = Callable[[Request, "ServeLoop"], "bytes | Stream | Deferred"]
 
 
 @attrs.define(eq=False)
@@ -261,6 +281,8 @@ class ServeLoop:
     #: clock read per received packet).
     now: float = attrs.field(init=False, factory=time.monotonic)
     accepted: int = attrs.field(init=False, default=0)
+    #: The event loop for async handlers (started with the first one).
+    runner: AsyncRunner | None = attrs.field(init=False, default=None)
     closed: bool = attrs.field(init=False, default=False)
     loop_ident: int | None = attrs.field(init=False, default=None)
     done: threading.Event = attrs.field(init=False, factory=threading.Event)
@@ -472,7 +494,11 @@ class ServeLoop:
         while self.posted:
             conn = self.posted.popleft()
             conn.busy = False
-            if conn.out and not conn.closed:
+            ready = conn.reply
+            if ready is not None:
+                conn.reply = None
+                self.deliver(conn, *ready)
+            elif conn.out and not conn.closed:
                 self.flush(conn)  # the rest of a reply the client was slow to take
             elif conn.close_after or conn.closed:
                 self.close(conn)
@@ -659,6 +685,10 @@ class ServeLoop:
                 self.jobs.put((conn, request))
                 return
             reply = self.answer_safely(request)
+            if type(reply) is Deferred:
+                conn.busy = True
+                self.defer(conn, request, reply)
+                return
             if not request.keep_alive:
                 conn.close_after = True
             if type(reply) is bytes:
@@ -669,18 +699,74 @@ class ServeLoop:
                 conn.out += reply.head
                 self.flush(conn, resume=False)
 
-    def answer_safely(self, request: Request) -> bytes | Stream:
+    # -- async handlers ----------------------------------------------------------
+
+    def start_runner(self) -> AsyncRunner:
+        """Start the event loop for async handlers, once (any thread may ask)."""
+        with self.lock:
+            runner = self.runner
+            if runner is None:
+
+                def mark() -> None:
+                    handling.state = self  # stop() from an async handler must not wait on it
+
+                runner = self.runner = AsyncRunner(f"pluginkit-sdk-async:{self.url}", mark)
+            return runner
+
+    def defer(self, conn: _Conn, request: Request, deferred: Deferred) -> None:
+        """Run an async handler's awaitable; its reply comes back through :meth:`on_wake`."""
+        runner = self.runner or self.start_runner()
+
+        def done(result: Any, exc: BaseException | None) -> None:
+            finish = deferred.finish
+            assert finish is not None
+            try:
+                reply = finish(result, exc)
+            except Exception as error:
+                reply = self.failed_reply(request, error)
+            with self.lock:
+                conn.reply = (request, reply)
+                self.posted.append(conn)
+            self.wake()
+
+        runner.submit(deferred.awaitable, done)
+
+    def deliver(self, conn: _Conn, request: Request, reply: bytes | Stream) -> None:
+        """Write a deferred reply (in the loop thread), then go on with the connection."""
+        if conn.closed:
+            if type(reply) is Stream:
+                close_quietly(reply.pieces)
+            return
+        if not request.keep_alive:
+            conn.close_after = True
+        if type(reply) is bytes:
+            self.send(conn, reply)
+        else:
+            assert isinstance(reply, Stream)
+            conn.stream = reply
+            conn.out += reply.head
+            self.flush(conn, resume=False)
+        if conn.closed or conn.out or conn.stream is not None:
+            return
+        self.set_events(conn, _READ)
+        self.process(conn)
+
+    def answer_safely(self, request: Request) -> bytes | Stream | Deferred:
         """Run ``answer``; an exception escaping it costs one request (500), never the loop."""
         try:
             return self.answer(request, self)
         except Exception as exc:
-            method = request.path.decode("utf-8", "replace")
-            logger.exception("plugin server at %s failed to answer %s", self.url, method)
-            request.keep_alive = False
-            status, data = error_reply(
-                500, f"{method[1:]}: the plugin server failed to build the reply: {exc}"
-            )
-            return response_head(status, len(data), keep_alive=False) + data
+            return self.failed_reply(request, exc)
+
+    def failed_reply(self, request: Request, exc: Exception) -> bytes:
+        """Return the 500 reply for a reply that failed to build (a bug: logged, traceback)."""
+        method = request.path.decode("utf-8", "replace")
+        logger.error("plugin server at %s failed to answer %s", self.url, method, exc_info=exc)
+        request.keep_alive = False
+        status, data = error_reply(
+            500, f"{method[1:]}: the plugin server failed to build the reply: {exc}"
+        )
+        return response_head(status, len(data), keep_alive=False) + data
 
     def send(self, conn: _Conn, data: bytes) -> None:
         if not conn.out:
@@ -757,6 +843,9 @@ class ServeLoop:
         handling.state = self
         try:
             reply = self.answer_safely(request)
+            if type(reply) is Deferred:
+                self.defer(conn, request, reply)  # the loop writes it when it is ready
+                return
             if not request.keep_alive:
                 conn.close_after = True
             if type(reply) is bytes:
@@ -825,6 +914,8 @@ class ServeLoop:
             self.close(conn)
         for _ in self.workers:
             self.jobs.put(None)
+        if self.runner is not None:
+            self.runner.stop()
         with contextlib.suppress(Exception):
             self.selector.close()
         for sock in (self.listener, self.waker_r, self.waker_w):

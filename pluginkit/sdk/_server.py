@@ -18,17 +18,30 @@ import signal
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
 from .._errors import PluginError, _json_error_reason
 from ._address import resolve_address, resolve_gid
+from ._async import is_async_function
 from ._http import Request, response_head
-from ._loop import ServeLoop, Stream, close_quietly, dumps, error_reply, handling, loads
+from ._loop import (
+    Deferred,
+    ServeLoop,
+    Stream,
+    close_quietly,
+    dumps,
+    error_reply,
+    handling,
+    loads,
+)
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["Handler", "InvalidRequestError", "PluginServer", "StatusReply"]
 
@@ -72,6 +85,10 @@ class StatusReply:
 
     status: int
     body: Any
+
+
+def _method(path: bytes) -> str:
+    return path[1:].decode("utf-8", "replace")
 
 
 def _default_max_connections() -> int:
@@ -256,9 +273,35 @@ class PluginServer:
 
     # -- answering -------------------------------------------------------------
 
-    def _answer(self, request: Request, state: ServeLoop) -> bytes | Stream:
-        """Build the reply to one request: complete bytes, or a head plus body pieces."""
-        status, payload = self._run(request)
+    def _answer(self, request: Request, state: ServeLoop) -> bytes | Stream | Deferred:
+        """Build the reply to one request: complete bytes, or a head plus body pieces.
+
+        A handler that returned an awaitable gives a :class:`Deferred`: the
+        loop runs it on the server's event loop and calls its ``finish``.
+        """
+        outcome = self._run(request)
+        if isinstance(outcome, Deferred):
+            path = request.path
+
+            def finish(result: Any, exc: BaseException | None) -> bytes | Stream:
+                if exc is not None:
+                    return self._reply(request, state, *self._failed(path, exc))
+                settled = self._encode(path, result)
+                if isinstance(settled, Deferred):
+                    getattr(settled.awaitable, "close", lambda: None)()
+                    settled = error_reply(
+                        500, f"{_method(path)}: the handler's awaitable returned an awaitable"
+                    )
+                return self._reply(request, state, *settled)
+
+            outcome.finish = finish
+            return outcome
+        assert not isinstance(outcome, Deferred)
+        return self._reply(request, state, *outcome)
+
+    def _reply(
+        self, request: Request, state: ServeLoop, status: int, payload: bytes | Iterator[bytes]
+    ) -> bytes | Stream:
         # Decided after the handler ran: a stop() meanwhile closes the connection.
         keep_alive = request.keep_alive = request.keep_alive and not state.stopping
         http10 = request.http10
@@ -274,7 +317,7 @@ class PluginServer:
             return head
         return Stream(head, payload, chunked=not http10)
 
-    def _run(self, request: Request) -> tuple[int, bytes | Iterator[bytes]]:
+    def _run(self, request: Request) -> tuple[int, bytes | Iterator[bytes]] | Deferred:
         """Route one request and run its handler: the status and the body (or pieces)."""
         path = request.path
         if path == _ACTIVATE:
@@ -300,13 +343,23 @@ class PluginServer:
         try:
             result = fn(argument)
         except Exception as exc:
-            method = path[1:].decode("utf-8", "replace")
-            if isinstance(exc, PluginError):
-                logger.debug("%s failed: %s", method, exc)
-            else:
-                logger.exception("handler for %s raised", method)
-            status = 400 if isinstance(exc, InvalidRequestError) else 500
-            return error_reply(status, str(exc) or type(exc).__name__)
+            return self._failed(path, exc)
+        return self._encode(path, result)
+
+    def _failed(self, path: bytes, exc: BaseException) -> tuple[int, bytes]:
+        """Log a handler's failure and return the error reply for it."""
+        method = _method(path)
+        if isinstance(exc, PluginError):
+            logger.debug("%s failed: %s", method, exc)
+        elif not isinstance(exc, Exception):  # cancelled: the server stops
+            logger.warning("handler for %s did not finish: %r", method, exc)
+        else:
+            logger.error("handler for %s raised", method, exc_info=exc)
+        status = 400 if isinstance(exc, InvalidRequestError) else 500
+        return error_reply(status, str(exc) or type(exc).__name__)
+
+    def _encode(self, path: bytes, result: Any) -> tuple[int, bytes | Iterator[bytes]] | Deferred:
+        """Turn what a handler returned into the status and the body (or pieces)."""
         if result is None:
             return 200, b"{}"
         status = 200
@@ -316,6 +369,8 @@ class PluginServer:
             status, result = result.status, result.body
             model = attrs.has(type(result))
         elif kind is not dict and kind is not list:
+            if hasattr(kind, "__await__"):
+                return Deferred(result)
             if isinstance(result, (bytes, bytearray, memoryview)):
                 return 200, bytes(result)
             model = attrs.has(kind)
@@ -339,6 +394,30 @@ class PluginServer:
             return error_reply(
                 500, f"{method}: the plugin's reply is not JSON: {_json_error_reason(exc)}"
             )
+
+    # -- async -----------------------------------------------------------------
+
+    @property
+    def event_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The asyncio event loop ``async def`` handlers run on (None when not serving).
+
+        The server owns it: it starts with the server when an ``async def``
+        handler is registered, else with the first awaitable a handler
+        returns, and stops with the server. Schedule work on it with
+        ``asyncio.run_coroutine_threadsafe(coro, server.event_loop)``.
+        """
+        state = self._state
+        if state is None:
+            return None
+        runner = state.runner
+        return runner.loop if runner is not None else None
+
+    def _await(self, awaitable: Awaitable[Any]) -> Any:
+        """Run ``awaitable`` on the server's event loop from another thread; wait for it."""
+        state = self._state
+        if state is None:
+            raise PluginError("the server is not serving")
+        return (state.runner or state.start_runner()).run(awaitable)
 
     # -- serving ---------------------------------------------------------------
 
@@ -543,6 +622,8 @@ class PluginServer:
                 state.cleanup()
                 raise
             self._state = state
+            if any(is_async_function(fn) for fn, _ in self._routes.values()):
+                state.start_runner()
             logger.info("plugin server listening at %s", state.url)
             return state
 

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, NewType
 import attrs
 
 from ._convert import converter, json_name
-from ._driver import Driver, Endpoint, unimplemented
+from ._driver import Driver, Endpoint, MaybeAwaitable, unimplemented
 from ._server import StatusReply
 
 __all__ = ["AuthzPlugin", "AuthzRequest", "AuthzResponse", "PEMCertificate"]
@@ -102,10 +102,10 @@ class AuthzPlugin(Driver):
     )
 
     @unimplemented
-    def authz_request(self, request: AuthzRequest) -> AuthzResponse:
+    def authz_request(self, request: AuthzRequest) -> MaybeAwaitable[AuthzResponse]:
         """Decide whether the engine may run an API request."""
         raise NotImplementedError
 
-    def authz_response(self, request: AuthzRequest) -> AuthzResponse:
+    def authz_response(self, request: AuthzRequest) -> MaybeAwaitable[AuthzResponse]:
         """Decide whether the engine may return a response (default: allow)."""
         return AuthzResponse(allow=True)

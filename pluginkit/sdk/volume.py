@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import attrs
 
 from ._convert import json_name
-from ._driver import Driver, Endpoint, unimplemented
+from ._driver import Driver, Endpoint, MaybeAwaitable, unimplemented
 
 __all__ = [
     "Capability",
@@ -164,40 +164,40 @@ class VolumeDriver(Driver):
     )
 
     @unimplemented
-    def create(self, request: CreateRequest) -> None:
+    def create(self, request: CreateRequest) -> MaybeAwaitable[None]:
         """Create a volume."""
         raise NotImplementedError
 
     @unimplemented
-    def remove(self, request: RemoveRequest) -> None:
+    def remove(self, request: RemoveRequest) -> MaybeAwaitable[None]:
         """Remove a volume."""
         raise NotImplementedError
 
     @unimplemented
-    def mount(self, request: MountRequest) -> MountResponse:
+    def mount(self, request: MountRequest) -> MaybeAwaitable[MountResponse]:
         """Mount a volume for one caller and return where."""
         raise NotImplementedError
 
     @unimplemented
-    def unmount(self, request: UnmountRequest) -> None:
+    def unmount(self, request: UnmountRequest) -> MaybeAwaitable[None]:
         """Release one caller's mount."""
         raise NotImplementedError
 
     @unimplemented
-    def path(self, request: PathRequest) -> PathResponse:
+    def path(self, request: PathRequest) -> MaybeAwaitable[PathResponse]:
         """Return where a volume is mounted."""
         raise NotImplementedError
 
     @unimplemented
-    def get(self, request: GetRequest) -> GetResponse:
+    def get(self, request: GetRequest) -> MaybeAwaitable[GetResponse]:
         """Describe one volume."""
         raise NotImplementedError
 
     @unimplemented
-    def list(self) -> ListResponse:
+    def list(self) -> MaybeAwaitable[ListResponse]:
         """List every volume."""
         raise NotImplementedError
 
-    def capabilities(self) -> CapabilitiesResponse:
+    def capabilities(self) -> MaybeAwaitable[CapabilitiesResponse]:
         """Say what the driver can do (default: local scope)."""
         return CapabilitiesResponse()
