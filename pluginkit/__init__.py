@@ -30,6 +30,8 @@ from ._errors import (
     ErrDisabled,
     ErrInadequateCapability,
     ErrNotFound,
+    InstallLimitError,
+    InvalidArchiveError,
     InvalidConfigError,
     InvalidReferenceError,
     PluginCallError,
@@ -45,6 +47,7 @@ from ._errors import (
     RuntimeStartError,
 )
 from ._events import PluginEvent
+from ._install_limits import InstallLimits
 from ._legacy import LegacyRegistry
 from ._lookup import (
     FindWithCapability,
@@ -72,6 +75,8 @@ __all__ = [
     "ErrDisabled",
     "ErrInadequateCapability",
     "ErrNotFound",
+    "InstallLimitError",
+    "InvalidArchiveError",
     "InvalidConfigError",
     "InvalidReferenceError",
     "PluginCallError",
@@ -110,6 +115,7 @@ __all__ = [
     "Manager",
     "PluginEvent",
     "RestartPolicy",
+    "InstallLimits",
     "apply_set",
     "compute_privileges",
     "dump_config",
