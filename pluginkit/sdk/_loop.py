@@ -1,7 +1,7 @@
 """The I/O loop behind PluginServer: sockets, connections, the optional worker pool.
 
 One thread runs a selector loop over the listening socket and every
-connection; requests are parsed by :mod:`pluginkit.sdk._http` and answered by
+connection; requests are parsed by :mod:`pluginkit._wire._serverside` and answered by
 the ``answer`` callable the server gives (routing and handlers live in
 :mod:`pluginkit.sdk._server`). Without workers, ``answer`` runs inline in the
 loop - the fastest path: no thread hand-off per request, which costs more
@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import json
-import json.encoder
-import json.scanner
 import logging
 import os
 import queue
@@ -31,16 +28,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from .._store import atomic_write
+from .._wire._address import unix_path_fits
+from .._wire._json import encode_compact
+from .._wire._serverside import HTTPError, Request, RequestParser, chunk, response_head
 from ._address import Address, prepare_unix_path
 from ._async import AsyncRunner
-from ._http import HTTPError, Request, RequestParser, chunk, response_head
 
 __all__ = [
     "Answer",
@@ -48,10 +46,8 @@ __all__ = [
     "ServeLoop",
     "Stream",
     "close_quietly",
-    "dumps",
     "error_reply",
     "handling",
-    "loads",
 ]
 
 logger = logging.getLogger("pluginkit.sdk")
@@ -138,50 +134,6 @@ class Stream:
         return b"0\r\n\r\n" if self.chunked else b""
 
 
-# JSON in the hot path. json.dumps and json.loads run several Python-level
-# steps per call (option checks, encoding detection, whitespace regexes)
-# around their C cores; a request's own work is a few microseconds, so call
-# the C cores directly when CPython has them. Same output and errors.
-_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
-_c_make_scanner: Any = getattr(json.scanner, "c_make_scanner", None)
-_decoder = json.JSONDecoder()
-_scan = _c_make_scanner(_decoder) if _c_make_scanner is not None else None
-
-
-def _unserializable(value: object) -> object:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def dumps(value: Any) -> str:
-    """``json.dumps(value, separators=(",", ":"))``: compact like Go's encoder."""
-    if _c_make_encoder is None:  # pragma: no cover - Pythons without the C accelerator
-        return json.dumps(value, separators=(",", ":"))
-    # A new encoder per call: its dict of containers being encoded (the
-    # circular-reference check) must not be shared between pool threads.
-    encoder = _c_make_encoder(
-        {}, _unserializable, encode_basestring_ascii, None, ":", ",", False, False, True
-    )
-    return "".join(encoder(value, 0))
-
-
-def loads(body: bytes) -> Any:
-    """``json.loads(body)``, faster for the usual body (a UTF-8 object)."""
-    # "{" then a non-NUL byte: json.loads would pick UTF-8 too (its encoding
-    # detection only looks for BOMs and NUL bytes in the first four).
-    if _scan is not None and body[:1] == b"{" and body[1:2] != b"\0":
-        text = body.decode("utf-8", "surrogatepass")
-        try:
-            value, end = _scan(text, 0)
-        except StopIteration:
-            pass  # invalid: json.loads says why
-        else:
-            # Only JSON's four whitespace characters may follow (str.isspace
-            # would also take others); Docker's encoder ends with a newline.
-            if end == len(text) or not text[end:].strip(" \t\n\r"):
-                return value
-    return json.loads(body)
-
-
 def send_all(sock: socket.socket, data: bytes, timeout: float = 60.0) -> None:
     """Write all of ``data`` to a non-blocking socket, waiting at most ``timeout`` when full."""
     view = memoryview(data)
@@ -202,7 +154,7 @@ def send_all(sock: socket.socket, data: bytes, timeout: float = 60.0) -> None:
 
 def error_reply(status: int, message: str) -> tuple[int, bytes]:
     """Return Docker's error envelope ``{"Err": message}`` with its status."""
-    return status, dumps({"Err": message}).encode()
+    return status, encode_compact({"Err": message}).encode()
 
 
 def close_quietly(pieces: Iterator[bytes]) -> None:
@@ -321,7 +273,7 @@ class ServeLoop:
             # rename into place: whoever finds the socket (Docker's discovery
             # polls the directory) finds it ready, with its final permissions.
             staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            if len(os.fsencode(staged)) > 107:
+            if not unix_path_fits(staged):
                 staged = path
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:

@@ -25,19 +25,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from .._errors import PluginError, _json_error_reason
+from .._errors import PluginError
+from .._wire._json import decode_body, encode_compact
+from .._wire._json import json_error_reason as _json_error_reason
+from .._wire._serverside import Request, response_head
 from ._address import resolve_address, resolve_gid
 from ._async import is_async_function
-from ._http import Request, response_head
 from ._loop import (
     Deferred,
     ServeLoop,
     Stream,
     close_quietly,
-    dumps,
     error_reply,
     handling,
-    loads,
 )
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ class PluginServer:
             self._implements.append(capability)
 
     def _update_manifest(self) -> None:
-        self._activate_body = dumps({"Implements": self._implements}).encode()
+        self._activate_body = encode_compact({"Implements": self._implements}).encode()
 
     def add_capability(self, capability: str) -> None:
         """Announce one more capability in the ``Plugin.Activate`` handshake."""
@@ -332,7 +332,7 @@ class PluginServer:
             argument: Any = body
         elif body and not body.isspace():
             try:
-                argument = loads(body)
+                argument = decode_body(body)
             except (ValueError, RecursionError) as exc:
                 method = path[1:].decode("utf-8", "replace")
                 return error_reply(
@@ -383,7 +383,7 @@ class PluginServer:
                 from ._convert import converter
 
                 result = converter.unstructure(result)
-            return status, dumps(result).encode()
+            return status, encode_compact(result).encode()
         except (TypeError, ValueError, RecursionError) as exc:
             method = path[1:].decode("utf-8", "replace")
             logger.error(
