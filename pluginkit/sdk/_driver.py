@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ClassVar, TypeAlias, TypeVar, Union
 
 import attrs
@@ -85,6 +85,7 @@ class Driver:
         stop_timeout: float = 10.0,
         read_timeout: float | None = 60.0,
         max_connections: int | None = None,
+        aliases: Iterable[str] = (),
     ) -> PluginServer:
         """Make a :class:`PluginServer` that serves this driver.
 
@@ -98,6 +99,7 @@ class Driver:
                 (None: forever).
             max_connections: The most connections held at once (None: from
                 the file descriptor limit).
+            aliases: More plugin names served by the same server.
         """
         server = PluginServer(
             [],
@@ -107,6 +109,7 @@ class Driver:
             stop_timeout=stop_timeout,
             read_timeout=read_timeout,
             max_connections=max_connections,
+            aliases=aliases,
         )
         self.register(server)
         return server

@@ -205,6 +205,9 @@ class ServeLoop:
     #: keep-alive connections are closed first, then the oldest requests
     #: still being received.
     max_connections: int = 1024
+    #: More names served by the same server: a hard link to the unix socket
+    #: (``<alias>.sock`` beside it) or a spec file each.
+    aliases: tuple[str, ...] = ()
     listener: socket.socket = attrs.field(init=False)
     selector: selectors.BaseSelector = attrs.field(init=False)
     waker_r: socket.socket = attrs.field(init=False)
@@ -220,6 +223,8 @@ class ServeLoop:
     socket_ino: int | None = attrs.field(init=False, default=None)
     spec_file: Path | None = attrs.field(init=False, default=None)
     spec_ino: int | None = attrs.field(init=False, default=None)
+    #: Files made for the aliases (links, spec files) and their inode numbers.
+    alias_files: list[tuple[Path, int]] = attrs.field(init=False, factory=list)
     stopping: bool = attrs.field(init=False, default=False)
     #: True while run() runs (a forced stop may interrupt it then, not after).
     running: bool = attrs.field(init=False, default=False)
@@ -288,8 +293,18 @@ class ServeLoop:
                     staged.unlink(missing_ok=True)
                     raise
                 self.socket_ino = path.stat().st_ino
+                for alias in self.aliases:
+                    # Another name for the same socket: a unix socket is found
+                    # by its inode, so a connect() through the link reaches it.
+                    link = path.with_name(f"{alias}.sock")
+                    prepare_unix_path(link)
+                    os.link(path, link)
+                    self.alias_files.append((link, self.socket_ino))
             except BaseException:
                 sock.close()
+                for link, ino in self.alias_files:
+                    _remove_if_ours(link, ino)
+                _remove_if_ours(path, self.socket_ino)
                 raise
             self.url = f"unix://{path}"
         else:
@@ -318,11 +333,16 @@ class ServeLoop:
             host = "127.0.0.1"  # a wildcard is not an address a client can dial
         scheme = "https" if self.ssl_context is not None else "tcp"
         spec_dir.mkdir(parents=True, exist_ok=True)
+        url = f"{scheme}://{host}:{port}\n".encode()
         target = spec_dir / f"{self.name}.spec"
         # 0644: the engine reading it may not run as this process's user.
-        atomic_write(target, f"{scheme}://{host}:{port}\n".encode(), mode=0o644)
+        atomic_write(target, url, mode=0o644)
         self.spec_file = target
         self.spec_ino = target.stat().st_ino
+        for alias in self.aliases:
+            other = spec_dir / f"{alias}.spec"
+            atomic_write(other, url, mode=0o644)
+            self.alias_files.append((other, other.stat().st_ino))
 
     def wake(self) -> None:
         with contextlib.suppress(OSError):
@@ -873,6 +893,8 @@ class ServeLoop:
         for sock in (self.listener, self.waker_r, self.waker_w):
             with contextlib.suppress(OSError):
                 sock.close()
+        for path, ino in self.alias_files:
+            _remove_if_ours(path, ino)
         _remove_if_ours(self.where.path, self.socket_ino)
         _remove_if_ours(self.spec_file, self.spec_ino)
 

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -52,6 +53,7 @@ logger = logging.getLogger("pluginkit.sdk")
 #: ``bytes``, or an iterator of bytes / a binary file for a streamed reply.
 Handler = Callable[[Any], Any]
 _H = TypeVar("_H", bound=Handler)
+_A = TypeVar("_A", bound=Callable[[], object])
 
 
 _ACTIVATE = b"/Plugin.Activate"
@@ -85,6 +87,23 @@ class StatusReply:
 
     status: int
     body: Any
+
+
+def _default_logging() -> None:
+    """Make a plugin program that set up no logging still say what it does.
+
+    When neither the root logger nor ``pluginkit.sdk`` has a handler,
+    ``pluginkit.sdk`` gets one writing INFO and above to stderr as
+    ``LEVEL pluginkit.sdk: message`` (tracebacks follow their line): the
+    start line, each failed call, and why.
+    """
+    if logging.getLogger().handlers or logger.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
 
 
 def _method(path: bytes) -> str:
@@ -146,6 +165,10 @@ class PluginServer:
             however they trickle their bytes; None waits forever. Idle
             keep-alive connections between requests are not affected.
         stop_timeout: How long :meth:`stop` waits for in-flight requests.
+        aliases: More names for the same plugin, served by this server:
+            each gets a socket of its own beside the server's
+            (``<alias>.sock``, a hard link to it) or, with ``spec_dir``, a
+            spec file of its own (``<alias>.spec``). Needs ``name``.
         max_connections: The most connections held at once. At the cap, a
             new connection is taken and room is made: idle keep-alive
             connections are closed first (the longest idle first), then
@@ -164,6 +187,7 @@ class PluginServer:
         stop_timeout: float = 10.0,
         read_timeout: float | None = 60.0,
         max_connections: int | None = None,
+        aliases: Iterable[str] = (),
     ) -> None:
         if isinstance(implements, str):
             implements = [implements]
@@ -183,6 +207,19 @@ class PluginServer:
         ):
             raise ValueError(f"stop_timeout must be a number >= 0, not {stop_timeout!r}")
         self.name = name
+        if isinstance(aliases, str):
+            aliases = [aliases]
+        self.aliases: tuple[str, ...] = tuple(aliases)
+        for alias in self.aliases:
+            if not isinstance(alias, str) or not alias or "/" in alias or alias == name:
+                raise ValueError(
+                    f"aliases must be non-empty strings without '/', other than the name, "
+                    f"not {alias!r}"
+                )
+        if self.aliases and not name:
+            raise ValueError("aliases need a server name (name=...)")
+        if len(set(self.aliases)) != len(self.aliases):
+            raise ValueError(f"aliases repeat a name: {list(self.aliases)!r}")
         self.threads = threads
         if read_timeout is not None and (
             isinstance(read_timeout, bool)
@@ -206,6 +243,8 @@ class PluginServer:
         self._activate_body = b""
         self._update_manifest()
         self._lock = threading.Lock()
+        self._activations = 0
+        self._activate_hooks: list[Callable[[], object]] = []
         self._state: ServeLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -321,7 +360,7 @@ class PluginServer:
         """Route one request and run its handler: the status and the body (or pieces)."""
         path = request.path
         if path == _ACTIVATE:
-            return 200, self._activate_body
+            return self._activate()
         route = self._routes.get(path)
         if route is None:
             method = path[1:].decode("utf-8", "replace")
@@ -350,7 +389,9 @@ class PluginServer:
         """Log a handler's failure and return the error reply for it."""
         method = _method(path)
         if isinstance(exc, PluginError):
-            logger.debug("%s failed: %s", method, exc)
+            # An answer the plugin chose; "no such volume" is a routine one.
+            level = logging.DEBUG if getattr(exc, "routine", False) else logging.INFO
+            logger.log(level, "%s failed: %s", method, exc)
         elif not isinstance(exc, Exception):  # cancelled: the server stops
             logger.warning("handler for %s did not finish: %r", method, exc)
         else:
@@ -394,6 +435,38 @@ class PluginServer:
             return error_reply(
                 500, f"{method}: the plugin's reply is not JSON: {_json_error_reason(exc)}"
             )
+
+    # -- activation ------------------------------------------------------------
+
+    def _activate(self) -> tuple[int, bytes]:
+        with self._lock:
+            self._activations += 1
+        for hook in self._activate_hooks:
+            try:
+                hook()
+            except Exception as exc:
+                return self._failed(_ACTIVATE, exc)
+        return 200, self._activate_body
+
+    @property
+    def activations(self) -> int:
+        """How many ``Plugin.Activate`` calls this server has received (since it was made)."""
+        return self._activations
+
+    def on_activate(self, fn: _A) -> _A:
+        """Call ``fn()`` on every ``Plugin.Activate``, before the handshake is answered.
+
+        Usable as a decorator. A hook that raises fails the handshake: the
+        engine gets HTTP 500 ``{"Err": "<message>"}`` and does not use the
+        plugin (a way to test how a host copes with a plugin that will not
+        activate). Hooks run in the order they were added, on the thread
+        that answers the request; keep them quick (Podman activates before
+        every call).
+        """
+        if not callable(fn):
+            raise TypeError(f"activation hook is not callable: {fn!r}")
+        self._activate_hooks.append(fn)
+        return fn
 
     # -- async -----------------------------------------------------------------
 
@@ -493,6 +566,7 @@ class PluginServer:
             certfile: Serve TLS with this certificate (PEM) ...
             keyfile: ... and this private key (defaults to ``certfile``).
         """
+        _default_logging()
         state = self._listen(address, gid, mode, spec_dir, ssl_context, certfile, keyfile)
         in_main = threading.current_thread() is threading.main_thread()
         previous: Any = None
@@ -614,6 +688,7 @@ class PluginServer:
                 ssl_context,
                 read_timeout=self.read_timeout,
                 max_connections=self.max_connections or _default_max_connections(),
+                aliases=self.aliases,
             )
             try:
                 if spec_dir is not None:
@@ -624,7 +699,12 @@ class PluginServer:
             self._state = state
             if any(is_async_function(fn) for fn, _ in self._routes.values()):
                 state.start_runner()
-            logger.info("plugin server listening at %s", state.url)
+            logger.info(
+                "plugin server%s listening on %s%s",
+                f" {self.name}" if self.name else "",
+                state.url,
+                f" (also as {', '.join(self.aliases)})" if self.aliases else "",
+            )
             return state
 
     def _run_loop(self, state: ServeLoop) -> None:
