@@ -56,7 +56,7 @@ def _takes_args_of(
 def _static_takes_args_of(
     _: Callable[Concatenate[Any, _P], Any],
 ) -> Callable[[Callable[..., _R]], Callable[_P, _R]]:
-    """The same for a static method: the forwarded method's parameters but its ``self``."""
+    """Give a forwarding static method the parameters of a method (without its ``self``)."""
 
     def same(fn: Callable[..., _R]) -> Callable[_P, _R]:
         return fn
