@@ -292,16 +292,16 @@ def _check_capability(plugin: Plugin, capability: str) -> None:
 
 
 def _async_client(addr: str, plugin: Plugin | None) -> AsyncCaller:
-    try:
-        from .. import AsyncClient  # type: ignore[attr-defined]
-    except ImportError:
-        raise TypeError(
-            "this pluginkit has no AsyncClient: pass an async client object instead"
-        ) from None
+    import pluginkit
+
+    # Looked up at run time: the async client lives in the wire layer.
+    factory: Callable[..., AsyncCaller] | None = getattr(pluginkit, "AsyncClient", None)
+    if factory is None:
+        raise TypeError("this pluginkit has no AsyncClient: pass an async client object instead")
     if plugin is not None:
         sync = plugin.client
-        return AsyncClient(addr, tls=sync.tls, timeout=sync.timeout)  # type: ignore[no-any-return]
-    return AsyncClient(addr)  # type: ignore[no-any-return]
+        return factory(addr, tls=sync.tls, timeout=sync.timeout)
+    return factory(addr)
 
 
 async def _close_async(client: Any) -> None:
