@@ -19,7 +19,6 @@ async client's ``call``), with the same parameters and a typed result::
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
@@ -123,16 +122,31 @@ def ignore_reply(data: Any) -> None:
     return
 
 
+def _hook(model: type[_M]) -> Callable[[Any, type[_M]], _M]:
+    # The converter's hook for the model, found once (its dispatch costs per call).
+    hook = _hooks.get(model)
+    if hook is None:
+        hook = _hooks[model] = converter.get_structure_hook(model)
+    return hook
+
+
+_hooks: dict[type, Callable[[Any, Any], Any]] = {}
+
+
 def model_reply(model: type[_M]) -> Callable[[Any], _M]:
     """Read a reply as ``model`` (Docker's JSON names; null and missing fields take defaults)."""
-    return functools.partial(converter.structure, cl=model)
+
+    def read(data: Any) -> _M:
+        return _hook(model)(data, model)
+
+    return read
 
 
 def field_reply(model: type[_M], field: Callable[[_M], _T]) -> Callable[[Any], _T]:
     """Read a reply as ``model`` and return one of its fields (an envelope's content)."""
 
     def read(data: Any) -> _T:
-        return field(converter.structure(data, model))
+        return field(_hook(model)(data, model))
 
     return read
 
@@ -359,4 +373,6 @@ class endpoint(Generic[_P, _T]):
         bound.__name__ = self.__name__
         bound.__qualname__ = f"{owner.__name__}.{self.__name__}"
         bound.__doc__ = self.__doc__
+        # Kept on the instance: later lookups find it there and skip this method.
+        obj.__dict__[self.__name__] = bound
         return bound
