@@ -32,6 +32,8 @@ from ._errors import (
     ErrDisabled,
     ErrInadequateCapability,
     ErrNotFound,
+    InstallLimitError,
+    InvalidArchiveError,
     InvalidConfigError,
     InvalidReferenceError,
     PluginCallError,
@@ -47,6 +49,7 @@ from ._errors import (
     RuntimeStartError,
 )
 from ._events import PluginEvent
+from ._install_limits import InstallLimits
 from ._legacy import LegacyRegistry
 from ._lookup import (
     FindWithCapability,
@@ -74,6 +77,8 @@ __all__ = [
     "ErrDisabled",
     "ErrInadequateCapability",
     "ErrNotFound",
+    "InstallLimitError",
+    "InvalidArchiveError",
     "InvalidConfigError",
     "InvalidReferenceError",
     "PluginCallError",
@@ -115,6 +120,7 @@ __all__ = [
     "alookup_with_capability",
     "PluginEvent",
     "RestartPolicy",
+    "InstallLimits",
     "apply_set",
     "compute_privileges",
     "dump_config",

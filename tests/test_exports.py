@@ -19,6 +19,9 @@ PUBLIC = {
         "ErrInadequateCapability",
         "ErrNotFound",
         "FindWithCapability",
+        "InstallLimitError",
+        "InstallLimits",
+        "InvalidArchiveError",
         "InvalidConfigError",
         "InvalidReferenceError",
         "LegacyRegistry",
@@ -74,6 +77,7 @@ PUBLIC = {
         "SecretProviderClient",
         "VolumeDriverClient",
     ],
+    "pluginkit.podman": ["DEFAULT_DIR", "DROP_IN_NAME", "podman_name", "register", "render"],
     "pluginkit.runtime": [
         "DockerRuntime",
         "ExitCallback",
