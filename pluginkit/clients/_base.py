@@ -160,10 +160,10 @@ def request(model: Any) -> Any:
 
 
 class AsyncReader(Protocol):
-    """A reply body read asynchronously: ``read(n)`` returns ``b""`` at its end."""
+    """A reply body read asynchronously: ``read(size)`` returns ``b""`` at its end."""
 
-    async def read(self, n: int = -1) -> bytes:
-        """Read up to ``n`` bytes (all that is left when ``n`` is -1)."""
+    async def read(self, size: int = -1, /) -> bytes:
+        """Read up to ``size`` bytes (all that is left when negative)."""
         ...
 
 
