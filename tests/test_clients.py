@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pluginkit import (
     Client,
@@ -653,3 +655,43 @@ def test_log_driver_without_read_logs(kind: str) -> None:
         with pytest.raises(PluginCallError) as info, LogDriverClient(client).read_logs(LogInfo()):
             pass
     assert info.value.status == 404
+
+
+# -- any value goes through unchanged ---------------------------------------------------
+
+_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
+
+
+def test_any_request_and_reply_round_trips() -> None:
+    """Whatever names, options and statuses: the driver gets them and the host gets them back."""
+    driver = Echoes()
+    with serve_plugin(driver) as client:
+        vols = VolumeDriverClient(client)
+
+        @settings(max_examples=60, deadline=None)
+        @given(name=_TEXT, opts=st.dictionaries(_TEXT, _TEXT, max_size=5), size=st.integers())
+        def check(name: str, opts: dict[str, str], size: int) -> None:
+            vols.create(name, opts)
+            assert driver.created[-1] == volume.CreateRequest(name, opts)
+            got = vols.get(name)
+            assert got == volume.Volume(name, f"/mnt/{name}", None, {"opts": opts})
+            assert vols.mount(name, str(size)) == f"/mnt/{name}/{size}"
+
+        check()
+
+
+class Echoes(volume.VolumeDriver):
+    def __init__(self) -> None:
+        self.created: list[volume.CreateRequest] = []
+
+    def create(self, request: volume.CreateRequest) -> None:
+        self.created.append(request)
+
+    def get(self, request: volume.GetRequest) -> volume.GetResponse:
+        opts = self.created[-1].options
+        return volume.GetResponse(
+            volume.Volume(request.name, f"/mnt/{request.name}", None, {"opts": opts})
+        )
+
+    def mount(self, request: volume.MountRequest) -> volume.MountResponse:
+        return volume.MountResponse(f"/mnt/{request.name}/{request.id}")
