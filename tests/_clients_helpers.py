@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pluginkit
 from pluginkit import Client
 
-KINDS = ["sync", "async-adapter"]
+# "async-client": the async twins on pluginkit.AsyncClient (once the wire layer has it).
+KINDS = ["sync", "async-adapter"] + (["async-client"] if hasattr(pluginkit, "AsyncClient") else [])
 
 
 class _Reader:
@@ -59,10 +61,27 @@ class Awaitable:
         return run
 
 
+class OnAsyncClient:
+    """An async typed client on a fresh pluginkit.AsyncClient per call (each run has its loop)."""
+
+    def __init__(self, async_cls: type, addr: str) -> None:
+        self.async_cls = async_cls
+        self.addr = addr
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            async with pluginkit.AsyncClient(self.addr, retry_timeout=0) as client:  # type: ignore[attr-defined]
+                return await getattr(self.async_cls(client), name)(*args, **kwargs)
+
+        return run
+
+
 def typed(kind: str, sync_cls: type, async_cls: type, client: Client) -> Any:
     """The typed client of ``kind`` over ``client``; its methods are awaited either way."""
     if kind == "sync":
         return Awaitable(sync_cls(client))
+    if kind == "async-client":
+        return OnAsyncClient(async_cls, client.addr)
     return async_cls(ThreadAdapter(client))
 
 
