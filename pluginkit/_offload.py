@@ -20,13 +20,15 @@ is discarded.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import functools
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
+
+# asyncio is imported where it is used: `import pluginkit` must stay light for
+# programs (and SDK plugins) that never touch the async faces.
 
 __all__ = ["Offloader", "offload"]
 
@@ -56,6 +58,8 @@ class Offloader:
 
     async def run(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run ``fn(*args, **kwargs)`` in the pool (with the caller's context variables)."""
+        import asyncio
+
         context = contextvars.copy_context()
         call = functools.partial(context.run, fn, *args, **kwargs)
         return await asyncio.wrap_future(self._executor().submit(call))
