@@ -3,7 +3,8 @@
 The Go peer decodes every request strictly (unknown fields refused) into
 Docker's structs - ``authorization.Request``, ``logger.Info``,
 ``logger.ReadConfig``, the log entry protobuf - and go-plugins-helpers'
-volume API structs (that module is not packaged: its structs are copied),
+volume, network and IPAM API structs (that module is not packaged: its
+structs are copied),
 and answers with Go's encoding/json, so both directions of the wire shape are
 checked against Go.
 """
@@ -22,13 +23,17 @@ import pytest
 from pluginkit import Client, PluginCallError
 from pluginkit.clients import (
     AsyncAuthzClient,
+    AsyncIpamDriverClient,
     AsyncLogDriverClient,
+    AsyncNetworkDriverClient,
     AsyncVolumeDriverClient,
     AuthzClient,
+    IpamDriverClient,
     LogDriverClient,
+    NetworkDriverClient,
     VolumeDriverClient,
 )
-from pluginkit.sdk import authz, logdriver, volume
+from pluginkit.sdk import authz, ipam, logdriver, network, volume
 from tests._clients_helpers import KINDS, ThreadAdapter, run, typed
 from tests.conftest import build_go_program
 
@@ -76,6 +81,80 @@ type volListResponse struct{ Volumes []*volVolume }
 type volCapability struct{ Scope string }
 type volCapabilitiesResponse struct{ Capabilities volCapability }
 type errorResponse struct{ Err string }
+
+// go-plugins-helpers' network and IPAM APIs (network/api.go, ipam/api.go).
+type netIPAMData struct {
+	AddressSpace string
+	Pool         string
+	Gateway      string
+	AuxAddresses map[string]interface{}
+}
+type netCreateNetworkRequest struct {
+	NetworkID string
+	Options   map[string]interface{}
+	IPv4Data  []*netIPAMData
+	IPv6Data  []*netIPAMData
+}
+type netEndpointInterface struct {
+	Address     string
+	AddressIPv6 string
+	MacAddress  string
+}
+type netCreateEndpointRequest struct {
+	NetworkID  string
+	EndpointID string
+	Interface  *netEndpointInterface
+	Options    map[string]interface{}
+}
+type netCreateEndpointResponse struct{ Interface *netEndpointInterface }
+type netJoinRequest struct {
+	NetworkID  string
+	EndpointID string
+	SandboxKey string
+	Options    map[string]interface{}
+}
+type netInterfaceName struct {
+	SrcName   string
+	DstPrefix string
+}
+type netStaticRoute struct {
+	Destination string
+	RouteType   int
+	NextHop     string
+}
+type netJoinResponse struct {
+	InterfaceName         netInterfaceName
+	Gateway               string
+	GatewayIPv6           string
+	StaticRoutes          []*netStaticRoute
+	DisableGatewayService bool
+}
+type netCapabilitiesResponse struct {
+	Scope             string
+	ConnectivityScope string
+}
+type ipamRequestPoolRequest struct {
+	AddressSpace string
+	Pool         string
+	SubPool      string
+	Options      map[string]string
+	V6           bool
+}
+type ipamRequestPoolResponse struct {
+	PoolID string
+	Pool   string
+	Data   map[string]string
+}
+type ipamRequestAddressRequest struct {
+	PoolID  string
+	Address string
+	Options map[string]string
+}
+type ipamRequestAddressResponse struct {
+	Address string
+	Data    map[string]string
+}
+type ipamCapabilitiesResponse struct{ RequiresMACAddress bool }
 
 type startLogging struct {
 	File string
@@ -203,6 +282,51 @@ func main() {
 	})
 	handle("VolumeDriver.Capabilities", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, 200, volCapabilitiesResponse{volCapability{"global"}})
+	})
+	handle("NetworkDriver.GetCapabilities", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, 200, netCapabilitiesResponse{"local", "global"})
+	})
+	handle("NetworkDriver.CreateNetwork", func(w http.ResponseWriter, r *http.Request) {
+		var req netCreateNetworkRequest
+		if decode(w, r, &req) {
+			reply(w, 200, errorResponse{})
+		}
+	})
+	handle("NetworkDriver.CreateEndpoint", func(w http.ResponseWriter, r *http.Request) {
+		var req netCreateEndpointRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		res := netCreateEndpointResponse{}
+		if req.Interface == nil {
+			mac := "02:42:0a:00:00:02"
+			res.Interface = &netEndpointInterface{Address: "10.0.0.2/24", MacAddress: mac}
+		}
+		reply(w, 200, res)
+	})
+	handle("NetworkDriver.Join", func(w http.ResponseWriter, r *http.Request) {
+		var req netJoinRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		route := &netStaticRoute{Destination: "10.1.0.0/16", RouteType: 1}
+		name := netInterfaceName{"veth-" + req.EndpointID, "eth"}
+		reply(w, 200, netJoinResponse{name, "10.0.0.1", "", []*netStaticRoute{route}, true})
+	})
+	handle("IpamDriver.GetCapabilities", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, 200, ipamCapabilitiesResponse{true})
+	})
+	handle("IpamDriver.RequestPool", func(w http.ResponseWriter, r *http.Request) {
+		var req ipamRequestPoolRequest
+		if decode(w, r, &req) {
+			reply(w, 200, ipamRequestPoolResponse{"p-" + req.Pool, req.Pool, req.Options})
+		}
+	})
+	handle("IpamDriver.RequestAddress", func(w http.ResponseWriter, r *http.Request) {
+		var req ipamRequestAddressRequest
+		if decode(w, r, &req) {
+			reply(w, 200, ipamRequestAddressResponse{"10.9.0.7/24", nil})
+		}
 	})
 	handle("AuthZPlugin.AuthZReq", func(w http.ResponseWriter, r *http.Request) {
 		var req authorization.Request
@@ -341,6 +465,66 @@ def test_volume_client_with_go_plugin(kind: str, client: Client) -> None:
         "VolumeDriver.Create: volume taken exists",
     )
     assert str(missing.value) == "VolumeDriver.Get: no such volume nope"
+
+
+def test_network_and_ipam_clients_with_go_plugin(kind: str, client: Client) -> None:
+    """go-plugins-helpers' network and IPAM structs decode the requests; replies read back."""
+    net = typed(kind, NetworkDriverClient, AsyncNetworkDriverClient, client)
+    pools = typed(kind, IpamDriverClient, AsyncIpamDriverClient, client)
+    pool = network.IPAMData("LocalDefault", "10.0.0.0/24", "10.0.0.1/24", {"host": "10.0.0.9"})
+
+    async def body() -> list[Any]:
+        return [
+            await net.get_capabilities(),
+            await net.create_network("n1", {"com.docker.network.generic": {"k": "v"}}, [pool]),
+            client.call("Test.Last"),
+            await net.create_endpoint("n1", "e1"),
+            await net.create_endpoint("n1", "e2", network.EndpointInterface("10.0.0.5/24")),
+            client.call("Test.Last"),
+            await net.join("n1", "e1", "/var/run/docker/netns/x", {"o": 1}),
+            await pools.get_capabilities(),
+            await pools.request_pool("LocalDefault", "10.9.0.0/24", options={"a": "b"}),
+            await pools.request_address("p-10.9.0.0/24", options={"mac": "m"}),
+            client.call("Test.Last"),
+        ]
+
+    assert run(body()) == [
+        network.CapabilitiesResponse("local", "global"),
+        None,
+        {
+            "NetworkID": "n1",
+            "Options": {"com.docker.network.generic": {"k": "v"}},
+            "IPv4Data": [
+                {
+                    "AddressSpace": "LocalDefault",
+                    "Pool": "10.0.0.0/24",
+                    "Gateway": "10.0.0.1/24",
+                    "AuxAddresses": {"host": "10.0.0.9"},
+                }
+            ],
+            "IPv6Data": [],
+        },
+        network.CreateEndpointResponse(
+            network.EndpointInterface("10.0.0.2/24", "", "02:42:0a:00:00:02")
+        ),
+        network.CreateEndpointResponse(None),
+        {
+            "NetworkID": "n1",
+            "EndpointID": "e2",
+            "Interface": {"Address": "10.0.0.5/24", "AddressIPv6": "", "MacAddress": ""},
+            "Options": {},
+        },
+        network.JoinResponse(
+            interface_name=network.InterfaceName("veth-e1", "eth"),
+            gateway="10.0.0.1",
+            static_routes=[network.StaticRoute("10.1.0.0/16", 1)],
+            disable_gateway_service=True,
+        ),
+        ipam.CapabilitiesResponse(requires_mac_address=True),
+        ipam.RequestPoolResponse("p-10.9.0.0/24", "10.9.0.0/24", {"a": "b"}),
+        ipam.RequestAddressResponse("10.9.0.7/24"),
+        {"PoolID": "p-10.9.0.0/24", "Address": "", "Options": {"mac": "m"}},
+    ]
 
 
 def _certificate(common_name: str) -> authz.PEMCertificate:
