@@ -263,3 +263,25 @@ def test_async_lookup_without_manager_uses_the_default(short_tmp: Path) -> None:
         assert asyncio.run(looked()) == ("n", "c")
     finally:
         pluginkit.set_default_manager(None)
+
+
+def test_install_and_privileges(short_tmp: Path, runtime: FakeRuntime) -> None:
+    """install and privileges are coroutines too; a grant function runs in a manager thread."""
+    import threading
+
+    plugin_dir = write_plugin_dir(short_tmp / "src", Network={"Type": "host"})
+    asked_in: list[str] = []
+
+    def grant(privileges: list[Any]) -> bool:
+        asked_in.append(threading.current_thread().name)
+        return True
+
+    async def body() -> list[Any]:
+        async with AsyncManager(short_tmp / "root", **_options(short_tmp, runtime)) as manager:
+            privileges = await manager.privileges(plugin_dir)
+            plugin = await manager.install(plugin_dir, name="net-plugin", grant=grant)
+            return [[(p.name, p.value) for p in privileges], plugin.name, plugin.enabled]
+
+    assert asyncio.run(body()) == [[("network", ("host",))], "net-plugin:latest", False]
+    assert len(asked_in) == 1
+    assert asked_in[0].startswith("pluginkit-manager-root")
