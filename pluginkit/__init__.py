@@ -34,6 +34,7 @@ from ._errors import (
     InvalidReferenceError,
     PluginCallError,
     PluginConnectionError,
+    PluginDisabledError,
     PluginEnabledError,
     PluginError,
     PluginExistsError,
@@ -57,6 +58,7 @@ from ._lookup import (
 )
 from ._manager import Manager
 from ._plugin import Plugin
+from ._public import publish
 from ._reference import Reference, normalize_name, parse_reference
 from ._restart import RestartPolicy
 
@@ -76,6 +78,7 @@ __all__ = [
     "InvalidReferenceError",
     "PluginCallError",
     "PluginConnectionError",
+    "PluginDisabledError",
     "PluginEnabledError",
     "PluginError",
     "PluginExistsError",
@@ -119,3 +122,5 @@ __all__ = [
     "parse_config",
     "parse_reference",
 ]
+
+publish(globals())

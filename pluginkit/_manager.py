@@ -63,6 +63,7 @@ from ._errors import (
     ErrNotFound,
     InvalidConfigError,
     InvalidReferenceError,
+    PluginDisabledError,
     PluginEnabledError,
     PluginError,
     PluginExistsError,
@@ -571,7 +572,8 @@ class Manager:
             force: disable even when the plugin is in use (the refcount is kept).
 
         Raises:
-            PluginError: ``plugin is already disabled: plugin NAME found but disabled``.
+            PluginDisabledError: ``plugin is already disabled: plugin NAME found but
+                disabled``.
             PluginInUseError: ``plugin NAME is in use`` (without ``force``).
         """
         entry = self._resolve(name)
@@ -597,7 +599,7 @@ class Manager:
     def _check_disable_locked(self, entry: _Entry, name: str, force: bool) -> None:
         self._check_live_locked(entry, name)
         if not entry.enabled:
-            raise PluginError(f"plugin is already disabled: plugin {entry.name} found but disabled")
+            raise PluginDisabledError(entry.name)
         if entry.refcount > 0 and not force:
             raise PluginInUseError(entry.name)
 
