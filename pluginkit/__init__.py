@@ -30,6 +30,8 @@ from ._errors import (
     ErrDisabled,
     ErrInadequateCapability,
     ErrNotFound,
+    InstallLimitError,
+    InvalidArchiveError,
     InvalidConfigError,
     InvalidReferenceError,
     PluginCallError,
@@ -46,6 +48,7 @@ from ._errors import (
     RuntimeStartError,
 )
 from ._events import PluginEvent
+from ._install_limits import InstallLimits
 from ._legacy import LegacyRegistry
 from ._lookup import (
     FindWithCapability,
@@ -74,6 +77,8 @@ __all__ = [
     "ErrDisabled",
     "ErrInadequateCapability",
     "ErrNotFound",
+    "InstallLimitError",
+    "InvalidArchiveError",
     "InvalidConfigError",
     "InvalidReferenceError",
     "PluginCallError",
@@ -113,6 +118,7 @@ __all__ = [
     "Manager",
     "PluginEvent",
     "RestartPolicy",
+    "InstallLimits",
     "apply_set",
     "compute_privileges",
     "dump_config",
