@@ -38,6 +38,7 @@ from ._errors import (
     InvalidReferenceError,
     PluginCallError,
     PluginConnectionError,
+    PluginDisabledError,
     PluginEnabledError,
     PluginError,
     PluginExistsError,
@@ -62,6 +63,7 @@ from ._lookup import (
 )
 from ._manager import Manager
 from ._plugin import Plugin
+from ._public import publish
 from ._reference import Reference, normalize_name, parse_reference
 from ._restart import RestartPolicy
 
@@ -83,6 +85,7 @@ __all__ = [
     "InvalidReferenceError",
     "PluginCallError",
     "PluginConnectionError",
+    "PluginDisabledError",
     "PluginEnabledError",
     "PluginError",
     "PluginExistsError",
@@ -130,3 +133,5 @@ __all__ = [
     "parse_config",
     "parse_reference",
 ]
+
+publish(globals())
