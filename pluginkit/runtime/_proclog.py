@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import time
@@ -44,6 +45,9 @@ _CHUNK = 1024 * 1024
 # One pump reads at most this much, so that one chatty plugin cannot starve
 # the others (the monitor comes back to it at once: the FIFO stays readable).
 _PUMP_BUDGET = 4 * _CHUNK
+# The pipe buffer asked for (Linux's F_SETPIPE_SZ; the default is 64 KiB).
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_PIPE_SIZE = 1024 * 1024
 # How much of a log file is read back to seed the tail of a restored plugin.
 _SEED_BYTES = 8 * 1024
 
@@ -81,6 +85,16 @@ def make_fifo(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     os.mkfifo(path, 0o600)
+
+
+def enlarge(fd: int) -> None:
+    """Give the pipe a bigger buffer: fewer wake-ups under a flood (best effort).
+
+    Unprivileged users have a budget of pipe memory (``pipe-user-pages-soft``);
+    past it the kernel refuses and the pipe keeps its default size.
+    """
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
 
 
 def open_for_plugin(path: Path) -> int:
@@ -126,6 +140,8 @@ class OutputStream:
         elif keep:
             self._seed()
         self.fd: int | None = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if fresh:
+            enlarge(self.fd)
         self._out: int | None = None
         try:
             self._open_out()
