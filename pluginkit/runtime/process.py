@@ -129,12 +129,12 @@ class ProcessRuntime:
     prefix; other lines at ``stdout_level`` or ``stderr_level`` (both
     ``INFO``: most programs write all their logging to stderr, so Docker's
     choice of ``ERROR`` would raise false alarms). Use a formatter with
-    ``%(plugin_name)s`` to see which plugin spoke. :meth:`output_stats`
-    counts what was read, rotated out and dropped. The files are emptied when the plugin starts. While no manager
-    reads (live restore), output waits in the FIFO (the plugin's writes block
-    once it is full, never fail) and is forwarded when a manager
-    re-attaches. The last ``stderr_tail_lines`` lines of stderr are kept for
-    :attr:`PluginExit.stderr_tail`.
+    ``%(plugin_name)s`` to see which plugin spoke. :meth:`output_stats` counts
+    what was read, rotated out and dropped. The files are emptied when the
+    plugin starts. While no manager reads (live restore), output waits in the
+    FIFO (the plugin's writes block once it is full, never fail) and is
+    forwarded when a manager re-attaches. The last ``stderr_tail_lines`` lines
+    of stderr are kept for :attr:`PluginExit.stderr_tail`.
 
     **Exits.** Every exit - crash, :meth:`stop`, external kill - is reported
     once through ``on_exit``, called from a thread of the runtime after the
