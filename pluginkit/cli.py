@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
+from . import _cli_daemon
 from ._errors import PluginError
 
 if TYPE_CHECKING:
@@ -254,6 +255,12 @@ def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
         else:
             plugins = manager.list(enabled=enabled)
         records = [plugin.to_dict() for plugin in plugins]
+    print_plugins(records, args, out)
+    return 0
+
+
+def print_plugins(records: list[dict[str, Any]], args: argparse.Namespace, out: TextIO) -> None:
+    """Print plugins (inspect dicts) as ``docker plugin ls`` does, per ``args``."""
     records.sort(key=lambda r: (r["Name"], r["Id"]))
     trunc = not args.no_trunc
     rows = []
@@ -281,7 +288,6 @@ def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
             enabled_text = "true" if row["Enabled"] else "false"
             table.append([row["ID"], row["Name"], row["Description"], enabled_text])
         _table(table, out)
-    return 0
 
 
 def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
@@ -487,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="what runs managed plugins (env PLUGINKIT_RUNTIME; default: docker)",
     )
     parser.add_argument("--debug", action="store_true", help="debug logging; tracebacks on failure")
+    _cli_daemon.add_global_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(
@@ -593,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="capability to look the plugin up by (default: METHOD's prefix)",
     )
     legacy_dirs(sub)
+    _cli_daemon.add_commands(command)
     return parser
 
 
@@ -630,7 +638,7 @@ def _one_line(message: str, debug: bool) -> str:
 
 def _describe(exc: BaseException) -> str:
     """Say what went wrong."""
-    if isinstance(exc, (CLIError, PluginError)):
+    if isinstance(exc, (CLIError, PluginError, _cli_daemon.RemoteError)):
         return str(exc)
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
@@ -662,7 +670,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.root = Path(args.root)
         if args.run_root is not None:
             args.run_root = Path(args.run_root)
-        status: int = args.func(args, sys.stdout)
+        # A running daemon answers what it can; else an in-process manager.
+        status = _cli_daemon.dispatch(args, sys.stdout)
+        if status is None:
+            status = args.func(args, sys.stdout)
         sys.stdout.flush()
         return status
     except KeyboardInterrupt:
