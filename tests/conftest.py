@@ -45,17 +45,27 @@ def _go_problem() -> str | None:
     return None
 
 
+DOCKER_CLI = "/usr/bin/docker"  # Debian's docker.io: the 20.10 client of the 20.10 engine
+
+
+def _dockercli_problem() -> str | None:
+    if not os.access(DOCKER_CLI, os.X_OK):
+        return f"Docker's CLI is not installed at {DOCKER_CLI} (apt-get install docker.io)"
+    return None
+
+
 _problems: dict[str, str | None] = {}
 
 
 def _problem(kind: str) -> str | None:
     if kind not in _problems:
-        _problems[kind] = _docker_problem() if kind == "docker" else _go_problem()
+        checks = {"docker": _docker_problem, "go": _go_problem, "dockercli": _dockercli_problem}
+        _problems[kind] = checks[kind]()
     return _problems[kind]
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    for kind in ("docker", "go"):
+    for kind in ("docker", "go", "dockercli"):
         if item.get_closest_marker(kind) is None:
             continue
         problem = _problem(kind)

@@ -57,6 +57,7 @@ PUBLIC = {
         "parse_reference",
         "set_default_manager",
     ],
+    "pluginkit.daemon": ["Daemon", "DaemonTLS", "sd_notify"],
     "pluginkit.runtime": [
         "DockerRuntime",
         "ExitCallback",

@@ -89,6 +89,7 @@ class Response:
     value: Any = None
     empty: bool = False
     stream: Iterator[bytes] | None = None
+    raw: bytes | None = None
     content_type: str = "application/json"
     headers: dict[str, str] = attrs.field(factory=dict)
 
@@ -138,7 +139,7 @@ def _json_list_body(req: Request, what: str) -> Any:
 def ping(req: Request) -> Response:
     """``/_ping``: ``OK`` as text, never cached."""
     return Response(
-        stream=iter([b"OK"]) if req.method == "GET" else iter([]),
+        raw=b"OK",
         content_type="text/plain; charset=utf-8",
         headers={"Cache-Control": "no-cache, no-store, must-revalidate", "Pragma": "no-cache"},
     )

@@ -67,6 +67,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except (ConnectionError, TimeoutError, ssl.SSLError):
             self.close_connection = True
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Answer a malformed request with dockerd's JSON error shape, then close."""
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.1"  # answer with a status line, as Go does
+        self._answer(
+            Response(
+                status=code,
+                value={"message": message or explain or ""},
+                headers={"Connection": "close"},
+            )
+        )
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s", format % args)
 
@@ -136,7 +148,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self._stream(response.stream)
             return
-        body = b"" if response.empty else encode(response.value)
+        if response.raw is not None:
+            body = response.raw
+        else:
+            body = b"" if response.empty else encode(response.value)
         if body:
             self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(body)))
