@@ -604,3 +604,20 @@ def test_tcp_with_tls_requires_a_client_certificate(short_tmp: Path) -> None:
         assert "the daemon requires TLS" in plain.stderr
     finally:
         d.stop()
+
+
+def test_the_systemd_unit_is_shipped_and_notifies() -> None:
+    """The package ships a unit: Type=notify, only the daemon is killed on stop."""
+    import configparser
+
+    import pluginkit.daemon
+
+    unit = Path(pluginkit.daemon.__file__).parent / "pluginkit.service"
+    parser = configparser.ConfigParser(strict=True)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(unit.read_text())
+    service = parser["Service"]
+    assert service["Type"] == "notify"
+    assert service["KillMode"] == "process"
+    assert service["ExecStart"].endswith("pluginkit daemon")
+    assert parser["Install"]["WantedBy"] == "multi-user.target"
