@@ -30,7 +30,20 @@ if TYPE_CHECKING:
 __all__ = ["RemoteError", "add_commands", "add_global_options", "dispatch"]
 
 REMOTE_COMMANDS = frozenset(
-    {"ls", "list", "inspect", "create", "enable", "disable", "rm", "remove", "set", "call"}
+    {
+        "ls",
+        "list",
+        "inspect",
+        "create",
+        "install",
+        "privileges",
+        "enable",
+        "disable",
+        "rm",
+        "remove",
+        "set",
+        "call",
+    }
 )
 """Commands a running daemon answers (the others run in-process)."""
 NEEDS_DAEMON = frozenset({"logs", "events"})
@@ -160,6 +173,8 @@ def dispatch(args: argparse.Namespace, out: TextIO) -> int | None:
     if command == "daemon" or (command not in REMOTE_COMMANDS and command not in NEEDS_DAEMON):
         return None
     remote = find_daemon(args)
+    if remote is None and command == "call":
+        return local_call(args, out)
     if remote is None:
         if command in NEEDS_DAEMON:
             from .cli import CLIError
@@ -272,8 +287,8 @@ def remote_set(remote: Remote, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def remote_call(remote: Remote, args: argparse.Namespace, out: TextIO) -> int:
-    """``call``: the daemon looks the plugin up (managed, then legacy); the CLI calls it."""
+def _call_args(args: argparse.Namespace) -> tuple[Any, str]:
+    """Check ``call``'s METHOD; return its payload and the capability to look up."""
     from .cli import _parse_json, _UsageError
 
     interface, dot, _ = args.method.partition(".")
@@ -282,10 +297,111 @@ def remote_call(remote: Remote, args: argparse.Namespace, out: TextIO) -> int:
             f"METHOD must look like Interface.Method (e.g. VolumeDriver.List), not {args.method!r}"
         )
     payload = _parse_json(args.json, args.method) if args.json is not None else None
-    capability = args.capability or interface
-    found = remote.json(
-        "GET", "/pluginkit/v1/lookup", {"name": args.name, "capability": capability}
+    return payload, args.capability or interface
+
+
+def local_call(args: argparse.Namespace, out: TextIO) -> int:
+    """``call`` without a daemon: managed plugins first; legacy ones even when no manager opens.
+
+    A legacy plugin needs neither a Docker engine nor a root: when the manager
+    cannot be opened (no engine, the root held or not writable), the legacy
+    registry alone is asked.
+    """
+    import contextlib
+
+    from ._errors import PluginError
+    from .cli import CLIError, _legacy_registry, _open_manager
+
+    payload, capability = _call_args(args)
+    with contextlib.ExitStack() as stack:
+        try:
+            finder: Any = stack.enter_context(_open_manager(args, legacy=True))
+        except (CLIError, PluginError, OSError) as exc:
+            _debug(args, f"no manager ({exc}): looking up legacy plugins only")
+            finder = stack.enter_context(_legacy_registry(args))
+            plugin = finder.get(args.name, capability)
+        else:
+            plugin = finder.lookup_with_capability(args.name, capability)
+        reply = plugin.client.call(args.method, payload)
+    out.write(json.dumps(reply, indent=4) + "\n")
+    return 0
+
+
+def remote_install(remote: Remote, args: argparse.Namespace, out: TextIO) -> int:
+    """``install`` through the daemon: a local path is read by the daemon (same host)."""
+    from .cli import CLIError, _confirm, _format_privileges
+
+    source = os.path.abspath(args.source) if os.path.exists(args.source) else args.source
+    grant: Any = True
+    if not args.grant_all_permissions:
+        needed = remote.json("GET", "/pluginkit/v1/privileges", {"source": source})
+        grant = needed
+        if needed:
+            from ._config import Privilege
+
+            shown = [Privilege(p["Name"], p["Description"], tuple(p["Value"])) for p in needed]
+            if not sys.stdin.isatty():
+                raise CLIError(
+                    f'plugin "{args.source}" requests privileges and there is no terminal '
+                    "to ask; review them with 'pluginkit privileges "
+                    f"{args.source}' and pass --grant-all-permissions"
+                )
+            out.write(f'Plugin "{args.source}" is requesting the following privileges:\n')
+            for line in _format_privileges(shown):
+                out.write(line + "\n")
+            if not _confirm("Do you grant the above permissions?", out):
+                raise CLIError("permission denied")
+    remote.json(
+        "POST",
+        "/pluginkit/v1/install",
+        body={
+            "Source": source,
+            "Name": args.alias,
+            "Grant": grant,
+            "Settings": list(args.settings),
+            "Enable": not args.disable,
+        },
     )
+    out.write(f"Installed plugin {args.source}\n")
+    return 0
+
+
+def remote_privileges(remote: Remote, args: argparse.Namespace, out: TextIO) -> int:
+    """``privileges`` through the daemon."""
+    from ._config import Privilege
+    from .cli import _format_privileges
+
+    source = os.path.abspath(args.source) if os.path.exists(args.source) else args.source
+    found = remote.json("GET", "/pluginkit/v1/privileges", {"source": source})
+    if args.format == "json":
+        out.write(json.dumps(found, indent=4) + "\n")
+    elif not found:
+        out.write("(no privileges)\n")
+    else:
+        shown = [Privilege(p["Name"], p["Description"], tuple(p["Value"])) for p in found]
+        for line in _format_privileges(shown):
+            out.write(line + "\n")
+    return 0
+
+
+def remote_call(remote: Remote, args: argparse.Namespace, out: TextIO) -> int:
+    """``call``: the daemon looks the plugin up (managed, then legacy); the CLI calls it."""
+    payload, capability = _call_args(args)
+    try:
+        found = remote.json(
+            "GET", "/pluginkit/v1/lookup", {"name": args.name, "capability": capability}
+        )
+    except RemoteError as exc:
+        if exc.status != 404 or not (args.socket_dir or args.spec_dir):
+            raise
+        # The daemon's legacy registry looks in its own directories; the ones
+        # given here are looked in by this command.
+        from .cli import _legacy_registry
+
+        with _legacy_registry(args) as registry:
+            reply = registry.get(args.name, capability).client.call(args.method, payload)
+        out.write(json.dumps(reply, indent=4) + "\n")
+        return 0
     from ._client import Client
 
     with Client(found["Addr"]) as client:
@@ -303,6 +419,8 @@ _REMOTE: dict[str, Callable[[Remote, argparse.Namespace, TextIO], int]] = {
     "rm": remote_rm,
     "set": remote_set,
     "call": remote_call,
+    "install": remote_install,
+    "privileges": remote_privileges,
 }
 _CANONICAL = {"list": "ls", "remove": "rm"}
 

@@ -621,3 +621,49 @@ def test_the_systemd_unit_is_shipped_and_notifies() -> None:
     assert service["KillMode"] == "process"
     assert service["ExecStart"].endswith("pluginkit daemon")
     assert parser["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_install_and_privileges_go_through_the_daemon(
+    daemon: DaemonProcess, plugin_dir: Path
+) -> None:
+    """install/privileges of a local directory work while the daemon holds the root."""
+    privileges = daemon.cli("privileges", str(plugin_dir))
+    assert (privileges.returncode, privileges.stdout) == (0, " - network: [host]\n")
+    refused = daemon.cli("install", str(plugin_dir), "--alias", "inst")
+    assert refused.returncode == 1
+    assert "requests privileges and there is no terminal" in refused.stderr
+    grant = "--grant-all-permissions"
+    out = daemon.cli("install", str(plugin_dir), "--alias", "inst", grant, "DEBUG=3")
+    assert (out.returncode, out.stdout) == (0, f"Installed plugin {plugin_dir}\n")
+    record = json.loads(daemon.cli("inspect", "inst").stdout)[0]
+    assert record["Enabled"] is True
+    assert record["Settings"]["Env"] == ["DEBUG=3", "LINES=0"]
+    bad = daemon.cli("install", str(plugin_dir), "--alias", "inst2", grant, "NOPE=1")
+    assert bad.returncode == 1
+    assert daemon.cli("inspect", "inst2").returncode == 1  # removed again
+
+
+def test_call_of_a_legacy_plugin_needs_no_engine(short_tmp: Path) -> None:
+    """No daemon and no Docker engine: call still finds a legacy plugin."""
+    import sys
+
+    from pluginkit.sdk import PluginServer
+
+    sockets = short_tmp / "sockets"
+    sockets.mkdir()
+    server = PluginServer(implements=["VolumeDriver"])
+    server.add_handler("VolumeDriver.List", lambda request: {"Volumes": []})
+    server.start(str(sockets / "old.sock"))
+    try:
+        env = {**cli_env(), "PLUGINKIT_RUNTIME": "docker", "DOCKER_HOST": "unix:///nonexistent"}
+        command = [sys.executable, "-m", "pluginkit", "--root", str(short_tmp / "root"),
+                   "--run-root", str(short_tmp / "r"), "--debug", "call", "--socket-dir",
+                   str(sockets), "--spec-dir", str(short_tmp),
+                   "old", "VolumeDriver.List"]  # fmt: skip
+        out = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout) == {"Volumes": []}
+        assert "cannot reach the Docker engine" in out.stderr  # said in --debug
+        assert "looking up legacy plugins only" in out.stderr
+    finally:
+        server.stop()

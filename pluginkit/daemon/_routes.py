@@ -438,6 +438,43 @@ def logs(req: Request) -> Response:
     return Response(stream=frames(), content_type="application/vnd.docker.raw-stream")
 
 
+@route("GET", "/pluginkit/v1/privileges")
+def local_privileges(req: Request) -> Response:
+    """Return what installing a directory or tar archive (a path on the daemon's host) needs."""
+    found = req.state.manager.privileges(req.query.get("source", ""))
+    return Response(value=[_privilege_dict(p) for p in found])
+
+
+@route("POST", "/pluginkit/v1/install")
+def local_install(req: Request) -> Response:
+    """Install from a directory or tar archive on the daemon's host, as ``pluginkit install``.
+
+    Body: ``{"Source": PATH, "Name": NAME|null, "Grant": true|[privileges],
+    "Settings": ["KEY=VALUE"...], "Enable": bool}``; a failed ``set`` removes
+    the plugin again. Answers the plugin as ``inspect`` shows it.
+    """
+    body = _json_list_body(req, "install request")
+    if not isinstance(body, dict) or not isinstance(body.get("Source"), str):
+        raise ApiError(400, 'invalid install request: "Source" (a path) is required')
+    grant: Any = body.get("Grant")
+    if isinstance(grant, list):
+        grant = _privileges_from(grant)
+    elif grant is not True:
+        grant = None
+    manager = req.state.manager
+    plugin = manager.install(body["Source"], name=body.get("Name") or None, grant=grant)
+    settings = body.get("Settings") or []
+    if settings:
+        try:
+            manager.set(plugin.name, [str(s) for s in settings])
+        except Exception:
+            manager.remove(plugin.name, force=True)
+            raise
+    if body.get("Enable"):
+        manager.enable(plugin.name, timeout=30.0)
+    return Response(value=manager.inspect(plugin.name))
+
+
 # -- helpers --------------------------------------------------------------------
 
 
@@ -474,6 +511,10 @@ def _privileges_body(req: Request) -> list[Any]:
         raise ApiError(500, f"failed to parse privileges: {exc}") from None
     if not isinstance(value, list):
         raise ApiError(500, "failed to parse privileges: not a list")
+    return _privileges_from(value)
+
+
+def _privileges_from(value: list[Any]) -> list[Any]:
     from .._config import Privilege
 
     granted = []
