@@ -32,6 +32,8 @@ if TYPE_CHECKING:
         ErrDisabled,
         ErrInadequateCapability,
         ErrNotFound,
+        InstallLimitError,
+        InvalidArchiveError,
         InvalidConfigError,
         InvalidReferenceError,
         PluginCallError,
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
         RuntimeStartError,
     )
     from ._events import PluginEvent
+    from ._install_limits import InstallLimits
     from ._legacy import LegacyRegistry
     from ._lookup import (
         FindWithCapability,
@@ -64,7 +67,8 @@ if TYPE_CHECKING:
 
 # Public names are imported on first use (PEP 562): `import pluginkit` - and
 # so every `pluginkit` command, whose path to a daemon needs none of them -
-# stays cheap. Type checkers see the eager imports above.
+# stays cheap. Type checkers see the eager imports above. A new public name
+# goes into both.
 _LAZY: dict[str, str] = {
     "Client": "._client",
     "TLSConfig": "._client",
@@ -84,6 +88,8 @@ _LAZY: dict[str, str] = {
     "ErrDisabled": "._errors",
     "ErrInadequateCapability": "._errors",
     "ErrNotFound": "._errors",
+    "InstallLimitError": "._errors",
+    "InvalidArchiveError": "._errors",
     "InvalidConfigError": "._errors",
     "InvalidReferenceError": "._errors",
     "PluginCallError": "._errors",
@@ -98,6 +104,7 @@ _LAZY: dict[str, str] = {
     "RootInUseError": "._errors",
     "RuntimeStartError": "._errors",
     "PluginEvent": "._events",
+    "InstallLimits": "._install_limits",
     "LegacyRegistry": "._legacy",
     "FindWithCapability": "._lookup",
     "LookupWithCapability": "._lookup",
@@ -142,6 +149,8 @@ __all__ = [
     "ErrDisabled",
     "ErrInadequateCapability",
     "ErrNotFound",
+    "InstallLimitError",
+    "InvalidArchiveError",
     "InvalidConfigError",
     "InvalidReferenceError",
     "PluginCallError",
@@ -180,6 +189,7 @@ __all__ = [
     "Manager",
     "PluginEvent",
     "RestartPolicy",
+    "InstallLimits",
     "apply_set",
     "compute_privileges",
     "dump_config",

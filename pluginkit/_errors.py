@@ -17,6 +17,8 @@ either::
      ├── PluginExistsError                   plugin NAME already exists
      ├── PrivilegesNotGrantedError           incorrect privileges
      ├── InvalidConfigError(ValueError)      config.json / spec file / settings are wrong
+     │    ├── InvalidArchiveError            a plugin archive is corrupt, truncated or unsafe
+     │    └── InstallLimitError              an install passes a limit (bytes, entries, depth)
      ├── InvalidReferenceError(ValueError)   a plugin name does not parse
      ├── RuntimeStartError                   a runtime could not start a plugin
      └── RootInUseError                      another live manager owns the root
@@ -31,6 +33,8 @@ __all__ = [
     "ErrDisabled",
     "ErrInadequateCapability",
     "ErrNotFound",
+    "InstallLimitError",
+    "InvalidArchiveError",
     "InvalidConfigError",
     "InvalidReferenceError",
     "PluginCallError",
@@ -174,6 +178,49 @@ def _rebuild_invalid_config(
     message: str, path: str | None, field: str | None
 ) -> InvalidConfigError:
     return InvalidConfigError(message, path=path, field=field)
+
+
+class InvalidArchiveError(InvalidConfigError):
+    """A plugin archive cannot be unpacked: corrupt, truncated, or a member is unsafe.
+
+    ``path`` is the archive; ``member`` the member's name when one is at fault.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, member: str | None = None) -> None:
+        self.member = member
+        super().__init__(message, path=path)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_invalid_archive, (str(self), self.path, self.member))
+
+
+def _rebuild_invalid_archive(
+    message: str, path: str | None, member: str | None
+) -> InvalidArchiveError:
+    return InvalidArchiveError(message, path=path, member=member)
+
+
+class InstallLimitError(InvalidConfigError):
+    """An install would write more than an :class:`~pluginkit.InstallLimits` allows.
+
+    ``limit`` names the limit (``"max_bytes"``, ``"max_entries"``,
+    ``"max_depth"``, ``"max_config_bytes"``), ``value`` is its value and
+    ``path`` the source.
+    """
+
+    def __init__(self, message: str, *, limit: str, value: int, path: str | None = None) -> None:
+        self.limit = limit
+        self.value = value
+        super().__init__(message, path=path)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_install_limit, (str(self), self.limit, self.value, self.path))
+
+
+def _rebuild_install_limit(
+    message: str, limit: str, value: int, path: str | None
+) -> InstallLimitError:
+    return InstallLimitError(message, limit=limit, value=value, path=path)
 
 
 class InvalidReferenceError(PluginError, ValueError):

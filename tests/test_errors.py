@@ -65,6 +65,8 @@ def test_builtin_bases():
         pluginkit.PluginEnabledError("e"),
         pluginkit.PluginExistsError("f"),
         InvalidConfigError("bad", path="/x/config.json", field="Interface.Types"),
+        pluginkit.InvalidArchiveError("torn", path="/x/p.tar", member="rootfs/a"),
+        pluginkit.InstallLimitError("big", limit="max_bytes", value=10, path="/x/p.tar"),
     ],
 )
 def test_errors_pickle(err):

@@ -18,6 +18,9 @@ PUBLIC = {
         "ErrInadequateCapability",
         "ErrNotFound",
         "FindWithCapability",
+        "InstallLimitError",
+        "InstallLimits",
+        "InvalidArchiveError",
         "InvalidConfigError",
         "InvalidReferenceError",
         "LegacyRegistry",
@@ -58,6 +61,7 @@ PUBLIC = {
         "set_default_manager",
     ],
     "pluginkit.daemon": ["Daemon", "DaemonTLS", "sd_notify"],
+    "pluginkit.podman": ["DEFAULT_DIR", "DROP_IN_NAME", "podman_name", "register", "render"],
     "pluginkit.runtime": [
         "DockerRuntime",
         "ExitCallback",

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from .._errors import (
     ErrNotFound,
+    InstallLimitError,
     InvalidConfigError,
     InvalidReferenceError,
     PluginEnabledError,
@@ -91,7 +92,10 @@ def status_of(exc: BaseException) -> int:
         return 404
     if isinstance(exc, (PluginEnabledError, PluginInUseError, PluginExistsError)):
         return 409
-    if isinstance(exc, (InvalidConfigError, InvalidReferenceError, PrivilegesNotGrantedError)):
+    if isinstance(
+        exc,
+        (InvalidConfigError, InvalidReferenceError, PrivilegesNotGrantedError, InstallLimitError),
+    ):
         return 400
     if isinstance(exc, PluginError) and str(exc).startswith("plugin is already disabled"):
         return 409  # dockerd wraps its "disabled" conflict error

@@ -265,7 +265,8 @@ def upgrade(req: Request) -> Response:
 @route("POST", "/plugins/create")
 def create(req: Request) -> Response:
     """``POST /plugins/create?name=NAME``: the body is a tar of config.json and rootfs/."""
-    from .._manager import _safe_extract
+    from .._install_archive import safe_extract
+    from .._install_limits import Budget
 
     name = req.query.get("name", "")
     state = req.state
@@ -281,7 +282,8 @@ def create(req: Request) -> Response:
             raise ApiError(500, "no rootfs found: EOF")
         context = work / "context"
         context.mkdir()
-        _safe_extract(archive, context)
+        budget = Budget(state.manager.install_limits, "the build context", os.fspath(archive))
+        safe_extract(archive, context, budget)
         archive.unlink()
         state.manager.create(name, context)
     finally:
