@@ -133,6 +133,11 @@ def bench_ls(d: DaemonProcess, context: Path) -> None:
             )
         a, b, ratio = pairs(pk(d, "ls"), env_of(d), [DOCKER, "plugin", "ls"], engine_env)
         report(f"ls ({count} plugins)", a, b, ratio, "docker plugin ls")
+        # The floor: a Python that does nothing, against the same baseline.
+        a, b, ratio = pairs(
+            [sys.executable, "-c", "pass"], env_of(d), [DOCKER, "plugin", "ls"], engine_env
+        )
+        report("(python -c pass)", a, b, ratio, "docker plugin ls")
     finally:
         for name in mine:
             subprocess.run(

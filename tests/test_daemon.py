@@ -667,3 +667,38 @@ def test_call_of_a_legacy_plugin_needs_no_engine(short_tmp: Path) -> None:
         assert "looking up legacy plugins only" in out.stderr
     finally:
         server.stop()
+
+
+def test_connections_past_the_limit_get_503_and_others_still_work(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An embedded Daemon: idle connections use up the slots; the next gets 503, then room."""
+    from pluginkit.daemon import Daemon, _server
+    from pluginkit.runtime import ProcessRuntime
+
+    monkeypatch.setattr(_server, "MAX_CONNECTIONS", 2)
+    runtime = ProcessRuntime()
+    daemon = Daemon(short_tmp / "root", run_root=short_tmp / "r", runtime=runtime, legacy=None)
+    with daemon:
+        path = short_tmp / "r" / "pluginkit.sock"
+        assert daemon.addresses == [f"unix://{path}"]
+        idle = []
+        for _ in range(2):
+            conn = socket.socket(socket.AF_UNIX)
+            conn.connect(str(path))
+            idle.append(conn)
+        time.sleep(0.2)
+        status, _, body = http(path, "GET", "/_ping")
+        assert (status, json.loads(body)) == (
+            503,
+            {"message": "too many connections to the pluginkit daemon"},
+        )
+        idle.pop().close()
+        deadline = time.monotonic() + 10
+        while http(path, "GET", "/_ping")[0] != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for conn in idle:
+            conn.close()
+    runtime.close()
+    assert not path.exists()

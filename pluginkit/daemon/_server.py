@@ -14,6 +14,7 @@ import http.server
 import io
 import logging
 import os
+import queue
 import signal
 import socket
 import socketserver
@@ -42,6 +43,8 @@ log = logging.getLogger("pluginkit.daemon")
 
 IDLE_TIMEOUT = 120.0
 """Seconds a connection may stay silent before it is closed."""
+MAX_CONNECTIONS = 512
+"""Connections served at once per listener; more are answered 503 and closed."""
 DRAIN_LIMIT = 1024 * 1024
 """Unread body bytes skipped to keep a connection; past that it is closed."""
 
@@ -293,6 +296,8 @@ class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.daemon = daemon
         self.state = daemon.state
         self._tls = tls
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._refuser = _Refuser()
         # The socket is bound already (mode and group set): no bind here.
         super().__init__(("", 0), _Handler, bind_and_activate=False)
         self.socket.close()
@@ -302,14 +307,76 @@ class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     def server_bind(self) -> None:  # pragma: no cover - never called
         pass
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._refuser.refuse(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
     def get_request(self) -> tuple[Any, Any]:
         conn, addr = self.socket.accept()
         if self._tls is not None:
             conn = self._tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
         return conn, (addr if addr else ("unix", 0))
 
+    def server_close(self) -> None:
+        super().server_close()
+        self._refuser.close()
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("connection error from %s", client_address, exc_info=True)
+
+
+class _Refuser:
+    """Answers 503 on connections past the limit, from one thread, without blocking accept.
+
+    The request is read (up to a second) before closing, so that the client
+    sees the answer rather than a connection reset.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[socket.socket | None] = queue.Queue(maxsize=1024)
+        self._thread = threading.Thread(target=self._run, name="pluginkit-refuser", daemon=True)
+        self._thread.start()
+
+    def refuse(self, conn: socket.socket) -> None:
+        try:
+            self._queue.put_nowait(conn)
+        except queue.Full:
+            conn.close()
+
+    def close(self) -> None:
+        """End the thread (after the connections queued before)."""
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        body = encode({"message": "too many connections to the pluginkit daemon"})
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        while True:
+            conn = self._queue.get()
+            if conn is None:
+                return
+            try:
+                conn.settimeout(1.0)
+                if not isinstance(conn, ssl.SSLSocket):  # no TLS handshake here
+                    conn.sendall(head + body)
+                    conn.shutdown(socket.SHUT_WR)
+                    deadline = time.monotonic() + 1.0
+                    while time.monotonic() < deadline and conn.recv(65536):
+                        pass
+            except OSError:
+                pass
+            finally:
+                conn.close()
 
 
 class Daemon:
@@ -371,6 +438,7 @@ class Daemon:
         self._log_writer: LogWriter | None = None
 
     def _on_event(self, event: PluginEvent) -> None:
+        log.info("plugin %s (%s): %s", event.name, event.id[:12], event.action)
         self.events.publish(event)
         if event.action == "remove" and self._log_writer is not None:
             self._log_writer.forget(event.id)
