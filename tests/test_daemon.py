@@ -702,3 +702,27 @@ def test_connections_past_the_limit_get_503_and_others_still_work(
             conn.close()
     runtime.close()
     assert not path.exists()
+
+
+def test_one_daemon_per_root(daemon: DaemonProcess, short_tmp: Path) -> None:
+    """A second daemon on the same root fails, naming the process that holds it."""
+    second = DaemonProcess(short_tmp)
+    second.log = short_tmp / "second.log"
+    second.run_root = short_tmp / "r2"
+    second.start(wait=False)
+    assert second.proc is not None
+    assert second.proc.wait(timeout=60) == 1
+    assert daemon.proc is not None
+    assert f"process {daemon.proc.pid}" in second.log.read_text()
+    assert http(daemon.socket, "GET", "/_ping")[2] == b"OK"
+
+
+@pytest.mark.dockercli
+def test_docker_plugin_install_says_registries_are_not_supported(daemon: DaemonProcess) -> None:
+    """docker plugin install: Docker's error for an operation the daemon cannot do."""
+    out = docker_cli(daemon, "plugin", "install", "--grant-all-permissions", "localhost:5000/p")
+    assert out.returncode == 1
+    assert out.stderr == (
+        "Error response from daemon: plugin pull is not supported: "
+        "this pluginkit has no registry support\n"
+    )
