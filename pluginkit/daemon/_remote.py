@@ -1,13 +1,14 @@
 """A tiny HTTP/1.1 client for the daemon's API: what the ``pluginkit`` command talks through.
 
-Kept to the standard library's cheapest modules (``socket``, ``json``; ``ssl``
+Kept to the standard library's cheapest modules (``_socket`` - the C module,
+without ``socket.py``'s own imports - and ``json``; ``socket`` and ``ssl``
 only for TCP) so that a command answered by the daemon starts fast.
 """
 
 from __future__ import annotations
 
+import _socket
 import json
-import socket
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -40,7 +41,7 @@ class Remote:
         self.address = address
         self._tls = tls
         self._timeout = timeout
-        self._sock: socket.socket | None = None
+        self._sock: Any = None  # a _socket.socket, or an ssl.SSLSocket for TCP
         self._buf = b""
 
     # -- connection -----------------------------------------------------------
@@ -56,7 +57,7 @@ class Remote:
         try:
             if self.address.startswith("unix://") or self.address.startswith("/"):
                 path = self.address[len("unix://") :] if "://" in self.address else self.address
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
                 try:
                     sock.settimeout(self._timeout)
                     sock.connect(path)
@@ -76,7 +77,9 @@ class Remote:
             ) from None
         self._sock = sock
 
-    def _connect_tcp(self, hostport: str) -> socket.socket:
+    def _connect_tcp(self, hostport: str) -> Any:
+        import socket
+
         host, _, port = hostport.rpartition(":")
         sock = socket.create_connection((host.strip("[]"), int(port)), timeout=self._timeout)
         if self._tls is None:
