@@ -195,6 +195,8 @@ def test_errors_have_dockerds_status_and_message(daemon: DaemonProcess) -> None:
     )
     assert api(daemon, "GET", "/v1.11/plugins")[0] == 400
     assert api(daemon, "GET", "/nope") == (404, {"message": "page not found"})
+    assert api(daemon, "PUT", "/plugins") == (404, {"message": "page not found"})
+    assert api(daemon, "POST", "/v1.41/plugins/x/json") == (404, {"message": "page not found"})
     assert api(daemon, "GET", "/plugins/nope/json") == (
         404,
         {"message": 'plugin "nope" not found'},

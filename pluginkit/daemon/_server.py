@@ -205,16 +205,13 @@ def _peer_gone(conn: socket.socket) -> bool:
 
 
 def _find(method: str, path: str) -> tuple[Any, dict[str, str]]:
-    allowed = False
     for route_method, regex, handler in ROUTES:
-        match = regex.match(path)
-        if match is None:
+        if route_method != method:
             continue
-        if route_method == method:
+        match = regex.match(path)
+        if match is not None:
             return handler, {k: v for k, v in match.groupdict().items() if v is not None}
-        allowed = True
-    if allowed:
-        raise ApiError(405, "method not allowed")
+    # dockerd's router answers a known path with another method the same way.
     raise ApiError(404, "page not found")
 
 
