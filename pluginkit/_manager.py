@@ -80,6 +80,7 @@ from ._install import (
     open_source,
     read_context,
 )
+from ._paths import default_root, default_run_root
 from ._plugin import Plugin
 from ._reference import is_plugin_id, normalize_name
 from ._restart import RestartPolicy
@@ -173,21 +174,8 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _default_root() -> Path:
-    if os.geteuid() == 0:
-        return Path("/var/lib/pluginkit")
-    import platformdirs
-
-    return platformdirs.user_data_path("pluginkit")
-
-
-def _default_run_root() -> Path:
-    if os.geteuid() == 0:
-        return Path("/run/pluginkit")
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.isabs(xdg) and os.path.isdir(xdg):
-        return Path(xdg) / "pluginkit"
-    return Path(f"/tmp/pluginkit-{os.getuid()}")
+_default_root = default_root
+_default_run_root = default_run_root
 
 
 class Manager:
