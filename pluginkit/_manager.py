@@ -59,6 +59,7 @@ from ._errors import (
     ErrNotFound,
     InvalidConfigError,
     InvalidReferenceError,
+    PluginDisabledError,
     PluginEnabledError,
     PluginError,
     PluginExistsError,
@@ -79,6 +80,7 @@ from ._install import (
     open_source,
     read_context,
 )
+from ._paths import default_root, default_run_root
 from ._plugin import Plugin
 from ._reference import is_plugin_id, normalize_name
 from ._restart import RestartPolicy
@@ -172,21 +174,8 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _default_root() -> Path:
-    if os.geteuid() == 0:
-        return Path("/var/lib/pluginkit")
-    import platformdirs
-
-    return platformdirs.user_data_path("pluginkit")
-
-
-def _default_run_root() -> Path:
-    if os.geteuid() == 0:
-        return Path("/run/pluginkit")
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.isabs(xdg) and os.path.isdir(xdg):
-        return Path(xdg) / "pluginkit"
-    return Path(f"/tmp/pluginkit-{os.getuid()}")
+_default_root = default_root
+_default_run_root = default_run_root
 
 
 class Manager:
@@ -284,6 +273,7 @@ class Manager:
             self._store.close()
             raise
         self._restore_all()
+        self._stop_leftovers()
 
     # -- properties ---------------------------------------------------------
 
@@ -587,8 +577,8 @@ class Manager:
             config=config,
             settings=settings,
             plugin_reference=reference,
-            stable_path=stable_socket_path(self._run_root_str, name),
         )
+        plugin._stable_path = stable_socket_path(self._run_root_str, name)
         entry = _Entry(
             id=plugin_id,
             name=name,
@@ -677,7 +667,8 @@ class Manager:
             force: disable even when the plugin is in use (the refcount is kept).
 
         Raises:
-            PluginError: ``plugin is already disabled: plugin NAME found but disabled``.
+            PluginDisabledError: ``plugin is already disabled: plugin NAME found but
+                disabled``.
             PluginInUseError: ``plugin NAME is in use`` (without ``force``).
         """
         entry = self._resolve(name)
@@ -703,7 +694,7 @@ class Manager:
     def _check_disable_locked(self, entry: _Entry, name: str, force: bool) -> None:
         self._check_live_locked(entry, name)
         if not entry.enabled:
-            raise PluginError(f"plugin is already disabled: plugin {entry.name} found but disabled")
+            raise PluginDisabledError(entry.name)
         if entry.refcount > 0 and not force:
             raise PluginInUseError(entry.name)
 
@@ -1367,6 +1358,34 @@ class Manager:
                     log.error(
                         "cannot start plugin %s: %s; retrying in %.3g s", entry.name, exc, delay
                     )
+
+    def _stop_leftovers(self) -> None:
+        """Stop what a killed manager left running of plugins recorded as disabled.
+
+        A manager killed inside :meth:`enable` (plugin started, record still
+        disabled) or :meth:`disable` leaves a plugin running that the record
+        does not own. The runtime's ``restore`` proves the identity (as for
+        live restore); whatever it re-attaches to is stopped at once.
+        """
+        disabled = [e for e in self._entries.values() if not e.enabled]
+        if len(disabled) <= 1:
+            for entry in disabled:
+                self._stop_leftover(entry)
+            return
+        with ThreadPoolExecutor(max_workers=min(16, len(disabled))) as pool:
+            list(pool.map(self._stop_leftover, disabled))
+
+    def _stop_leftover(self, entry: _Entry) -> None:
+        with entry.op_lock:
+            try:
+                if not self._runtime.restore(self._spec(entry), lambda info: None):
+                    return
+                log.warning(
+                    "stopping disabled plugin %s left running by a killed manager", entry.name
+                )
+                self._runtime.stop(entry.id, grace=self.stop_grace)
+            except Exception as exc:
+                log.warning("cannot stop what is left of disabled plugin %s: %s", entry.name, exc)
 
     # -- shutdown -----------------------------------------------------------
 

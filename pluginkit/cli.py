@@ -22,12 +22,11 @@ import json
 import logging
 import os
 import sys
-import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from . import _cli_distribution
+from . import _cli_daemon, _cli_distribution
 from ._errors import PluginError
 
 if TYPE_CHECKING:
@@ -255,6 +254,12 @@ def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
         else:
             plugins = manager.list(enabled=enabled)
         records = [plugin.to_dict() for plugin in plugins]
+    print_plugins(records, args, out)
+    return 0
+
+
+def print_plugins(records: list[dict[str, Any]], args: argparse.Namespace, out: TextIO) -> None:
+    """Print plugins (inspect dicts) as ``docker plugin ls`` does, per ``args``."""
     records.sort(key=lambda r: (r["Name"], r["Id"]))
     trunc = not args.no_trunc
     rows = []
@@ -272,17 +277,22 @@ def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
     if args.quiet:
         for row in rows:
             out.write(f"{row['ID']}\n")
-    elif args.format == "json":
-        # Like `docker plugin ls --format json`: one JSON object per line.
-        for row in rows:
-            out.write(json.dumps(row, sort_keys=True) + "\n")
     else:
-        table = [["ID", "NAME", "DESCRIPTION", "ENABLED"]]
-        for row in rows:
-            enabled_text = "true" if row["Enabled"] else "false"
-            table.append([row["ID"], row["Name"], row["Description"], enabled_text])
-        _table(table, out)
-    return 0
+        from ._cli_format import print_ls
+
+        _formatted(print_ls, rows, args.format, out)
+
+
+def _formatted(printer: Callable[..., None], *args: Any) -> None:
+    """Run a ``--format`` printer; a bad template is an ``Error:``, exit status 1."""
+    try:
+        printer(*args)
+    except ValueError as exc:
+        from ._gotemplate import TemplateError  # not imported unless a template failed
+
+        if not isinstance(exc, TemplateError):
+            raise
+        raise CLIError(str(exc)) from None
 
 
 def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
@@ -295,7 +305,12 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
                 records.append(manager.inspect(name))
             except PluginError as exc:
                 errors.append(_one_line(str(exc), args.debug))
-    _dump_json(records, out)
+    if args.format:
+        from ._cli_format import print_inspect
+
+        _formatted(print_inspect, records, args.format, out)
+    else:
+        _dump_json(records, out)
     for error in errors:
         sys.stderr.write(f"Error: {error}\n")
     return EXIT_ERROR if errors else 0
@@ -470,6 +485,14 @@ def cmd_call(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_completion(args: argparse.Namespace, out: TextIO) -> int:
+    """``pluginkit completion SHELL``: a completion script for bash, zsh, fish or tcsh."""
+    from ._cli_completion import completion_script
+
+    out.write(completion_script(build_parser(), args.shell))
+    return 0
+
+
 # -- the parser -----------------------------------------------------------------
 
 
@@ -499,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="what runs managed plugins (env PLUGINKIT_RUNTIME; default: docker)",
     )
     parser.add_argument("--debug", action="store_true", help="debug logging; tracebacks on failure")
+    parser.add_argument("--version", action="version", version=_version())
+    _cli_daemon.add_global_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(
@@ -534,11 +559,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="enabled=true|false or capability=CAP (repeatable)",
     )
-    sub.add_argument("--format", choices=("table", "json"), default="table")
+    sub.add_argument(
+        "--format",
+        default="table",
+        metavar="FORMAT",
+        help="table (default), json, a Go template ('{{.Name}}') or 'table TEMPLATE'",
+    )
     sub.add_argument("--no-trunc", action="store_true", help="do not truncate ids and descriptions")
     sub.add_argument("-q", "--quiet", action="store_true", help="only print ids")
 
     sub = command("inspect", cmd_inspect, "show plugins as JSON (like docker plugin inspect)")
+    sub.add_argument(
+        "-f", "--format", metavar="TEMPLATE", help="a Go template, e.g. '{{.Settings.Env}}'"
+    )
     sub.add_argument("names", nargs="+", metavar="NAME")
 
     sub = command("create", cmd_create, "create a plugin from a directory (config.json, rootfs/)")
@@ -622,7 +655,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="capability to look the plugin up by (default: METHOD's prefix)",
     )
     legacy_dirs(sub)
+
+    sub = command("completion", cmd_completion, "print a shell completion script")
+    sub.add_argument("shell", choices=("bash", "zsh", "fish", "tcsh"), metavar="SHELL")
+    _cli_daemon.add_commands(command)
     return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"pluginkit version {__version__}"
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
@@ -659,7 +702,7 @@ def _one_line(message: str, debug: bool) -> str:
 
 def _describe(exc: BaseException) -> str:
     """Say what went wrong."""
-    if isinstance(exc, (CLIError, PluginError)):
+    if isinstance(exc, (CLIError, PluginError, _cli_daemon.RemoteError)):
         return str(exc)
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
@@ -691,7 +734,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.root = Path(args.root)
         if args.run_root is not None:
             args.run_root = Path(args.run_root)
-        status: int = args.func(args, sys.stdout)
+        # A running daemon answers what it can; else an in-process manager.
+        status = _cli_daemon.dispatch(args, sys.stdout)
+        if status is None:
+            status = args.func(args, sys.stdout)
         sys.stdout.flush()
         return status
     except KeyboardInterrupt:
@@ -705,6 +751,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except Exception as exc:
         if debug:
+            import traceback
+
             traceback.print_exc()
         sys.stderr.write(f"Error: {_one_line(_describe(exc), debug)}\n")
         return EXIT_ERROR
