@@ -112,6 +112,7 @@ def test_install_of_a_registry_reference_goes_to_the_registry(cli: Cli) -> None:
     result = cli("install", "vieux/sshfs")
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (
+        "docker.io/vieux/sshfs:latest: resolving\n"
         "Error: cannot reach registry registry-1.docker.io: connection refused "
         "(and vieux/sshfs is not a file or directory)\n"
     )
