@@ -369,7 +369,15 @@ class Manager:
         if local_source(path):
             with self._unpacked(path) as context:
                 return compute_privileges(read_context(context, self.install_limits))
-        entry = self._resolve(os.fspath(source))
+        text = os.fspath(source)
+        with self._lock:
+            installed = self._find_locked(text)
+        if installed is None:
+            from .distribution import _ops  # imported on first use: it brings requests
+
+            if _ops.is_reference(text):
+                return _ops.privileges(text)
+        entry = self._resolve(text)
         return compute_privileges(entry.config)
 
     def install(
@@ -378,18 +386,26 @@ class Manager:
         *,
         name: str | None = None,
         grant: Grant = None,
+        disabled: bool = True,
     ) -> Plugin:
-        """Install a plugin from a directory or a tar archive of one; it starts disabled.
+        """Install a plugin from a directory, a tar archive of one, or a registry.
+
+        A path that exists wins over a reference of the same spelling.
 
         Args:
-            source: a directory with ``config.json`` and ``rootfs/``, or a tar
+            source: a directory with ``config.json`` and ``rootfs/``, a tar
                 archive of one (possibly compressed; extracted safely: no
-                absolute paths, no ``..``, no links out, no device files).
-            name: the name to install under (default: the source's base name).
+                absolute paths, no ``..``, no links out, no device files), or
+                a registry reference (``vieux/sshfs``, ``host:5000/p:1``,
+                ``host/p@sha256:…``; see :mod:`pluginkit.distribution`).
+            name: the name to install under (default: the source's base name,
+                or the reference's familiar name and tag).
             grant: ``True`` grants every privilege; a list must equal the
                 required privileges (order-insensitive, every entry checked); a
                 callable receives the required list and returns whether it
                 accepts. ``None`` accepts only a plugin that needs none.
+            disabled: leave the plugin disabled (the default); ``False``
+                enables it once installed.
 
         Raises:
             PrivilegesNotGrantedError: ``incorrect privileges``, naming the
@@ -399,10 +415,19 @@ class Manager:
                 ``config.json`` or no ``rootfs/``, or links out of itself.
             InvalidArchiveError: the archive is truncated, corrupt or unsafe.
             InstallLimitError: it passes :attr:`install_limits`.
+            RegistryError: (:mod:`pluginkit.distribution`) the registry
+                could not provide a valid plugin.
             TypeError: ``grant`` is not one of the above, or a list entry is
                 not a :class:`~pluginkit.Privilege`.
         """
         path = Path(source)
+        if not local_source(path):
+            from .distribution import _ops  # imported on first use: it brings requests
+
+            if _ops.is_reference(os.fspath(source)):
+                return _ops.install(
+                    self, os.fspath(source), name=name, grant=grant, disabled=disabled
+                )
         check_source(path)
         full = normalize_name(name) if name is not None else name_from_source(path)
         self._check_name_free(full)
@@ -418,7 +443,24 @@ class Manager:
             )
         self._prepare(entry)
         self._emit(entry, "install")
+        if not disabled:
+            self.enable(entry.name)
         return entry.plugin
+
+    def push(self, name: str, ref: str | None = None) -> str:
+        """Push an installed plugin to a registry, as ``docker plugin push`` does.
+
+        Args:
+            name: the plugin's name or id.
+            ref: where to push (default: the plugin's name, e.g.
+                ``localhost:5000/team/p:1``).
+
+        Returns:
+            The digest of the pushed manifest.
+        """
+        from .distribution import _ops
+
+        return _ops.push(self, name, ref)
 
     @contextlib.contextmanager
     def _unpacked(self, path: Path) -> Iterator[Path]:
@@ -756,8 +798,17 @@ class Manager:
         return sorted(found, key=lambda p: p.name)
 
     def inspect(self, name: str) -> dict[str, Any]:
-        """Docker's ``docker plugin inspect`` JSON for a plugin."""
-        return self.get(name).to_dict()
+        """Docker's ``docker plugin inspect`` JSON for a plugin.
+
+        A plugin installed from a registry also shows ``ManifestDigest``.
+        """
+        plugin = self.get(name)
+        result = plugin.to_dict()
+        if plugin.id is not None:
+            from .distribution import _ops
+
+            result.update(_ops.distribution_info(self, plugin.id))
+        return result
 
     # -- lookups ------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
+from . import _cli_distribution
 from ._errors import PluginError
 
 if TYPE_CHECKING:
@@ -339,7 +340,8 @@ def cmd_install(args: argparse.Namespace, out: TextIO) -> int:
 
     with _open_manager(args) as manager:
         grant = True if args.grant_all_permissions else ask
-        plugin = manager.install(args.source, name=args.alias, grant=grant)
+        with _cli_distribution.progress(args, sys.stderr):
+            plugin = manager.install(args.source, name=args.alias, grant=grant)
         if args.settings:
             try:
                 manager.set(plugin.name, args.settings)
@@ -543,8 +545,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("name", metavar="NAME")
     sub.add_argument("dir", metavar="DIR")
 
-    sub = command("install", cmd_install, "install a plugin from a directory or a tar archive")
-    sub.add_argument("source", metavar="SOURCE")
+    sub = command(
+        "install", cmd_install, "install a plugin from a registry, a directory or a tar archive"
+    )
+    sub.add_argument("source", metavar="SOURCE", help="REF, or a path (a path that exists wins)")
+    sub.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     sub.add_argument("--alias", metavar="NAME", help="local name (default: from SOURCE)")
     sub.add_argument(
         "--grant-all-permissions",
@@ -553,6 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--disable", action="store_true", help="do not enable it after install")
     sub.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="settings, as for set")
+
+    _cli_distribution.register(command)
 
     sub = command("privileges", cmd_privileges, "show the privileges a plugin needs")
     sub.add_argument("source", metavar="SOURCE")
