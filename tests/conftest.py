@@ -65,10 +65,14 @@ def _problem(kind: str) -> str | None:
             _problems[kind] = _go_problem()
         elif kind == "registry":
             _problems[kind] = _registry_problem()
-        else:
+        elif kind == "podman":
             from _podman import podman_problem
 
             _problems[kind] = podman_problem()
+        else:
+            from _swarm import swarm_problem
+
+            _problems[kind] = swarm_problem()
     return _problems[kind]
 
 
