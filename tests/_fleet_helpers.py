@@ -86,7 +86,8 @@ func main() {
 			reply(w, map[string]string{"Err": "no such volume"})
 			return
 		}
-		reply(w, map[string]interface{}{"Volume": map[string]string{"Name": name, "Mountpoint": dir(name)}, "Err": ""})
+		vol := map[string]string{"Name": name, "Mountpoint": dir(name)}
+		reply(w, map[string]interface{}{"Volume": vol, "Err": ""})
 	})
 	mux.HandleFunc("/VolumeDriver.List", func(w http.ResponseWriter, r *http.Request) {
 		vols := []map[string]string{}
