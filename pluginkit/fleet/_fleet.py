@@ -307,7 +307,7 @@ class Fleet:
             container_spec=container,
             # The node's own network: the agent reaches the registry as the
             # node's engine does (no NAT needed on the node).
-            networks=[{"Target": "host"}],
+            networks=[docker.types.NetworkAttachmentConfig("host")],
             restart_policy=docker.types.RestartPolicy(condition="any", delay=1_000_000_000),
         )
 
