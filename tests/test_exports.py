@@ -60,6 +60,18 @@ PUBLIC = {
         "parse_reference",
         "set_default_manager",
     ],
+    "pluginkit.fleet": [
+        "AGENT_SERVICE",
+        "Agent",
+        "AgentSpec",
+        "Fleet",
+        "FleetPlugin",
+        "FleetSpec",
+        "FleetSpecError",
+        "NodeStatus",
+        "load_spec",
+        "parse_spec",
+    ],
     "pluginkit.podman": ["DEFAULT_DIR", "DROP_IN_NAME", "podman_name", "register", "render"],
     "pluginkit.runtime": [
         "DockerRuntime",
