@@ -92,6 +92,7 @@ PUBLIC = {
         "RegistryUnreachableError",
         "build_plugin",
         "parse_registry_reference",
+    ],
     "pluginkit.fleet": [
         "AGENT_SERVICE",
         "Agent",
