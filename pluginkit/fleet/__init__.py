@@ -9,6 +9,7 @@ make each node's engine find them. See the "Fleet" guide.
 
 from __future__ import annotations
 
+from .._public import publish
 from ._agent import Agent
 from ._fleet import AGENT_SERVICE, Fleet, NodeStatus
 from ._spec import AgentSpec, FleetPlugin, FleetSpec, FleetSpecError, load_spec, parse_spec
@@ -25,3 +26,5 @@ __all__ = [
     "load_spec",
     "parse_spec",
 ]
+
+publish(globals())
