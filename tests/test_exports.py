@@ -74,6 +74,12 @@ PUBLIC = {
         "SupportsCleanup",
         "SupportsPrepare",
     ],
+    "pluginkit.pytest_plugin": [
+        "Serve",
+        "pluginkit_manager",
+        "pluginkit_runtime",
+        "pluginkit_serve",
+    ],
     "pluginkit.testing": [
         "FakeCall",
         "FakeRuntime",
