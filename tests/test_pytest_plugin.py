@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.slow
 
 PLUGIN = ("-p", "pluginkit.pytest_plugin", "-p", "no:cacheprovider")
 
