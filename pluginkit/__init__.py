@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 
+from ._async_lookup import afind_with_capability, alookup_with_capability
+from ._async_manager import AsyncManager
 from ._client import Client, TLSConfig
 from ._config import (
     CapabilityID,
@@ -116,6 +118,9 @@ __all__ = [
     "Reference",
     "Settings",
     "Manager",
+    "AsyncManager",
+    "afind_with_capability",
+    "alookup_with_capability",
     "PluginEvent",
     "RestartPolicy",
     "InstallLimits",

@@ -285,6 +285,7 @@ class Manager:
             self._store.close()
             raise
         self._restore_all()
+        self._stop_leftovers()
 
     # -- properties ---------------------------------------------------------
 
@@ -1273,6 +1274,34 @@ class Manager:
                     log.error(
                         "cannot start plugin %s: %s; retrying in %.3g s", entry.name, exc, delay
                     )
+
+    def _stop_leftovers(self) -> None:
+        """Stop what a killed manager left running of plugins recorded as disabled.
+
+        A manager killed inside :meth:`enable` (plugin started, record still
+        disabled) or :meth:`disable` leaves a plugin running that the record
+        does not own. The runtime's ``restore`` proves the identity (as for
+        live restore); whatever it re-attaches to is stopped at once.
+        """
+        disabled = [e for e in self._entries.values() if not e.enabled]
+        if len(disabled) <= 1:
+            for entry in disabled:
+                self._stop_leftover(entry)
+            return
+        with ThreadPoolExecutor(max_workers=min(16, len(disabled))) as pool:
+            list(pool.map(self._stop_leftover, disabled))
+
+    def _stop_leftover(self, entry: _Entry) -> None:
+        with entry.op_lock:
+            try:
+                if not self._runtime.restore(self._spec(entry), lambda info: None):
+                    return
+                log.warning(
+                    "stopping disabled plugin %s left running by a killed manager", entry.name
+                )
+                self._runtime.stop(entry.id, grace=self.stop_grace)
+            except Exception as exc:
+                log.warning("cannot stop what is left of disabled plugin %s: %s", entry.name, exc)
 
     # -- shutdown -----------------------------------------------------------
 

@@ -10,6 +10,7 @@ import pytest
 
 PUBLIC = {
     "pluginkit": [
+        "AsyncManager",
         "CapabilityID",
         "Client",
         "Device",
@@ -48,6 +49,8 @@ PUBLIC = {
         "RuntimeStartError",
         "Settings",
         "TLSConfig",
+        "afind_with_capability",
+        "alookup_with_capability",
         "apply_set",
         "compute_privileges",
         "dump_config",
@@ -60,6 +63,20 @@ PUBLIC = {
         "parse_config",
         "parse_reference",
         "set_default_manager",
+    ],
+    "pluginkit.clients": [
+        "AsyncAuthzClient",
+        "AsyncIpamDriverClient",
+        "AsyncLogDriverClient",
+        "AsyncNetworkDriverClient",
+        "AsyncSecretProviderClient",
+        "AsyncVolumeDriverClient",
+        "AuthzClient",
+        "IpamDriverClient",
+        "LogDriverClient",
+        "NetworkDriverClient",
+        "SecretProviderClient",
+        "VolumeDriverClient",
     ],
     "pluginkit.podman": ["DEFAULT_DIR", "DROP_IN_NAME", "podman_name", "register", "render"],
     "pluginkit.runtime": [
