@@ -22,11 +22,11 @@ import json
 import logging
 import os
 import sys
-import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
+from . import _cli_daemon, _cli_distribution
 from ._errors import PluginError
 
 if TYPE_CHECKING:
@@ -46,8 +46,6 @@ EXIT_USAGE = 2
 DEFAULT_ENABLE_TIMEOUT = 30.0  # seconds, as `docker plugin enable`
 ID_LENGTH = 12  # `docker plugin ls` shows ids cut to 12 characters
 DESCRIPTION_LENGTH = 45  # ... and descriptions to 45
-# Until registry installs land: a SOURCE that is no path here is a reference.
-_NO_REGISTRY = "no such directory or tar archive, and registries are not supported yet"
 ENGINE_HINT = (
     "use --runtime process (or PLUGINKIT_RUNTIME=process) to run plugins as host processes"
 )
@@ -256,6 +254,12 @@ def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
         else:
             plugins = manager.list(enabled=enabled)
         records = [plugin.to_dict() for plugin in plugins]
+    print_plugins(records, args, out)
+    return 0
+
+
+def print_plugins(records: list[dict[str, Any]], args: argparse.Namespace, out: TextIO) -> None:
+    """Print plugins (inspect dicts) as ``docker plugin ls`` does, per ``args``."""
     records.sort(key=lambda r: (r["Name"], r["Id"]))
     trunc = not args.no_trunc
     rows = []
@@ -277,7 +281,6 @@ def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
         from ._cli_format import print_ls
 
         _formatted(print_ls, rows, args.format, out)
-    return 0
 
 
 def _formatted(printer: Callable[..., None], *args: Any) -> None:
@@ -350,11 +353,10 @@ def cmd_install(args: argparse.Namespace, out: TextIO) -> int:
             raise CLIError("permission denied")
         return True
 
-    if not args.source.startswith(("/", ".", "~")) and not os.path.exists(args.source):
-        raise CLIError(f'cannot install "{args.source}": {_NO_REGISTRY}')
     with _open_manager(args) as manager:
         grant = True if args.grant_all_permissions else ask
-        plugin = manager.install(args.source, name=args.alias, grant=grant)
+        with _cli_distribution.progress(args, sys.stderr):
+            plugin = manager.install(args.source, name=args.alias, grant=grant)
         if args.settings:
             try:
                 manager.set(plugin.name, args.settings)
@@ -390,6 +392,13 @@ def cmd_privileges(args: argparse.Namespace, out: TextIO) -> int:
         for line in _format_privileges(privileges):
             out.write(line + "\n")
     return 0
+
+
+def cmd_fleet(args: argparse.Namespace, out: TextIO) -> int:
+    """``pluginkit fleet apply|status|rm|agent-image|agent``: see :mod:`pluginkit.fleet`."""
+    from .fleet._cli import run
+
+    return run(args, out)
 
 
 def cmd_enable(args: argparse.Namespace, out: TextIO) -> int:
@@ -521,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="debug logging; tracebacks on failure")
     parser.add_argument("--version", action="version", version=_version())
+    _cli_daemon.add_global_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(
@@ -575,8 +585,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("name", metavar="NAME")
     sub.add_argument("dir", metavar="DIR")
 
-    sub = command("install", cmd_install, "install a plugin from a directory or a tar archive")
-    sub.add_argument("source", metavar="SOURCE")
+    sub = command(
+        "install", cmd_install, "install a plugin from a registry, a directory or a tar archive"
+    )
+    sub.add_argument("source", metavar="SOURCE", help="REF, or a path (a path that exists wins)")
+    sub.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     sub.add_argument("--alias", metavar="NAME", help="local name (default: from SOURCE)")
     sub.add_argument(
         "--grant-all-permissions",
@@ -585,6 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--disable", action="store_true", help="do not enable it after install")
     sub.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="settings, as for set")
+
+    _cli_distribution.register(command)
 
     sub = command("privileges", cmd_privileges, "show the privileges a plugin needs")
     sub.add_argument("source", metavar="SOURCE")
@@ -601,6 +616,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="drop-in directory (default /etc/containers/containers.conf.d)",
     )
+
+    from .fleet._cli import add_parser as add_fleet_parser
+
+    add_fleet_parser(command("fleet", cmd_fleet, "run plugins on every node of a Docker Swarm"))
 
     sub = command("enable", cmd_enable, "start a plugin and wait until it answers")
     sub.add_argument(
@@ -650,6 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("completion", cmd_completion, "print a shell completion script")
     sub.add_argument("shell", choices=("bash", "zsh", "fish", "tcsh"), metavar="SHELL")
+    _cli_daemon.add_commands(command)
     return parser
 
 
@@ -693,7 +713,7 @@ def _one_line(message: str, debug: bool) -> str:
 
 def _describe(exc: BaseException) -> str:
     """Say what went wrong."""
-    if isinstance(exc, (CLIError, PluginError)):
+    if isinstance(exc, (CLIError, PluginError, _cli_daemon.RemoteError)):
         return str(exc)
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
@@ -725,7 +745,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.root = Path(args.root)
         if args.run_root is not None:
             args.run_root = Path(args.run_root)
-        status: int = args.func(args, sys.stdout)
+        # A running daemon answers what it can; else an in-process manager.
+        status = _cli_daemon.dispatch(args, sys.stdout)
+        if status is None:
+            status = args.func(args, sys.stdout)
         sys.stdout.flush()
         return status
     except KeyboardInterrupt:
@@ -739,6 +762,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except Exception as exc:
         if debug:
+            import traceback
+
             traceback.print_exc()
         sys.stderr.write(f"Error: {_one_line(_describe(exc), debug)}\n")
         return EXIT_ERROR
