@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 
+from ._async_lookup import afind_with_capability, alookup_with_capability
+from ._async_manager import AsyncManager
 from ._client import Client, TLSConfig
 from ._config import (
     CapabilityID,
@@ -36,6 +38,7 @@ from ._errors import (
     InvalidReferenceError,
     PluginCallError,
     PluginConnectionError,
+    PluginDisabledError,
     PluginEnabledError,
     PluginError,
     PluginExistsError,
@@ -60,6 +63,7 @@ from ._lookup import (
 )
 from ._manager import Manager
 from ._plugin import Plugin
+from ._public import publish
 from ._reference import Reference, normalize_name, parse_reference
 from ._restart import RestartPolicy
 
@@ -81,6 +85,7 @@ __all__ = [
     "InvalidReferenceError",
     "PluginCallError",
     "PluginConnectionError",
+    "PluginDisabledError",
     "PluginEnabledError",
     "PluginError",
     "PluginExistsError",
@@ -113,6 +118,9 @@ __all__ = [
     "Reference",
     "Settings",
     "Manager",
+    "AsyncManager",
+    "afind_with_capability",
+    "alookup_with_capability",
     "PluginEvent",
     "RestartPolicy",
     "InstallLimits",
@@ -125,3 +133,5 @@ __all__ = [
     "parse_config",
     "parse_reference",
 ]
+
+publish(globals())

@@ -59,6 +59,7 @@ from ._errors import (
     ErrNotFound,
     InvalidConfigError,
     InvalidReferenceError,
+    PluginDisabledError,
     PluginEnabledError,
     PluginError,
     PluginExistsError,
@@ -500,8 +501,8 @@ class Manager:
             config=config,
             settings=settings,
             plugin_reference=reference,
-            stable_path=stable_socket_path(self._run_root_str, name),
         )
+        plugin._stable_path = stable_socket_path(self._run_root_str, name)
         entry = _Entry(
             id=plugin_id,
             name=name,
@@ -590,7 +591,8 @@ class Manager:
             force: disable even when the plugin is in use (the refcount is kept).
 
         Raises:
-            PluginError: ``plugin is already disabled: plugin NAME found but disabled``.
+            PluginDisabledError: ``plugin is already disabled: plugin NAME found but
+                disabled``.
             PluginInUseError: ``plugin NAME is in use`` (without ``force``).
         """
         entry = self._resolve(name)
@@ -616,7 +618,7 @@ class Manager:
     def _check_disable_locked(self, entry: _Entry, name: str, force: bool) -> None:
         self._check_live_locked(entry, name)
         if not entry.enabled:
-            raise PluginError(f"plugin is already disabled: plugin {entry.name} found but disabled")
+            raise PluginDisabledError(entry.name)
         if entry.refcount > 0 and not force:
             raise PluginInUseError(entry.name)
 

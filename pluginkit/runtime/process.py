@@ -32,6 +32,7 @@ from .._errors import RuntimeStartError
 from .._store import atomic_write
 from ._base import ExitCallback, PluginExit, RuntimeSpec
 from ._dispatch import ExitDispatcher
+from ._plugin_log import LineForwarder
 
 __all__ = ["ProcessRuntime"]
 
@@ -108,10 +109,12 @@ class ProcessRuntime:
     never gets ``SIGPIPE`` or blocks when the manager is gone. The runtime
     tails them and forwards every line to the logger ``pluginkit.plugin``,
     the message being the line itself, with ``extra={"plugin": spec.id,
-    "plugin_name": spec.name, "stream": "stdout" | "stderr"}``. Stdout lines
-    are logged at ``stdout_level`` (``INFO``), stderr lines at
-    ``stderr_level`` (``WARNING``: most programs write all their logging to
-    stderr, so Docker's choice of ``ERROR`` would raise false alarms). Use a
+    "plugin_name": spec.name, "stream": "stdout" | "stderr"}``. A line that
+    says its level (``INFO:name:...``, ``WARNING ...``, logrus's
+    ``level=info msg=...``) is logged at that level, without the prefix;
+    other lines at ``stdout_level`` or ``stderr_level`` (both ``INFO``: most
+    programs write all their logging to stderr, so Docker's choice of
+    ``ERROR`` would raise false alarms). Use a
     formatter with ``%(plugin_name)s`` to see which plugin spoke. The files
     are truncated when the plugin starts and whenever the runtime has read
     more than ``max_log_bytes`` of one (a few bytes written at that very
@@ -133,8 +136,8 @@ class ProcessRuntime:
         path: The ``PATH`` given to plugins and used to find a bare
             entrypoint; default the host's ``PATH``.
         env_passthrough: Host environment variables handed to plugins when set.
-        stdout_level: Log level of stdout lines.
-        stderr_level: Log level of stderr lines.
+        stdout_level: Log level of stdout lines that say none.
+        stderr_level: Log level of stderr lines that say none.
         stderr_tail_lines: How many last stderr lines an exit reports.
         max_log_bytes: Size past which a log file is truncated once read.
     """
@@ -146,7 +149,7 @@ class ProcessRuntime:
         path: str | None = None,
         env_passthrough: Iterable[str] = ("PYTHONPATH",),
         stdout_level: int = logging.INFO,
-        stderr_level: int = logging.WARNING,
+        stderr_level: int = logging.INFO,
         stderr_tail_lines: int = 20,
         max_log_bytes: int = 1024 * 1024,
     ) -> None:
@@ -701,6 +704,7 @@ class _LogTail:
         self._level = level
         self._max_bytes = max_bytes
         self._extra = {"plugin": spec.id, "plugin_name": spec.name, "stream": stream}
+        self._forward = LineForwarder(_plugin_log, level, self._extra)
         self._partial = b""
         # Read-write: the tail truncates the file once it has read it all.
         self._fd: int | None = os.open(path, os.O_RDWR | os.O_CLOEXEC)
@@ -758,8 +762,7 @@ class _LogTail:
         line = _decode(raw)
         if self.tail.maxlen:
             self.tail.append(line)
-        if _plugin_log.isEnabledFor(self._level):
-            _plugin_log.log(self._level, line, extra=self._extra)
+        self._forward(line)
 
     def close(self) -> None:
         if self._fd is not None:

@@ -13,6 +13,7 @@ models live in :mod:`pluginkit.sdk.volume`, :mod:`pluginkit.sdk.network`,
 
 from __future__ import annotations
 
+from .._public import publish
 from .._wire._serverside import CONTENT_TYPE
 from . import authz, ipam, logdriver, network, secrets, volume
 from ._convert import converter, json_name
@@ -47,3 +48,6 @@ __all__ = [
     "secrets",
     "volume",
 ]
+
+
+publish(globals())
