@@ -23,22 +23,23 @@ import queue
 import select
 import selectors
 import socket
-import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._store import atomic_write
 from .._wire._address import unix_path_fits
 from .._wire._json import encode_compact
 from .._wire._serverside import HTTPError, Request, RequestParser, chunk, response_head
 from ._address import Address, prepare_unix_path
 from ._async import AsyncRunner
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = [
     "Answer",
@@ -68,6 +69,28 @@ _RECV_SIZE = 262144
 # burst of connections (clients reconnecting after an eviction at the cap)
 # must not fill it, or a well-behaved client's connect() fails with EAGAIN.
 _BACKLOG = 4096
+
+
+class _NotRaised(Exception):
+    """Stands in for ssl's exceptions until a TLS server loads ``ssl``: never raised."""
+
+
+# ssl is imported only by a server that serves TLS (it costs an SDK plugin
+# several MB); until then plain sockets never raise these, so except clauses
+# name placeholders. Module globals: looked up when an except clause runs.
+_SSLWantReadError: type[Exception] = _NotRaised
+_SSLWantWriteError: type[Exception] = _NotRaised
+_SSLError: type[Exception] = _NotRaised
+
+
+def _load_ssl() -> None:
+    """Bind the ssl exceptions the loop catches (a TLS server is being set up)."""
+    global _SSLWantReadError, _SSLWantWriteError, _SSLError
+    import ssl
+
+    _SSLWantReadError = ssl.SSLWantReadError
+    _SSLWantWriteError = ssl.SSLWantWriteError
+    _SSLError = ssl.SSLError
 
 
 class _Conn:
@@ -141,7 +164,7 @@ def send_all(sock: socket.socket, data: bytes, timeout: float = 60.0) -> None:
     while view:
         try:
             sent = sock.send(view)
-        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+        except (BlockingIOError, InterruptedError, _SSLWantWriteError, _SSLWantReadError):
             sent = 0
         view = view[sent:]
         if view and not sent:
@@ -249,6 +272,8 @@ class ServeLoop:
     )
 
     def __attrs_post_init__(self) -> None:
+        if self.ssl_context is not None:
+            _load_ssl()
         self.selector = selectors.DefaultSelector()
         self.waker_r, self.waker_w = socket.socketpair()
         self.waker_r.setblocking(False)
@@ -332,6 +357,8 @@ class ServeLoop:
         if host in ("0.0.0.0", "[::]"):
             host = "127.0.0.1"  # a wildcard is not an address a client can dial
         scheme = "https" if self.ssl_context is not None else "tcp"
+        from .._store import atomic_write  # here: only TCP plugins write spec files
+
         spec_dir.mkdir(parents=True, exist_ok=True)
         url = f"{scheme}://{host}:{port}\n".encode()
         target = spec_dir / f"{self.name}.spec"
@@ -506,7 +533,7 @@ class ServeLoop:
                     conn.sock = self.ssl_context.wrap_socket(
                         sock, server_side=True, do_handshake_on_connect=False
                     )
-                except (OSError, ssl.SSLError) as exc:
+                except (OSError, _SSLError) as exc:
                     logger.info("plugin server at %s: TLS setup failed: %s", self.url, exc)
                     sock.close()
                     continue
@@ -568,9 +595,9 @@ class ServeLoop:
                 while pending:
                     data += sock.recv(pending)
                     pending = sock.pending()  # type: ignore[attr-defined]
-        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+        except (BlockingIOError, InterruptedError, _SSLWantReadError):
             return
-        except (OSError, ssl.SSLError):
+        except (OSError, _SSLError):
             self.close(conn)
             return
         if self.workers:
@@ -610,22 +637,22 @@ class ServeLoop:
 
     def handshake(self, conn: _Conn) -> None:
         sock = conn.sock
-        assert isinstance(sock, ssl.SSLSocket)
+        assert hasattr(sock, "do_handshake")
         try:
             sock.do_handshake()
-        except ssl.SSLWantReadError:
+        except _SSLWantReadError:
             self.set_events(conn, _READ)
             return
-        except ssl.SSLWantWriteError:
+        except _SSLWantWriteError:
             self.set_events(conn, _WRITE)
             return
-        except (OSError, ssl.SSLError) as exc:
+        except (OSError, _SSLError) as exc:
             logger.info("plugin server at %s: TLS handshake failed: %s", self.url, exc)
             self.close(conn)
             return
         conn.handshaking = False
         self.set_events(conn, _READ)
-        if sock.pending():
+        if sock.pending():  # type: ignore[attr-defined]
             self.on_event(conn, _READ)
 
     def process(self, conn: _Conn) -> None:
@@ -744,9 +771,9 @@ class ServeLoop:
         if not conn.out:
             try:
                 sent = conn.sock.send(data)
-            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
+            except (BlockingIOError, InterruptedError, _SSLWantWriteError):
                 sent = 0
-            except (OSError, ssl.SSLError):
+            except (OSError, _SSLError):
                 self.close(conn)
                 return
             if sent == len(data):
@@ -767,9 +794,9 @@ class ServeLoop:
             if conn.out:
                 try:
                     sent = sock.send(conn.out)
-                except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
+                except (BlockingIOError, InterruptedError, _SSLWantWriteError):
                     sent = 0
-                except (OSError, ssl.SSLError):
+                except (OSError, _SSLError):
                     self.close(conn)
                     return
                 del conn.out[:sent]
@@ -825,7 +852,7 @@ class ServeLoop:
                 # client that does not read its reply does not hold this thread.
                 try:
                     sent = sock.send(reply)
-                except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
+                except (BlockingIOError, InterruptedError, _SSLWantWriteError):
                     sent = 0
                 if sent < len(reply):
                     conn.out += memoryview(reply)[sent:]

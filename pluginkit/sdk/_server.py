@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import ssl
 import sys
 import threading
 import time
@@ -43,6 +42,7 @@ from ._loop import (
 
 if TYPE_CHECKING:
     import asyncio
+    import ssl
 
 __all__ = ["Handler", "InvalidRequestError", "PluginServer", "StatusReply"]
 
@@ -669,6 +669,8 @@ class PluginServer:
             if certfile is not None:
                 if ssl_context is not None:
                     raise ValueError("pass either ssl_context or certfile/keyfile, not both")
+                import ssl  # here: a plugin without TLS never loads it
+
                 ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
                 ssl_context.load_cert_chain(certfile, keyfile)
             elif keyfile is not None:
