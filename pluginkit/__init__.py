@@ -8,43 +8,13 @@ with :mod:`pluginkit.sdk` work with a real Docker engine.
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import TYPE_CHECKING, Any
-
-from ._errors import (
-    ErrDisabled,
-    ErrInadequateCapability,
-    ErrNotFound,
-    InstallLimitError,
-    InvalidArchiveError,
-    InvalidConfigError,
-    InvalidReferenceError,
-    PluginCallError,
-    PluginConnectionError,
-    PluginDisabledError,
-    PluginEnabledError,
-    PluginError,
-    PluginExistsError,
-    PluginInUseError,
-    PluginProtocolError,
-    PluginTimeoutError,
-    PrivilegesNotGrantedError,
-    RootInUseError,
-    RuntimeStartError,
-)
-from ._public import publish
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._async_lookup import (
-        afind_with_capability,
-        alookup_with_capability,
-    )
+    from ._async_lookup import afind_with_capability, alookup_with_capability
     from ._async_manager import AsyncManager
-    from ._client import (
-        Client,
-        TLSConfig,
-    )
+    from ._client import Client, TLSConfig
     from ._config import (
         CapabilityID,
         Device,
@@ -60,6 +30,27 @@ if TYPE_CHECKING:
         load_config,
         parse_config,
     )
+    from ._errors import (
+        ErrDisabled,
+        ErrInadequateCapability,
+        ErrNotFound,
+        InstallLimitError,
+        InvalidArchiveError,
+        InvalidConfigError,
+        InvalidReferenceError,
+        PluginCallError,
+        PluginConnectionError,
+        PluginDisabledError,
+        PluginEnabledError,
+        PluginError,
+        PluginExistsError,
+        PluginInUseError,
+        PluginProtocolError,
+        PluginTimeoutError,
+        PrivilegesNotGrantedError,
+        RootInUseError,
+        RuntimeStartError,
+    )
     from ._events import PluginEvent
     from ._install_limits import InstallLimits
     from ._legacy import LegacyRegistry
@@ -74,17 +65,13 @@ if TYPE_CHECKING:
     )
     from ._manager import Manager
     from ._plugin import Plugin
-    from ._reference import (
-        Reference,
-        normalize_name,
-        parse_reference,
-    )
+    from ._reference import Reference, normalize_name, parse_reference
     from ._restart import RestartPolicy
 
-# Loaded on first use (PEP 562): ``import pluginkit`` - and every SDK plugin,
-# which imports ``pluginkit.sdk`` - loads only the exceptions here; the
-# manager, the config models, the client (and ``ssl``) come when a name that
-# needs them is first touched.
+# Public names are imported on first use (PEP 562): `import pluginkit` - and
+# so every `pluginkit` command, whose path to a daemon needs none of them -
+# stays cheap. Type checkers see the eager imports above. A new public name
+# goes into both.
 _LAZY: dict[str, str] = {
     "afind_with_capability": "._async_lookup",
     "alookup_with_capability": "._async_lookup",
@@ -104,6 +91,25 @@ _LAZY: dict[str, str] = {
     "initial_settings": "._config",
     "load_config": "._config",
     "parse_config": "._config",
+    "ErrDisabled": "._errors",
+    "ErrInadequateCapability": "._errors",
+    "ErrNotFound": "._errors",
+    "InstallLimitError": "._errors",
+    "InvalidArchiveError": "._errors",
+    "InvalidConfigError": "._errors",
+    "InvalidReferenceError": "._errors",
+    "PluginCallError": "._errors",
+    "PluginConnectionError": "._errors",
+    "PluginDisabledError": "._errors",
+    "PluginEnabledError": "._errors",
+    "PluginError": "._errors",
+    "PluginExistsError": "._errors",
+    "PluginInUseError": "._errors",
+    "PluginProtocolError": "._errors",
+    "PluginTimeoutError": "._errors",
+    "PrivilegesNotGrantedError": "._errors",
+    "RootInUseError": "._errors",
+    "RuntimeStartError": "._errors",
     "PluginEvent": "._events",
     "InstallLimits": "._install_limits",
     "LegacyRegistry": "._legacy",
@@ -123,18 +129,23 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    from ._public import publish
+
     value = getattr(importlib.import_module(module, __name__), name)
+    # Tracebacks and help() show pluginkit.Name, not its private module.
     publish({"__name__": __name__, "__all__": [name], name: value})
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted({*globals(), *_LAZY})
 
 
 __version__ = "0.1.0.dev0"
@@ -203,5 +214,3 @@ __all__ = [
     "parse_config",
     "parse_reference",
 ]
-
-publish(globals())

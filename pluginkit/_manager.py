@@ -80,6 +80,7 @@ from ._install import (
     open_source,
     read_context,
 )
+from ._paths import default_root, default_run_root
 from ._plugin import Plugin
 from ._reference import is_plugin_id, normalize_name
 from ._restart import RestartPolicy
@@ -173,21 +174,8 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _default_root() -> Path:
-    if os.geteuid() == 0:
-        return Path("/var/lib/pluginkit")
-    import platformdirs
-
-    return platformdirs.user_data_path("pluginkit")
-
-
-def _default_run_root() -> Path:
-    if os.geteuid() == 0:
-        return Path("/run/pluginkit")
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.isabs(xdg) and os.path.isdir(xdg):
-        return Path(xdg) / "pluginkit"
-    return Path(f"/tmp/pluginkit-{os.getuid()}")
+_default_root = default_root
+_default_run_root = default_run_root
 
 
 class Manager:
@@ -285,6 +273,7 @@ class Manager:
             self._store.close()
             raise
         self._restore_all()
+        self._stop_leftovers()
 
     # -- properties ---------------------------------------------------------
 
@@ -1273,6 +1262,34 @@ class Manager:
                     log.error(
                         "cannot start plugin %s: %s; retrying in %.3g s", entry.name, exc, delay
                     )
+
+    def _stop_leftovers(self) -> None:
+        """Stop what a killed manager left running of plugins recorded as disabled.
+
+        A manager killed inside :meth:`enable` (plugin started, record still
+        disabled) or :meth:`disable` leaves a plugin running that the record
+        does not own. The runtime's ``restore`` proves the identity (as for
+        live restore); whatever it re-attaches to is stopped at once.
+        """
+        disabled = [e for e in self._entries.values() if not e.enabled]
+        if len(disabled) <= 1:
+            for entry in disabled:
+                self._stop_leftover(entry)
+            return
+        with ThreadPoolExecutor(max_workers=min(16, len(disabled))) as pool:
+            list(pool.map(self._stop_leftover, disabled))
+
+    def _stop_leftover(self, entry: _Entry) -> None:
+        with entry.op_lock:
+            try:
+                if not self._runtime.restore(self._spec(entry), lambda info: None):
+                    return
+                log.warning(
+                    "stopping disabled plugin %s left running by a killed manager", entry.name
+                )
+                self._runtime.stop(entry.id, grace=self.stop_grace)
+            except Exception as exc:
+                log.warning("cannot stop what is left of disabled plugin %s: %s", entry.name, exc)
 
     # -- shutdown -----------------------------------------------------------
 

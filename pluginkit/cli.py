@@ -22,11 +22,11 @@ import json
 import logging
 import os
 import sys
-import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
+from . import _cli_daemon
 from ._errors import PluginError
 
 if TYPE_CHECKING:
@@ -256,6 +256,12 @@ def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
         else:
             plugins = manager.list(enabled=enabled)
         records = [plugin.to_dict() for plugin in plugins]
+    print_plugins(records, args, out)
+    return 0
+
+
+def print_plugins(records: list[dict[str, Any]], args: argparse.Namespace, out: TextIO) -> None:
+    """Print plugins (inspect dicts) as ``docker plugin ls`` does, per ``args``."""
     records.sort(key=lambda r: (r["Name"], r["Id"]))
     trunc = not args.no_trunc
     rows = []
@@ -277,7 +283,6 @@ def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
         from ._cli_format import print_ls
 
         _formatted(print_ls, rows, args.format, out)
-    return 0
 
 
 def _formatted(printer: Callable[..., None], *args: Any) -> None:
@@ -521,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="debug logging; tracebacks on failure")
     parser.add_argument("--version", action="version", version=_version())
+    _cli_daemon.add_global_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(
@@ -650,6 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("completion", cmd_completion, "print a shell completion script")
     sub.add_argument("shell", choices=("bash", "zsh", "fish", "tcsh"), metavar="SHELL")
+    _cli_daemon.add_commands(command)
     return parser
 
 
@@ -693,7 +700,7 @@ def _one_line(message: str, debug: bool) -> str:
 
 def _describe(exc: BaseException) -> str:
     """Say what went wrong."""
-    if isinstance(exc, (CLIError, PluginError)):
+    if isinstance(exc, (CLIError, PluginError, _cli_daemon.RemoteError)):
         return str(exc)
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
@@ -725,7 +732,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.root = Path(args.root)
         if args.run_root is not None:
             args.run_root = Path(args.run_root)
-        status: int = args.func(args, sys.stdout)
+        # A running daemon answers what it can; else an in-process manager.
+        status = _cli_daemon.dispatch(args, sys.stdout)
+        if status is None:
+            status = args.func(args, sys.stdout)
         sys.stdout.flush()
         return status
     except KeyboardInterrupt:
@@ -739,6 +749,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except Exception as exc:
         if debug:
+            import traceback
+
             traceback.print_exc()
         sys.stderr.write(f"Error: {_one_line(_describe(exc), debug)}\n")
         return EXIT_ERROR

@@ -25,6 +25,7 @@ REQUIRE_VARIABLES = {
     "docker": "PLUGINKIT_REQUIRE_DOCKER",
     "go": "PLUGINKIT_REQUIRE_DOCKER",
     "podman": "PLUGINKIT_REQUIRE_PODMAN",
+    "dockercli": "PLUGINKIT_REQUIRE_DOCKER",
 }
 GO_DOCKER_SRC = Path("/usr/share/gocode/src/github.com/docker/docker/pkg/plugins")
 
@@ -51,6 +52,15 @@ def _go_problem() -> str | None:
     return None
 
 
+DOCKER_CLI = "/usr/bin/docker"  # Debian's docker.io: the 20.10 client of the 20.10 engine
+
+
+def _dockercli_problem() -> str | None:
+    if not os.access(DOCKER_CLI, os.X_OK):
+        return f"Docker's CLI is not installed at {DOCKER_CLI} (apt-get install docker.io)"
+    return None
+
+
 _problems: dict[str, str | None] = {}
 
 
@@ -60,6 +70,8 @@ def _problem(kind: str) -> str | None:
             _problems[kind] = _docker_problem()
         elif kind == "go":
             _problems[kind] = _go_problem()
+        elif kind == "dockercli":
+            _problems[kind] = _dockercli_problem()
         else:
             from _podman import podman_problem
 

@@ -78,6 +78,7 @@ PUBLIC = {
         "SecretProviderClient",
         "VolumeDriverClient",
     ],
+    "pluginkit.daemon": ["Daemon", "DaemonTLS", "sd_notify"],
     "pluginkit.podman": ["DEFAULT_DIR", "DROP_IN_NAME", "podman_name", "register", "render"],
     "pluginkit.runtime": [
         "DockerRuntime",
