@@ -100,6 +100,7 @@ class _Conn:
         "busy",
         "close_after",
         "closed",
+        "eof",
         "events",
         "fresh",
         "handshaking",
@@ -120,6 +121,9 @@ class _Conn:
         self.events = 0
         self.busy = False
         self.close_after = False
+        #: The client closed its end while a handler ran: answer the requests
+        #: it sent (pipelined), then close.
+        self.eof = False
         self.closed = False
         self.handshaking = False
         #: Nothing received yet: counted as a request in progress since the
@@ -501,6 +505,8 @@ class ServeLoop:
                 self.flush(conn)  # the rest of a reply the client was slow to take
             elif conn.close_after or conn.closed:
                 self.close(conn)
+            elif conn.eof:
+                self.process(conn)  # what the client sent before its EOF; then closed
             else:
                 self.set_events(conn, _READ)
                 self.process(conn)
@@ -600,7 +606,7 @@ class ServeLoop:
         except (OSError, _SSLError):
             self.close(conn)
             return
-        if self.workers:
+        if self.workers or conn.busy:  # busy: an async handler's reply may be sent meanwhile
             self.received_while_busy(conn, data)
             return
         if not data:
@@ -626,7 +632,7 @@ class ServeLoop:
                 # Stop watching until the worker hands the connection back: EOF
                 # stays readable forever, and a client that floods is paused.
                 if not data:
-                    conn.close_after = True  # answer what is in flight, then close
+                    conn.eof = True  # answer what it sent, then close
                 self.selector.unregister(conn.sock)
                 conn.events = 0
         if not busy:
@@ -671,7 +677,7 @@ class ServeLoop:
                     parser.continue_wanted = False
                     self.send(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
                     continue
-                if conn.close_after:
+                if conn.close_after or conn.eof:
                     self.close(conn)
                 return
             conn.since = self.now  # what is buffered after it is a new request
@@ -723,6 +729,12 @@ class ServeLoop:
                 reply = finish(result, exc)
             except Exception as error:
                 reply = self.failed_reply(request, error)
+            if type(reply) is bytes and self.ssl_context is None:
+                # Sent from here, as a pool thread does: no round trip through
+                # the loop for a plain reply. (A TLS socket is the loop's only.)
+                self.send_from_thread(conn, request, reply)
+                self.hand_back(conn)
+                return
             with self.lock:
                 conn.reply = (request, reply)
                 self.posted.append(conn)
@@ -747,7 +759,8 @@ class ServeLoop:
             self.flush(conn, resume=False)
         if conn.closed or conn.out or conn.stream is not None:
             return
-        self.set_events(conn, _READ)
+        if not conn.eof:
+            self.set_events(conn, _READ)
         self.process(conn)
 
     def answer_safely(self, request: Request) -> bytes | Stream | Deferred:
@@ -821,6 +834,10 @@ class ServeLoop:
         if conn.close_after:
             self.close(conn)
             return
+        if conn.eof:
+            if resume:
+                self.process(conn)
+            return
         self.set_events(conn, _READ)
         if resume and conn.parser.buffered:
             self.process(conn)
@@ -845,18 +862,11 @@ class ServeLoop:
             if type(reply) is Deferred:
                 self.defer(conn, request, reply)  # the loop writes it when it is ready
                 return
-            if not request.keep_alive:
-                conn.close_after = True
             if type(reply) is bytes:
-                # Send what the socket takes now; the loop writes the rest, so a
-                # client that does not read its reply does not hold this thread.
-                try:
-                    sent = sock.send(reply)
-                except (BlockingIOError, InterruptedError, _SSLWantWriteError):
-                    sent = 0
-                if sent < len(reply):
-                    conn.out += memoryview(reply)[sent:]
+                self.send_from_thread(conn, request, reply)
             else:
+                if not request.keep_alive:
+                    conn.close_after = True
                 assert isinstance(reply, Stream)
                 send_all(sock, reply.head)
                 try:
@@ -872,6 +882,32 @@ class ServeLoop:
             conn.close_after = True
         finally:
             handling.state = None
+        self.hand_back(conn)
+
+    def send_from_thread(self, conn: _Conn, request: Request, reply: bytes) -> None:
+        """From a pool or event-loop thread: send what the socket takes of ``reply`` now.
+
+        The loop writes the rest, so a client that does not read its reply
+        does not hold this thread. The connection stays busy: then
+        :meth:`hand_back`.
+        """
+        if not request.keep_alive:
+            conn.close_after = True
+        try:
+            sent = conn.sock.send(reply)
+        except (BlockingIOError, InterruptedError, _SSLWantWriteError):
+            sent = 0
+        except OSError:
+            conn.close_after = True
+            return
+        if sent < len(reply):
+            conn.out += memoryview(reply)[sent:]
+
+    def hand_back(self, conn: _Conn) -> None:
+        """From a pool or event-loop thread: the reply is out; give ``conn`` back.
+
+        The loop is woken only when there is something for it to do.
+        """
         with self.lock:
             if (
                 conn.close_after
