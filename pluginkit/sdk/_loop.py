@@ -34,8 +34,9 @@ import attrs
 
 from .._wire._address import unix_path_fits
 from .._wire._json import encode_compact
+from .._wire._listen import ListenAddress
 from .._wire._serverside import HTTPError, Request, RequestParser, chunk, response_head
-from ._address import Address, prepare_unix_path
+from ._address import prepare_unix_path
 from ._async import AsyncRunner
 
 if TYPE_CHECKING:
@@ -222,7 +223,7 @@ class ServeLoop:
     name: str | None
     threads: int
     max_body: int
-    where: Address
+    where: ListenAddress
     gid: int | None
     mode: int
     ssl_context: ssl.SSLContext | None

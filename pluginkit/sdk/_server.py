@@ -28,8 +28,9 @@ import attrs
 from .._errors import PluginError
 from .._wire._json import decode_body, encode_compact
 from .._wire._json import json_error_reason as _json_error_reason
+from .._wire._listen import resolve_address
 from .._wire._serverside import Request, response_head
-from ._address import resolve_address, resolve_gid
+from ._address import resolve_gid
 from ._async import is_async_function
 from ._loop import (
     Deferred,
