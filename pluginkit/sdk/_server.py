@@ -547,6 +547,11 @@ class PluginServer:
     ) -> None:
         """Listen on ``address`` and serve in the foreground until stopped.
 
+        In a program that has set up no logging (neither the root logger
+        nor ``pluginkit.sdk`` has a handler), the ``pluginkit.sdk`` logger
+        gets one writing INFO and above to stderr: the start line, each
+        failed call, and the traceback of an unexpected exception.
+
         SIGTERM (when called from the main thread) stops the server
         gracefully: in-flight requests finish, then it returns. A second
         SIGTERM stops it at once, as Ctrl-C would: what is in flight (an
