@@ -39,6 +39,7 @@ raw stream anyway. The own client is about 1,200 lines.
 
 from __future__ import annotations
 
+from .._public import publish
 from ._blobs import Progress, ProgressEvent
 from ._build import build_plugin
 from ._errors import (
@@ -66,3 +67,5 @@ __all__ = [
     "build_plugin",
     "parse_registry_reference",
 ]
+
+publish(globals())
