@@ -394,6 +394,13 @@ def cmd_privileges(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_fleet(args: argparse.Namespace, out: TextIO) -> int:
+    """``pluginkit fleet apply|status|rm|agent-image|agent``: see :mod:`pluginkit.fleet`."""
+    from .fleet._cli import run
+
+    return run(args, out)
+
+
 def cmd_enable(args: argparse.Namespace, out: TextIO) -> int:
     """``pluginkit enable NAME``: start it and wait until its socket answers."""
     with _open_manager(args) as manager:
@@ -609,6 +616,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="drop-in directory (default /etc/containers/containers.conf.d)",
     )
+
+    from .fleet._cli import add_parser as add_fleet_parser
+
+    add_fleet_parser(command("fleet", cmd_fleet, "run plugins on every node of a Docker Swarm"))
 
     sub = command("enable", cmd_enable, "start a plugin and wait until it answers")
     sub.add_argument(

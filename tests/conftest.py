@@ -29,6 +29,7 @@ REQUIRE_VARIABLES = {
     "podman": "PLUGINKIT_REQUIRE_PODMAN",
     "registry": "PLUGINKIT_REQUIRE_REGISTRY",
     "dockercli": "PLUGINKIT_REQUIRE_DOCKER",
+    "swarm": "PLUGINKIT_REQUIRE_SWARM",
 }
 GO_DOCKER_SRC = Path("/usr/share/gocode/src/github.com/docker/docker/pkg/plugins")
 
@@ -77,10 +78,14 @@ def _problem(kind: str) -> str | None:
             _problems[kind] = _registry_problem()
         elif kind == "dockercli":
             _problems[kind] = _dockercli_problem()
-        else:
+        elif kind == "podman":
             from _podman import podman_problem
 
             _problems[kind] = podman_problem()
+        else:
+            from _swarm import swarm_problem
+
+            _problems[kind] = swarm_problem()
     return _problems[kind]
 
 

@@ -93,6 +93,18 @@ PUBLIC = {
         "build_plugin",
         "parse_registry_reference",
     ],
+    "pluginkit.fleet": [
+        "AGENT_SERVICE",
+        "Agent",
+        "AgentSpec",
+        "Fleet",
+        "FleetPlugin",
+        "FleetSpec",
+        "FleetSpecError",
+        "NodeStatus",
+        "load_spec",
+        "parse_spec",
+    ],
     "pluginkit.podman": ["DEFAULT_DIR", "DROP_IN_NAME", "podman_name", "register", "render"],
     "pluginkit.runtime": [
         "DockerRuntime",

@@ -38,7 +38,7 @@ __all__ = ["SITE", "build_plugin", "build_python_rootfs"]
 SITE = "/opt/pluginkit-site"
 """Where the Python packages go inside the rootfs (the plugin's ``PYTHONPATH``)."""
 
-_PACKAGES = (
+PLUGIN_PACKAGES = (
     "pluginkit",
     "attr",
     "attrs",
@@ -47,6 +47,18 @@ _PACKAGES = (
     "exceptiongroup",
     "platformdirs",
 )
+"""What a plugin written with the SDK imports (``exceptiongroup`` only before 3.11)."""
+MANAGER_PACKAGES = (
+    *PLUGIN_PACKAGES,
+    "docker",
+    "requests",
+    "urllib3",
+    "certifi",
+    "charset_normalizer",
+    "idna",
+    "tomli",
+)
+"""What a manager with the Docker runtime and registry installs imports (the fleet agent)."""
 _SKIP = {
     "site-packages",
     "dist-packages",
@@ -102,8 +114,13 @@ def _copy_package(name: str, site: Path, search: Sequence[str] = ()) -> bool:
     return True
 
 
-def build_python_rootfs(rootfs: Path) -> None:
-    """Fill ``rootfs`` with a Python that can run ``python3 -m pluginkit…`` (see the module doc)."""
+def build_python_rootfs(rootfs: Path, packages: Sequence[str] = PLUGIN_PACKAGES) -> None:
+    """Fill ``rootfs`` with a Python that can run ``python3 -m pluginkit…`` (see the module doc).
+
+    ``packages`` (top-level import names) are copied to :data:`SITE`; those
+    not installed are left out (``exceptiongroup`` and ``tomli`` are needed
+    only before Python 3.11).
+    """
     executable = Path(os.path.realpath(sys.executable))
     if sys.prefix != sys.base_prefix:  # a venv: the interpreter is its base's
         executable = Path(os.path.realpath(Path(sys.base_prefix) / "bin" / executable.name))
@@ -133,8 +150,8 @@ def build_python_rootfs(rootfs: Path) -> None:
     python3.symlink_to(executable)
     site = rootfs / SITE.lstrip("/")
     site.mkdir(parents=True, exist_ok=True)
-    for name in _PACKAGES:
-        _copy_package(name, site)  # exceptiongroup is only there before Python 3.11
+    for name in packages:
+        _copy_package(name, site)
 
 
 def _config(
@@ -218,7 +235,7 @@ def build_plugin(
         build_python_rootfs(rootfs)
         search = [os.fspath(source_dir if source_dir is not None else Path.cwd())]
         site = rootfs / SITE.lstrip("/")
-        if top not in _PACKAGES and not _copy_package(top, site, search):
+        if top not in PLUGIN_PACKAGES and not _copy_package(top, site, search):
             raise InvalidConfigError(
                 f"cannot find the plugin's module {top!r} in {search[0]} or on sys.path",
                 path=search[0],
