@@ -172,11 +172,17 @@ def _switch(manager: Manager, old: _Entry, new: _Entry, staging: Path) -> Plugin
     was_enabled = old.enabled
     if was_enabled:
         manager.disable(old.name, force=True)
-    atomic_write(staging / RECORD, json.dumps(manager._record(new)).encode())
-    _fsync_tree(staging)
-    with old.op_lock:
-        _swap(manager, staging, old.id)
-        _install_entry(manager, new)
+    try:
+        atomic_write(staging / RECORD, json.dumps(manager._record(new)).encode())
+        _fsync_tree(staging)
+        with old.op_lock:
+            _swap(manager, staging, old.id)
+            _install_entry(manager, new)
+    except BaseException:
+        if was_enabled:  # nothing was swapped: the old version runs again
+            with contextlib.suppress(PluginError):
+                manager.enable(old.name, timeout=old.timeout)
+        raise
     _forget(manager, old.id)
     if not was_enabled:
         manager._prepare(new)
