@@ -1,0 +1,103 @@
+"""The lookup index is updated per change and always answers as a full rebuild would."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _manager_helpers import Env
+
+from pluginkit import ErrDisabled, ErrNotFound, Manager, PluginError
+from pluginkit.testing import wait_running
+
+
+@pytest.fixture
+def env(short_tmp: Path) -> Iterator[Env]:
+    e = Env(short_tmp)
+    yield e
+    e.close()
+
+
+def _expected(m: Manager, installed: list[str]) -> None:
+    """Lookups agree with list(): enabled and running ones found, in install order."""
+    plugins = {p.name: p for p in m.list()}
+    running = [n for n in installed if n in plugins and plugins[n].enabled]
+    assert [p.name for p in m.find_with_capability("VolumeDriver")] == running
+    assert [p.name for p in m.find_with_capability("networkdriver")] == [
+        n for n in running if n.startswith("net")
+    ]
+    for name in installed:
+        short = name.removesuffix(":latest")
+        if name not in plugins:
+            with pytest.raises(ErrNotFound) as info:
+                m.lookup_with_capability(short, "VolumeDriver")
+            assert type(info.value) is ErrNotFound
+        elif plugins[name].enabled:
+            assert m.lookup_with_capability(short, "volumedriver") is plugins[name]
+            assert m.lookup_with_capability(str(plugins[name].id), "VolumeDriver").name == name
+        else:
+            with pytest.raises(ErrDisabled):
+                m.lookup_with_capability(short, "VolumeDriver")
+
+
+def test_random_changes_keep_lookups_right(env: Env) -> None:
+    """300 random creates, enables, disables, removes and crashes: after each one, every
+    lookup and find answers from the plugins' current state, in install order."""
+    rng = random.Random(8)
+    m = env.manager()
+    installed: list[str] = []
+    counter = 0
+    for _ in range(300):
+        plugins = {p.name: p for p in m.list()}
+        op = rng.choice(["create", "create", "enable", "enable", "disable", "remove", "crash"])
+        if op == "create" or not plugins:
+            counter += 1
+            kind = rng.choice(["vol", "net"])
+            types = ["docker.volumedriver/1.0"]
+            if kind == "net":
+                types.append("docker.networkdriver/1.0")
+            name = f"{kind}{counter}"
+            m.create(name, env.plugin_dir(name, types=tuple(types)))
+            installed.append(f"{name}:latest")
+        else:
+            name = rng.choice(sorted(plugins))
+            enabled = plugins[name].enabled
+            if op == "enable" and not enabled:
+                m.enable(name)
+            elif op == "disable" and enabled:
+                m.disable(name)
+            elif op == "remove":
+                m.remove(name, force=True)
+            elif op == "crash" and enabled:
+                env.runtime.crash(name)
+                wait_running(m, name)
+        _expected(m, installed)
+
+
+def test_restore_rebuilds_the_same_index(env: Env) -> None:
+    """A new manager on the same root finds the same plugins, in the same order."""
+    m = env.manager()
+    for i in range(20):
+        m.create(f"p{i}", env.plugin_dir(f"p{i}"))
+        if i % 3:
+            m.enable(f"p{i}")
+    before = [p.name for p in m.find_with_capability("VolumeDriver")]
+    m.shutdown()
+    again = env.manager()
+    assert sorted(p.name for p in again.find_with_capability("VolumeDriver")) == sorted(before)
+    for name in before:
+        assert again.lookup_with_capability(name, "VolumeDriver").name == name
+
+
+def test_shutdown_empties_the_index(env: Env) -> None:
+    """After shutdown nothing is looked up, not even through the legacy fallback."""
+    m = env.manager()
+    m.create("p", env.plugin_dir("p"))
+    m.enable("p")
+    m.shutdown()
+    with pytest.raises(PluginError, match="^the plugin manager is shut down$"):
+        m.find_with_capability("VolumeDriver")
+    with pytest.raises(PluginError, match="^the plugin manager is shut down$"):
+        m.lookup_with_capability("p", "VolumeDriver")
