@@ -97,7 +97,7 @@ def test_shutdown_empties_the_index(env: Env) -> None:
     m.create("p", env.plugin_dir("p"))
     m.enable("p")
     m.shutdown()
-    with pytest.raises(PluginError, match="^the plugin manager is shut down$"):
+    with pytest.raises(PluginError, match=r"^the plugin manager is shut down$"):
         m.find_with_capability("VolumeDriver")
-    with pytest.raises(PluginError, match="^the plugin manager is shut down$"):
+    with pytest.raises(PluginError, match=r"^the plugin manager is shut down$"):
         m.lookup_with_capability("p", "VolumeDriver")
