@@ -28,14 +28,7 @@ from typing import Any
 
 import attrs
 
-from ._client import (
-    Client,
-    TLSConfig,
-    _backoff,
-    _check_retry_timeout,
-    call_concurrently,
-    parse_address,
-)
+from ._client import Client
 from ._errors import (
     ErrInadequateCapability,
     ErrNotFound,
@@ -47,7 +40,11 @@ from ._errors import (
     PluginTimeoutError,
     _json_error_reason,
 )
+from ._multiplex import call_concurrently
 from ._plugin import Plugin
+from ._tls import TLSConfig
+from ._wire._address import parse_address
+from ._wire._retry import check_retry_timeout, retry_delay
 
 __all__ = [
     "DEFAULT_SOCKET_DIRS",
@@ -279,7 +276,7 @@ class LegacyRegistry:
             raise TypeError("socket_dirs and spec_dirs must be sequences of paths, not one path")
         if not activation_timeout > 0:
             raise ValueError(f"activation_timeout must be > 0, not {activation_timeout!r}")
-        _check_retry_timeout(retry_timeout)
+        check_retry_timeout(retry_timeout)
         if not backoff_unit > 0:
             raise ValueError(f"backoff_unit must be > 0, not {backoff_unit!r}")
         self.socket_dirs = tuple(os.fspath(d) for d in socket_dirs)
@@ -395,8 +392,10 @@ class LegacyRegistry:
             try:
                 return self._locate(name)
             except ErrNotFound:
-                delay = _backoff(retries) * self.backoff_unit
-                if time.monotonic() - start + delay >= retry_timeout:
+                delay = retry_delay(
+                    retries, time.monotonic() - start, retry_timeout, self.backoff_unit
+                )
+                if delay is None:
                     raise
                 log.warning("unable to locate plugin %s, retrying in %g s", name, delay)
                 time.sleep(delay)
@@ -427,7 +426,7 @@ class LegacyRegistry:
         if retry_timeout is None:
             retry_timeout = self.retry_timeout
         else:
-            _check_retry_timeout(retry_timeout)
+            check_retry_timeout(retry_timeout)
         plugin = self._load(name, retry_timeout)
         if capability is not None and not plugin.implements(capability):
             raise ErrInadequateCapability(name, capability)

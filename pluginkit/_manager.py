@@ -86,6 +86,7 @@ from ._install import (
 from ._plugin import Plugin
 from ._reference import is_plugin_id, normalize_name
 from ._restart import RestartPolicy
+from ._stable import link_stable, stable_socket_path, unlink_stable
 from ._store import PLUGIN_ID_RE, Store, ensure_private_dir
 from .runtime._base import (
     PluginExit,
@@ -498,6 +499,7 @@ class Manager:
             config=config,
             settings=settings,
             plugin_reference=reference,
+            stable_path=stable_socket_path(self._run_root_str, name),
         )
         entry = _Entry(
             id=plugin_id,
@@ -964,12 +966,15 @@ class Manager:
                 raise PluginError(f"plugin {entry.name} was stopped while it was starting")
             if _accepts(path):
                 with self._lock:
-                    if entry.run is run and not run.exited.is_set():
+                    ready = entry.run is run and not run.exited.is_set()
+                    if ready:
                         run.ready = True
                         run.ready_at = time.monotonic()
                         entry.running = True
                         self._publish_locked(entry)
-                        return
+                if ready:
+                    self._link_stable(entry, path)
+                    return
                 continue  # it died right after listening: report that
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -979,6 +984,19 @@ class Manager:
                 )
             run.exited.wait(min(delay, remaining))
             delay = min(delay * 2, _POLL_MAX)
+
+    def _link_stable(self, entry: _Entry, socket_path: Path) -> None:
+        """Point the plugin's stable (name-derived) socket path at its real socket."""
+        stable = entry.plugin._stable_path
+        if stable is None:
+            return
+        try:
+            link_stable(stable, str(socket_path))
+        except OSError as exc:
+            # The plugin works without it; only its stable address does not.
+            log.warning(
+                "cannot link the stable address %s of plugin %s: %s", stable, entry.name, exc
+            )
 
     def _abandon(self, entry: _Entry, run: _Run) -> None:
         """Stop a run that never became ready (its exit is not a crash: ``ready`` is False)."""
@@ -1008,8 +1026,11 @@ class Manager:
                 entry.running = False
                 self._publish_locked(entry)
         socket_dir = self._socket_dir(entry.id)
+        socket_path = socket_dir / entry.config.interface.socket
+        if entry.plugin._stable_path is not None:
+            unlink_stable(entry.plugin._stable_path, str(socket_path))
         with contextlib.suppress(FileNotFoundError):
-            (socket_dir / entry.config.interface.socket).unlink()
+            socket_path.unlink()
         # Left empty it would outlive the plugin in run_root (often a shared
         # /run); _start makes it again. Not empty (the plugin put more there):
         # keep it.

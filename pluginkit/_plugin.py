@@ -53,6 +53,20 @@ class Plugin:
         default=None, alias="client_factory", repr=False
     )
     _client_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _stable_path: str | None = attrs.field(default=None, alias="stable_path", repr=False)
+
+    @property
+    def stable_address(self) -> str | None:
+        """A ``unix://`` URL that reaches this plugin by its *name*, while it is enabled.
+
+        The path is derived from the plugin's name only (not its id), so it is
+        the same after a remove and re-create or an upgrade: other programs
+        (Podman's ``containers.conf``, a systemd unit) are configured once.
+        ``None`` for legacy plugins and disabled managed plugins.
+        """
+        if self.is_legacy or not self.enabled or self._stable_path is None:
+            return None
+        return f"unix://{self._stable_path}"
 
     @property
     def client(self) -> Client:

@@ -385,6 +385,16 @@ def cmd_enable(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_podman_register(args: argparse.Namespace, out: TextIO) -> int:
+    """``pluginkit podman-register [--dir DIR]``: write Podman's drop-in for the volume plugins."""
+    from .podman import register
+
+    with _open_manager(args) as manager:
+        path = register(manager, args.dir)
+    out.write(f"{path}\n" if path.exists() else f"{path} (removed: no enabled volume plugin)\n")
+    return 0
+
+
 def cmd_disable(args: argparse.Namespace, out: TextIO) -> int:
     """``pluginkit disable NAME``: stop it (``-f`` even when in use)."""
     with _open_manager(args) as manager:
@@ -547,6 +557,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("privileges", cmd_privileges, "show the privileges a plugin needs")
     sub.add_argument("source", metavar="SOURCE")
     sub.add_argument("--format", choices=("text", "json"), default="text")
+
+    sub = command(
+        "podman-register",
+        cmd_podman_register,
+        "map enabled volume plugins to their stable sockets in a containers.conf drop-in",
+    )
+    sub.add_argument(
+        "--dir",
+        metavar="DIR",
+        default=None,
+        help="drop-in directory (default /etc/containers/containers.conf.d)",
+    )
 
     sub = command("enable", cmd_enable, "start a plugin and wait until it answers")
     sub.add_argument(

@@ -20,6 +20,12 @@ from typing import Any
 import pytest
 
 REQUIRED = os.environ.get("PLUGINKIT_REQUIRE_DOCKER") == "1"
+#: The real part each marker needs, and the variable that makes it required.
+REQUIRE_VARIABLES = {
+    "docker": "PLUGINKIT_REQUIRE_DOCKER",
+    "go": "PLUGINKIT_REQUIRE_DOCKER",
+    "podman": "PLUGINKIT_REQUIRE_PODMAN",
+}
 GO_DOCKER_SRC = Path("/usr/share/gocode/src/github.com/docker/docker/pkg/plugins")
 
 
@@ -50,19 +56,26 @@ _problems: dict[str, str | None] = {}
 
 def _problem(kind: str) -> str | None:
     if kind not in _problems:
-        _problems[kind] = _docker_problem() if kind == "docker" else _go_problem()
+        if kind == "docker":
+            _problems[kind] = _docker_problem()
+        elif kind == "go":
+            _problems[kind] = _go_problem()
+        else:
+            from _podman import podman_problem
+
+            _problems[kind] = podman_problem()
     return _problems[kind]
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    for kind in ("docker", "go"):
+    for kind, variable in REQUIRE_VARIABLES.items():
         if item.get_closest_marker(kind) is None:
             continue
         problem = _problem(kind)
         if problem is None:
             continue
-        if REQUIRED:
-            pytest.fail(f"PLUGINKIT_REQUIRE_DOCKER=1 but {problem}", pytrace=False)
+        if os.environ.get(variable) == "1":
+            pytest.fail(f"{variable}=1 but {problem}", pytrace=False)
         pytest.skip(problem)
 
 
@@ -118,3 +131,31 @@ def build_go_program(source: str, workdir: Path, name: str = "prog") -> Path:
         timeout=300,
     )
     return binary
+
+
+@pytest.fixture(scope="session")
+def podman_engine() -> Iterator[Any]:
+    """A private ``podman system service`` (tests using it are marked ``podman``)."""
+    from _podman import PodmanEngine
+
+    engine = PodmanEngine()
+    try:
+        engine.start()
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(params=["docker", pytest.param("podman", marks=pytest.mark.podman)])
+def engine_client(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A docker-py client of each engine that serves Docker's API: dockerd, then Podman."""
+    if request.param == "docker":
+        import docker
+
+        client = docker.from_env(timeout=120)
+    else:
+        client = request.getfixturevalue("podman_engine").client()
+    try:
+        yield client
+    finally:
+        client.close()

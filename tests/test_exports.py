@@ -60,6 +60,7 @@ PUBLIC = {
         "parse_reference",
         "set_default_manager",
     ],
+    "pluginkit.podman": ["DEFAULT_DIR", "DROP_IN_NAME", "podman_name", "register", "render"],
     "pluginkit.runtime": [
         "DockerRuntime",
         "ExitCallback",
