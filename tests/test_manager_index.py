@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+import socket
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from _manager_helpers import Env
 
 from pluginkit import ErrDisabled, ErrNotFound, Manager, PluginError
+from pluginkit.runtime import RuntimeSpec
 from pluginkit.testing import wait_running
 
 
@@ -101,3 +104,76 @@ def test_shutdown_empties_the_index(env: Env) -> None:
         m.find_with_capability("VolumeDriver")
     with pytest.raises(PluginError, match=r"^the plugin manager is shut down$"):
         m.lookup_with_capability("p", "VolumeDriver")
+
+
+class _ReadyRuntime:
+    """A runtime whose start listens at once, in the calling thread (deterministic enables)."""
+
+    def __init__(self) -> None:
+        self.socks: dict[str, socket.socket] = {}
+
+    def start(self, spec: RuntimeSpec, on_exit: object) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(spec.socket_path))
+        sock.listen(8)
+        self.socks[spec.id] = sock
+
+    def stop(self, plugin_id: str, *, grace: float = 10.0) -> None:
+        sock = self.socks.pop(plugin_id, None)
+        if sock is not None:
+            sock.close()
+
+    def is_running(self, plugin_id: str) -> bool:
+        return plugin_id in self.socks
+
+    def restore(self, spec: RuntimeSpec, on_exit: object) -> bool:
+        return False
+
+    def discard(self, plugin_id: str) -> None:
+        self.stop(plugin_id)
+
+    def close(self) -> None:
+        for plugin_id in list(self.socks):
+            self.stop(plugin_id)
+
+
+def _calls_made(fn: Callable[[], object]) -> int:
+    """How many Python and C function calls ``fn`` makes in this thread."""
+    count = 0
+
+    def profile(frame: object, event: str, arg: object) -> None:
+        nonlocal count
+        if event in ("call", "c_call"):
+            count += 1
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return count
+
+
+def _enable_cost(env: Env, installed: int) -> int:
+    runtime = _ReadyRuntime()
+    root = env.tmp / f"root{installed}"
+    m = Manager(root, runtime=runtime, run_root=env.tmp / f"r{installed}", legacy=None)
+    try:
+        ctx = env.plugin_dir("p")
+        for i in range(installed):
+            m.create(f"p{i}", ctx)
+            m.enable(f"p{i}")
+        m.create("probe", ctx)
+        m.enable("probe")  # warm every cache once
+        m.disable("probe")
+        return _calls_made(lambda: m.enable("probe"))
+    finally:
+        m.shutdown()
+
+
+def test_enable_work_does_not_grow_with_the_plugins_running(env: Env) -> None:
+    """One enable makes the same function calls with 5 or 300 plugins running
+    (the index used to be rebuilt from every plugin on each change)."""
+    small = _enable_cost(env, 5)
+    large = _enable_cost(env, 300)
+    assert abs(large - small) <= 10, (small, large)
