@@ -59,6 +59,7 @@ from ._errors import (
     ErrNotFound,
     InvalidConfigError,
     InvalidReferenceError,
+    PluginDisabledError,
     PluginEnabledError,
     PluginError,
     PluginExistsError,
@@ -83,6 +84,7 @@ from ._install import (
     open_source,
     read_context,
 )
+from ._paths import default_root, default_run_root
 from ._plugin import Plugin
 from ._reference import is_plugin_id, normalize_name
 from ._restart import RestartPolicy
@@ -171,21 +173,8 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _default_root() -> Path:
-    if os.geteuid() == 0:
-        return Path("/var/lib/pluginkit")
-    import platformdirs
-
-    return platformdirs.user_data_path("pluginkit")
-
-
-def _default_run_root() -> Path:
-    if os.geteuid() == 0:
-        return Path("/run/pluginkit")
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.isabs(xdg) and os.path.isdir(xdg):
-        return Path(xdg) / "pluginkit"
-    return Path(f"/tmp/pluginkit-{os.getuid()}")
+_default_root = default_root
+_default_run_root = default_run_root
 
 
 class Manager:
@@ -283,6 +272,7 @@ class Manager:
             self._store.close()
             raise
         self._restore_all()
+        self._stop_leftovers()
 
     # -- properties ---------------------------------------------------------
 
@@ -361,14 +351,24 @@ class Manager:
         """Return the privileges a plugin needs, in Docker's order.
 
         Args:
-            source: a plugin directory, a tar archive of one, or the name or id
-                of an installed plugin.
+            source: a plugin directory, a tar archive of one, the name or id
+                of an installed plugin, or a registry reference (its manifest
+                and config are read; no layer is downloaded). A path that
+                exists wins, then an installed plugin, then the registry.
         """
         path = Path(source)
         if local_source(path):
             with self._unpacked(path) as context:
                 return compute_privileges(read_context(context, self.install_limits))
-        entry = self._resolve(os.fspath(source))
+        text = os.fspath(source)
+        with self._lock:
+            installed = self._find_locked(text)
+        if installed is None:
+            from .distribution import _ops  # imported on first use: it brings requests
+
+            if _ops.is_reference(text):
+                return _ops.privileges(text)
+        entry = self._resolve(text)
         return compute_privileges(entry.config)
 
     def install(
@@ -377,18 +377,26 @@ class Manager:
         *,
         name: str | None = None,
         grant: Grant = None,
+        disabled: bool = True,
     ) -> Plugin:
-        """Install a plugin from a directory or a tar archive of one; it starts disabled.
+        """Install a plugin from a directory, a tar archive of one, or a registry.
+
+        A path that exists wins over a reference of the same spelling.
 
         Args:
-            source: a directory with ``config.json`` and ``rootfs/``, or a tar
+            source: a directory with ``config.json`` and ``rootfs/``, a tar
                 archive of one (possibly compressed; extracted safely: no
-                absolute paths, no ``..``, no links out, no device files).
-            name: the name to install under (default: the source's base name).
+                absolute paths, no ``..``, no links out, no device files), or
+                a registry reference (``vieux/sshfs``, ``host:5000/p:1``,
+                ``host/p@sha256:…``; see :mod:`pluginkit.distribution`).
+            name: the name to install under (default: the source's base name,
+                or the reference's familiar name and tag).
             grant: ``True`` grants every privilege; a list must equal the
                 required privileges (order-insensitive, every entry checked); a
                 callable receives the required list and returns whether it
                 accepts. ``None`` accepts only a plugin that needs none.
+            disabled: leave the plugin disabled (the default); ``False``
+                enables it once installed.
 
         Raises:
             PrivilegesNotGrantedError: ``incorrect privileges``, naming the
@@ -398,10 +406,19 @@ class Manager:
                 ``config.json`` or no ``rootfs/``, or links out of itself.
             InvalidArchiveError: the archive is truncated, corrupt or unsafe.
             InstallLimitError: it passes :attr:`install_limits`.
+            RegistryError: (:mod:`pluginkit.distribution`) the registry
+                could not provide a valid plugin.
             TypeError: ``grant`` is not one of the above, or a list entry is
                 not a :class:`~pluginkit.Privilege`.
         """
         path = Path(source)
+        if not local_source(path):
+            from .distribution import _ops  # imported on first use: it brings requests
+
+            if _ops.is_reference(os.fspath(source)):
+                return _ops.install(
+                    self, os.fspath(source), name=name, grant=grant, disabled=disabled
+                )
         check_source(path)
         full = normalize_name(name) if name is not None else name_from_source(path)
         self._check_name_free(full)
@@ -417,7 +434,67 @@ class Manager:
             )
         self._prepare(entry)
         self._emit(entry, "install")
+        if not disabled:
+            self.enable(entry.name)
         return entry.plugin
+
+    def push(self, name: str, ref: str | None = None) -> str:
+        """Push an installed plugin to a registry, as ``docker plugin push`` does.
+
+        Args:
+            name: the plugin's name or id.
+            ref: where to push (default: the plugin's name, e.g.
+                ``localhost:5000/team/p:1``).
+
+        Returns:
+            The digest of the pushed manifest.
+        """
+        from .distribution import _ops
+
+        return _ops.push(self, name, ref)
+
+    def upgrade(self, name: str, ref: str | None = None, *, grant: Grant = None) -> Plugin:
+        """Upgrade a plugin from a registry in place: same id, settings carried over.
+
+        Unlike Docker, an enabled plugin is upgraded too: the new version is
+        fetched while the old one runs, then the old one is stopped, the
+        versions swapped and the new one started; if it fails to start the
+        old version is put back and started again (the error says so).
+
+        Args:
+            name: the plugin's name or id.
+            ref: where to upgrade from (default: its ``PluginReference``).
+            grant: as for :meth:`install`, checked against the new version.
+        """
+        from .distribution import _ops, _upgrade
+
+        return _upgrade.upgrade(self, name, ref, grant=grant, progress=_ops._progress(None))
+
+    def save(self, name: str, file: str | os.PathLike[str]) -> str:
+        """Write a plugin to ``file`` as an OCI image layout tar (an offline bundle).
+
+        The archive holds what :meth:`push` would upload, in Docker's plugin
+        media types; ``skopeo copy oci-archive:FILE docker://…`` reads it.
+        The file appears complete or not at all.
+
+        Returns:
+            The digest of the bundle's manifest.
+        """
+        from .distribution import _oci
+
+        return _oci.save(self, name, file)
+
+    def load(
+        self, file: str | os.PathLike[str], *, name: str | None = None, grant: Grant = None
+    ) -> Plugin:
+        """Install the plugin an OCI layout tar (from :meth:`save`) holds; it starts disabled.
+
+        Every blob is checked against its digest; privileges are asked as by
+        :meth:`install`. ``name`` defaults to the name recorded in the bundle.
+        """
+        from .distribution import _oci, _ops
+
+        return _oci.load(self, file, name=name, grant=grant, progress=_ops._progress(None))
 
     @contextlib.contextmanager
     def _unpacked(self, path: Path) -> Iterator[Path]:
@@ -499,8 +576,8 @@ class Manager:
             config=config,
             settings=settings,
             plugin_reference=reference,
-            stable_path=stable_socket_path(self._run_root_str, name),
         )
+        plugin._stable_path = stable_socket_path(self._run_root_str, name)
         entry = _Entry(
             id=plugin_id,
             name=name,
@@ -589,7 +666,8 @@ class Manager:
             force: disable even when the plugin is in use (the refcount is kept).
 
         Raises:
-            PluginError: ``plugin is already disabled: plugin NAME found but disabled``.
+            PluginDisabledError: ``plugin is already disabled: plugin NAME found but
+                disabled``.
             PluginInUseError: ``plugin NAME is in use`` (without ``force``).
         """
         entry = self._resolve(name)
@@ -615,7 +693,7 @@ class Manager:
     def _check_disable_locked(self, entry: _Entry, name: str, force: bool) -> None:
         self._check_live_locked(entry, name)
         if not entry.enabled:
-            raise PluginError(f"plugin is already disabled: plugin {entry.name} found but disabled")
+            raise PluginDisabledError(entry.name)
         if entry.refcount > 0 and not force:
             raise PluginInUseError(entry.name)
 
@@ -755,8 +833,17 @@ class Manager:
         return sorted(found, key=lambda p: p.name)
 
     def inspect(self, name: str) -> dict[str, Any]:
-        """Docker's ``docker plugin inspect`` JSON for a plugin."""
-        return self.get(name).to_dict()
+        """Docker's ``docker plugin inspect`` JSON for a plugin.
+
+        A plugin installed from a registry also shows ``ManifestDigest``.
+        """
+        plugin = self.get(name)
+        result = plugin.to_dict()
+        if plugin.id is not None:
+            from .distribution import _ops
+
+            result.update(_ops.distribution_info(self, plugin.id))
+        return result
 
     # -- lookups ------------------------------------------------------------
 
@@ -1270,6 +1357,34 @@ class Manager:
                     log.error(
                         "cannot start plugin %s: %s; retrying in %.3g s", entry.name, exc, delay
                     )
+
+    def _stop_leftovers(self) -> None:
+        """Stop what a killed manager left running of plugins recorded as disabled.
+
+        A manager killed inside :meth:`enable` (plugin started, record still
+        disabled) or :meth:`disable` leaves a plugin running that the record
+        does not own. The runtime's ``restore`` proves the identity (as for
+        live restore); whatever it re-attaches to is stopped at once.
+        """
+        disabled = [e for e in self._entries.values() if not e.enabled]
+        if len(disabled) <= 1:
+            for entry in disabled:
+                self._stop_leftover(entry)
+            return
+        with ThreadPoolExecutor(max_workers=min(16, len(disabled))) as pool:
+            list(pool.map(self._stop_leftover, disabled))
+
+    def _stop_leftover(self, entry: _Entry) -> None:
+        with entry.op_lock:
+            try:
+                if not self._runtime.restore(self._spec(entry), lambda info: None):
+                    return
+                log.warning(
+                    "stopping disabled plugin %s left running by a killed manager", entry.name
+                )
+                self._runtime.stop(entry.id, grace=self.stop_grace)
+            except Exception as exc:
+                log.warning("cannot stop what is left of disabled plugin %s: %s", entry.name, exc)
 
     # -- shutdown -----------------------------------------------------------
 
