@@ -156,11 +156,25 @@ class FakeHub:
             os.unlink(listener.path)
 
     def shutdown(self) -> None:
-        """Stop the loop thread and the pool (listeners must be closed first)."""
-        if self._thread.is_alive():
+        """End every connection, then stop the loop thread and the pool.
+
+        The listeners must be closed first. Called from the loop thread itself
+        (a fake stopped from inside a callback), the loop only stops.
+        """
+        if self._thread.is_alive() and not self.in_loop():
+
+            async def finish() -> None:
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(finish(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
-            if not self.in_loop():
-                self._thread.join(10)
+            self._thread.join(10)
+        elif self._thread.is_alive():
+            self._loop.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
         if not self._thread.is_alive():
             self._loop.close()

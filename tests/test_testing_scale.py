@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import secrets
 import shutil
+import socket
 import threading
 from pathlib import Path
 
 import pytest
 
 from pluginkit import Manager
+from pluginkit.runtime import RuntimeSpec
 from pluginkit.testing import FakeRuntime, write_plugin_dir
 
 
@@ -64,3 +67,37 @@ def test_a_thousand_enabled_fake_plugins_in_under_100_mb(short_tmp: Path) -> Non
             assert threads <= 40, f"{threads} more threads"
     finally:
         fake.shutdown()
+
+
+def test_shutdown_ends_open_connections_and_threads(short_tmp: Path) -> None:
+    """shutdown() closes keep-alive connections (the client reads EOF) and ends the loop
+    and handler threads; the fake starts again afterwards with new ones."""
+    spec = RuntimeSpec(
+        id="a" * 64,
+        name="acme/vol:latest",
+        rootfs=short_tmp,
+        entrypoint=("/plugin",),
+        socket_dir=short_tmp / "s",
+        socket="p.sock",
+        state_dir=short_tmp,
+    )
+    before = {t.name for t in threading.enumerate()}
+    fake = FakeRuntime()
+    fake.set_handlers("acme/vol", {"VolumeDriver.List": lambda request: {"Volumes": []}})
+    fake.start(spec, lambda exit_: None)
+    fake.wait_listening("acme/vol")
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.settimeout(10)
+    client.connect(str(spec.socket_path))
+    client.sendall(b"POST /VolumeDriver.List HTTP/1.1\r\nHost: p\r\nContent-Length: 0\r\n\r\n")
+    reply = client.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert reply.endswith(b'\r\n\r\n{"Volumes": []}')
+    fake.shutdown()
+    assert client.recv(100) == b""  # closed by the fake, not left open
+    client.close()
+    gc.collect()
+    assert {t.name for t in threading.enumerate()} - before == set()
+    fake.start(spec, lambda exit_: None)
+    fake.wait_listening("acme/vol")
+    fake.shutdown()
