@@ -195,8 +195,8 @@ class FakeHub:
             while listener.open():
                 try:
                     method, body, keep_alive = await _read_request(reader)
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    return  # the client went away between requests
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                    return  # the client went away (or sent a chunk line too long to read)
                 except _BadRequest as exc:
                     writer.write(_reply(exc.status, _err(str(exc)), keep_alive=False))
                     return
