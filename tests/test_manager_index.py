@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -177,3 +179,50 @@ def test_enable_work_does_not_grow_with_the_plugins_running(env: Env) -> None:
     small = _enable_cost(env, 5)
     large = _enable_cost(env, 300)
     assert abs(large - small) <= 10, (small, large)
+
+
+def test_concurrent_changes_and_lookups(env: Env) -> None:
+    """Threads enabling and disabling while others look up: lookups only ever return a
+    plugin or raise ErrDisabled, and the index ends as the plugins' state says."""
+    m = env.manager()
+    names = [f"c{i}" for i in range(12)]
+    for name in names:
+        m.create(name, env.plugin_dir(name))
+    stop = threading.Event()
+    problems: list[BaseException] = []
+
+    def toggle(mine: list[str]) -> None:
+        rng = random.Random(mine[0])
+        try:
+            for _ in range(40):
+                name = rng.choice(mine)
+                if m.get(name).enabled:
+                    m.disable(name)
+                else:
+                    m.enable(name)
+        except BaseException as exc:
+            problems.append(exc)
+
+    def look() -> None:
+        rng = random.Random(1)
+        try:
+            while not stop.is_set():
+                name = rng.choice(names)
+                with contextlib.suppress(ErrDisabled):
+                    assert m.lookup_with_capability(name, "VolumeDriver").name == f"{name}:latest"
+                for plugin in m.find_with_capability("VolumeDriver"):
+                    assert plugin.name.startswith("c")
+        except BaseException as exc:
+            problems.append(exc)
+
+    togglers = [threading.Thread(target=toggle, args=(names[i::3],)) for i in range(3)]
+    lookers = [threading.Thread(target=look) for _ in range(3)]
+    for thread in togglers + lookers:
+        thread.start()
+    for thread in togglers:
+        thread.join(60)
+    stop.set()
+    for thread in lookers:
+        thread.join(60)
+    assert problems == []
+    _expected(m, [f"{name}:latest" for name in names])
