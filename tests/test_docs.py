@@ -5,6 +5,11 @@ by the line ``<!-- test -->`` is a self-contained program: it is run in a
 subprocess (``PYTHONPATH`` = the repository root, a fresh temporary working
 directory) and must succeed. ``<!-- test: docker -->`` marks a block that
 needs a Docker engine; those run in a separate test marked ``docker``.
+``<!-- test: podman -->`` marks a block that needs Podman's Docker API: it
+runs (marked ``podman``) with ``DOCKER_HOST`` set to a private ``podman
+system service``. ``<!-- test: registry -->`` marks a block that needs an
+image registry: it runs (marked ``registry``) with ``REGISTRY`` set to the
+``host:port`` of a fresh Debian ``docker-registry`` on a loopback port.
 ``<!-- test: continues -->`` marks a fragment that continues the tested
 block before it on the same page: it runs appended to that block (and to the
 fragments between them), and its first line is a comment saying so, so a
@@ -37,7 +42,7 @@ DOCS = REPO / "docs"
 PAGES = [*sorted(DOCS.rglob("*.md")), REPO / "README.md"]
 
 _BLOCK = re.compile(
-    r"^<!-- test(?::\s*(?P<kind>docker|continues|serves|pytest))? -->\n"
+    r"^<!-- test(?::\s*(?P<kind>docker|podman|registry|continues|serves|pytest))? -->\n"
     r"```(?:python|py)[^\n]*\n(?P<code>.*?)^```",
     re.MULTILINE | re.DOTALL,
 )
@@ -49,7 +54,12 @@ _HEADING = re.compile(r"^#{1,6}\s+(?P<title>.+?)\s*$", re.MULTILINE)
 _FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 
 
-def _blocks(docker: bool, special: str | None = None) -> list[Any]:
+#: The kinds of block that need a real part, each run by a test with that part's marker.
+_PARTS = ("docker", "podman", "registry")
+
+
+def _blocks(part: str | None, special: str | None = None) -> list[Any]:
+    """The (code, expected output) of the blocks needing ``part`` (None: no real part)."""
     params = []
     for page in PAGES:
         text = page.read_text(encoding="utf-8")
@@ -60,7 +70,7 @@ def _blocks(docker: bool, special: str | None = None) -> list[Any]:
                 chain = f"{chain}\n{code}"
             else:
                 chain, chain_kind = code, kind
-            if (chain_kind == "docker") != docker:
+            if (chain_kind if chain_kind in _PARTS else None) != part:
                 continue
             if (chain_kind if chain_kind in ("serves", "pytest") else None) != special:
                 continue
@@ -84,7 +94,7 @@ PYTEST = [
 ]
 
 
-@pytest.mark.parametrize(("code", "expected"), _blocks(docker=False, special="pytest"))
+@pytest.mark.parametrize(("code", "expected"), _blocks(None, special="pytest"))
 def test_pytest_example_passes(code: str, expected: str | None, tmp_path: Path) -> None:
     """A test module of the docs passes under pytest with pluginkit's pytest plugin."""
     (tmp_path / "test_example.py").write_text(code)
@@ -101,7 +111,7 @@ def test_pytest_example_passes(code: str, expected: str | None, tmp_path: Path) 
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize(("code", "expected"), _blocks(docker=False, special="serves"))
+@pytest.mark.parametrize(("code", "expected"), _blocks(None, special="serves"))
 def test_plugin_program_serves(code: str, expected: str | None, tmp_path: Path) -> None:
     """A plugin program of the docs listens where a runtime tells it, answers, stops on SIGTERM."""
     import signal
@@ -150,19 +160,9 @@ def _all_python_blocks() -> list[tuple[str, str, str]]:
     return found
 
 
-# Pages whose examples need a part these doc tests do not start (a Podman
-# service, an image registry, a swarm): to be marked when they do. Any other
-# page's Python must run.
-_UNTESTED_PAGES = ("docs/podman.md", "docs/distribution.md", "docs/fleet.md")
-
-
 def test_every_python_block_is_tested() -> None:
     """No untested Python in the docs: each block runs, alone or after the one it continues."""
-    untested = [
-        where
-        for where, before, _ in _all_python_blocks()
-        if not _MARK.match(before) and not where.startswith(_UNTESTED_PAGES)
-    ]
+    untested = [where for where, before, _ in _all_python_blocks() if not _MARK.match(before)]
     assert untested == []
 
 
@@ -180,13 +180,21 @@ def test_fragments_say_they_continue() -> None:
                 first = match
 
 
-_MARK = re.compile(r"<!-- test(?::\s*(?:docker|continues|serves|pytest))? -->$")
+_MARK = re.compile(r"<!-- test(?::\s*(?:docker|podman|registry|continues|serves|pytest))? -->$")
 
 
-def _run(code: str, tmp_path: Path, timeout: float, expected: str | None = None) -> None:
+def _run(
+    code: str,
+    tmp_path: Path,
+    timeout: float,
+    expected: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> str:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("PLUGINKIT_ROOT", None)
     env.pop("PLUGINKIT_RUNTIME", None)
+    env.pop("REGISTRY", None)
+    env.update(extra_env or {})
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=tmp_path,
@@ -199,9 +207,10 @@ def _run(code: str, tmp_path: Path, timeout: float, expected: str | None = None)
     assert result.returncode == 0, f"the example failed:\n{result.stdout}\n{result.stderr}"
     if expected is not None:
         assert result.stdout == expected
+    return result.stdout
 
 
-@pytest.mark.parametrize(("code", "expected"), _blocks(docker=False))
+@pytest.mark.parametrize(("code", "expected"), _blocks(None))
 def test_python_example_runs(code: str, expected: str | None, tmp_path: Path) -> None:
     """A Python example marked <!-- test --> runs, printing what an "It prints" block shows."""
     _run(code, tmp_path, timeout=30, expected=expected)
@@ -209,10 +218,36 @@ def test_python_example_runs(code: str, expected: str | None, tmp_path: Path) ->
 
 @pytest.mark.docker
 @pytest.mark.slow
-@pytest.mark.parametrize(("code", "expected"), _blocks(docker=True))
+@pytest.mark.parametrize(("code", "expected"), _blocks("docker"))
 def test_python_example_with_docker_runs(code: str, expected: str | None, tmp_path: Path) -> None:
     """A Python example marked <!-- test: docker --> runs against a Docker engine."""
     _run(code, tmp_path, timeout=110, expected=expected)
+
+
+@pytest.mark.podman
+@pytest.mark.slow
+@pytest.mark.parametrize(("code", "expected"), _blocks("podman"))
+def test_python_example_with_podman_runs(
+    code: str, expected: str | None, tmp_path: Path, podman_engine: Any
+) -> None:
+    """A Python example marked <!-- test: podman --> runs with DOCKER_HOST at Podman's API."""
+    env = {"DOCKER_HOST": podman_engine.url}
+    printed = _run(code, tmp_path, timeout=170, expected=expected, extra_env=env)
+    assert printed.startswith("Podman Engine "), printed  # Podman answered, not dockerd
+
+
+@pytest.mark.registry
+@pytest.mark.parametrize(("code", "expected"), _blocks("registry"))
+def test_python_example_with_registry_runs(code: str, expected: str | None, tmp_path: Path) -> None:
+    """A Python example marked <!-- test: registry --> runs with REGISTRY at a real registry."""
+    from tests._registry import run_registry
+
+    work = tmp_path / "registry"
+    work.mkdir()
+    example = tmp_path / "example"
+    example.mkdir()
+    with run_registry(work) as host:
+        _run(code, example, timeout=60, expected=expected, extra_env={"REGISTRY": host})
 
 
 def test_examples_are_marked() -> None:
