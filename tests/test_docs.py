@@ -17,6 +17,9 @@ reader copying it knows it is not a whole program. ``<!-- test: serves -->``
 marks a plugin program (it ends in ``serve()``): it is started with
 ``PLUGINKIT_SOCKET_DIR``/``PLUGINKIT_SOCKET`` pointing at a temporary socket,
 must answer ``Plugin.Activate`` there, and must exit 0 on SIGTERM.
+An "It prints:" paragraph and ``text`` block right after a block is what
+the program prints; after a fragment, what the chain prints ends with it
+(what the fragment itself adds).
 ``<!-- test: pytest -->`` marks a pytest test module: it is run by pytest
 with pluginkit's pytest plugin and must pass. Every
 Python block of the docs carries one of these markers.
@@ -32,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +56,14 @@ _PYTHON = re.compile(r"^```(?:python|py)\b[^\n]*\n(?P<code>.*?)^```", re.MULTILI
 _LINK = re.compile(r"\[[^\]]*\]\((?P<target>[^)\s]+)\)")
 _HEADING = re.compile(r"^#{1,6}\s+(?P<title>.+?)\s*$", re.MULTILINE)
 _FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Output:
+    """What an example prints: all of it, or (``tail``, after a fragment) how it ends."""
+
+    text: str
+    tail: bool
 
 
 #: The kinds of block that need a real part, each run by a test with that part's marker.
@@ -77,7 +89,7 @@ def _blocks(part: str | None, special: str | None = None) -> list[Any]:
             line = text.count("\n", 0, match.start()) + 2  # the fence's line
             name = f"{page.relative_to(REPO)}:{line}"
             prints = _PRINTS.match(text, match.end())
-            expected = prints.group("out") if prints else None
+            expected = Output(prints.group("out"), kind == "continues") if prints else None
             params.append(pytest.param(chain, expected, id=name))
     return params
 
@@ -95,7 +107,7 @@ PYTEST = [
 
 
 @pytest.mark.parametrize(("code", "expected"), _blocks(None, special="pytest"))
-def test_pytest_example_passes(code: str, expected: str | None, tmp_path: Path) -> None:
+def test_pytest_example_passes(code: str, expected: Output | None, tmp_path: Path) -> None:
     """A test module of the docs passes under pytest with pluginkit's pytest plugin."""
     (tmp_path / "test_example.py").write_text(code)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -112,7 +124,7 @@ def test_pytest_example_passes(code: str, expected: str | None, tmp_path: Path) 
 
 
 @pytest.mark.parametrize(("code", "expected"), _blocks(None, special="serves"))
-def test_plugin_program_serves(code: str, expected: str | None, tmp_path: Path) -> None:
+def test_plugin_program_serves(code: str, expected: Output | None, tmp_path: Path) -> None:
     """A plugin program of the docs listens where a runtime tells it, answers, stops on SIGTERM."""
     import signal
     import time
@@ -187,7 +199,7 @@ def _run(
     code: str,
     tmp_path: Path,
     timeout: float,
-    expected: str | None = None,
+    expected: Output | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> str:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -205,13 +217,15 @@ def _run(
         check=False,
     )
     assert result.returncode == 0, f"the example failed:\n{result.stdout}\n{result.stderr}"
-    if expected is not None:
-        assert result.stdout == expected
+    if expected is not None and expected.tail:
+        assert result.stdout.endswith(expected.text), result.stdout
+    elif expected is not None:
+        assert result.stdout == expected.text
     return result.stdout
 
 
 @pytest.mark.parametrize(("code", "expected"), _blocks(None))
-def test_python_example_runs(code: str, expected: str | None, tmp_path: Path) -> None:
+def test_python_example_runs(code: str, expected: Output | None, tmp_path: Path) -> None:
     """A Python example marked <!-- test --> runs, printing what an "It prints" block shows."""
     _run(code, tmp_path, timeout=30, expected=expected)
 
@@ -219,7 +233,9 @@ def test_python_example_runs(code: str, expected: str | None, tmp_path: Path) ->
 @pytest.mark.docker
 @pytest.mark.slow
 @pytest.mark.parametrize(("code", "expected"), _blocks("docker"))
-def test_python_example_with_docker_runs(code: str, expected: str | None, tmp_path: Path) -> None:
+def test_python_example_with_docker_runs(
+    code: str, expected: Output | None, tmp_path: Path
+) -> None:
     """A Python example marked <!-- test: docker --> runs against a Docker engine."""
     _run(code, tmp_path, timeout=110, expected=expected)
 
@@ -228,7 +244,7 @@ def test_python_example_with_docker_runs(code: str, expected: str | None, tmp_pa
 @pytest.mark.slow
 @pytest.mark.parametrize(("code", "expected"), _blocks("podman"))
 def test_python_example_with_podman_runs(
-    code: str, expected: str | None, tmp_path: Path, podman_engine: Any
+    code: str, expected: Output | None, tmp_path: Path, podman_engine: Any
 ) -> None:
     """A Python example marked <!-- test: podman --> runs with DOCKER_HOST at Podman's API."""
     env = {"DOCKER_HOST": podman_engine.url}
@@ -238,7 +254,9 @@ def test_python_example_with_podman_runs(
 
 @pytest.mark.registry
 @pytest.mark.parametrize(("code", "expected"), _blocks("registry"))
-def test_python_example_with_registry_runs(code: str, expected: str | None, tmp_path: Path) -> None:
+def test_python_example_with_registry_runs(
+    code: str, expected: Output | None, tmp_path: Path
+) -> None:
     """A Python example marked <!-- test: registry --> runs with REGISTRY at a real registry."""
     from tests._registry import run_registry
 
