@@ -178,6 +178,65 @@ def test_every_python_block_is_tested() -> None:
     assert untested == []
 
 
+#: The modules whose public names (``__all__``) the examples should show.
+_EXAMPLE_MODULES = ("pluginkit", "pluginkit.runtime", "pluginkit.testing", "pluginkit.sdk")
+#: Public names no example needs to show, and why. Keep this short.
+_WITHOUT_EXAMPLE = {
+    "pluginkit.testing.Handler": "the same type as pluginkit.sdk.Handler, which the SDK guide uses",
+}
+
+
+def _names_used(code: str) -> set[tuple[str, str]]:
+    """The (module, name) pairs a program imports or reads as module attributes."""
+    import ast
+
+    used: set[tuple[str, str]] = set()
+    modules: dict[str, str] = {}  # a local name -> the module (or object) it stands for
+    tree = ast.parse(code)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            parent, _, last = node.module.rpartition(".")
+            used.add((parent, last))
+            for alias in node.names:
+                used.add((node.module, alias.name))
+                modules[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                used.update((".".join(parts[:i]), parts[i]) for i in range(1, len(parts)))
+                modules[alias.asname or parts[0]] = alias.name if alias.asname else parts[0]
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        chain: list[str] = []
+        value: ast.expr = node
+        while isinstance(value, ast.Attribute):
+            chain.append(value.attr)
+            value = value.value
+        if isinstance(value, ast.Name) and value.id in modules:
+            module = modules[value.id]
+            for attr in reversed(chain):
+                used.add((module, attr))
+                module = f"{module}.{attr}"
+    return used
+
+
+def test_public_names_have_examples() -> None:
+    """Every public name of the main modules appears in a (tested) example, or is excused."""
+    import importlib
+
+    used: set[tuple[str, str]] = set()
+    for _, _, code in _all_python_blocks():
+        used |= _names_used(code)
+    missing = {
+        f"{module}.{name}"
+        for module in _EXAMPLE_MODULES
+        for name in importlib.import_module(module).__all__
+        if (module, name) not in used
+    }
+    assert sorted(missing) == sorted(_WITHOUT_EXAMPLE)
+
+
 def test_fragments_say_they_continue() -> None:
     """A continuing fragment opens with a comment pointing at the example it continues."""
     for page in PAGES:
