@@ -24,6 +24,9 @@ the program prints; after a fragment, what the chain prints ends with it
 with pluginkit's pytest plugin and must pass. Every
 Python block of the docs carries one of these markers.
 HTML comments do not render, so the markers are invisible on the site.
+Every public name of ``pluginkit``, ``pluginkit.runtime``,
+``pluginkit.testing`` and ``pluginkit.sdk`` is imported or used in some
+example, except the few pinned, with a reason, in ``_WITHOUT_EXAMPLE``.
 """
 
 from __future__ import annotations
