@@ -9,23 +9,8 @@ with :mod:`pluginkit.sdk` work with a real Docker engine.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
-from ._client import Client, TLSConfig
-from ._config import (
-    CapabilityID,
-    Device,
-    EnvVar,
-    Mount,
-    PluginConfig,
-    Privilege,
-    Settings,
-    apply_set,
-    compute_privileges,
-    dump_config,
-    initial_settings,
-    load_config,
-    parse_config,
-)
 from ._errors import (
     ErrDisabled,
     ErrInadequateCapability,
@@ -44,21 +29,102 @@ from ._errors import (
     RootInUseError,
     RuntimeStartError,
 )
-from ._events import PluginEvent
-from ._legacy import LegacyRegistry
-from ._lookup import (
-    FindWithCapability,
-    LookupWithCapability,
-    PluginGetter,
-    find_with_capability,
-    get_default_manager,
-    lookup_with_capability,
-    set_default_manager,
-)
-from ._manager import Manager
-from ._plugin import Plugin
-from ._reference import Reference, normalize_name, parse_reference
-from ._restart import RestartPolicy
+
+if TYPE_CHECKING:
+    from ._async_client import AsyncClient
+    from ._client import Client
+    from ._config import (
+        CapabilityID,
+        Device,
+        EnvVar,
+        Mount,
+        PluginConfig,
+        Privilege,
+        Settings,
+        apply_set,
+        compute_privileges,
+        dump_config,
+        initial_settings,
+        load_config,
+        parse_config,
+    )
+    from ._events import PluginEvent
+    from ._legacy import LegacyRegistry
+    from ._lookup import (
+        FindWithCapability,
+        LookupWithCapability,
+        PluginGetter,
+        find_with_capability,
+        get_default_manager,
+        lookup_with_capability,
+        set_default_manager,
+    )
+    from ._manager import Manager
+    from ._plugin import Plugin
+    from ._reference import Reference, normalize_name, parse_reference
+    from ._restart import RestartPolicy
+    from ._tls import TLSConfig
+
+# Everything but the exceptions is imported on first use (PEP 562): a plugin
+# process built on pluginkit.sdk, or a script that only makes calls, does not
+# load the manager, the config models or the clients it never touches.
+_LAZY: dict[str, str] = {
+    "AsyncClient": "._async_client",
+    "Client": "._client",
+    "TLSConfig": "._tls",
+    "LegacyRegistry": "._legacy",
+    "Manager": "._manager",
+    "Plugin": "._plugin",
+    "PluginEvent": "._events",
+    "RestartPolicy": "._restart",
+    **dict.fromkeys(
+        [
+            "CapabilityID",
+            "Device",
+            "EnvVar",
+            "Mount",
+            "PluginConfig",
+            "Privilege",
+            "Settings",
+            "apply_set",
+            "compute_privileges",
+            "dump_config",
+            "initial_settings",
+            "load_config",
+            "parse_config",
+        ],
+        "._config",
+    ),
+    **dict.fromkeys(
+        [
+            "FindWithCapability",
+            "LookupWithCapability",
+            "PluginGetter",
+            "find_with_capability",
+            "get_default_manager",
+            "lookup_with_capability",
+            "set_default_manager",
+        ],
+        "._lookup",
+    ),
+    **dict.fromkeys(["Reference", "normalize_name", "parse_reference"], "._reference"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value  # later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0.dev0"
 
@@ -88,6 +154,7 @@ __all__ = [
     # values
     "Plugin",
     # client and legacy registry
+    "AsyncClient",
     "Client",
     "TLSConfig",
     "LegacyRegistry",
