@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import stat
 import threading
 import time
@@ -183,7 +184,18 @@ def _check_addr(name: str, path: str, field: str, addr: str) -> None:
             f'plugin "{name}": {path}: the plugin address is empty', path=path, field=field or None
         )
     try:
-        parse_address(addr)
+        address = parse_address(addr)
+        # The Host header is IDNA-encoded: a host it cannot carry (a label
+        # empty or over 63 bytes) would fail every call with a raw UnicodeError.
+        try:
+            address.host_header.encode("idna")
+        except UnicodeError as exc:
+            match = re.search(r"\(UnicodeError: (.*)\)$", str(exc))
+            reason = match.group(1) if match else str(exc)
+            raise InvalidConfigError(
+                f"invalid plugin address {addr!r}: host {address.host!r} is not a valid"
+                f" host name ({reason})"
+            ) from None
     except InvalidConfigError as exc:
         raise InvalidConfigError(
             f'plugin "{name}": {path}: {exc}', path=path, field=field or None
@@ -593,6 +605,20 @@ class LegacyRegistry:
         return [
             found[name] for name in names if name in found and found[name].implements(capability)
         ]
+
+    async def aget(
+        self, name: str, capability: str | None, *, retry_timeout: float | None = None
+    ) -> Plugin:
+        """Awaitable :meth:`get`, run in pluginkit's lookup threads (``pluginkit._offload``)."""
+        from ._offload import offload
+
+        return await offload(self.get, name, capability, retry_timeout=retry_timeout)
+
+    async def aget_all(self, capability: str) -> list[Plugin]:
+        """Awaitable :meth:`get_all`, run in pluginkit's lookup threads (``pluginkit._offload``)."""
+        from ._offload import offload
+
+        return await offload(self.get_all, capability)
 
 
 _SKIP_VERIFY = TLSConfig(insecure_skip_verify=True)

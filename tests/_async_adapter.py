@@ -34,7 +34,8 @@ def _the_loop() -> asyncio.AbstractEventLoop:
     with _lock:
         if _loop is None:
             loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="async-client-tests", daemon=True).start()
+            thread = threading.Thread(target=loop.run_forever, name="async-tests", daemon=True)
+            thread.start()
             _loop = loop
         return _loop
 
