@@ -62,6 +62,8 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        #: The plain socket under the transport (None with TLS): see connection_lost.
+        self.sock: socket.socket | None = None
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._eof = False
@@ -93,6 +95,14 @@ class _Connection(asyncio.Protocol):
         self._eof = True
         if exc is not None:
             self._exc = exc
+            sock = self.sock
+            if sock is not None:
+                # Sending failed (the plugin closed without reading the whole
+                # request), and asyncio stopped reading: the plugin's answer
+                # may still wait in the socket, which closes after this.
+                with contextlib.suppress(OSError):
+                    while data := sock.recv(RECV):
+                        self._buf += data
         self._wake()
         waiter, self._drain_waiter = self._drain_waiter, None
         if waiter is not None and not waiter.done():
@@ -120,6 +130,12 @@ class _Connection(asyncio.Protocol):
         return (
             not self._buf and not self._eof and transport is not None and not transport.is_closing()
         )
+
+    def take_buffered(self) -> bytes:
+        """Return (and forget) all received bytes not read yet."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
 
     def write(self, data: bytes) -> None:
         """Queue ``data`` for sending."""
@@ -441,12 +457,20 @@ class AsyncClient(ClientBase):
     ) -> bytes:
         """Send ``request`` (and a file ``body``); return the reply's first bytes."""
         try:
-            conn.write(request)
-            if not isinstance(body, bytes):
-                for block in body.blocks():
-                    conn.write(block)
-                    await conn.drain(deadline)
-            data = await conn.recv(_FIRST_RECV, deadline)
+            try:
+                conn.write(request)
+                if not isinstance(body, bytes):
+                    for block in body.blocks():
+                        conn.write(block)
+                        await conn.drain(deadline)
+            except OSError:
+                # A plugin may answer (an error, typically) and close without
+                # reading the whole request: its answer is the reply.
+                data = conn.take_buffered()
+                if not data:
+                    raise
+            else:
+                data = await conn.recv(_FIRST_RECV, deadline)
         except (TimeoutError, BadReply) as exc:
             raise self._reply_failed(conn, exc, method, timeout) from None
         except OSError as exc:
@@ -496,6 +520,8 @@ class AsyncClient(ClientBase):
         sock = await _tcp_socket(loop, address.host, address.port)
         try:
             ssl = ssl_context(self.tls) if self._use_tls else None
+            if ssl is None:
+                conn.sock = sock
             await loop.create_connection(
                 lambda: conn,
                 sock=sock,
@@ -524,6 +550,7 @@ class AsyncClient(ClientBase):
                 try:
                     sock.setblocking(False)
                     sock.connect(address.unix_path)
+                    conn.sock = sock
                     await loop.create_unix_connection(lambda: conn, sock=sock)
                 except BaseException:
                     sock.close()

@@ -100,17 +100,25 @@ class AsyncAsSync:
             run(manager.__aexit__(None, None, None))
 
 
-def parametrize_clients(sync_only: Iterable[str] = ()) -> Callable[[pytest.Metafunc], None]:
+def parametrize_clients(
+    sync_only: Iterable[str] = (), *, both: Iterable[str] | None = None
+) -> Callable[[pytest.Metafunc], None]:
     """Build a ``pytest_generate_tests`` that runs each test with both clients.
 
     Tests named in ``sync_only`` (they look inside the sync client, or hand it
-    to code that takes only a sync client) run with ``Client`` alone.
+    to code that takes only a sync client) run with ``Client`` alone; given
+    ``both``, only the tests it names run twice.
     """
-    only = frozenset(sync_only)
+    sync = frozenset(sync_only)
+    twice = None if both is None else frozenset(both)
 
     def generate(metafunc: pytest.Metafunc) -> None:
         if "client_kind" in metafunc.fixturenames:
-            kinds = ["sync"] if metafunc.function.__name__ in only else ["sync", "async"]
+            name = metafunc.function.__name__
+            if name in sync or (twice is not None and name not in twice):
+                kinds = ["sync"]
+            else:
+                kinds = ["sync", "async"]
             metafunc.parametrize("client_kind", kinds, indirect=True)
 
     return generate

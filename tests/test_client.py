@@ -57,7 +57,12 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
 
 # Every test that makes calls runs with Client and with AsyncClient (behind
 # the name Client); these look inside the sync client or need one.
-pytest_generate_tests = parametrize_clients([])
+pytest_generate_tests = parametrize_clients(
+    [
+        "test_forked_child_does_not_share_pooled_connections",  # the test's loop is a thread
+        "test_bare_lf_reply_heads_are_accepted",  # ends with call_concurrently
+    ]
+)
 __all__ = ["client_kind"]  # the fixture that puts AsyncClient behind Client
 
 
