@@ -35,6 +35,7 @@ from ._pool import (
 )
 from ._tls import TLSConfig, ssl_context
 from ._wire._clientside import (
+    PLAIN_OK,
     RECV,
     BadReply,
     BodyCollector,
@@ -43,6 +44,8 @@ from ._wire._clientside import (
     StreamDecoder,
     TooLarge,
     call_error,
+    plain_reply,
+    remember_plain_head,
 )
 from ._wire._json import encode
 
@@ -50,6 +53,10 @@ __all__ = ["AsyncBodyReader", "AsyncClient"]
 
 _FIRST_RECV: Final = 16384
 _HIGH_WATER: Final = 1 << 20  # stop reading from the socket while this much waits unread
+# Idle connections kept per client. More than the sync client's 16: one loop
+# runs many calls at once, and closing what did not fit would make the next
+# burst of calls connect again.
+_MAX_IDLE: Final = 4 * MAX_IDLE
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
@@ -64,6 +71,8 @@ class _Connection(asyncio.Protocol):
         self.loop = loop
         #: The plain socket under the transport (None with TLS): see connection_lost.
         self.sock: socket.socket | None = None
+        #: The socket that was connected (also with TLS): see close.
+        self.raw: socket.socket | None = None
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._eof = False
@@ -192,11 +201,24 @@ class _Connection(asyncio.Protocol):
             timer.cancel()
 
     def close(self) -> None:
-        """Close the connection (quietly, also when its loop is gone)."""
+        """Close the connection (also when its loop has ended)."""
         transport = self.transport
-        if transport is not None:
-            with contextlib.suppress(RuntimeError):  # its loop is closed
-                transport.close()
+        if transport is None:
+            return
+        if not self.loop.is_closed():
+            transport.close()
+            return
+        # Its loop has ended (a later asyncio.run took the client): nothing
+        # will run the transport's callbacks, so finish it here. A plain
+        # socket transport does that in _call_connection_lost (asyncio's own
+        # last step); other transports get their socket closed under them.
+        finish = getattr(transport, "_call_connection_lost", None)
+        if finish is not None and self.sock is not None:
+            with contextlib.suppress(Exception):
+                finish(None)
+                return
+        if self.raw is not None:
+            self.raw.close()
 
 
 class AsyncClient(ClientBase):
@@ -416,9 +438,16 @@ class AsyncClient(ClientBase):
         """Send the request on ``conn`` and read the reply; ``conn`` is pooled or closed."""
         try:
             data = await self._send(conn, method, request, body, deadline, timeout)
+            if not stream:
+                # The common reply, whole in the first read, with a head seen before.
+                reply = plain_reply(data, self.max_response_size)
+                if reply is not None:
+                    self._checkin(conn)
+                    return PLAIN_OK, reply
             try:
                 reader = HeadReader(data)
                 result = reader.result
+                first = result is not None  # the head came whole in the first read
                 while result is None:
                     result = reader.feed(await conn.recv(RECV, deadline))
                 head, rest = result
@@ -427,6 +456,8 @@ class AsyncClient(ClientBase):
                 collector = BodyCollector(head, rest, self.max_response_size)
                 while not collector.done:
                     collector.feed(await conn.recv(collector.want(), deadline))
+                if first:
+                    remember_plain_head(data, len(data) - len(rest), head)
             except (TimeoutError, BadReply) as exc:
                 raise self._reply_failed(conn, exc, method, timeout) from None
             except TooLarge as exc:
@@ -504,7 +535,7 @@ class AsyncClient(ClientBase):
         return None
 
     def _checkin(self, conn: _Connection) -> None:
-        if self._closed or len(self._idle) >= MAX_IDLE or not conn.quiet():
+        if self._closed or len(self._idle) >= _MAX_IDLE or not conn.quiet():
             conn.close()
             return
         self._idle.append((conn, time.monotonic()))
@@ -520,6 +551,7 @@ class AsyncClient(ClientBase):
         sock = await _tcp_socket(loop, address.host, address.port)
         try:
             ssl = ssl_context(self.tls) if self._use_tls else None
+            conn.raw = sock
             if ssl is None:
                 conn.sock = sock
             await loop.create_connection(
@@ -550,7 +582,7 @@ class AsyncClient(ClientBase):
                 try:
                     sock.setblocking(False)
                     sock.connect(address.unix_path)
-                    conn.sock = sock
+                    conn.sock = conn.raw = sock
                     await loop.create_unix_connection(lambda: conn, sock=sock)
                 except BaseException:
                     sock.close()
