@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ._async_client import AsyncClient
     from ._async_lookup import afind_with_capability, alookup_with_capability
     from ._async_manager import AsyncManager
     from ._client import Client, TLSConfig
@@ -75,6 +76,7 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     "afind_with_capability": "._async_lookup",
     "alookup_with_capability": "._async_lookup",
+    "AsyncClient": "._async_client",
     "AsyncManager": "._async_manager",
     "Client": "._client",
     "TLSConfig": "._client",
@@ -179,6 +181,7 @@ __all__ = [
     # values
     "Plugin",
     # client and legacy registry
+    "AsyncClient",
     "Client",
     "TLSConfig",
     "LegacyRegistry",

@@ -11,6 +11,7 @@ import attrs
 from ._errors import PluginError
 
 if TYPE_CHECKING:
+    from ._async_client import AsyncClient
     from ._client import Client
     from ._config import PluginConfig, Settings
 
@@ -53,6 +54,7 @@ class Plugin:
     # Set by the manager that owns the plugin, not by callers.
     _client_factory: Callable[[], Client] | None = attrs.field(default=None, init=False, repr=False)
     _client_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _async_client: AsyncClient | None = attrs.field(default=None, init=False, repr=False)
     _stable_path: str | None = attrs.field(default=None, init=False, repr=False)
 
     @property
@@ -81,14 +83,41 @@ class Plugin:
                 self._client = self._client_factory()
             return self._client
 
+    @property
+    def async_client(self) -> AsyncClient:
+        """An :class:`~pluginkit.AsyncClient` for this plugin, with the settings of ``client``.
+
+        Made on first use, and closed and renewed together with ``client``.
+        """
+        async_client = self._async_client
+        if async_client is not None:
+            return async_client
+        client = self.client
+        with self._client_lock:
+            if self._async_client is None:
+                from ._async_client import AsyncClient  # here: asyncio is loaded when used
+
+                self._async_client = AsyncClient(
+                    client.addr,
+                    tls=client.tls,
+                    timeout=client.timeout,
+                    retry_timeout=client.retry_timeout,
+                    max_response_size=client.max_response_size,
+                    backoff_unit=client.backoff_unit,
+                )
+            return self._async_client
+
     def _drop_client(self) -> None:
-        """Close a managed plugin's client; the next use of ``client`` makes a new one."""
+        """Close a managed plugin's clients; the next use of ``client`` makes a new one."""
         if self._client_factory is None:
             return  # legacy plugins share their registry's client
         with self._client_lock:
             client, self._client = self._client, None
+            async_client, self._async_client = self._async_client, None
         if client is not None:
             client.close()
+        if async_client is not None:
+            async_client.close()
 
     def implements(self, capability: str) -> bool:
         """Tell whether the plugin implements ``capability`` (case-insensitive)."""

@@ -10,6 +10,7 @@ import pytest
 
 PUBLIC = {
     "pluginkit": [
+        "AsyncClient",
         "AsyncManager",
         "CapabilityID",
         "Client",
