@@ -45,6 +45,7 @@ from ._errors import (
     RuntimeStartError,
 )
 from ._events import PluginEvent
+from ._health import HealthCheck
 from ._legacy import LegacyRegistry
 from ._lookup import (
     FindWithCapability,
@@ -109,6 +110,7 @@ __all__ = [
     "Settings",
     "Manager",
     "PluginEvent",
+    "HealthCheck",
     "RestartPolicy",
     "apply_set",
     "compute_privileges",

@@ -34,8 +34,10 @@ class Plugin:
     The ``client`` of a managed plugin is created on first use (a disabled
     plugin has nothing listening yet) and closed when the plugin is
     disabled, removed or its manager shuts down; the next use of ``client``
-    creates a fresh one. ``enabled`` and ``refcount`` of a managed plugin are
-    kept current by its manager.
+    creates a fresh one. ``enabled``, ``refcount`` and ``health`` of a managed
+    plugin are kept current by its manager: ``health`` is ``None`` unless the
+    manager has a :class:`~pluginkit.HealthCheck` and the plugin runs, then
+    ``"starting"`` (not answered yet), ``"healthy"`` or ``"unhealthy"``.
     """
 
     name: str
@@ -49,6 +51,7 @@ class Plugin:
     settings: Any = attrs.field(default=None, repr=False)
     refcount: int = 0
     plugin_reference: str = ""
+    health: str | None = None
     _client_factory: Callable[[], Client] | None = attrs.field(
         default=None, alias="client_factory", repr=False
     )
@@ -85,8 +88,10 @@ class Plugin:
 
         Managed plugins: ``Id``, ``Name``, ``Enabled``, ``PluginReference``,
         ``Settings`` (``Mounts``, ``Env``, ``Args``, ``Devices``) and
-        ``Config`` exactly as Docker prints them. Legacy plugins have no
-        config: their dict says what is known (``Addr``, ``Implements``).
+        ``Config`` exactly as Docker prints them, plus pluginkit's own
+        ``Health`` (``{"Status": health}``) while :attr:`health` is not
+        ``None``. Legacy plugins have no config: their dict says what is
+        known (``Addr``, ``Implements``).
         """
         if self.is_legacy or self.config is None:
             return {
@@ -98,7 +103,7 @@ class Plugin:
             }
         from ._config import dump_config, dump_settings
 
-        return {
+        record = {
             "Id": self.id,
             "Name": self.name,
             "Enabled": self.enabled,
@@ -106,3 +111,6 @@ class Plugin:
             "Settings": dump_settings(self.settings),
             "Config": dump_config(self.config),
         }
+        if self.health is not None:
+            record["Health"] = {"Status": self.health}  # pluginkit's own field
+        return record

@@ -18,6 +18,7 @@ PUBLIC = {
         "ErrInadequateCapability",
         "ErrNotFound",
         "FindWithCapability",
+        "HealthCheck",
         "InvalidConfigError",
         "InvalidReferenceError",
         "LegacyRegistry",
