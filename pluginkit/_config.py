@@ -54,7 +54,8 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from ._errors import InvalidConfigError
+from ._errors import InstallLimitError, InvalidConfigError
+from ._files import FileKindError, FileTooLargeError, read_small_file
 
 __all__ = [
     "Args",
@@ -84,6 +85,9 @@ __all__ = [
     "parse_settings",
     "privileges_equal",
 ]
+
+MAX_CONFIG_BYTES: Final = 1 << 20
+"""The largest ``config.json`` :func:`load_config` reads by default (1 MiB)."""
 
 PROTOCOL_SCHEME_HTTP_V1: Final = "moby.plugins.http/v1"
 """The only plugin protocol Docker (and pluginkit) speaks; ``""`` means it too."""
@@ -641,6 +645,12 @@ def _structure(data: Any, cl: type[Any], what: str, source: str) -> Any:
     raise InvalidConfigError(f"invalid {what} {source}: {text}", path=source, field=field or None)
 
 
+def _type_text(cap: CapabilityID) -> str:
+    """``cap`` about as it was written (``"nonsense"``, not ``".nonsense/"``)."""
+    text = f"{cap.prefix}.{cap.capability}" if cap.prefix else cap.capability
+    return f"{text}/{cap.version}" if cap.version else text
+
+
 def _invalid(source: str, field: str, message: str) -> InvalidConfigError:
     return InvalidConfigError(
         f"invalid plugin config {source}: {field}: {message}", path=source, field=field
@@ -655,6 +665,17 @@ def _check_config(cfg: PluginConfig, source: str) -> PluginConfig:
             "Interface.Types",
             'at least one type is required, e.g. ["docker.volumedriver/1.0"]',
         )
+    for index, cap in enumerate(cfg.interface.types):
+        if not cap.prefix or not cap.capability:
+            # Docker's text for a type it cannot decode; Docker itself lets
+            # "nonsense" through (prefix "", capability "nonsense"), and the
+            # plugin is then never found by any lookup.
+            raise _invalid(
+                source,
+                f"Interface.Types[{index}]",
+                f"{_show(_type_text(cap))} is not a plugin interface"
+                ' type (expected <prefix>.<capability>/<version>, e.g. "docker.volumedriver/1.0")',
+            )
     socket = cfg.interface.socket
     if not socket:
         raise _invalid(source, "Interface.Socket", 'a socket file name is required, e.g. "p.sock"')
@@ -671,6 +692,12 @@ def _check_config(cfg: PluginConfig, source: str) -> PluginConfig:
         )
     if not cfg.entrypoint:
         raise _invalid(source, "Entrypoint", 'an entrypoint is required, e.g. ["/bin/plugin"]')
+    if not cfg.entrypoint[0]:
+        # Docker's text for a container whose entrypoint is [""] and has no command.
+        raise _invalid(source, "Entrypoint[0]", 'No command specified (the program to run is "")')
+    for index, word in enumerate(cfg.entrypoint):
+        if "\0" in word:
+            raise _invalid(source, f"Entrypoint[{index}]", "must not contain a NUL character")
     for index, env in enumerate(cfg.env):
         # Settings hold env vars as NAME=value lines: a name must survive that.
         if not env.name or "=" in env.name or "\0" in env.name:
@@ -712,13 +739,23 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _load_json(path: Path, what: str) -> Any:
+def _load_json(path: Path, what: str, max_bytes: int = MAX_CONFIG_BYTES) -> Any:
     source = os.fspath(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_small_file(path, max_bytes).decode("utf-8")
     except FileNotFoundError:
         # Docker's text (plugin create answers "config not found"), with the path.
         raise InvalidConfigError(f"config not found: {source}", path=source) from None
+    except FileKindError as exc:
+        # A FIFO would block the reader, /dev/zero would never end.
+        raise InvalidConfigError(f"invalid {what} {source}: {exc}", path=source) from None
+    except FileTooLargeError as exc:
+        raise InstallLimitError(
+            f"invalid {what} {source}: {exc} (InstallLimits.max_config_bytes)",
+            limit="max_config_bytes",
+            value=exc.limit,
+            path=source,
+        ) from None
     except OSError as exc:
         raise InvalidConfigError(
             f"invalid {what} {source}: cannot read it: {exc.strerror}", path=source
@@ -743,17 +780,23 @@ def _load_json(path: Path, what: str) -> Any:
         ) from None
 
 
-def load_config(path: Path) -> PluginConfig:
+def load_config(path: Path, *, max_bytes: int = MAX_CONFIG_BYTES) -> PluginConfig:
     """Read and parse a ``config.json`` file.
+
+    Args:
+        path: the file; it must be a regular file (links are followed).
+        max_bytes: the largest file accepted (default 1 MiB).
 
     Raises:
         InvalidConfigError: ``config not found: PATH`` when there is no such
-            file (Docker's text); the file cannot be read, is not JSON (the
-            message gives line and column), or does not parse (see
-            :func:`parse_config`).
+            file (Docker's text); it is not a regular file (a FIFO, a
+            device...), cannot be read, is not JSON (the message gives line
+            and column), or does not parse (see :func:`parse_config`).
+        InstallLimitError: it is larger than ``max_bytes``.
     """
     path = Path(path)
-    return parse_config(_load_json(path, "plugin config"), source=os.fspath(path))
+    data = _load_json(path, "plugin config", max_bytes)
+    return parse_config(data, source=os.fspath(path))
 
 
 def dump_config(cfg: PluginConfig) -> dict[str, Any]:

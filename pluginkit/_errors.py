@@ -14,9 +14,12 @@ either::
      ├── PluginTimeoutError(TimeoutError)    a deadline passed
      ├── PluginInUseError                    plugin NAME is in use
      ├── PluginEnabledError                  plugin NAME is enabled
+     ├── PluginDisabledError                 plugin NAME found but disabled (disable twice)
      ├── PluginExistsError                   plugin NAME already exists
      ├── PrivilegesNotGrantedError           incorrect privileges
      ├── InvalidConfigError(ValueError)      config.json / spec file / settings are wrong
+     │    ├── InvalidArchiveError            a plugin archive is corrupt, truncated or unsafe
+     │    └── InstallLimitError              an install passes a limit (bytes, entries, depth)
      ├── InvalidReferenceError(ValueError)   a plugin name does not parse
      ├── RuntimeStartError                   a runtime could not start a plugin
      └── RootInUseError                      another live manager owns the root
@@ -31,10 +34,13 @@ __all__ = [
     "ErrDisabled",
     "ErrInadequateCapability",
     "ErrNotFound",
+    "InstallLimitError",
+    "InvalidArchiveError",
     "InvalidConfigError",
     "InvalidReferenceError",
     "PluginCallError",
     "PluginConnectionError",
+    "PluginDisabledError",
     "PluginEnabledError",
     "PluginError",
     "PluginExistsError",
@@ -139,6 +145,26 @@ class PluginEnabledError(PluginError):
         return (type(self), (self.name, str(self)))
 
 
+class PluginDisabledError(PluginError):
+    """The operation needs an enabled plugin: :meth:`Manager.disable` of a disabled one.
+
+    The message is Docker's: ``plugin is already disabled: plugin NAME found
+    but disabled``. (A *lookup* of a disabled plugin raises
+    :class:`ErrDisabled`, a kind of :class:`ErrNotFound`, instead.)
+    """
+
+    def __init__(self, name: str, message: str | None = None) -> None:
+        self.name = name
+        super().__init__(
+            message
+            if message is not None
+            else f"plugin is already disabled: plugin {name} found but disabled"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.name, str(self)))
+
+
 class PluginExistsError(PluginError):
     """A plugin with that name is already installed."""
 
@@ -174,6 +200,49 @@ def _rebuild_invalid_config(
     message: str, path: str | None, field: str | None
 ) -> InvalidConfigError:
     return InvalidConfigError(message, path=path, field=field)
+
+
+class InvalidArchiveError(InvalidConfigError):
+    """A plugin archive cannot be unpacked: corrupt, truncated, or a member is unsafe.
+
+    ``path`` is the archive; ``member`` the member's name when one is at fault.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, member: str | None = None) -> None:
+        self.member = member
+        super().__init__(message, path=path)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_invalid_archive, (str(self), self.path, self.member))
+
+
+def _rebuild_invalid_archive(
+    message: str, path: str | None, member: str | None
+) -> InvalidArchiveError:
+    return InvalidArchiveError(message, path=path, member=member)
+
+
+class InstallLimitError(InvalidConfigError):
+    """An install would write more than an :class:`~pluginkit.InstallLimits` allows.
+
+    ``limit`` names the limit (``"max_bytes"``, ``"max_entries"``,
+    ``"max_depth"``, ``"max_config_bytes"``), ``value`` is its value and
+    ``path`` the source.
+    """
+
+    def __init__(self, message: str, *, limit: str, value: int, path: str | None = None) -> None:
+        self.limit = limit
+        self.value = value
+        super().__init__(message, path=path)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_install_limit, (str(self), self.limit, self.value, self.path))
+
+
+def _rebuild_install_limit(
+    message: str, limit: str, value: int, path: str | None
+) -> InstallLimitError:
+    return InstallLimitError(message, limit=limit, value=value, path=path)
 
 
 class InvalidReferenceError(PluginError, ValueError):

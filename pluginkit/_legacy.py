@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import stat
 import threading
 import time
@@ -27,14 +28,7 @@ from typing import Any
 
 import attrs
 
-from ._client import (
-    Client,
-    TLSConfig,
-    _backoff,
-    _check_retry_timeout,
-    call_concurrently,
-    parse_address,
-)
+from ._client import Client
 from ._errors import (
     ErrInadequateCapability,
     ErrNotFound,
@@ -46,7 +40,11 @@ from ._errors import (
     PluginTimeoutError,
     _json_error_reason,
 )
+from ._multiplex import call_concurrently
 from ._plugin import Plugin
+from ._tls import TLSConfig
+from ._wire._address import parse_address
+from ._wire._retry import check_retry_timeout, retry_delay
 
 __all__ = [
     "DEFAULT_SOCKET_DIRS",
@@ -186,7 +184,18 @@ def _check_addr(name: str, path: str, field: str, addr: str) -> None:
             f'plugin "{name}": {path}: the plugin address is empty', path=path, field=field or None
         )
     try:
-        parse_address(addr)
+        address = parse_address(addr)
+        # The Host header is IDNA-encoded: a host it cannot carry (a label
+        # empty or over 63 bytes) would fail every call with a raw UnicodeError.
+        try:
+            address.host_header.encode("idna")
+        except UnicodeError as exc:
+            match = re.search(r"\(UnicodeError: (.*)\)$", str(exc))
+            reason = match.group(1) if match else str(exc)
+            raise InvalidConfigError(
+                f"invalid plugin address {addr!r}: host {address.host!r} is not a valid"
+                f" host name ({reason})"
+            ) from None
     except InvalidConfigError as exc:
         raise InvalidConfigError(
             f'plugin "{name}": {path}: {exc}', path=path, field=field or None
@@ -267,7 +276,7 @@ class LegacyRegistry:
             raise TypeError("socket_dirs and spec_dirs must be sequences of paths, not one path")
         if not activation_timeout > 0:
             raise ValueError(f"activation_timeout must be > 0, not {activation_timeout!r}")
-        _check_retry_timeout(retry_timeout)
+        check_retry_timeout(retry_timeout)
         if not backoff_unit > 0:
             raise ValueError(f"backoff_unit must be > 0, not {backoff_unit!r}")
         self.socket_dirs = tuple(os.fspath(d) for d in socket_dirs)
@@ -383,8 +392,10 @@ class LegacyRegistry:
             try:
                 return self._locate(name)
             except ErrNotFound:
-                delay = _backoff(retries) * self.backoff_unit
-                if time.monotonic() - start + delay >= retry_timeout:
+                delay = retry_delay(
+                    retries, time.monotonic() - start, retry_timeout, self.backoff_unit
+                )
+                if delay is None:
                     raise
                 log.warning("unable to locate plugin %s, retrying in %g s", name, delay)
                 time.sleep(delay)
@@ -415,7 +426,7 @@ class LegacyRegistry:
         if retry_timeout is None:
             retry_timeout = self.retry_timeout
         else:
-            _check_retry_timeout(retry_timeout)
+            check_retry_timeout(retry_timeout)
         plugin = self._load(name, retry_timeout)
         if capability is not None and not plugin.implements(capability):
             raise ErrInadequateCapability(name, capability)
@@ -594,6 +605,20 @@ class LegacyRegistry:
         return [
             found[name] for name in names if name in found and found[name].implements(capability)
         ]
+
+    async def aget(
+        self, name: str, capability: str | None, *, retry_timeout: float | None = None
+    ) -> Plugin:
+        """Awaitable :meth:`get`, run in pluginkit's lookup threads (``pluginkit._offload``)."""
+        from ._offload import offload
+
+        return await offload(self.get, name, capability, retry_timeout=retry_timeout)
+
+    async def aget_all(self, capability: str) -> list[Plugin]:
+        """Awaitable :meth:`get_all`, run in pluginkit's lookup threads (``pluginkit._offload``)."""
+        from ._offload import offload
+
+        return await offload(self.get_all, capability)
 
 
 _SKIP_VERIFY = TLSConfig(insecure_skip_verify=True)

@@ -30,14 +30,12 @@ import os
 import secrets
 import shutil
 import socket
-import stat
-import tarfile
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import attrs
@@ -52,10 +50,8 @@ from ._config import (
     dump_config,
     dump_settings,
     initial_settings,
-    load_config,
     parse_config,
     parse_settings,
-    privileges_equal,
 )
 from ._errors import (
     ErrDisabled,
@@ -63,19 +59,33 @@ from ._errors import (
     ErrNotFound,
     InvalidConfigError,
     InvalidReferenceError,
+    PluginDisabledError,
     PluginEnabledError,
     PluginError,
     PluginExistsError,
     PluginInUseError,
     PluginTimeoutError,
-    PrivilegesNotGrantedError,
     RuntimeStartError,
 )
 from ._events import PluginEvent
 from ._health import STARTING, UNHEALTHY, HealthCheck, HealthMonitor
+from ._install import (
+    Filler,
+    Grant,
+    InstallLimits,
+    check_grant,
+    check_source,
+    copy_rootfs,
+    local_source,
+    name_from_source,
+    open_source,
+    read_context,
+)
+from ._paths import default_root, default_run_root
 from ._plugin import Plugin
 from ._reference import is_plugin_id, normalize_name
 from ._restart import RestartPolicy
+from ._stable import link_stable, stable_socket_path, unlink_stable
 from ._store import PLUGIN_ID_RE, Store, ensure_private_dir
 from .runtime._base import (
     PluginExit,
@@ -94,9 +104,6 @@ if TYPE_CHECKING:
 __all__ = ["Grant", "Manager"]
 
 log = logging.getLogger("pluginkit.manager")
-
-Grant = bool | Sequence[Privilege] | Callable[[list[Privilege]], bool] | None
-"""What ``install(grant=...)`` accepts: ``True`` (all), the list, or a callable."""
 
 SOCKET_PATH_MAX = 107
 """Longest unix socket path Linux accepts (``sun_path`` is 108 bytes with the NUL)."""
@@ -168,21 +175,8 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _default_root() -> Path:
-    if os.geteuid() == 0:
-        return Path("/var/lib/pluginkit")
-    import platformdirs
-
-    return platformdirs.user_data_path("pluginkit")
-
-
-def _default_run_root() -> Path:
-    if os.geteuid() == 0:
-        return Path("/run/pluginkit")
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.isabs(xdg) and os.path.isdir(xdg):
-        return Path(xdg) / "pluginkit"
-    return Path(f"/tmp/pluginkit-{os.getuid()}")
+_default_root = default_root
+_default_run_root = default_run_root
 
 
 class Manager:
@@ -207,6 +201,8 @@ class Manager:
             change (from the thread that made it; exceptions are logged).
         restart_policy: backoff for restarting crashed plugins (default:
             :class:`~pluginkit.RestartPolicy()`).
+        install_limits: bounds on what one install may write (default:
+            :class:`~pluginkit.InstallLimits()`).
         health_check: probe running plugins and restart those that stop
             answering (see :class:`~pluginkit.HealthCheck`); ``None`` (the
             default): no probes, ``Plugin.health`` stays ``None``.
@@ -229,6 +225,7 @@ class Manager:
         on_event: Callable[[PluginEvent], None] | None = None,
         restart_policy: RestartPolicy | None = None,
         health_check: HealthCheck | None = None,
+        install_limits: InstallLimits | None = None,
     ) -> None:
         self._root = Path(root if root is not None else _default_root()).absolute()
         self._run_root = Path(run_root if run_root is not None else _default_run_root()).absolute()
@@ -249,6 +246,7 @@ class Manager:
         self.health_check = health_check
         self._health = HealthMonitor(health_check, self._on_health) if health_check else None
         self._health_events: ThreadPoolExecutor | None = None
+        self.install_limits = install_limits if install_limits is not None else InstallLimits()
 
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
@@ -349,8 +347,11 @@ class Manager:
         full = normalize_name(name)
         self._check_name_free(full)
         context = Path(context_dir)
-        config = _read_context(context)
-        entry = self._add(full, config, reference=full, fill=lambda dst: _copy_tree(context, dst))
+        limits = self.install_limits
+        config = read_context(context, limits)
+        entry = self._add(
+            full, config, reference=full, fill=lambda dst: copy_rootfs(context, dst, limits)
+        )
         self._prepare(entry)
         self._emit(entry, "create")
         return entry.plugin
@@ -359,14 +360,24 @@ class Manager:
         """Return the privileges a plugin needs, in Docker's order.
 
         Args:
-            source: a plugin directory, a tar archive of one, or the name or id
-                of an installed plugin.
+            source: a plugin directory, a tar archive of one, the name or id
+                of an installed plugin, or a registry reference (its manifest
+                and config are read; no layer is downloaded). A path that
+                exists wins, then an installed plugin, then the registry.
         """
         path = Path(source)
-        if path.exists():
+        if local_source(path):
             with self._unpacked(path) as context:
-                return compute_privileges(_read_context(context))
-        entry = self._resolve(os.fspath(source))
+                return compute_privileges(read_context(context, self.install_limits))
+        text = os.fspath(source)
+        with self._lock:
+            installed = self._find_locked(text)
+        if installed is None:
+            from .distribution import _ops  # imported on first use: it brings requests
+
+            if _ops.is_reference(text):
+                return _ops.privileges(text)
+        entry = self._resolve(text)
         return compute_privileges(entry.config)
 
     def install(
@@ -375,61 +386,144 @@ class Manager:
         *,
         name: str | None = None,
         grant: Grant = None,
+        disabled: bool = True,
     ) -> Plugin:
-        """Install a plugin from a directory or a tar archive of one; it starts disabled.
+        """Install a plugin from a directory, a tar archive of one, or a registry.
+
+        A path that exists wins over a reference of the same spelling.
 
         Args:
-            source: a directory with ``config.json`` and ``rootfs/``, or a tar
+            source: a directory with ``config.json`` and ``rootfs/``, a tar
                 archive of one (possibly compressed; extracted safely: no
-                absolute paths, no ``..``, no links out, no device files).
-            name: the name to install under (default: the source's base name).
+                absolute paths, no ``..``, no links out, no device files), or
+                a registry reference (``vieux/sshfs``, ``host:5000/p:1``,
+                ``host/p@sha256:…``; see :mod:`pluginkit.distribution`).
+            name: the name to install under (default: the source's base name,
+                or the reference's familiar name and tag).
             grant: ``True`` grants every privilege; a list must equal the
                 required privileges (order-insensitive, every entry checked); a
                 callable receives the required list and returns whether it
                 accepts. ``None`` accepts only a plugin that needs none.
+            disabled: leave the plugin disabled (the default); ``False``
+                enables it once installed.
 
         Raises:
             PrivilegesNotGrantedError: ``incorrect privileges``, naming the
                 missing ones.
             PluginExistsError: the name is taken.
+            InvalidConfigError: the source does not exist, or holds a bad
+                ``config.json`` or no ``rootfs/``, or links out of itself.
+            InvalidArchiveError: the archive is truncated, corrupt or unsafe.
+            InstallLimitError: it passes :attr:`install_limits`.
+            RegistryError: (:mod:`pluginkit.distribution`) the registry
+                could not provide a valid plugin.
             TypeError: ``grant`` is not one of the above, or a list entry is
                 not a :class:`~pluginkit.Privilege`.
         """
         path = Path(source)
-        if not path.exists():
-            raise InvalidConfigError(f"plugin source {path} does not exist", path=str(path))
-        full = normalize_name(name) if name is not None else _name_from_source(path)
+        if not local_source(path):
+            from .distribution import _ops  # imported on first use: it brings requests
+
+            if _ops.is_reference(os.fspath(source)):
+                return _ops.install(
+                    self, os.fspath(source), name=name, grant=grant, disabled=disabled
+                )
+        check_source(path)
+        full = normalize_name(name) if name is not None else name_from_source(path)
         self._check_name_free(full)
         with self._unpacked(path) as context:
-            config = _read_context(context)
-            _check_grant(compute_privileges(config), grant)
+            limits = self.install_limits
+            config = read_context(context, limits)
+            check_grant(compute_privileges(config), grant)
             entry = self._add(
                 full,
                 config,
                 reference=os.fspath(source),
-                fill=lambda dst: _copy_tree(context, dst),
+                fill=lambda dst: copy_rootfs(context, dst, limits),
             )
         self._prepare(entry)
         self._emit(entry, "install")
+        if not disabled:
+            self.enable(entry.name)
         return entry.plugin
+
+    def push(self, name: str, ref: str | None = None) -> str:
+        """Push an installed plugin to a registry, as ``docker plugin push`` does.
+
+        Args:
+            name: the plugin's name or id.
+            ref: where to push (default: the plugin's name, e.g.
+                ``localhost:5000/team/p:1``).
+
+        Returns:
+            The digest of the pushed manifest.
+        """
+        from .distribution import _ops
+
+        return _ops.push(self, name, ref)
+
+    def upgrade(self, name: str, ref: str | None = None, *, grant: Grant = None) -> Plugin:
+        """Upgrade a plugin from a registry in place: same id, settings carried over.
+
+        Unlike Docker, an enabled plugin is upgraded too: the new version is
+        fetched while the old one runs, then the old one is stopped, the
+        versions swapped and the new one started; if it fails to start the
+        old version is put back and started again (the error says so).
+
+        Args:
+            name: the plugin's name or id.
+            ref: where to upgrade from (default: its ``PluginReference``).
+            grant: as for :meth:`install`, checked against the new version.
+        """
+        from .distribution import _ops, _upgrade
+
+        return _upgrade.upgrade(self, name, ref, grant=grant, progress=_ops._progress(None))
+
+    def save(self, name: str, file: str | os.PathLike[str]) -> str:
+        """Write a plugin to ``file`` as an OCI image layout tar (an offline bundle).
+
+        The archive holds what :meth:`push` would upload, in Docker's plugin
+        media types; ``skopeo copy oci-archive:FILE docker://…`` reads it.
+        The file appears complete or not at all.
+
+        Returns:
+            The digest of the bundle's manifest.
+        """
+        from .distribution import _oci
+
+        return _oci.save(self, name, file)
+
+    def load(
+        self, file: str | os.PathLike[str], *, name: str | None = None, grant: Grant = None
+    ) -> Plugin:
+        """Install the plugin an OCI layout tar (from :meth:`save`) holds; it starts disabled.
+
+        Every blob is checked against its digest; privileges are asked as by
+        :meth:`install`. ``name`` defaults to the name recorded in the bundle.
+        """
+        from .distribution import _oci, _ops
+
+        return _oci.load(self, file, name=name, grant=grant, progress=_ops._progress(None))
 
     @contextlib.contextmanager
     def _unpacked(self, path: Path) -> Iterator[Path]:
         """Yield a plugin directory for ``path`` (a directory, or an archive extracted)."""
-        if path.is_dir():
-            yield path
-            return
-        self._check_open()
-        staging = self._store.new_staging()
-        try:
-            _safe_extract(path, staging)
-            yield _find_context(staging, path)
-        finally:
-            self._store.discard_staging(staging)
+        if not path.is_dir():
+            self._check_open()  # extracting writes under the root
+        with open_source(path, self._store, self.install_limits) as context:
+            yield context
 
-    def _add(
-        self, name: str, config: PluginConfig, *, reference: str, fill: Callable[[Path], None]
-    ) -> _Entry:
+    def _add(self, name: str, config: PluginConfig, *, reference: str, fill: Filler) -> _Entry:
+        """Stage, commit and publish a new plugin: the one way a plugin gets installed.
+
+        ``name`` is reserved under the lock (:class:`PluginExistsError` if
+        taken), ``fill(staging)`` writes ``staging/rootfs`` in a fresh directory
+        under the root's ``tmp/``, the record is written and the directory
+        renamed into ``plugins/<id>`` in one step, then the entry is published
+        under the lock. On any failure nothing is left behind. No lock is
+        held while ``fill`` runs. Callers validate ``config`` and the grant
+        first (see :mod:`pluginkit._install`).
+        """
         with self._lock:
             self._check_name_free_locked(name)
             self._reserved.add(name)
@@ -492,6 +586,7 @@ class Manager:
             settings=settings,
             plugin_reference=reference,
         )
+        plugin._stable_path = stable_socket_path(self._run_root_str, name)
         entry = _Entry(
             id=plugin_id,
             name=name,
@@ -581,7 +676,8 @@ class Manager:
             force: disable even when the plugin is in use (the refcount is kept).
 
         Raises:
-            PluginError: ``plugin is already disabled: plugin NAME found but disabled``.
+            PluginDisabledError: ``plugin is already disabled: plugin NAME found but
+                disabled``.
             PluginInUseError: ``plugin NAME is in use`` (without ``force``).
         """
         entry = self._resolve(name)
@@ -607,7 +703,7 @@ class Manager:
     def _check_disable_locked(self, entry: _Entry, name: str, force: bool) -> None:
         self._check_live_locked(entry, name)
         if not entry.enabled:
-            raise PluginError(f"plugin is already disabled: plugin {entry.name} found but disabled")
+            raise PluginDisabledError(entry.name)
         if entry.refcount > 0 and not force:
             raise PluginInUseError(entry.name)
 
@@ -747,8 +843,17 @@ class Manager:
         return sorted(found, key=lambda p: p.name)
 
     def inspect(self, name: str) -> dict[str, Any]:
-        """Docker's ``docker plugin inspect`` JSON for a plugin."""
-        return self.get(name).to_dict()
+        """Docker's ``docker plugin inspect`` JSON for a plugin.
+
+        A plugin installed from a registry also shows ``ManifestDigest``.
+        """
+        plugin = self.get(name)
+        result = plugin.to_dict()
+        if plugin.id is not None:
+            from .distribution import _ops
+
+            result.update(_ops.distribution_info(self, plugin.id))
+        return result
 
     # -- lookups ------------------------------------------------------------
 
@@ -958,14 +1063,17 @@ class Manager:
                 raise PluginError(f"plugin {entry.name} was stopped while it was starting")
             if _accepts(path):
                 with self._lock:
-                    if entry.run is run and not run.exited.is_set():
+                    ready = entry.run is run and not run.exited.is_set()
+                    if ready:
                         run.ready = True
                         run.ready_at = time.monotonic()
                         entry.running = True
                         self._publish_locked()
                         if self._health is not None:
                             entry.plugin.health = STARTING
-                        return
+                if ready:
+                    self._link_stable(entry, path)
+                    return
                 continue  # it died right after listening: report that
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -975,6 +1083,19 @@ class Manager:
                 )
             run.exited.wait(min(delay, remaining))
             delay = min(delay * 2, _POLL_MAX)
+
+    def _link_stable(self, entry: _Entry, socket_path: Path) -> None:
+        """Point the plugin's stable (name-derived) socket path at its real socket."""
+        stable = entry.plugin._stable_path
+        if stable is None:
+            return
+        try:
+            link_stable(stable, str(socket_path))
+        except OSError as exc:
+            # The plugin works without it; only its stable address does not.
+            log.warning(
+                "cannot link the stable address %s of plugin %s: %s", stable, entry.name, exc
+            )
 
     def _abandon(self, entry: _Entry, run: _Run) -> None:
         """Stop a run that never became ready (its exit is not a crash: ``ready`` is False)."""
@@ -1005,8 +1126,11 @@ class Manager:
                 entry.running = False
                 self._publish_locked()
         socket_dir = self._socket_dir(entry.id)
+        socket_path = socket_dir / entry.config.interface.socket
+        if entry.plugin._stable_path is not None:
+            unlink_stable(entry.plugin._stable_path, str(socket_path))
         with contextlib.suppress(FileNotFoundError):
-            (socket_dir / entry.config.interface.socket).unlink()
+            socket_path.unlink()
         # Left empty it would outlive the plugin in run_root (often a shared
         # /run); _start makes it again. Not empty (the plugin put more there):
         # keep it.
@@ -1581,241 +1705,3 @@ def _record_field(
     if type(value) is not kind:
         raise ValueError(f"{source}: {key} must be {what}, got {value!r}")
     return value
-
-
-def _privilege_key(p: Privilege) -> tuple[str, tuple[str, ...]]:
-    return p.name, tuple(sorted(p.value))
-
-
-def _describe(privileges: Sequence[Privilege]) -> str:
-    return ", ".join(f"{p.name} [{' '.join(p.value)}]" for p in privileges)
-
-
-def _check_grant(required: list[Privilege], grant: Grant) -> None:
-    """Raise :class:`PrivilegesNotGrantedError` unless ``grant`` covers ``required`` exactly."""
-    if grant is True:
-        return
-    if callable(grant):
-        if grant(list(required)):
-            return
-        raise PrivilegesNotGrantedError(f"incorrect privileges: not granted: {_describe(required)}")
-    given: object = grant  # what callers really pass, whatever the annotation says
-    if given is None or given is False:
-        granted: list[Privilege] = []
-    elif isinstance(given, (str, bytes)) or not isinstance(given, Iterable):
-        raise TypeError(f"grant must be True, a list of Privilege or a callable, not {given!r}")
-    else:
-        granted = list(given)
-    for index, privilege in enumerate(granted):
-        if not isinstance(privilege, Privilege):
-            raise TypeError(f"grant[{index}] must be a Privilege, not {privilege!r}")
-    if privileges_equal(required, granted):
-        return
-    have = [_privilege_key(g) for g in granted]
-    want = [_privilege_key(p) for p in required]
-    missing = [p for p in required if _privilege_key(p) not in have]
-    extra = [g for g in granted if _privilege_key(g) not in want]
-    details = []
-    if missing:
-        details.append(f"not granted: {_describe(missing)}")
-    if extra:
-        details.append(f"granted but not required: {_describe(extra)}")
-    message = "incorrect privileges"
-    if details:
-        message += ": " + "; ".join(details)
-    raise PrivilegesNotGrantedError(message)
-
-
-def _read_context(context: Path) -> PluginConfig:
-    """Read the config of a plugin directory, then check it has ``rootfs/``.
-
-    A missing ``config.json`` is reported by :func:`load_config`
-    (``config not found: PATH``).
-    """
-    config = load_config(context / "config.json")
-    if not (context / "rootfs").is_dir():
-        raise InvalidConfigError(f"no rootfs found in {context}", path=os.fspath(context))
-    return config
-
-
-def _name_from_source(path: Path) -> str:
-    """Return the default name of a plugin installed from ``path``: its absolute base name.
-
-    ``.``, ``./`` and ``..`` name the directory they stand for.
-    """
-    base = os.path.basename(os.path.abspath(path))
-    for suffix in (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar"):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-            break
-    try:
-        return normalize_name(base)
-    except InvalidReferenceError as exc:
-        raise InvalidReferenceError(
-            f"cannot use {base!r} (from {path}) as a plugin name: {exc}; pass name= "
-            "(--alias on the command line)"
-        ) from None
-
-
-def _find_context(extracted: Path, archive: Path) -> Path:
-    """Find the plugin directory in an extracted archive: its top or its only sub-directory.
-
-    Its ``config.json`` and ``rootfs`` must resolve inside the extraction:
-    links checked one by one can still combine into a way out (a relative
-    link through an absolute one under ``rootfs/``).
-    """
-    context = extracted
-    if not (extracted / "config.json").exists():
-        children = [c for c in extracted.iterdir() if c.is_dir() and not c.is_symlink()]
-        if len(children) != 1 or not (children[0] / "config.json").exists():
-            raise InvalidConfigError(
-                f"config not found in archive {archive}", path=os.fspath(archive)
-            )
-        context = children[0]
-    real_top = os.path.realpath(extracted)
-    for name in ("config.json", "rootfs"):
-        real = os.path.realpath(context / name)
-        if real != real_top and not real.startswith(real_top + os.sep):
-            raise InvalidConfigError(
-                f"{name} in archive {archive} resolves outside it", path=os.fspath(archive)
-            )
-    return context
-
-
-def _copy_tree(context: Path, dest: Path) -> None:
-    """Copy ``context/rootfs`` to ``dest/rootfs``: links copied as links, special files refused."""
-    src_root = context / "rootfs"
-    dst_root = dest / "rootfs"
-    dst_root.mkdir(mode=0o755)
-    for dirpath, dirnames, filenames in os.walk(src_root):
-        rel = os.path.relpath(dirpath, src_root)
-        target_dir = dst_root if rel == "." else dst_root / rel
-        for name in [*dirnames, *filenames]:
-            src = os.path.join(dirpath, name)
-            dst = target_dir / name
-            st = os.lstat(src)
-            if stat.S_ISLNK(st.st_mode):
-                os.symlink(os.readlink(src), dst)
-            elif stat.S_ISDIR(st.st_mode):
-                dst.mkdir(mode=stat.S_IMODE(st.st_mode) | 0o700)
-            elif stat.S_ISREG(st.st_mode):
-                shutil.copyfile(src, dst, follow_symlinks=False)
-                os.chmod(dst, stat.S_IMODE(st.st_mode) & 0o777)
-            else:
-                raise InvalidConfigError(
-                    f"rootfs of {context} holds {src}, which is not a file, directory or "
-                    "symlink (device files and fifos are not allowed)",
-                    path=src,
-                )
-        # symlinked directories are copied as links above; do not descend into them
-        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
-
-
-def _safe_extract(archive: Path, dest: Path) -> None:
-    """Extract a plugin archive into ``dest`` without letting anything land outside it.
-
-    Refused: absolute member names, ``..`` components, members written through
-    a symlink, symlinks pointing outside the archive (absolute targets are
-    allowed under ``rootfs/``, where they mean the plugin's own root),
-    hard links to anything but an earlier regular member, device files and
-    fifos. Modes keep the permission bits only (no setuid/setgid).
-    """
-    try:
-        tar = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the with below
-    except (tarfile.TarError, OSError) as exc:
-        raise InvalidConfigError(
-            f"{archive} is neither a plugin directory nor a tar archive: {exc}",
-            path=os.fspath(archive),
-        ) from None
-    real_dest = os.path.realpath(dest)
-
-    def refuse(member: tarfile.TarInfo, why: str) -> InvalidConfigError:
-        return InvalidConfigError(
-            f"unsafe member {member.name!r} in {archive}: {why}", path=os.fspath(archive)
-        )
-
-    def inside(path: str) -> bool:
-        return path == real_dest or path.startswith(real_dest + os.sep)
-
-    with tar:
-        for member in tar:
-            parts = _member_parts(member.name)
-            if parts is None:
-                raise refuse(member, "absolute path or '..' component")
-            if not parts:
-                continue
-            target = dest.joinpath(*parts)
-            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            if not inside(os.path.realpath(target.parent)):
-                raise refuse(member, "it would be written through a symlink")
-            if os.path.lexists(target) and not (member.isdir() and target.is_dir()):
-                raise refuse(member, "duplicate member")
-            mode = (member.mode & 0o777) if member.mode is not None else 0o644
-            if member.isdir():
-                target.mkdir(mode=mode | 0o700, exist_ok=True)
-            elif member.isreg():
-                source = tar.extractfile(member)
-                if source is None:
-                    raise refuse(member, "unreadable")
-                fd = os.open(
-                    target,
-                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    0o600,
-                )
-                with os.fdopen(fd, "wb") as out, source:
-                    shutil.copyfileobj(source, out)
-                os.chmod(target, mode)
-            elif member.issym():
-                link = member.linkname
-                if link.startswith("/"):
-                    if parts[0] != "rootfs":
-                        raise refuse(member, "absolute symlink outside rootfs/")
-                elif not _link_stays_inside(parts, link):
-                    raise refuse(member, f"symlink to {link!r} points outside the archive")
-                os.symlink(link, target)
-            elif member.islnk():
-                link_parts = _member_parts(member.linkname)
-                if not link_parts:
-                    raise refuse(member, f"hard link to {member.linkname!r}")
-                source_path = dest.joinpath(*link_parts)
-                real_source = os.path.realpath(source_path)
-                if (
-                    not inside(real_source)
-                    or os.path.islink(source_path)
-                    or not os.path.isfile(real_source)
-                ):
-                    raise refuse(member, f"hard link to {member.linkname!r}")
-                os.link(real_source, target)
-            else:
-                raise refuse(member, "device files, fifos and other special files are not allowed")
-
-
-def _link_stays_inside(parts: tuple[str, ...], link: str) -> bool:
-    """Tell whether a relative symlink at member ``parts`` resolves inside its floor.
-
-    The floor is ``rootfs/`` for links under it, else the archive's top. The
-    components are walked one by one: ``normpath`` would clamp ``/..`` to
-    ``/`` and let ``../../../etc/passwd`` at the top look inside.
-    """
-    floor = 1 if parts[0] == "rootfs" else 0
-    depth = list(parts[:-1])
-    for component in link.split("/"):
-        if component in ("", "."):
-            continue
-        if component == "..":
-            if len(depth) <= floor:
-                return False
-            depth.pop()
-        else:
-            depth.append(component)
-    return True
-
-
-def _member_parts(name: str) -> tuple[str, ...] | None:
-    """Split a member name into safe components; ``None`` when absolute or using ``..``."""
-    if name.startswith("/") or "\\" in name:
-        return None
-    parts = tuple(p for p in PurePosixPath(name).parts if p not in ("", "."))
-    if ".." in parts:
-        return None
-    return parts

@@ -22,11 +22,11 @@ import json
 import logging
 import os
 import sys
-import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
+from . import _cli_daemon, _cli_distribution
 from ._errors import PluginError
 
 if TYPE_CHECKING:
@@ -254,6 +254,12 @@ def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
         else:
             plugins = manager.list(enabled=enabled)
         records = [plugin.to_dict() for plugin in plugins]
+    print_plugins(records, args, out)
+    return 0
+
+
+def print_plugins(records: list[dict[str, Any]], args: argparse.Namespace, out: TextIO) -> None:
+    """Print plugins (inspect dicts) as ``docker plugin ls`` does, per ``args``."""
     records.sort(key=lambda r: (r["Name"], r["Id"]))
     trunc = not args.no_trunc
     rows = []
@@ -271,17 +277,22 @@ def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
     if args.quiet:
         for row in rows:
             out.write(f"{row['ID']}\n")
-    elif args.format == "json":
-        # Like `docker plugin ls --format json`: one JSON object per line.
-        for row in rows:
-            out.write(json.dumps(row, sort_keys=True) + "\n")
     else:
-        table = [["ID", "NAME", "DESCRIPTION", "ENABLED"]]
-        for row in rows:
-            enabled_text = "true" if row["Enabled"] else "false"
-            table.append([row["ID"], row["Name"], row["Description"], enabled_text])
-        _table(table, out)
-    return 0
+        from ._cli_format import print_ls
+
+        _formatted(print_ls, rows, args.format, out)
+
+
+def _formatted(printer: Callable[..., None], *args: Any) -> None:
+    """Run a ``--format`` printer; a bad template is an ``Error:``, exit status 1."""
+    try:
+        printer(*args)
+    except ValueError as exc:
+        from ._gotemplate import TemplateError  # not imported unless a template failed
+
+        if not isinstance(exc, TemplateError):
+            raise
+        raise CLIError(str(exc)) from None
 
 
 def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
@@ -294,7 +305,12 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
                 records.append(manager.inspect(name))
             except PluginError as exc:
                 errors.append(_one_line(str(exc), args.debug))
-    _dump_json(records, out)
+    if args.format:
+        from ._cli_format import print_inspect
+
+        _formatted(print_inspect, records, args.format, out)
+    else:
+        _dump_json(records, out)
     for error in errors:
         sys.stderr.write(f"Error: {error}\n")
     return EXIT_ERROR if errors else 0
@@ -339,7 +355,8 @@ def cmd_install(args: argparse.Namespace, out: TextIO) -> int:
 
     with _open_manager(args) as manager:
         grant = True if args.grant_all_permissions else ask
-        plugin = manager.install(args.source, name=args.alias, grant=grant)
+        with _cli_distribution.progress(args, sys.stderr):
+            plugin = manager.install(args.source, name=args.alias, grant=grant)
         if args.settings:
             try:
                 manager.set(plugin.name, args.settings)
@@ -377,11 +394,28 @@ def cmd_privileges(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_fleet(args: argparse.Namespace, out: TextIO) -> int:
+    """``pluginkit fleet apply|status|rm|agent-image|agent``: see :mod:`pluginkit.fleet`."""
+    from .fleet._cli import run
+
+    return run(args, out)
+
+
 def cmd_enable(args: argparse.Namespace, out: TextIO) -> int:
     """``pluginkit enable NAME``: start it and wait until its socket answers."""
     with _open_manager(args) as manager:
         manager.enable(args.name, timeout=args.timeout)
     out.write(f"{args.name}\n")
+    return 0
+
+
+def cmd_podman_register(args: argparse.Namespace, out: TextIO) -> int:
+    """``pluginkit podman-register [--dir DIR]``: write Podman's drop-in for the volume plugins."""
+    from .podman import register
+
+    with _open_manager(args) as manager:
+        path = register(manager, args.dir)
+    out.write(f"{path}\n" if path.exists() else f"{path} (removed: no enabled volume plugin)\n")
     return 0
 
 
@@ -458,6 +492,14 @@ def cmd_call(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_completion(args: argparse.Namespace, out: TextIO) -> int:
+    """``pluginkit completion SHELL``: a completion script for bash, zsh, fish or tcsh."""
+    from ._cli_completion import completion_script
+
+    out.write(completion_script(build_parser(), args.shell))
+    return 0
+
+
 # -- the parser -----------------------------------------------------------------
 
 
@@ -487,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="what runs managed plugins (env PLUGINKIT_RUNTIME; default: docker)",
     )
     parser.add_argument("--debug", action="store_true", help="debug logging; tracebacks on failure")
+    parser.add_argument("--version", action="version", version=_version())
+    _cli_daemon.add_global_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(
@@ -522,19 +566,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="enabled=true|false or capability=CAP (repeatable)",
     )
-    sub.add_argument("--format", choices=("table", "json"), default="table")
+    sub.add_argument(
+        "--format",
+        default="table",
+        metavar="FORMAT",
+        help="table (default), json, a Go template ('{{.Name}}') or 'table TEMPLATE'",
+    )
     sub.add_argument("--no-trunc", action="store_true", help="do not truncate ids and descriptions")
     sub.add_argument("-q", "--quiet", action="store_true", help="only print ids")
 
     sub = command("inspect", cmd_inspect, "show plugins as JSON (like docker plugin inspect)")
+    sub.add_argument(
+        "-f", "--format", metavar="TEMPLATE", help="a Go template, e.g. '{{.Settings.Env}}'"
+    )
     sub.add_argument("names", nargs="+", metavar="NAME")
 
     sub = command("create", cmd_create, "create a plugin from a directory (config.json, rootfs/)")
     sub.add_argument("name", metavar="NAME")
     sub.add_argument("dir", metavar="DIR")
 
-    sub = command("install", cmd_install, "install a plugin from a directory or a tar archive")
-    sub.add_argument("source", metavar="SOURCE")
+    sub = command(
+        "install", cmd_install, "install a plugin from a registry, a directory or a tar archive"
+    )
+    sub.add_argument("source", metavar="SOURCE", help="REF, or a path (a path that exists wins)")
+    sub.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     sub.add_argument("--alias", metavar="NAME", help="local name (default: from SOURCE)")
     sub.add_argument(
         "--grant-all-permissions",
@@ -544,9 +599,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--disable", action="store_true", help="do not enable it after install")
     sub.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="settings, as for set")
 
+    _cli_distribution.register(command)
+
     sub = command("privileges", cmd_privileges, "show the privileges a plugin needs")
     sub.add_argument("source", metavar="SOURCE")
     sub.add_argument("--format", choices=("text", "json"), default="text")
+
+    sub = command(
+        "podman-register",
+        cmd_podman_register,
+        "map enabled volume plugins to their stable sockets in a containers.conf drop-in",
+    )
+    sub.add_argument(
+        "--dir",
+        metavar="DIR",
+        default=None,
+        help="drop-in directory (default /etc/containers/containers.conf.d)",
+    )
+
+    from .fleet._cli import add_parser as add_fleet_parser
+
+    add_fleet_parser(command("fleet", cmd_fleet, "run plugins on every node of a Docker Swarm"))
 
     sub = command("enable", cmd_enable, "start a plugin and wait until it answers")
     sub.add_argument(
@@ -593,7 +666,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="capability to look the plugin up by (default: METHOD's prefix)",
     )
     legacy_dirs(sub)
+
+    sub = command("completion", cmd_completion, "print a shell completion script")
+    sub.add_argument("shell", choices=("bash", "zsh", "fish", "tcsh"), metavar="SHELL")
+    _cli_daemon.add_commands(command)
     return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"pluginkit version {__version__}"
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
@@ -630,7 +713,7 @@ def _one_line(message: str, debug: bool) -> str:
 
 def _describe(exc: BaseException) -> str:
     """Say what went wrong."""
-    if isinstance(exc, (CLIError, PluginError)):
+    if isinstance(exc, (CLIError, PluginError, _cli_daemon.RemoteError)):
         return str(exc)
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
@@ -662,7 +745,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.root = Path(args.root)
         if args.run_root is not None:
             args.run_root = Path(args.run_root)
-        status: int = args.func(args, sys.stdout)
+        # A running daemon answers what it can; else an in-process manager.
+        status = _cli_daemon.dispatch(args, sys.stdout)
+        if status is None:
+            status = args.func(args, sys.stdout)
         sys.stdout.flush()
         return status
     except KeyboardInterrupt:
@@ -676,6 +762,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except Exception as exc:
         if debug:
+            import traceback
+
             traceback.print_exc()
         sys.stderr.write(f"Error: {_one_line(_describe(exc), debug)}\n")
         return EXIT_ERROR

@@ -1,10 +1,12 @@
 """Shared fixtures and the rules for tests that need Docker or Go.
 
-Tests marked ``docker`` need a running Docker engine and tests marked ``go``
-need the Go toolchain with Debian's ``golang-github-docker-docker-dev``
-sources. Where those are missing the tests skip with the reason, except when
-``PLUGINKIT_REQUIRE_DOCKER=1`` (as in CI): then they fail, so that a broken CI
-machine cannot pass by skipping.
+Tests marked ``registry`` need Debian's ``docker-registry`` (they start
+their own on a free port); they skip without it unless
+``PLUGINKIT_REQUIRE_REGISTRY=1``. Tests marked ``docker`` need a running
+Docker engine and tests marked ``go`` need the Go toolchain with Debian's
+``golang-github-docker-docker-dev`` sources. Where those are missing the
+tests skip with the reason, except when ``PLUGINKIT_REQUIRE_DOCKER=1`` (as
+in CI): then they fail, so that a broken CI machine cannot pass by skipping.
 """
 
 from __future__ import annotations
@@ -20,6 +22,15 @@ from typing import Any
 import pytest
 
 REQUIRED = os.environ.get("PLUGINKIT_REQUIRE_DOCKER") == "1"
+#: The real part each marker needs, and the variable that makes it required.
+REQUIRE_VARIABLES = {
+    "docker": "PLUGINKIT_REQUIRE_DOCKER",
+    "go": "PLUGINKIT_REQUIRE_DOCKER",
+    "podman": "PLUGINKIT_REQUIRE_PODMAN",
+    "registry": "PLUGINKIT_REQUIRE_REGISTRY",
+    "dockercli": "PLUGINKIT_REQUIRE_DOCKER",
+    "swarm": "PLUGINKIT_REQUIRE_SWARM",
+}
 GO_DOCKER_SRC = Path("/usr/share/gocode/src/github.com/docker/docker/pkg/plugins")
 
 
@@ -45,24 +56,54 @@ def _go_problem() -> str | None:
     return None
 
 
+DOCKER_CLI = "/usr/bin/docker"  # Debian's docker.io: the 20.10 client of the 20.10 engine
+
+
+def _dockercli_problem() -> str | None:
+    if not os.access(DOCKER_CLI, os.X_OK):
+        return f"Docker's CLI is not installed at {DOCKER_CLI} (apt-get install docker.io)"
+    return None
+
+
 _problems: dict[str, str | None] = {}
 
 
 def _problem(kind: str) -> str | None:
     if kind not in _problems:
-        _problems[kind] = _docker_problem() if kind == "docker" else _go_problem()
+        if kind == "docker":
+            _problems[kind] = _docker_problem()
+        elif kind == "go":
+            _problems[kind] = _go_problem()
+        elif kind == "registry":
+            _problems[kind] = _registry_problem()
+        elif kind == "dockercli":
+            _problems[kind] = _dockercli_problem()
+        elif kind == "podman":
+            from _podman import podman_problem
+
+            _problems[kind] = podman_problem()
+        else:
+            from _swarm import swarm_problem
+
+            _problems[kind] = swarm_problem()
     return _problems[kind]
 
 
+def _registry_problem() -> str | None:
+    if shutil.which("docker-registry") is None:
+        return "Debian's docker-registry is not installed (apt-get install docker-registry)"
+    return None
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    for kind in ("docker", "go"):
+    for kind, variable in REQUIRE_VARIABLES.items():
         if item.get_closest_marker(kind) is None:
             continue
         problem = _problem(kind)
         if problem is None:
             continue
-        if REQUIRED:
-            pytest.fail(f"PLUGINKIT_REQUIRE_DOCKER=1 but {problem}", pytrace=False)
+        if os.environ.get(variable) == "1":
+            pytest.fail(f"{variable}=1 but {problem}", pytrace=False)
         pytest.skip(problem)
 
 
@@ -118,3 +159,31 @@ def build_go_program(source: str, workdir: Path, name: str = "prog") -> Path:
         timeout=300,
     )
     return binary
+
+
+@pytest.fixture(scope="session")
+def podman_engine() -> Iterator[Any]:
+    """A private ``podman system service`` (tests using it are marked ``podman``)."""
+    from _podman import PodmanEngine
+
+    engine = PodmanEngine()
+    try:
+        engine.start()
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(params=["docker", pytest.param("podman", marks=pytest.mark.podman)])
+def engine_client(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A docker-py client of each engine that serves Docker's API: dockerd, then Podman."""
+    if request.param == "docker":
+        import docker
+
+        client = docker.from_env(timeout=120)
+    else:
+        client = request.getfixturevalue("podman_engine").client()
+    try:
+        yield client
+    finally:
+        client.close()

@@ -68,7 +68,10 @@ class Cli:
 
     def sockets(self) -> list[Path]:
         """The plugin sockets currently present under the run root."""
-        return sorted(p for p in self.run_root.rglob("*.sock") if p.is_socket())
+        # Not the stable by-name links, which point at these same sockets.
+        return sorted(
+            p for p in self.run_root.rglob("*.sock") if p.is_socket() and not p.is_symlink()
+        )
 
 
 @pytest.fixture
@@ -348,7 +351,7 @@ def test_install_granted_on_a_terminal(cli: Cli, plugin_dir: Path) -> None:
         "Do you grant the above permissions? [y/N] "
         f"Installed plugin {plugin_dir}\n"
     )
-    assert cli.ok("ls", "--format", "json").count('"Name": "priv:latest"') == 1
+    assert cli.ok("ls", "--format", "json").count('"Name":"priv:latest"') == 1
 
 
 @pytest.mark.parametrize("grant", [[], ["--grant-all-permissions"]], ids=["ask", "grant-all"])
@@ -810,3 +813,26 @@ def test_one_line(lines: list[str]) -> None:
         assert "\n" not in folded
         assert folded.startswith(f"{kept[0]} {kept[-1]}")
     assert _one_line(message, debug=True) == message
+
+
+@pytest.mark.slow
+def test_podman_register_writes_and_removes_the_drop_in(cli: Cli, plugin_dir: Path) -> None:
+    """podman-register maps the enabled volume plugin to its stable socket; then removes it."""
+    drop_ins = cli.root.parent / "conf.d"
+    cli.ok("create", "localvolume", str(plugin_dir))
+    cli.ok("set", "localvolume", f"LOCALVOLUME_ROOT={cli.root.parent / 'vols'}")
+    cli.ok("enable", "localvolume")
+    path = drop_ins / "50-pluginkit.conf"
+    assert cli.ok("podman-register", "--dir", str(drop_ins)) == f"{path}\n"
+    stable = cli.run_root / "by-name" / "localvolume:latest.sock"
+    assert path.read_text().splitlines()[-2:] == [
+        "[engine.volume_plugins]",
+        f'"localvolume" = "{stable}"',
+    ]
+    assert stable.resolve().is_socket()
+    cli.ok("disable", "localvolume")
+    assert cli.ok("podman-register", "--dir", str(drop_ins)) == (
+        f"{path} (removed: no enabled volume plugin)\n"
+    )
+    assert not path.exists()
+    assert not stable.is_symlink()

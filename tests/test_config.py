@@ -817,10 +817,13 @@ _texts = st.lists(_text, max_size=3).map(tuple)
 _opt_text = st.none() | _text
 _cap = st.builds(
     CapabilityID,
-    prefix=st.text(st.characters(blacklist_characters="/", codec="utf-8"), max_size=8),
-    capability=st.text(st.characters(blacklist_characters="./", codec="utf-8"), max_size=8),
+    prefix=st.text(st.characters(blacklist_characters="/", codec="utf-8"), min_size=1, max_size=8),
+    capability=st.text(
+        st.characters(blacklist_characters="./", codec="utf-8"), min_size=1, max_size=8
+    ),
     version=_text,
 )
+_word = st.text(st.characters(codec="utf-8", blacklist_characters="\0"), max_size=8)
 _socket = st.text(
     st.characters(codec="utf-8", blacklist_characters="/\0"), min_size=1, max_size=8
 ).filter(lambda s: s not in (".", ".."))
@@ -846,7 +849,9 @@ CONFIGS = st.builds(
         socket=_socket,
         protocol_scheme=st.sampled_from(["", "moby.plugins.http/v1"]),
     ),
-    entrypoint=st.lists(_text, min_size=1, max_size=3).map(tuple),
+    entrypoint=st.tuples(_word.filter(bool), st.lists(_word, max_size=2)).map(
+        lambda t: (t[0], *t[1])
+    ),
     workdir=_text,
     user=st.none() | st.builds(User, uid=_uint32, gid=_uint32).filter(lambda u: u != User()),
     network=st.builds(Network, type=_text),

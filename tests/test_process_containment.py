@@ -129,9 +129,11 @@ def run_flood(base: Path, caplog: pytest.LogCaptureFixture, seconds: float) -> N
             biggest = max(biggest, on_disk())
             rss_peak = max(rss_peak, rss_kib())
             time.sleep(0.01)
+        stdout_log = spec.state_dir / "stdout.log"
+        wait_until(lambda: stdout_log.read_text().startswith("wrote "), "the plugin's total")
+        written = int(stdout_log.read_text().split()[1])
+        wait_until(lambda: rt.output_stats(spec.id)[1].read_bytes == written, "all of stderr")
         stdout, stderr = rt.output_stats(spec.id)
-        written = int((spec.state_dir / "stdout.log").read_text().split()[1])
-        assert stderr.read_bytes == written
         # A flood indeed. The plugin aims at 50 MiB/s; on a machine whose
         # cores are busy with other work it gets less CPU than that needs
         # (reading costs the runtime ~4 ms of CPU per MiB), so only a floor

@@ -392,7 +392,7 @@ def test_state_file(runtime: ProcessRuntime, spec: RuntimeSpec) -> None:
 def test_output_lines_reach_the_logger(
     runtime: ProcessRuntime, spec: RuntimeSpec, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Stdout lines are logged at INFO and stderr lines at WARNING, with plugin and stream."""
+    """Lines that say no level are logged at INFO (both streams), with plugin and stream."""
     caplog.set_level(logging.INFO, logger="pluginkit.plugin")
     runtime.start(spec, Exits())
     wait_until(lambda: plugin_records(caplog, "stdout"), "stdout line")
@@ -407,7 +407,7 @@ def test_output_lines_reach_the_logger(
     )
     assert (err.getMessage(), err.levelno, err.__dict__["plugin"]) == (
         "hello on stderr",
-        logging.WARNING,
+        logging.INFO,
         spec.id,
     )
 

@@ -33,7 +33,9 @@ from pathlib import Path
 
 import attrs
 
-__all__ = ["OutputStats", "forward_line"]
+from ._plugin_log import LineForwarder
+
+__all__ = ["OutputStats", "OutputStream"]
 
 _plugin_log = logging.getLogger("pluginkit.plugin")
 _log = logging.getLogger("pluginkit.runtime.process")
@@ -50,12 +52,6 @@ _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _PIPE_SIZE = 1024 * 1024
 # How much of a log file is read back to seed the tail of a restored plugin.
 _SEED_BYTES = 8 * 1024
-
-
-def forward_line(level: int, line: str, extra: dict[str, str]) -> None:
-    """Log one line of a plugin's output on ``pluginkit.plugin`` (the only place that does)."""
-    if _plugin_log.isEnabledFor(level):
-        _plugin_log.log(level, line, extra=extra)
 
 
 @attrs.frozen
@@ -120,7 +116,9 @@ class OutputStream:
     ) -> None:
         self.stream = stream
         self.tail: deque[str] = deque(maxlen=keep)
-        self._level = level
+        # Lines that say their level (Python logging, logrus) are logged at
+        # it, without the prefix; others at ``level``.
+        self._forward = LineForwarder(_plugin_log, level, extra)
         self._extra = extra
         self._log_file = log_file
         self._rotated = Path(f"{log_file}.1")
@@ -284,7 +282,7 @@ class OutputStream:
         if self.tail.maxlen:
             self.tail.append(line)
         self._forwarded += 1
-        forward_line(self._level, line, self._extra)
+        self._forward(line)
 
     def _notice(self) -> None:
         lines = self._dropped_lines - self._noticed_lines

@@ -44,10 +44,12 @@ import attrs
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 
 from .._errors import PluginError, RuntimeStartError
 from ._base import ExitCallback, PluginExit, RuntimeMount, RuntimeSpec
 from ._dispatch import ExitDispatcher
+from ._plugin_log import LineForwarder
 
 __all__ = ["DockerRuntime", "ImportProgress"]
 
@@ -120,9 +122,12 @@ class DockerRuntime:
         on_progress: Called while a rootfs is imported as an image (that
             happens at the first start of a plugin and after its rootfs
             changes); the same progress is logged on ``pluginkit.runtime.docker``.
-        stdout_level: Log level of the plugin's stdout lines.
-        stderr_level: Log level of the plugin's stderr lines (``WARNING``:
-            most programs write all their logging to stderr).
+        stdout_level: Log level of the plugin's stdout lines that say none.
+        stderr_level: Log level of the plugin's stderr lines that say none
+            (``INFO``: most programs write all their logging to stderr). A
+            line that says its level (``INFO:name:...``, ``WARNING ...``,
+            logrus's ``level=info msg=...``) is logged at that level,
+            without the prefix.
 
     Raises:
         PluginError: No Docker engine answers (the message names
@@ -158,7 +163,7 @@ class DockerRuntime:
         *,
         on_progress: ProgressCallback | None = None,
         stdout_level: int = logging.INFO,
-        stderr_level: int = logging.WARNING,
+        stderr_level: int = logging.INFO,
     ) -> None:
         self._owns_client = client is None
         self._client: Any = _connect() if client is None else client
@@ -170,6 +175,26 @@ class DockerRuntime:
         self._runs: dict[str, _Run] = {}
         self._closed = False
         self._exits = ExitDispatcher("pluginkit-docker-exits", _log)
+        self._engine: str | None = None
+        if _log.isEnabledFor(logging.DEBUG):
+            _ = self.engine  # says which engine answers (Docker or Podman), once
+
+    @property
+    def engine(self) -> str:
+        """The engine that answers, e.g. ``"Docker Engine 20.10.24"`` or ``"Podman Engine 4.3.1"``.
+
+        Asked once (``GET /version``) and logged at DEBUG level the first
+        time; ``"unknown engine"`` when the engine does not say.
+        """
+        if self._engine is None:
+            self._engine = _engine_name(self._api)
+            _log.debug("DockerRuntime talks to %s", self._engine)
+        return self._engine
+
+    @property
+    def is_podman(self) -> bool:
+        """Tell whether the engine is Podman (through its Docker-compatible API)."""
+        return self.engine.startswith("Podman")
 
     # -- the Runtime protocol -------------------------------------------------
 
@@ -395,6 +420,12 @@ class DockerRuntime:
             LABEL_SPEC: label,
             LABEL_STATE_DIR: str(spec.state_dir),
         }
+        if config["device_cgroup_rules"] and self.is_podman:
+            _log.warning(
+                "Podman's Docker API ignores device cgroup rules: AllowAllDevices of plugin %s "
+                "is not applied (its listed devices are)",
+                spec.name,
+            )
         propagated = config["propagated_source"]
         if propagated:
             labels[LABEL_PROPAGATED] = propagated
@@ -471,7 +502,6 @@ class DockerRuntime:
         return image_id
 
     def _import(self, spec: RuntimeSpec, reference: str, content: str) -> str:
-        repository, tag = reference.rsplit(":", 1)
         started = time.monotonic()
         with tempfile.TemporaryFile(prefix="pluginkit-rootfs-") as archive:
             with tarfile.open(fileobj=archive, mode="w") as tar:
@@ -486,11 +516,13 @@ class DockerRuntime:
                 total,
             )
             try:
+                # The tag goes with the repository (Podman ignores a
+                # separate "tag" parameter) and each label gets a LABEL line
+                # of its own (Podman reads "LABEL a=1 b=2" as one label).
                 answer = self._api.import_image(
                     src=self._chunks(spec, archive, total),
-                    repository=repository,
-                    tag=tag,
-                    changes=[f"LABEL {LABEL_ID}={spec.id} {LABEL_ROOTFS}={content}"],
+                    repository=reference,
+                    changes=[f"LABEL {LABEL_ID}={spec.id}", f"LABEL {LABEL_ROOTFS}={content}"],
                     stream_src=True,
                 )
             except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
@@ -546,6 +578,10 @@ class DockerRuntime:
             source = (container.get("Labels") or {}).get(LABEL_PROPAGATED)
             if source:
                 propagated.add(source)
+            if container["State"] == "running":
+                # Podman's forced removal stops with SIGTERM and a grace
+                # period; discarding means killing, on every engine.
+                self._signal(container["Id"], "SIGKILL")
             self._remove_container(container["Id"])
         for image in self._api.images(filters={"label": f"{LABEL_ID}={plugin_id}"}):
             with contextlib.suppress(docker.errors.APIError):
@@ -568,8 +604,9 @@ class DockerRuntime:
         try:
             self._api.kill(container_id, signal=signal)
         except docker.errors.APIError as exc:
-            # 404: gone; 409: not running. Both mean it is already stopped.
-            if exc.status_code not in (404, 409):
+            # 404: gone; 409: not running (Podman: 500 "container state
+            # improper"). All mean it is already stopped.
+            if not _already_stopped(exc):
                 raise PluginError(
                     f"Docker could not send {signal} to container {container_id[:12]}: "
                     f"{_explain(exc)}"
@@ -621,6 +658,10 @@ class DockerRuntime:
             except requests.exceptions.ReadTimeout:
                 continue
             except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+                if _is_read_timeout(exc):
+                    # Podman sends the head at once and times out in the
+                    # body: requests calls that a ConnectionError.
+                    continue
                 # The engine is restarting or gone: keep trying, without
                 # flooding the log (once, then every minute).
                 if not run.detached.is_set():
@@ -654,31 +695,32 @@ class DockerRuntime:
 
     def _pump_logs(self, run: _Run) -> None:
         pending = {1: b"", 2: b""}
+        forward = {
+            stream: LineForwarder(
+                _plugin_log,
+                self._levels[stream],
+                {"plugin": run.spec.id, "plugin_name": run.spec.name, "stream": name},
+            )
+            for stream, name in ((1, "stdout"), (2, "stderr"))
+        }
         try:
             for stream, data in _frames(run.log_sock):
                 if stream not in pending:
                     continue
                 *lines, pending[stream] = (pending[stream] + data).split(b"\n")
                 for line in lines:
-                    self._log_line(run, stream, line)
+                    self._log_line(run, stream, line, forward[stream])
         except (OSError, ValueError):
             pass  # the socket was closed (close() or the container went away)
         for stream, rest in pending.items():
             if rest:
-                self._log_line(run, stream, rest)
+                self._log_line(run, stream, rest, forward[stream])
 
-    def _log_line(self, run: _Run, stream: int, raw: bytes) -> None:
+    def _log_line(self, run: _Run, stream: int, raw: bytes, forward: LineForwarder) -> None:
         text = raw.decode("utf-8", "replace").rstrip("\r")
-        name = "stdout" if stream == 1 else "stderr"
         if stream == 2:
             run.stderr_tail.append(text)
-        level = self._levels[stream]
-        if _plugin_log.isEnabledFor(level):
-            _plugin_log.log(
-                level,
-                text,
-                extra={"plugin": run.spec.id, "plugin_name": run.spec.name, "stream": name},
-            )
+        forward(text)
 
     def _close_logs(self, run: _Run) -> None:
         sock, run.log_sock = run.log_sock, None
@@ -737,6 +779,49 @@ def _unreachable(where: str, exc: Exception) -> PluginError:
         f"no Docker engine answers at {where}: {exc}. Start the engine or point DOCKER_HOST "
         "at one, or run plugins as host processes with pluginkit.runtime.ProcessRuntime()"
     )
+
+
+def _engine_name(api: Any) -> str:
+    """Name and version of the engine behind ``api`` (Docker and Podman both answer /version)."""
+    try:
+        version = api.version()
+    except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+        return f"unknown engine ({_explain(exc)})"
+    components = version.get("Components") or []
+    names = [str(c.get("Name", "")) for c in components if isinstance(c, dict)]
+    # dockerd names its component "Engine"; Podman says "Podman Engine".
+    name = "Podman Engine" if any(n.startswith("Podman") for n in names) else "Docker Engine"
+    return f"{name} {version.get('Version', '?')}"
+
+
+def _already_stopped(exc: docker.errors.APIError) -> bool:
+    """Tell whether a refused kill means the container is not running any more."""
+    if exc.status_code in (404, 409):
+        return True
+    return exc.status_code == 500 and "container state improper" in _explain(exc)
+
+
+def _is_read_timeout(exc: BaseException) -> bool:
+    """Tell whether ``exc`` is a read timeout, however requests wrapped it."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        timeouts = (
+            requests.exceptions.ReadTimeout,
+            urllib3.exceptions.ReadTimeoutError,
+            socket.timeout,
+        )
+        if isinstance(current, timeouts):
+            return True
+        pending.extend(a for a in current.args if isinstance(a, BaseException))
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                pending.append(linked)
+    return False
 
 
 def _explain(exc: Exception) -> str:

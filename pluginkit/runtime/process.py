@@ -124,15 +124,17 @@ class ProcessRuntime:
     spec.name, "stream": "stdout" | "stderr"}``, at most ``log_rate`` lines
     per second per stream: lines beyond are dropped (a warning on
     ``pluginkit.runtime.process`` says how many) so that logging never lags
-    behind. Stdout lines are logged at ``stdout_level`` (``INFO``), stderr
-    lines at ``stderr_level`` (``WARNING``: most programs write all their
-    logging to stderr, so Docker's choice of ``ERROR`` would raise false
-    alarms). :meth:`output_stats` counts what was read, rotated out and
-    dropped. The files are emptied when the plugin starts. While no manager
-    reads (live restore), output waits in the FIFO (the plugin's writes block
-    once it is full, never fail) and is forwarded when a manager
-    re-attaches. The last ``stderr_tail_lines`` lines of stderr are kept for
-    :attr:`PluginExit.stderr_tail`.
+    behind. A line that says its level (``INFO:name:...``, ``WARNING ...``,
+    logrus's ``level=info msg=...``) is logged at that level, without the
+    prefix; other lines at ``stdout_level`` or ``stderr_level`` (both
+    ``INFO``: most programs write all their logging to stderr, so Docker's
+    choice of ``ERROR`` would raise false alarms). Use a formatter with
+    ``%(plugin_name)s`` to see which plugin spoke. :meth:`output_stats` counts
+    what was read, rotated out and dropped. The files are emptied when the
+    plugin starts. While no manager reads (live restore), output waits in the
+    FIFO (the plugin's writes block once it is full, never fail) and is
+    forwarded when a manager re-attaches. The last ``stderr_tail_lines`` lines
+    of stderr are kept for :attr:`PluginExit.stderr_tail`.
 
     **Exits.** Every exit - crash, :meth:`stop`, external kill - is reported
     once through ``on_exit``, called from a thread of the runtime after the
@@ -147,8 +149,8 @@ class ProcessRuntime:
         path: The ``PATH`` given to plugins and used to find a bare
             entrypoint; default the host's ``PATH``.
         env_passthrough: Host environment variables handed to plugins when set.
-        stdout_level: Log level of stdout lines.
-        stderr_level: Log level of stderr lines.
+        stdout_level: Log level of stdout lines that say none.
+        stderr_level: Log level of stderr lines that say none.
         stderr_tail_lines: How many last stderr lines an exit reports.
         max_log_bytes: The most a stream's log files hold on disk together.
         log_rate: Lines per second per stream forwarded to ``pluginkit.plugin``.
@@ -163,7 +165,7 @@ class ProcessRuntime:
         path: str | None = None,
         env_passthrough: Iterable[str] = ("PYTHONPATH",),
         stdout_level: int = logging.INFO,
-        stderr_level: int = logging.WARNING,
+        stderr_level: int = logging.INFO,
         stderr_tail_lines: int = 20,
         max_log_bytes: int = 1024 * 1024,
         log_rate: float = 1000.0,

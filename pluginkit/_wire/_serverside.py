@@ -1,4 +1,4 @@
-"""A small, strict HTTP/1.1 request parser and the response bytes of a plugin server.
+"""The server side of the wire: a strict HTTP/1.1 request parser and response heads.
 
 Docker's plugin protocol uses a tiny slice of HTTP/1.1: ``POST /<Method>``
 with a JSON body (``Content-Length`` or chunked), keep-alive connections, and
