@@ -191,3 +191,31 @@ def test_sigstopped_plugin_is_back_within_5_seconds(short_tmp: Path) -> None:
         ]
     finally:
         env.close()
+
+
+def test_ls_shows_health(env: Env) -> None:
+    """`ls` has a HEALTH column when plugins report health, and `{{.Health}}` in templates."""
+    import argparse
+    import io
+
+    from pluginkit.cli import print_plugins
+
+    m = env.manager(health_check=QUICK)
+    m.create("vol", env.plugin_dir())
+    m.create("off", env.plugin_dir("off"))
+    m.enable("vol")
+    wait_for(lambda: m.get("vol").health == "healthy")
+
+    def ls(fmt: str) -> str:
+        out = io.StringIO()
+        records = [p.to_dict() for p in m.list()]
+        print_plugins(records, argparse.Namespace(no_trunc=True, quiet=False, format=fmt), out)
+        return out.getvalue()
+
+    ids = {p.name: p.id for p in m.list()}
+    assert ls("table").splitlines() == [
+        f"{'ID':<67}NAME         DESCRIPTION   ENABLED   HEALTH",
+        f"{ids['off:latest']}   off:latest   test plugin   false     ",
+        f"{ids['vol:latest']}   vol:latest   test plugin   true      healthy",
+    ]
+    assert ls("{{.Name}} {{.Health}}") == "off:latest \nvol:latest healthy\n"
