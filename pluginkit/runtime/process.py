@@ -282,15 +282,25 @@ class ProcessRuntime:
             proc = self._procs.get(plugin_id)
         if proc is None:
             return
-        if proc.signal(signal.SIGTERM):
-            proc.signal(signal.SIGCONT)
-            if not self._wait_exit(proc, grace):
-                _log.warning(
-                    "plugin %s did not exit %.3g s after SIGTERM, sending SIGKILL", proc.name, grace
-                )
-                proc.kill_all()
-        if not self._wait_exit(proc, _KILL_WAIT):
-            _log.error("plugin %s (pid %d) did not exit after SIGKILL", proc.name, proc.pid)
+        # This thread watches the plugin until it is gone (its exit and its
+        # output): no hand-over to the monitor thread, whose wake-up would
+        # only add latency.
+        taken = self._take_over(proc)
+        try:
+            if proc.signal(signal.SIGTERM):
+                proc.signal(signal.SIGCONT)
+                if not self._wait_exit(proc, grace):
+                    _log.warning(
+                        "plugin %s did not exit %.3g s after SIGTERM, sending SIGKILL",
+                        proc.name,
+                        grace,
+                    )
+                    proc.kill_all()
+            if not self._wait_exit(proc, _KILL_WAIT):
+                _log.error("plugin %s (pid %d) did not exit after SIGKILL", proc.name, proc.pid)
+        finally:
+            if taken:
+                self._give_back(proc)
 
     def is_running(self, plugin_id: str) -> bool:
         """Tell whether the plugin is running under this runtime's supervision.
@@ -735,22 +745,69 @@ class ProcessRuntime:
         with self._lock:
             self._unwatch_locked(fd)
 
+    def _take_over(self, proc: _Proc) -> bool:
+        """Take the plugin's pidfd and FIFOs out of the monitor's set (a stop watches them)."""
+        with self._lock:
+            if proc.pidfd is None or proc.exited.is_set() or self._closed:
+                return False
+            proc.stoppers += 1
+            for fd in (proc.pidfd, *(s.fd for s in proc.streams)):
+                self._unwatch_locked(fd)
+            return True
+
+    def _give_back(self, proc: _Proc) -> None:
+        """Let the monitor watch the plugin again (a stop gave up waiting)."""
+        with self._lock:
+            proc.stoppers -= 1
+            if proc.stoppers or proc.exited.is_set() or self._closed:
+                return
+            with proc.io_lock:
+                for stream in proc.streams:
+                    if stream.fd is not None and stream.fd not in self._fds:
+                        self._watch_locked(stream.fd, proc, stream)
+                if proc.pidfd is not None and proc.pidfd not in self._fds:
+                    self._watch_locked(proc.pidfd, proc, None)
+            self._wake()
+
     def _wait_exit(self, proc: _Proc, timeout: float) -> bool:
-        """Wait in the calling thread for the plugin's exit; handle it if first to see it."""
+        """Wait in the calling thread for the plugin's exit, reading its output meanwhile.
+
+        The thread that sees the exit first reports it.
+        """
         if proc.exited.is_set():
             return True
+        deadline = time.monotonic() + timeout
         pidfd = proc.dup_pidfd()
         if pidfd is None:
             return proc.exited.wait(timeout)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        streams: dict[int, OutputStream] = {}
         try:
-            poller = select.poll()
-            poller.register(pidfd, select.POLLIN)
-            if not poller.poll(timeout * 1000):
-                return proc.exited.is_set()
+            with proc.io_lock:
+                for stream in proc.streams:
+                    if stream.fd is not None:
+                        fd = os.dup(stream.fd)
+                        streams[fd] = stream
+                        poller.register(fd, select.POLLIN)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or proc.exited.is_set():
+                    return proc.exited.is_set()
+                events = poller.poll(remaining * 1000)
+                if any(fd == pidfd for fd, _ in events):
+                    break
+                for fd, _ in events:
+                    with proc.io_lock:
+                        stream = streams[fd]
+                        if stream.fd is None or not stream.pump():
+                            poller.unregister(fd)
         finally:
             os.close(pidfd)
+            for fd in streams:
+                os.close(fd)
         self._try_finish(proc, pidfd_ready=True)
-        return proc.exited.wait(timeout)
+        return proc.exited.wait(max(0.0, deadline - time.monotonic()))
 
     def _try_finish(self, proc: _Proc, *, pidfd_ready: bool) -> None:
         if proc.claim_exit(pidfd_ready):
@@ -829,6 +886,8 @@ class _Proc:
         self._lock = threading.Lock()
         # Held while reading output (the monitor) and while closing the files.
         self.io_lock = threading.Lock()
+        # How many stop() calls watch this process instead of the monitor.
+        self.stoppers = 0
         self._gone = False
 
     def state_record(self, argv: list[str]) -> dict[str, Any]:
