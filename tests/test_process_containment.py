@@ -104,8 +104,40 @@ def flood_spec(base: Path, rate: float, seconds: float) -> RuntimeSpec:
     return spec
 
 
+class Counting(logging.Handler):
+    """Counts records without keeping them (caplog would hold every line in memory)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+@contextlib.contextmanager
+def counted_plugin_lines() -> Iterator[Counting]:
+    plugin_log = logging.getLogger("pluginkit.plugin")
+    handler = Counting()
+    saved = plugin_log.level, plugin_log.propagate
+    plugin_log.addHandler(handler)
+    plugin_log.setLevel(logging.DEBUG)
+    plugin_log.propagate = False
+    try:
+        yield handler
+    finally:
+        plugin_log.removeHandler(handler)
+        plugin_log.setLevel(saved[0])
+        plugin_log.propagate = saved[1]
+
+
 def run_flood(base: Path, caplog: pytest.LogCaptureFixture, seconds: float) -> None:
-    caplog.set_level(logging.INFO, logger="pluginkit")
+    caplog.set_level(logging.WARNING, logger="pluginkit.runtime.process")
+    with counted_plugin_lines() as lines:
+        flood(base, caplog, seconds, lines)
+
+
+def flood(base: Path, caplog: pytest.LogCaptureFixture, seconds: float, lines: Counting) -> None:
     cap = 256 * 1024
     rate = 50.0
     spec = flood_spec(base, rate, seconds)
@@ -148,6 +180,7 @@ def run_flood(base: Path, caplog: pytest.LogCaptureFixture, seconds: float) -> N
         assert stderr.forwarded_lines + stderr.dropped_lines == stderr.read_bytes // 100
         assert stderr.dropped_bytes == stderr.dropped_lines * 100
         assert stdout == OutputStats("stdout", read_bytes=stdout.read_bytes, forwarded_lines=1)
+        assert lines.count == stdout.forwarded_lines + stderr.forwarded_lines
         notices = [
             r.getMessage()
             for r in caplog.records
