@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -365,3 +366,41 @@ def test_manager_leaves_no_child_alive(
         m.shutdown()
     left = set(living(pids))
     assert_killed(containment, pids, expected_survivors(containment, left, pids))
+
+
+def test_limits_where_the_cgroup_has_the_controllers(
+    short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """memory_max and cpu_max land in memory.max and cpu.max, or a warning says they cannot."""
+    rt = ProcessRuntime(memory_max=64 * 2**20, cpu_max=0.5)
+    if rt.containment != "cgroup":
+        pytest.skip("no writable cgroup v2 hierarchy here")
+    spec = make_spec(short_tmp)
+    try:
+        rt.start(spec, Exits())
+        wait_until(lambda: listening(spec), "the plugin's socket")
+        cgroup = Path(json.loads((spec.state_dir / "process.json").read_text())["cgroup"])
+        for name, value in (("memory.max", "67108864"), ("cpu.max", "50000 100000")):
+            if (cgroup / name).exists():
+                assert (cgroup / name).read_text().strip() == value
+            else:
+                assert (
+                    f"plugin demo:latest: {name} is not available in {cgroup}: no limit applied"
+                    in caplog.messages
+                )
+    finally:
+        kill_all(rt)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"log_rate": 0}, "log_rate must be > 0, not 0"),
+        ({"memory_max": 0}, "memory_max must be > 0 or None, not 0"),
+        ({"cpu_max": -1.0}, "cpu_max must be > 0 or None, not -1.0"),
+    ],
+)
+def test_bad_limits(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=r"must be > 0") as info:
+        ProcessRuntime(**kwargs)  # type: ignore[arg-type]
+    assert str(info.value) == message

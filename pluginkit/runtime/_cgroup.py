@@ -131,10 +131,10 @@ class CGroup:
 
     def set_limit(self, name: str, value: str) -> bool:
         """Write a limit (``memory.max``, ``cpu.max``); False when the controller is not there."""
-        try:
-            (self.path / name).write_text(value)
-        except FileNotFoundError:
+        path = self.path / name
+        if not path.exists():  # creating it is refused (EACCES), so check first
             return False
+        path.write_text(value)
         return True
 
     def kill(self, timeout: float = 5.0) -> bool:
