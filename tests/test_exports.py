@@ -110,6 +110,7 @@ PUBLIC = {
     "pluginkit.runtime": [
         "DockerRuntime",
         "ExitCallback",
+        "OutputStats",
         "PluginExit",
         "ProcessRuntime",
         "Runtime",
