@@ -219,3 +219,16 @@ def test_ls_shows_health(env: Env) -> None:
         f"{ids['vol:latest']}   vol:latest   test plugin   true      healthy",
     ]
     assert ls("{{.Name}} {{.Health}}") == "off:latest \nvol:latest healthy\n"
+
+
+def test_shutdown_ends_the_probing_thread(env: Env) -> None:
+    """shutdown() stops the probes: no health thread is left, no event comes later."""
+    m = env.manager(health_check=QUICK)
+    m.create("vol", env.plugin_dir())
+    m.enable("vol")
+    wait_for(lambda: m.get("vol").health == "healthy")
+    m.shutdown()
+    assert not [t for t in threading.enumerate() if t.name == "pluginkit-health"]
+    actions = env.actions()
+    time.sleep(0.2)
+    assert env.actions() == actions
