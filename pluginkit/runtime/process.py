@@ -413,13 +413,22 @@ class ProcessRuntime:
             raise RuntimeError("ProcessRuntime is closed")
 
     def _reserve(self, spec: RuntimeSpec, *, restoring: bool = False) -> None:
-        with self._lock:
-            self._check_open()
-            if spec.id in self._starting:
-                raise RuntimeStartError(f"plugin {spec.name} is already being started")
-            if not restoring and spec.id in self._procs:
-                raise RuntimeStartError(f"plugin {spec.name} is already running")
-            self._starting.add(spec.id)
+        while True:
+            with self._lock:
+                self._check_open()
+                if spec.id in self._starting:
+                    raise RuntimeStartError(f"plugin {spec.name} is already being started")
+                proc = self._procs.get(spec.id)
+                if proc is None or not proc.exited.is_set():
+                    if not restoring and proc is not None:
+                        raise RuntimeStartError(f"plugin {spec.name} is already running")
+                    self._starting.add(spec.id)
+                    return
+            # Its last run has exited and is being cleaned up: a moment.
+            if not proc.cleaned.wait(_KILL_WAIT):
+                raise RuntimeStartError(
+                    f"plugin {spec.name} is still being cleaned up after its last exit"
+                )
 
     def _cgroup(self, spec: RuntimeSpec) -> CGroup | None:
         if self._cgroup_base is None:
@@ -833,17 +842,26 @@ class ProcessRuntime:
                 _log.warning("plugin %s: cannot read its last output: %s", proc.name, exc)
             exit_ = PluginExit(proc.id, proc.exit_code, proc.stderr_tail())
             proc.close_files()
+        # Gone, and so is everything it started: stop() may return. Deleting
+        # its files is left to the dispatcher thread, just before on_exit; a
+        # start meanwhile waits for that (see _reserve).
+        proc.exited.set()
+        _log.debug("plugin %s exited with %s", proc.name, proc.exit_code)
+        self._exits.post(lambda exit_: self._clean_up(proc, exit_), exit_)
+
+    def _clean_up(self, proc: _Proc, exit_: PluginExit) -> None:
+        """Dispatcher thread: delete the state file and socket of an exited plugin, report it."""
         try:
             _remove_state(proc.state_dir)
             _remove_socket(proc.socket_path)
         except OSError as exc:
             _log.warning("plugin %s: cannot clean up after it: %s", proc.name, exc)
-        with self._lock:
-            if self._procs.get(proc.id) is proc:
-                del self._procs[proc.id]
-        proc.exited.set()
-        _log.debug("plugin %s exited with %s", proc.name, proc.exit_code)
-        self._exits.post(proc.on_exit, exit_)
+        finally:
+            with self._lock:
+                if self._procs.get(proc.id) is proc:
+                    del self._procs[proc.id]
+            proc.cleaned.set()
+        proc.on_exit(exit_)
 
 
 def _join_cgroup(procs_fd: int) -> Callable[[], None]:
@@ -880,7 +898,10 @@ class _Proc:
         self.start_time = 0
         self.pidfd: int | None = None
         self.exit_code: int | None = None
+        # Set when the process is gone (and what it started); then when its
+        # files are deleted and it is no longer in the runtime's table.
         self.exited = threading.Event()
+        self.cleaned = threading.Event()
         # Held while signalling and while reaping, so that a signal is never
         # sent to a pid that has been reaped (and may have been recycled).
         self._lock = threading.Lock()
