@@ -287,15 +287,13 @@ class ProcessRuntime:
         # only add latency.
         taken = self._take_over(proc)
         try:
-            if proc.signal(signal.SIGTERM):
-                proc.signal(signal.SIGCONT)
-                if not self._wait_exit(proc, grace):
-                    _log.warning(
-                        "plugin %s did not exit %.3g s after SIGTERM, sending SIGKILL",
-                        proc.name,
-                        grace,
-                    )
-                    proc.kill_all()
+            if proc.signal(signal.SIGTERM, signal.SIGCONT) and not self._wait_exit(proc, grace):
+                _log.warning(
+                    "plugin %s did not exit %.3g s after SIGTERM, sending SIGKILL",
+                    proc.name,
+                    grace,
+                )
+                proc.kill_all()
             if not self._wait_exit(proc, _KILL_WAIT):
                 _log.error("plugin %s (pid %d) did not exit after SIGKILL", proc.name, proc.pid)
         finally:
@@ -424,8 +422,12 @@ class ProcessRuntime:
                         raise RuntimeStartError(f"plugin {spec.name} is already running")
                     self._starting.add(spec.id)
                     return
-            # Its last run has exited and is being cleaned up: a moment.
-            if not proc.cleaned.wait(_KILL_WAIT):
+            # Its last run has exited and is being cleaned up: a moment. From
+            # an on_exit callback (the dispatcher thread, which does that
+            # clean-up) it is done here and now rather than waited for.
+            if self._exits.in_thread():
+                self._clean_files(proc)
+            elif not proc.cleaned.wait(_KILL_WAIT):
                 raise RuntimeStartError(
                     f"plugin {spec.name} is still being cleaned up after its last exit"
                 )
@@ -851,6 +853,13 @@ class ProcessRuntime:
 
     def _clean_up(self, proc: _Proc, exit_: PluginExit) -> None:
         """Dispatcher thread: delete the state file and socket of an exited plugin, report it."""
+        self._clean_files(proc)
+        proc.on_exit(exit_)
+
+    def _clean_files(self, proc: _Proc) -> None:
+        """Delete an exited plugin's files once, on the dispatcher thread, and forget it."""
+        if proc.cleaned.is_set():
+            return
         try:
             _remove_state(proc.state_dir)
             _remove_socket(proc.socket_path)
@@ -861,7 +870,6 @@ class ProcessRuntime:
                 if self._procs.get(proc.id) is proc:
                     del self._procs[proc.id]
             proc.cleaned.set()
-        proc.on_exit(exit_)
 
 
 def _join_cgroup(procs_fd: int) -> Callable[[], None]:
@@ -921,13 +929,21 @@ class _Proc:
             "cgroup": str(self.cgroup.path) if self.cgroup is not None else None,
         }
 
-    def signal(self, sig: int) -> bool:
-        """Signal the plugin's process group; ``False`` if the plugin is gone."""
+    def signal(self, *signals: int) -> bool:
+        """Send the signals to the plugin's process group; ``False`` if the plugin is gone."""
         with self._lock:
-            if self._gone or not self._alive():
+            if self._gone:
+                return False
+            if self.popen is not None:
+                # Our child: until we reap it its pid (the group's id) cannot
+                # be reused, even if it has exited.
+                if self.popen.returncode is not None:
+                    return False
+            elif not self._alive():
                 return False
             try:
-                os.killpg(self.pid, sig)
+                for sig in signals:
+                    os.killpg(self.pid, sig)
             except ProcessLookupError:
                 return False
             except PermissionError as exc:
