@@ -253,10 +253,22 @@ def living(pids: Path) -> list[int]:
     return [int(p.name) for p in pids.iterdir() if alive(int(p.name))]
 
 
+NO_CGROUP = "no writable cgroup v2 hierarchy here (mount cgroup2, run as root or delegate)"
+
+
+def need_cgroup() -> None:
+    """Skip without a writable cgroup v2; fail instead when PLUGINKIT_REQUIRE_CGROUP=1."""
+    if ProcessRuntime().containment == "cgroup":
+        return
+    if os.environ.get("PLUGINKIT_REQUIRE_CGROUP") == "1":
+        pytest.fail(f"PLUGINKIT_REQUIRE_CGROUP=1 but {NO_CGROUP}", pytrace=False)
+    pytest.skip(NO_CGROUP)
+
+
 @pytest.fixture(params=["cgroup", "process-group"])
 def containment(request: pytest.FixtureRequest) -> str:
-    if request.param == "cgroup" and ProcessRuntime().containment != "cgroup":
-        pytest.skip("no writable cgroup v2 hierarchy here")
+    if request.param == "cgroup":
+        need_cgroup()
     return str(request.param)
 
 
@@ -372,9 +384,8 @@ def test_limits_where_the_cgroup_has_the_controllers(
     short_tmp: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """memory_max and cpu_max land in memory.max and cpu.max, or a warning says they cannot."""
+    need_cgroup()
     rt = ProcessRuntime(memory_max=64 * 2**20, cpu_max=0.5)
-    if rt.containment != "cgroup":
-        pytest.skip("no writable cgroup v2 hierarchy here")
     spec = make_spec(short_tmp)
     try:
         rt.start(spec, Exits())
