@@ -415,3 +415,19 @@ def test_bad_limits(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=r"must be > 0") as info:
         ProcessRuntime(**kwargs)  # type: ignore[arg-type]
     assert str(info.value) == message
+
+
+def test_close_deletes_the_cgroups_of_stopped_plugins(short_tmp: Path) -> None:
+    """A stopped plugin's cgroup is kept for its next start; close() deletes it."""
+    need_cgroup()
+    spec = make_spec(short_tmp)
+    rt = ProcessRuntime()
+    exits = Exits()
+    rt.start(spec, exits)
+    wait_until(lambda: listening(spec), "the plugin's socket")
+    cgroup = Path(json.loads((spec.state_dir / "process.json").read_text())["cgroup"])
+    rt.stop(spec.id)
+    assert cgroup.is_dir()
+    assert (cgroup / "cgroup.procs").read_text() == ""
+    rt.close()
+    assert not cgroup.exists()

@@ -393,7 +393,7 @@ class ProcessRuntime:
             # What the plugin writes from now on waits in its FIFO.
             with proc.io_lock:
                 proc.detach()
-        running = {proc.id for proc in procs}
+        running = {proc.id for proc in procs if not proc.exited.is_set()}
         for plugin_id, cgroup in self._cgroups.items():
             if plugin_id not in running and not cgroup.populated():
                 with contextlib.suppress(OSError):
@@ -459,6 +459,9 @@ class ProcessRuntime:
     def _kill_cgroup_leftovers(self, spec: RuntimeSpec, proc: _Proc | None) -> None:
         """Kill what is left in the plugin's cgroup (kept: deleting and making one is slow)."""
         cgroup = proc.cgroup if proc is not None else self._cgroup(spec)
+        if cgroup is not None and cgroup.exists():
+            with self._lock:
+                self._cgroups.setdefault(spec.id, cgroup)  # deleted by close() when empty
         if cgroup is not None and cgroup.populated():
             _log.warning(
                 "plugin %s: killing processes %s left in %s", spec.name, cgroup.pids(), cgroup.path
