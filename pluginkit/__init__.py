@@ -12,6 +12,8 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ._async_lookup import afind_with_capability, alookup_with_capability
+    from ._async_manager import AsyncManager
     from ._client import Client, TLSConfig
     from ._config import (
         CapabilityID,
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
         InvalidReferenceError,
         PluginCallError,
         PluginConnectionError,
+        PluginDisabledError,
         PluginEnabledError,
         PluginError,
         PluginExistsError,
@@ -70,6 +73,9 @@ if TYPE_CHECKING:
 # stays cheap. Type checkers see the eager imports above. A new public name
 # goes into both.
 _LAZY: dict[str, str] = {
+    "afind_with_capability": "._async_lookup",
+    "alookup_with_capability": "._async_lookup",
+    "AsyncManager": "._async_manager",
     "Client": "._client",
     "TLSConfig": "._client",
     "CapabilityID": "._config",
@@ -94,6 +100,7 @@ _LAZY: dict[str, str] = {
     "InvalidReferenceError": "._errors",
     "PluginCallError": "._errors",
     "PluginConnectionError": "._errors",
+    "PluginDisabledError": "._errors",
     "PluginEnabledError": "._errors",
     "PluginError": "._errors",
     "PluginExistsError": "._errors",
@@ -128,7 +135,11 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
+    from ._public import publish
+
     value = getattr(importlib.import_module(module, __name__), name)
+    # Tracebacks and help() show pluginkit.Name, not its private module.
+    publish({"__name__": __name__, "__all__": [name], name: value})
     globals()[name] = value
     return value
 
@@ -155,6 +166,7 @@ __all__ = [
     "InvalidReferenceError",
     "PluginCallError",
     "PluginConnectionError",
+    "PluginDisabledError",
     "PluginEnabledError",
     "PluginError",
     "PluginExistsError",
@@ -187,6 +199,9 @@ __all__ = [
     "Reference",
     "Settings",
     "Manager",
+    "AsyncManager",
+    "afind_with_capability",
+    "alookup_with_capability",
     "PluginEvent",
     "RestartPolicy",
     "InstallLimits",

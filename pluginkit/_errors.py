@@ -14,6 +14,7 @@ either::
      ├── PluginTimeoutError(TimeoutError)    a deadline passed
      ├── PluginInUseError                    plugin NAME is in use
      ├── PluginEnabledError                  plugin NAME is enabled
+     ├── PluginDisabledError                 plugin NAME found but disabled (disable twice)
      ├── PluginExistsError                   plugin NAME already exists
      ├── PrivilegesNotGrantedError           incorrect privileges
      ├── InvalidConfigError(ValueError)      config.json / spec file / settings are wrong
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidReferenceError",
     "PluginCallError",
     "PluginConnectionError",
+    "PluginDisabledError",
     "PluginEnabledError",
     "PluginError",
     "PluginExistsError",
@@ -138,6 +140,26 @@ class PluginEnabledError(PluginError):
     def __init__(self, name: str, message: str | None = None) -> None:
         self.name = name
         super().__init__(message if message is not None else f"plugin {name} is enabled")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.name, str(self)))
+
+
+class PluginDisabledError(PluginError):
+    """The operation needs an enabled plugin: :meth:`Manager.disable` of a disabled one.
+
+    The message is Docker's: ``plugin is already disabled: plugin NAME found
+    but disabled``. (A *lookup* of a disabled plugin raises
+    :class:`ErrDisabled`, a kind of :class:`ErrNotFound`, instead.)
+    """
+
+    def __init__(self, name: str, message: str | None = None) -> None:
+        self.name = name
+        super().__init__(
+            message
+            if message is not None
+            else f"plugin is already disabled: plugin {name} found but disabled"
+        )
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.name, str(self)))

@@ -606,6 +606,20 @@ class LegacyRegistry:
             found[name] for name in names if name in found and found[name].implements(capability)
         ]
 
+    async def aget(
+        self, name: str, capability: str | None, *, retry_timeout: float | None = None
+    ) -> Plugin:
+        """Awaitable :meth:`get`, run in pluginkit's lookup threads (``pluginkit._offload``)."""
+        from ._offload import offload
+
+        return await offload(self.get, name, capability, retry_timeout=retry_timeout)
+
+    async def aget_all(self, capability: str) -> list[Plugin]:
+        """Awaitable :meth:`get_all`, run in pluginkit's lookup threads (``pluginkit._offload``)."""
+        from ._offload import offload
+
+        return await offload(self.get_all, capability)
+
 
 _SKIP_VERIFY = TLSConfig(insecure_skip_verify=True)
 

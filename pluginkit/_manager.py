@@ -59,6 +59,7 @@ from ._errors import (
     ErrNotFound,
     InvalidConfigError,
     InvalidReferenceError,
+    PluginDisabledError,
     PluginEnabledError,
     PluginError,
     PluginExistsError,
@@ -272,6 +273,7 @@ class Manager:
             self._store.close()
             raise
         self._restore_all()
+        self._stop_leftovers()
 
     # -- properties ---------------------------------------------------------
 
@@ -488,8 +490,8 @@ class Manager:
             config=config,
             settings=settings,
             plugin_reference=reference,
-            stable_path=stable_socket_path(self._run_root_str, name),
         )
+        plugin._stable_path = stable_socket_path(self._run_root_str, name)
         entry = _Entry(
             id=plugin_id,
             name=name,
@@ -578,7 +580,8 @@ class Manager:
             force: disable even when the plugin is in use (the refcount is kept).
 
         Raises:
-            PluginError: ``plugin is already disabled: plugin NAME found but disabled``.
+            PluginDisabledError: ``plugin is already disabled: plugin NAME found but
+                disabled``.
             PluginInUseError: ``plugin NAME is in use`` (without ``force``).
         """
         entry = self._resolve(name)
@@ -604,7 +607,7 @@ class Manager:
     def _check_disable_locked(self, entry: _Entry, name: str, force: bool) -> None:
         self._check_live_locked(entry, name)
         if not entry.enabled:
-            raise PluginError(f"plugin is already disabled: plugin {entry.name} found but disabled")
+            raise PluginDisabledError(entry.name)
         if entry.refcount > 0 and not force:
             raise PluginInUseError(entry.name)
 
@@ -1259,6 +1262,34 @@ class Manager:
                     log.error(
                         "cannot start plugin %s: %s; retrying in %.3g s", entry.name, exc, delay
                     )
+
+    def _stop_leftovers(self) -> None:
+        """Stop what a killed manager left running of plugins recorded as disabled.
+
+        A manager killed inside :meth:`enable` (plugin started, record still
+        disabled) or :meth:`disable` leaves a plugin running that the record
+        does not own. The runtime's ``restore`` proves the identity (as for
+        live restore); whatever it re-attaches to is stopped at once.
+        """
+        disabled = [e for e in self._entries.values() if not e.enabled]
+        if len(disabled) <= 1:
+            for entry in disabled:
+                self._stop_leftover(entry)
+            return
+        with ThreadPoolExecutor(max_workers=min(16, len(disabled))) as pool:
+            list(pool.map(self._stop_leftover, disabled))
+
+    def _stop_leftover(self, entry: _Entry) -> None:
+        with entry.op_lock:
+            try:
+                if not self._runtime.restore(self._spec(entry), lambda info: None):
+                    return
+                log.warning(
+                    "stopping disabled plugin %s left running by a killed manager", entry.name
+                )
+                self._runtime.stop(entry.id, grace=self.stop_grace)
+            except Exception as exc:
+                log.warning("cannot stop what is left of disabled plugin %s: %s", entry.name, exc)
 
     # -- shutdown -----------------------------------------------------------
 

@@ -12,6 +12,7 @@ from ._errors import PluginError
 
 if TYPE_CHECKING:
     from ._client import Client
+    from ._config import PluginConfig, Settings
 
 __all__ = ["Plugin"]
 
@@ -45,15 +46,14 @@ class Plugin:
     id: str | None = None
     is_legacy: bool = True
     enabled: bool = True
-    config: Any = attrs.field(default=None, repr=False)
-    settings: Any = attrs.field(default=None, repr=False)
+    config: PluginConfig | None = attrs.field(default=None, repr=False)
+    settings: Settings | None = attrs.field(default=None, repr=False)
     refcount: int = 0
     plugin_reference: str = ""
-    _client_factory: Callable[[], Client] | None = attrs.field(
-        default=None, alias="client_factory", repr=False
-    )
+    # Set by the manager that owns the plugin, not by callers.
+    _client_factory: Callable[[], Client] | None = attrs.field(default=None, init=False, repr=False)
     _client_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
-    _stable_path: str | None = attrs.field(default=None, alias="stable_path", repr=False)
+    _stable_path: str | None = attrs.field(default=None, init=False, repr=False)
 
     @property
     def stable_address(self) -> str | None:
@@ -110,13 +110,13 @@ class Plugin:
                 "Addr": self.addr,
                 "Implements": list(self.capabilities),
             }
-        from ._config import dump_config, dump_settings
+        from ._config import Settings, dump_config, dump_settings
 
         return {
             "Id": self.id,
             "Name": self.name,
             "Enabled": self.enabled,
             "PluginReference": self.plugin_reference,
-            "Settings": dump_settings(self.settings),
+            "Settings": dump_settings(self.settings if self.settings is not None else Settings()),
             "Config": dump_config(self.config),
         }

@@ -46,6 +46,8 @@ EXIT_USAGE = 2
 DEFAULT_ENABLE_TIMEOUT = 30.0  # seconds, as `docker plugin enable`
 ID_LENGTH = 12  # `docker plugin ls` shows ids cut to 12 characters
 DESCRIPTION_LENGTH = 45  # ... and descriptions to 45
+# Until registry installs land: a SOURCE that is no path here is a reference.
+_NO_REGISTRY = "no such directory or tar archive, and registries are not supported yet"
 ENGINE_HINT = (
     "use --runtime process (or PLUGINKIT_RUNTIME=process) to run plugins as host processes"
 )
@@ -277,16 +279,22 @@ def print_plugins(records: list[dict[str, Any]], args: argparse.Namespace, out: 
     if args.quiet:
         for row in rows:
             out.write(f"{row['ID']}\n")
-    elif args.format == "json":
-        # Like `docker plugin ls --format json`: one JSON object per line.
-        for row in rows:
-            out.write(json.dumps(row, sort_keys=True) + "\n")
     else:
-        table = [["ID", "NAME", "DESCRIPTION", "ENABLED"]]
-        for row in rows:
-            enabled_text = "true" if row["Enabled"] else "false"
-            table.append([row["ID"], row["Name"], row["Description"], enabled_text])
-        _table(table, out)
+        from ._cli_format import print_ls
+
+        _formatted(print_ls, rows, args.format, out)
+
+
+def _formatted(printer: Callable[..., None], *args: Any) -> None:
+    """Run a ``--format`` printer; a bad template is an ``Error:``, exit status 1."""
+    try:
+        printer(*args)
+    except ValueError as exc:
+        from ._gotemplate import TemplateError  # not imported unless a template failed
+
+        if not isinstance(exc, TemplateError):
+            raise
+        raise CLIError(str(exc)) from None
 
 
 def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
@@ -299,7 +307,12 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
                 records.append(manager.inspect(name))
             except PluginError as exc:
                 errors.append(_one_line(str(exc), args.debug))
-    _dump_json(records, out)
+    if args.format:
+        from ._cli_format import print_inspect
+
+        _formatted(print_inspect, records, args.format, out)
+    else:
+        _dump_json(records, out)
     for error in errors:
         sys.stderr.write(f"Error: {error}\n")
     return EXIT_ERROR if errors else 0
@@ -342,6 +355,8 @@ def cmd_install(args: argparse.Namespace, out: TextIO) -> int:
             raise CLIError("permission denied")
         return True
 
+    if not args.source.startswith(("/", ".", "~")) and not os.path.exists(args.source):
+        raise CLIError(f'cannot install "{args.source}": {_NO_REGISTRY}')
     with _open_manager(args) as manager:
         grant = True if args.grant_all_permissions else ask
         plugin = manager.install(args.source, name=args.alias, grant=grant)
@@ -473,6 +488,14 @@ def cmd_call(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_completion(args: argparse.Namespace, out: TextIO) -> int:
+    """``pluginkit completion SHELL``: a completion script for bash, zsh, fish or tcsh."""
+    from ._cli_completion import completion_script
+
+    out.write(completion_script(build_parser(), args.shell))
+    return 0
+
+
 # -- the parser -----------------------------------------------------------------
 
 
@@ -502,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="what runs managed plugins (env PLUGINKIT_RUNTIME; default: docker)",
     )
     parser.add_argument("--debug", action="store_true", help="debug logging; tracebacks on failure")
+    parser.add_argument("--version", action="version", version=_version())
     _cli_daemon.add_global_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -538,11 +562,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="enabled=true|false or capability=CAP (repeatable)",
     )
-    sub.add_argument("--format", choices=("table", "json"), default="table")
+    sub.add_argument(
+        "--format",
+        default="table",
+        metavar="FORMAT",
+        help="table (default), json, a Go template ('{{.Name}}') or 'table TEMPLATE'",
+    )
     sub.add_argument("--no-trunc", action="store_true", help="do not truncate ids and descriptions")
     sub.add_argument("-q", "--quiet", action="store_true", help="only print ids")
 
     sub = command("inspect", cmd_inspect, "show plugins as JSON (like docker plugin inspect)")
+    sub.add_argument(
+        "-f", "--format", metavar="TEMPLATE", help="a Go template, e.g. '{{.Settings.Env}}'"
+    )
     sub.add_argument("names", nargs="+", metavar="NAME")
 
     sub = command("create", cmd_create, "create a plugin from a directory (config.json, rootfs/)")
@@ -621,8 +653,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="capability to look the plugin up by (default: METHOD's prefix)",
     )
     legacy_dirs(sub)
+
+    sub = command("completion", cmd_completion, "print a shell completion script")
+    sub.add_argument("shell", choices=("bash", "zsh", "fish", "tcsh"), metavar="SHELL")
     _cli_daemon.add_commands(command)
     return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"pluginkit version {__version__}"
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

@@ -351,7 +351,7 @@ def test_install_granted_on_a_terminal(cli: Cli, plugin_dir: Path) -> None:
         "Do you grant the above permissions? [y/N] "
         f"Installed plugin {plugin_dir}\n"
     )
-    assert cli.ok("ls", "--format", "json").count('"Name": "priv:latest"') == 1
+    assert cli.ok("ls", "--format", "json").count('"Name":"priv:latest"') == 1
 
 
 @pytest.mark.parametrize("grant", [[], ["--grant-all-permissions"]], ids=["ask", "grant-all"])

@@ -63,6 +63,7 @@ def test_builtin_bases():
         PluginCallError("M", 404, "nope"),
         pluginkit.PluginInUseError("d"),
         pluginkit.PluginEnabledError("e"),
+        pluginkit.PluginDisabledError("e2"),
         pluginkit.PluginExistsError("f"),
         InvalidConfigError("bad", path="/x/config.json", field="Interface.Types"),
         pluginkit.InvalidArchiveError("torn", path="/x/p.tar", member="rootfs/a"),
@@ -75,3 +76,30 @@ def test_errors_pickle(err):
     assert type(clone) is type(err)
     assert str(clone) == str(err)
     assert clone.__dict__ == err.__dict__
+
+
+def test_public_names_show_their_public_module() -> None:
+    """Tracebacks, repr and help() show pluginkit.X, not the private module it lives in."""
+    import traceback
+
+    import pluginkit.runtime
+    import pluginkit.sdk
+
+    assert traceback.format_exception_only(ErrNotFound("foo")) == [
+        'pluginkit.ErrNotFound: plugin "foo" not found\n'
+    ]
+    assert repr(pluginkit.Manager) == "<class 'pluginkit.Manager'>"
+    assert pluginkit.load_config.__module__ == "pluginkit"
+    assert pluginkit.sdk.PluginServer.__module__ == "pluginkit.sdk"
+    assert pluginkit.runtime.RuntimeSpec.__module__ == "pluginkit.runtime"
+    # Defined in a public module: kept.
+    assert pluginkit.sdk.VolumeDriver.__module__ == "pluginkit.sdk.volume"
+    assert pluginkit.runtime.ProcessRuntime.__module__ == "pluginkit.runtime.process"
+
+
+def test_disabled_error_is_not_a_lookup_error() -> None:
+    """disable() twice is a conflict, not a lookup: it has its own class and Docker's text."""
+    err = pluginkit.PluginDisabledError("acme/vol:latest")
+    assert str(err) == "plugin is already disabled: plugin acme/vol:latest found but disabled"
+    assert isinstance(err, PluginError)
+    assert not isinstance(err, (LookupError, ErrDisabled))

@@ -10,6 +10,7 @@ import pytest
 
 PUBLIC = {
     "pluginkit": [
+        "AsyncManager",
         "CapabilityID",
         "Client",
         "Device",
@@ -31,6 +32,7 @@ PUBLIC = {
         "PluginCallError",
         "PluginConfig",
         "PluginConnectionError",
+        "PluginDisabledError",
         "PluginEnabledError",
         "PluginError",
         "PluginEvent",
@@ -47,6 +49,8 @@ PUBLIC = {
         "RuntimeStartError",
         "Settings",
         "TLSConfig",
+        "afind_with_capability",
+        "alookup_with_capability",
         "apply_set",
         "compute_privileges",
         "dump_config",
@@ -59,6 +63,20 @@ PUBLIC = {
         "parse_config",
         "parse_reference",
         "set_default_manager",
+    ],
+    "pluginkit.clients": [
+        "AsyncAuthzClient",
+        "AsyncIpamDriverClient",
+        "AsyncLogDriverClient",
+        "AsyncNetworkDriverClient",
+        "AsyncSecretProviderClient",
+        "AsyncVolumeDriverClient",
+        "AuthzClient",
+        "IpamDriverClient",
+        "LogDriverClient",
+        "NetworkDriverClient",
+        "SecretProviderClient",
+        "VolumeDriverClient",
     ],
     "pluginkit.daemon": ["Daemon", "DaemonTLS", "sd_notify"],
     "pluginkit.podman": ["DEFAULT_DIR", "DROP_IN_NAME", "podman_name", "register", "render"],
@@ -124,3 +142,46 @@ def test_importing_pluginkit_does_not_import_docker() -> None:
     code = "import sys, pluginkit, pluginkit.runtime; print('docker' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("module_name", "name"),
+    [(module, name) for module, names in sorted(PUBLIC.items()) for name in names],
+)
+def test_public_name_names_its_public_module(module_name: str, name: str) -> None:
+    """A class or function re-exported from a private module says the public one."""
+    obj = getattr(importlib.import_module(module_name), name)
+    if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+        return
+    assert not any(part.startswith("_") for part in obj.__module__.split(".")), obj.__module__
+    assert getattr(importlib.import_module(obj.__module__), obj.__qualname__) is obj
+
+
+def test_plugin_constructor_has_no_internals() -> None:
+    """Plugin(...) takes what a lookup result is made of, not the manager's machinery."""
+    from pluginkit import Plugin
+
+    assert list(inspect.signature(Plugin).parameters) == [
+        "name",
+        "addr",
+        "client",
+        "capabilities",
+        "id",
+        "is_legacy",
+        "enabled",
+        "config",
+        "settings",
+        "refcount",
+        "plugin_reference",
+    ]
+
+
+def test_plugin_config_and_settings_are_typed() -> None:
+    """Plugin.config and Plugin.settings are PluginConfig / Settings (or None), not Any."""
+    import pluginkit
+
+    namespace = {**vars(pluginkit), "threading": __import__("threading")}
+    namespace["Callable"] = typing.Callable
+    hints = typing.get_type_hints(pluginkit.Plugin, namespace)
+    assert hints["config"] == typing.Optional[pluginkit.PluginConfig]  # noqa: UP045
+    assert hints["settings"] == typing.Optional[pluginkit.Settings]  # noqa: UP045

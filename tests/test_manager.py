@@ -24,6 +24,7 @@ from pluginkit import (
     InvalidReferenceError,
     Manager,
     Plugin,
+    PluginDisabledError,
     PluginEnabledError,
     PluginError,
     PluginExistsError,
@@ -309,12 +310,15 @@ def test_enable_twice_gives_already_enabled(env: Env, m: Manager) -> None:
 
 
 def test_disable_twice_gives_already_disabled(env: Env, m: Manager) -> None:
-    """Disabling a disabled plugin gives Docker's "plugin is already disabled" text."""
+    """Disabling a disabled plugin raises PluginDisabledError with Docker's text."""
     m.create("foo", env.plugin_dir())
     with pytest.raises(
-        PluginError, match=r"^plugin is already disabled: plugin foo:latest found but disabled$"
-    ):
+        PluginDisabledError,
+        match=r"^plugin is already disabled: plugin foo:latest found but disabled$",
+    ) as caught:
         m.disable("foo")
+    assert caught.value.name == "foo:latest"
+    assert not isinstance(caught.value, LookupError)
 
 
 def test_enable_and_disable_start_and_stop_the_plugin(env: Env, m: Manager) -> None:

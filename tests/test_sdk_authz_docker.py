@@ -74,3 +74,42 @@ def test_engine_asks_authz_plugin(private_dockerd: Any, plugin: tuple[str, DenyI
         r.request_uri.endswith("/version") and r.response_status_code == 200
         for r in driver.responses
     )
+
+
+class Failing(AuthzPlugin):
+    """Answers every request but ``/_ping`` (the start-up probe) with an error."""
+
+    def __init__(self, allow: bool) -> None:
+        self.allow = allow
+
+    def authz_request(self, request: authz.AuthzRequest) -> authz.AuthzResponse:
+        if request.request_uri.endswith("/_ping"):
+            return authz.AuthzResponse(allow=True)
+        return authz.AuthzResponse(allow=self.allow, msg="ignored", err="policy store unreachable")
+
+
+@pytest.mark.parametrize("allow", [True, False])
+def test_engine_refuses_when_the_verdict_has_err(
+    allow: bool, short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A verdict with err reaches the engine as an error (HTTP 500): refused, message kept."""
+    import docker
+
+    monkeypatch.delenv("PLUGINKIT_SOCKET_DIR", raising=False)
+    monkeypatch.delenv("PLUGINKIT_SOCKET", raising=False)
+    name = f"pk-authz-{secrets.token_hex(4)}"
+    server = Failing(allow).server(name=name)
+    server.start()
+    try:
+        with (
+            private_engine(short_tmp, f"--authorization-plugin={name}") as engine,
+            pytest.raises(docker.errors.APIError) as info,
+        ):
+            engine.version()
+    finally:
+        server.stop()
+        (SOCKET_DIR / f"{name}.sock").unlink(missing_ok=True)
+    assert info.value.status_code == 500
+    assert info.value.explanation == (
+        f"plugin {name} failed with error: AuthZPlugin.AuthZReq: policy store unreachable"
+    )

@@ -364,6 +364,29 @@ def test_authz_request_decoding_and_verdict(serve: Any) -> None:
     }
 
 
+class Broken(AuthzPlugin):
+    def authz_request(self, request: authz.AuthzRequest) -> authz.AuthzResponse:
+        return authz.AuthzResponse(allow=True, err="policy store unreachable")
+
+    def authz_response(self, request: authz.AuthzRequest) -> authz.AuthzResponse:
+        return authz.AuthzResponse(allow=False, msg="m", err="late failure")
+
+
+def test_authz_err_is_answered_500_with_the_whole_verdict(serve: Any) -> None:
+    """An AuthzResponse with err is sent with HTTP 500, as go-plugins-helpers does."""
+    c = serve(Broken().server())
+    reply = c.call("AuthZPlugin.AuthZReq", {"RequestUri": "/info"})
+    assert (reply.status, reply.json()) == (
+        500,
+        {"Allow": True, "Msg": "", "Err": "policy store unreachable"},
+    )
+    reply = c.call("AuthZPlugin.AuthZRes", {"RequestUri": "/info"})
+    assert (reply.status, reply.json()) == (
+        500,
+        {"Allow": False, "Msg": "m", "Err": "late failure"},
+    )
+
+
 class Vault(SecretProvider):
     def __init__(self) -> None:
         self.seen: list[secrets.SecretRequest] = []

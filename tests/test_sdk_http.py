@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pluginkit.sdk._http import HTTPError, Request, RequestParser
+from pluginkit._wire._serverside import HTTPError, Request, RequestParser
 
 
 def request_bytes(path: str, body: bytes, *, chunked: bool = False, extra: str = "") -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .._public import publish
 from ._base import (
     ExitCallback,
     PluginExit,
@@ -52,3 +53,6 @@ def __getattr__(name: str) -> Any:
 
         return ProcessRuntime
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+publish(globals())

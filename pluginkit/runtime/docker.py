@@ -49,6 +49,7 @@ import urllib3.exceptions
 from .._errors import PluginError, RuntimeStartError
 from ._base import ExitCallback, PluginExit, RuntimeMount, RuntimeSpec
 from ._dispatch import ExitDispatcher
+from ._plugin_log import LineForwarder
 
 __all__ = ["DockerRuntime", "ImportProgress"]
 
@@ -121,9 +122,12 @@ class DockerRuntime:
         on_progress: Called while a rootfs is imported as an image (that
             happens at the first start of a plugin and after its rootfs
             changes); the same progress is logged on ``pluginkit.runtime.docker``.
-        stdout_level: Log level of the plugin's stdout lines.
-        stderr_level: Log level of the plugin's stderr lines (``WARNING``:
-            most programs write all their logging to stderr).
+        stdout_level: Log level of the plugin's stdout lines that say none.
+        stderr_level: Log level of the plugin's stderr lines that say none
+            (``INFO``: most programs write all their logging to stderr). A
+            line that says its level (``INFO:name:...``, ``WARNING ...``,
+            logrus's ``level=info msg=...``) is logged at that level,
+            without the prefix.
 
     Raises:
         PluginError: No Docker engine answers (the message names
@@ -159,7 +163,7 @@ class DockerRuntime:
         *,
         on_progress: ProgressCallback | None = None,
         stdout_level: int = logging.INFO,
-        stderr_level: int = logging.WARNING,
+        stderr_level: int = logging.INFO,
     ) -> None:
         self._owns_client = client is None
         self._client: Any = _connect() if client is None else client
@@ -691,31 +695,32 @@ class DockerRuntime:
 
     def _pump_logs(self, run: _Run) -> None:
         pending = {1: b"", 2: b""}
+        forward = {
+            stream: LineForwarder(
+                _plugin_log,
+                self._levels[stream],
+                {"plugin": run.spec.id, "plugin_name": run.spec.name, "stream": name},
+            )
+            for stream, name in ((1, "stdout"), (2, "stderr"))
+        }
         try:
             for stream, data in _frames(run.log_sock):
                 if stream not in pending:
                     continue
                 *lines, pending[stream] = (pending[stream] + data).split(b"\n")
                 for line in lines:
-                    self._log_line(run, stream, line)
+                    self._log_line(run, stream, line, forward[stream])
         except (OSError, ValueError):
             pass  # the socket was closed (close() or the container went away)
         for stream, rest in pending.items():
             if rest:
-                self._log_line(run, stream, rest)
+                self._log_line(run, stream, rest, forward[stream])
 
-    def _log_line(self, run: _Run, stream: int, raw: bytes) -> None:
+    def _log_line(self, run: _Run, stream: int, raw: bytes, forward: LineForwarder) -> None:
         text = raw.decode("utf-8", "replace").rstrip("\r")
-        name = "stdout" if stream == 1 else "stderr"
         if stream == 2:
             run.stderr_tail.append(text)
-        level = self._levels[stream]
-        if _plugin_log.isEnabledFor(level):
-            _plugin_log.log(
-                level,
-                text,
-                extra={"plugin": run.spec.id, "plugin_name": run.spec.name, "stream": name},
-            )
+        forward(text)
 
     def _close_logs(self, run: _Run) -> None:
         sock, run.log_sock = run.log_sock, None

@@ -1,9 +1,9 @@
-"""ProcessRuntime: each plugin is a host process in its own session.
+"""ProcessRuntime: each plugin is a host process in its own session (and cgroup).
 
 One monitor thread per runtime watches every plugin process (a pidfd each
-where the kernel has them, polling otherwise) and tails their log files; one
-dispatcher thread calls the ``on_exit`` callbacks, so that a slow callback
-never delays exit detection or logging.
+where the kernel has them, polling otherwise) and drains their output FIFOs
+(one epoll set for all); one dispatcher thread calls the ``on_exit``
+callbacks, so that a slow callback never delays exit detection or logging.
 
 Linux only: liveness and reuse-safety rely on ``/proc`` and pidfds.
 """
@@ -21,7 +21,7 @@ import signal
 import stat
 import subprocess
 import threading
-from collections import deque
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,30 +31,24 @@ import attrs
 from .._errors import RuntimeStartError
 from .._store import atomic_write
 from ._base import ExitCallback, PluginExit, RuntimeSpec
+from ._cgroup import CGroup, cgroup_base, plugin_cgroup_name
 from ._dispatch import ExitDispatcher
+from ._proclog import OutputStats, OutputStream, make_fifo, open_for_plugin
 
-__all__ = ["ProcessRuntime"]
+__all__ = ["OutputStats", "ProcessRuntime"]
 
 _log = logging.getLogger("pluginkit.runtime.process")
-_plugin_log = logging.getLogger("pluginkit.plugin")
 
 STATE_FILE = "process.json"
 STDOUT_FILE = "stdout.log"
 STDERR_FILE = "stderr.log"
+_STREAMS = ("stdout", "stderr")
 _STATE_VERSION = 1
 
-# How often the monitor reads the log files. Exits are seen at once through
-# pidfds; without them (old kernels) this is also the exit-detection delay.
+# Without pidfds (old kernels) exits are found by polling this often.
 _TICK = 0.05
 # After SIGKILL, how long stop() waits before giving up (Docker: 10 s too).
 _KILL_WAIT = 10.0
-# A line longer than this is forwarded in pieces rather than buffered forever.
-_MAX_LINE = 16 * 1024
-# At most this much is read from one stream per tick, so that one chatty
-# plugin cannot starve the others.
-_READ_CHUNK = 256 * 1024
-# How much of stderr.log is read back to seed the tail of a restored plugin.
-_SEED_BYTES = 8 * 1024
 
 # Children whose runtime was closed while they still ran. Keeping their Popen
 # objects alive stops subprocess from warning about them and from reaping them
@@ -62,6 +56,14 @@ _SEED_BYTES = 8 * 1024
 # still learns their exit code).
 _detached: dict[int, subprocess.Popen[bytes]] = {}
 _detached_lock = threading.Lock()
+
+
+def _fifo(state_dir: Path, stream: str) -> Path:
+    return state_dir / f"{stream}.pipe"
+
+
+def _log_file(state_dir: Path, stream: str) -> Path:
+    return state_dir / f"{stream}.log"
 
 
 class ProcessRuntime:
@@ -98,27 +100,41 @@ class ProcessRuntime:
     **Sessions and live restore.** Each plugin leads its own session and
     process group, so it is not hit by signals meant for the manager (Ctrl-C
     in a terminal) and outlives it. ``spec.state_dir/process.json`` records
-    its pid, its start time (field 22 of ``/proc/<pid>/stat``), the boot id
-    and the command line, written atomically. :meth:`restore` re-attaches
-    only to a process whose pid, start time and boot id all match, so a
-    recycled pid is never taken for the plugin (and never signalled).
+    its pid, its start time (field 22 of ``/proc/<pid>/stat``), the boot id,
+    the command line and its cgroup, written atomically. :meth:`restore`
+    re-attaches only to a process whose pid, start time and boot id all
+    match, so a recycled pid is never taken for the plugin (and never
+    signalled).
 
-    **Logs.** The plugin's stdout and stderr go to ``stdout.log`` and
-    ``stderr.log`` in ``spec.state_dir`` - files, not pipes, so the plugin
-    never gets ``SIGPIPE`` or blocks when the manager is gone. The runtime
-    tails them and forwards every line to the logger ``pluginkit.plugin``,
-    the message being the line itself, with ``extra={"plugin": spec.id,
-    "plugin_name": spec.name, "stream": "stdout" | "stderr"}``. Stdout lines
-    are logged at ``stdout_level`` (``INFO``), stderr lines at
-    ``stderr_level`` (``WARNING``: most programs write all their logging to
-    stderr, so Docker's choice of ``ERROR`` would raise false alarms). Use a
-    formatter with ``%(plugin_name)s`` to see which plugin spoke. The files
-    are truncated when the plugin starts and whenever the runtime has read
-    more than ``max_log_bytes`` of one (a few bytes written at that very
-    instant may be lost); while no manager supervises the plugin they grow
-    unchecked, and the lines written then are not forwarded when a manager
-    re-attaches. The last ``stderr_tail_lines`` lines of stderr are kept for
-    :attr:`PluginExit.stderr_tail`.
+    **Containment.** Everything a plugin starts dies with it: when its main
+    process exits (crash, :meth:`stop`), whatever it left running is killed
+    before the exit is reported. Where a cgroup v2 hierarchy is writable, each
+    plugin runs in a cgroup of its own, which no process can leave
+    (``setsid`` and double forks included), and ``memory_max`` /
+    ``cpu_max`` apply when the cgroup has those controllers. Elsewhere the
+    plugin's process group is killed, which a process that called ``setsid``
+    escapes. :attr:`containment` says which is used.
+
+    **Logs.** The plugin's stdout and stderr are FIFOs in ``spec.state_dir``
+    that the runtime drains: what the plugin writes goes to ``stdout.log`` and
+    ``stderr.log``, rotated to ``*.log.1`` so that each stream's two files
+    never hold more than ``max_log_bytes`` together, whatever the rate. Every
+    line is also forwarded to the logger ``pluginkit.plugin``, the message
+    being the line itself, with ``extra={"plugin": spec.id, "plugin_name":
+    spec.name, "stream": "stdout" | "stderr"}``, at most ``log_rate`` lines
+    per second per stream: lines beyond are dropped (a warning on
+    ``pluginkit.runtime.process`` says how many) so that logging never lags
+    behind. A line that says its level (``INFO:name:...``, ``WARNING ...``,
+    logrus's ``level=info msg=...``) is logged at that level, without the
+    prefix; other lines at ``stdout_level`` or ``stderr_level`` (both
+    ``INFO``: most programs write all their logging to stderr, so Docker's
+    choice of ``ERROR`` would raise false alarms). Use a formatter with
+    ``%(plugin_name)s`` to see which plugin spoke. :meth:`output_stats` counts
+    what was read, rotated out and dropped. The files are emptied when the
+    plugin starts. While no manager reads (live restore), output waits in the
+    FIFO (the plugin's writes block once it is full, never fail) and is
+    forwarded when a manager re-attaches. The last ``stderr_tail_lines`` lines
+    of stderr are kept for :attr:`PluginExit.stderr_tail`.
 
     **Exits.** Every exit - crash, :meth:`stop`, external kill - is reported
     once through ``on_exit``, called from a thread of the runtime after the
@@ -133,10 +149,13 @@ class ProcessRuntime:
         path: The ``PATH`` given to plugins and used to find a bare
             entrypoint; default the host's ``PATH``.
         env_passthrough: Host environment variables handed to plugins when set.
-        stdout_level: Log level of stdout lines.
-        stderr_level: Log level of stderr lines.
+        stdout_level: Log level of stdout lines that say none.
+        stderr_level: Log level of stderr lines that say none.
         stderr_tail_lines: How many last stderr lines an exit reports.
-        max_log_bytes: Size past which a log file is truncated once read.
+        max_log_bytes: The most a stream's log files hold on disk together.
+        log_rate: Lines per second per stream forwarded to ``pluginkit.plugin``.
+        memory_max: Memory limit of each plugin in bytes (cgroup ``memory.max``).
+        cpu_max: CPU limit of each plugin in cores, e.g. ``0.5`` (cgroup ``cpu.max``).
     """
 
     def __init__(
@@ -146,9 +165,12 @@ class ProcessRuntime:
         path: str | None = None,
         env_passthrough: Iterable[str] = ("PYTHONPATH",),
         stdout_level: int = logging.INFO,
-        stderr_level: int = logging.WARNING,
+        stderr_level: int = logging.INFO,
         stderr_tail_lines: int = 20,
         max_log_bytes: int = 1024 * 1024,
+        log_rate: float = 1000.0,
+        memory_max: int | None = None,
+        cpu_max: float | None = None,
     ) -> None:
         if grace < 0:
             raise ValueError(f"grace must be >= 0, not {grace!r}")
@@ -156,12 +178,25 @@ class ProcessRuntime:
             raise ValueError(f"max_log_bytes must be > 0, not {max_log_bytes!r}")
         if stderr_tail_lines < 0:
             raise ValueError(f"stderr_tail_lines must be >= 0, not {stderr_tail_lines!r}")
+        if not log_rate > 0:
+            raise ValueError(f"log_rate must be > 0, not {log_rate!r}")
+        if memory_max is not None and memory_max <= 0:
+            raise ValueError(f"memory_max must be > 0 or None, not {memory_max!r}")
+        if cpu_max is not None and not cpu_max > 0:
+            raise ValueError(f"cpu_max must be > 0 or None, not {cpu_max!r}")
         self._grace = grace
         self._path = path if path is not None else os.environ.get("PATH", os.defpath)
         self._env_passthrough = tuple(env_passthrough)
         self._levels = {"stdout": stdout_level, "stderr": stderr_level}
         self._tail_lines = stderr_tail_lines
         self._max_log_bytes = max_log_bytes
+        self._log_rate = log_rate
+        self._limits: dict[str, str] = {}
+        if memory_max is not None:
+            self._limits["memory.max"] = str(memory_max)
+        if cpu_max is not None:
+            self._limits["cpu.max"] = f"{max(1000, round(cpu_max * 100_000))} 100000"
+        self._cgroup_base = cgroup_base()
 
         self._lock = threading.Lock()
         self._procs: dict[str, _Proc] = {}
@@ -169,10 +204,34 @@ class ProcessRuntime:
         self._closed = False
         self._monitor: threading.Thread | None = None
         self._exits = ExitDispatcher("pluginkit-process-exits", _log)
+        self._epoll = select.epoll()
+        # What each descriptor in the epoll set belongs to (guarded by _lock).
+        self._fds: dict[int, tuple[_Proc, OutputStream | None]] = {}
+        # The cgroups this runtime made or found, by plugin id (guarded by _lock).
+        self._cgroups: dict[str, CGroup] = {}
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._epoll.register(self._wake_r, select.EPOLLIN)
 
     def __repr__(self) -> str:
         return f"<ProcessRuntime plugins={len(self._procs)}{' closed' if self._closed else ''}>"
+
+    @property
+    def containment(self) -> str:
+        """``"cgroup"`` (a cgroup v2 per plugin) or ``"process-group"``."""
+        return "cgroup" if self._cgroup_base is not None else "process-group"
+
+    def output_stats(self, plugin_id: str) -> tuple[OutputStats, ...]:
+        """Say what became of the plugin's output since it started or was re-attached.
+
+        Returns:
+            The stats of stdout and stderr; ``()`` for a plugin not run here.
+        """
+        with self._lock:
+            proc = self._procs.get(plugin_id)
+        if proc is None:
+            return ()
+        with proc.io_lock:
+            return tuple(s.stats() for s in proc.streams)
 
     # -- the Runtime protocol ------------------------------------------------
 
@@ -182,6 +241,8 @@ class ProcessRuntime:
         Returns as soon as the program runs, before it listens: the caller
         waits for ``spec.socket_path`` itself. A plugin that dies right away
         is reported through ``on_exit`` with its exit code and stderr tail.
+        A process of an earlier run of the plugin that no runtime supervises
+        (left by a killed manager) is killed first: a plugin never runs twice.
 
         Raises:
             RuntimeStartError: The entrypoint is missing, not found or not
@@ -191,6 +252,7 @@ class ProcessRuntime:
         """
         self._reserve(spec)
         try:
+            self._kill_leftovers(spec)
             proc = self._launch(spec, on_exit)
         finally:
             with self._lock:
@@ -198,12 +260,14 @@ class ProcessRuntime:
         self._register(proc)
 
     def stop(self, plugin_id: str, *, grace: float | None = None) -> None:
-        """Stop the plugin: SIGTERM to its process group, SIGKILL after ``grace`` s.
+        """Stop the plugin: SIGTERM (and SIGCONT) to its process group, SIGKILL after ``grace`` s.
 
-        Returns once the plugin's main process has exited (its ``on_exit``
-        may run just before or just after). If it survives SIGKILL for 10 s
-        (a process stuck in the kernel) an error is logged and ``stop``
-        returns. Stopping a plugin that is not running does nothing.
+        Returns once the plugin's main process has exited and everything it
+        started is killed (its ``on_exit`` may run just before or just
+        after). SIGCONT follows SIGTERM so that a stopped (SIGSTOP) plugin
+        gets it too. If it survives SIGKILL for 10 s (a process stuck in the
+        kernel) an error is logged and ``stop`` returns. Stopping a plugin
+        that is not running does nothing.
 
         Args:
             plugin_id: The plugin's id.
@@ -218,12 +282,14 @@ class ProcessRuntime:
             proc = self._procs.get(plugin_id)
         if proc is None:
             return
-        if proc.signal(signal.SIGTERM) and not proc.exited.wait(grace):
-            _log.warning(
-                "plugin %s did not exit %.3g s after SIGTERM, sending SIGKILL", proc.name, grace
-            )
-            proc.signal(signal.SIGKILL)
-        if not proc.exited.wait(_KILL_WAIT):
+        if proc.signal(signal.SIGTERM):
+            proc.signal(signal.SIGCONT)
+            if not self._wait_exit(proc, grace):
+                _log.warning(
+                    "plugin %s did not exit %.3g s after SIGTERM, sending SIGKILL", proc.name, grace
+                )
+                proc.kill_all()
+        if not self._wait_exit(proc, _KILL_WAIT):
             _log.error("plugin %s (pid %d) did not exit after SIGKILL", proc.name, proc.pid)
 
     def is_running(self, plugin_id: str) -> bool:
@@ -243,8 +309,9 @@ class ProcessRuntime:
         The process must have the recorded pid, start time and boot id;
         anything else (no or unreadable state file, another boot, a dead or
         recycled pid) returns ``False`` after removing the stale state file
-        and socket, without signalling anything. A plugin already supervised
-        by this runtime returns ``True`` (its exits now go to ``on_exit``).
+        and socket, without signalling anything but the processes left in
+        the plugin's own cgroup. A plugin already supervised by this runtime
+        returns ``True`` (its exits now go to ``on_exit``).
 
         Raises:
             RuntimeError: The runtime is closed.
@@ -257,6 +324,8 @@ class ProcessRuntime:
                     supervised.on_exit = on_exit
                     return True
             proc = self._reattach(spec, on_exit)
+            if proc is None:
+                self._kill_cgroup_leftovers(spec, None)
         finally:
             with self._lock:
                 self._starting.discard(spec.id)
@@ -279,10 +348,18 @@ class ProcessRuntime:
         with self._lock:
             self._check_open()
             proc = self._procs.get(plugin_id)
+        if proc is not None:
+            self.stop(plugin_id)
+        with self._lock:
+            cgroup = self._cgroups.pop(plugin_id, None)
+        if cgroup is not None:
+            cgroup.remove()
         if proc is None:
             return
-        self.stop(plugin_id)
-        for name in (STATE_FILE, STDOUT_FILE, STDERR_FILE):
+        names = [STATE_FILE]
+        for stream in _STREAMS:
+            names += [f"{stream}.log", f"{stream}.log.1", f"{stream}.pipe"]
+        for name in names:
             with contextlib.suppress(FileNotFoundError):
                 (proc.state_dir / name).unlink()
 
@@ -305,8 +382,17 @@ class ProcessRuntime:
             self._monitor.join()
         self._exits.close()
         for proc in procs:
-            proc.detach()
+            # What the plugin writes from now on waits in its FIFO.
+            with proc.io_lock:
+                proc.detach()
+        running = {proc.id for proc in procs}
+        for plugin_id, cgroup in self._cgroups.items():
+            if plugin_id not in running and not cgroup.populated():
+                with contextlib.suppress(OSError):
+                    cgroup.path.rmdir()
         with self._lock:
+            self._fds.clear()
+            self._epoll.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
 
@@ -325,6 +411,42 @@ class ProcessRuntime:
                 raise RuntimeStartError(f"plugin {spec.name} is already running")
             self._starting.add(spec.id)
 
+    def _cgroup(self, spec: RuntimeSpec) -> CGroup | None:
+        if self._cgroup_base is None:
+            return None
+        return CGroup(self._cgroup_base / plugin_cgroup_name(spec.id, spec.state_dir))
+
+    def _kill_leftovers(self, spec: RuntimeSpec) -> None:
+        """Kill a process of an earlier run that a killed manager left behind (verified)."""
+        proc = self._reattach(spec, lambda exit_: None, quiet=True)
+        if proc is not None:
+            _log.warning(
+                "plugin %s: stopping process %d left running by an earlier manager",
+                spec.name,
+                proc.pid,
+            )
+            proc.kill_all()
+            deadline = time.monotonic() + _KILL_WAIT
+            while proc.running() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            proc.close_files()
+            if proc.popen is not None:
+                proc.popen.poll()
+        self._kill_cgroup_leftovers(spec, proc)
+        _remove_state(spec.state_dir)
+
+    def _kill_cgroup_leftovers(self, spec: RuntimeSpec, proc: _Proc | None) -> None:
+        cgroup = proc.cgroup if proc is not None else self._cgroup(spec)
+        if cgroup is not None and cgroup.exists():
+            if cgroup.populated():
+                _log.warning(
+                    "plugin %s: killing processes %s left in %s",
+                    spec.name,
+                    cgroup.pids(),
+                    cgroup.path,
+                )
+            cgroup.remove()
+
     def _launch(self, spec: RuntimeSpec, on_exit: ExitCallback) -> _Proc:
         env = self._environment(spec)
         argv = [self._resolve_entrypoint(spec, env["PATH"]), *spec.entrypoint[1:], *spec.args]
@@ -337,19 +459,36 @@ class ProcessRuntime:
             raise RuntimeStartError(f"cannot start plugin {spec.name}: {exc}") from exc
         _remove_socket(spec.socket_path)
 
-        logs = {"stdout": spec.state_dir / STDOUT_FILE, "stderr": spec.state_dir / STDERR_FILE}
+        cgroup = self._cgroup(spec)
         fds: list[int] = []
-        tails: list[_LogTail] = []
+        streams: list[OutputStream] = []
+        procs_fd: int | None = None
         try:
             try:
-                for path in logs.values():
-                    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
-                    fds.append(os.open(path, flags, 0o600))
-                tails = self._open_tails(spec, logs, at_end=False)
+                for stream in _STREAMS:
+                    make_fifo(_fifo(spec.state_dir, stream))
+                    streams.append(self._open_stream(spec, stream, fresh=True))
+                    fds.append(open_for_plugin(_fifo(spec.state_dir, stream)))
             except OSError as exc:
                 raise RuntimeStartError(
                     f"cannot start plugin {spec.name}: cannot create its log files: {exc}"
                 ) from exc
+            if cgroup is not None:
+                try:
+                    cgroup.create()
+                    procs_fd = cgroup.open_procs()
+                    for name, value in self._limits.items():
+                        if not cgroup.set_limit(name, value):
+                            _log.warning(
+                                "plugin %s: %s is not available in %s: no limit applied",
+                                spec.name,
+                                name,
+                                cgroup.path,
+                            )
+                except OSError as exc:
+                    raise RuntimeStartError(
+                        f"cannot start plugin {spec.name}: cannot create its cgroup: {exc}"
+                    ) from exc
             try:
                 popen = subprocess.Popen(
                     argv,
@@ -359,24 +498,33 @@ class ProcessRuntime:
                     stdout=fds[0],
                     stderr=fds[1],
                     start_new_session=True,
+                    preexec_fn=_join_cgroup(procs_fd) if procs_fd is not None else None,
                     **user_kwargs,
                 )
-            except OSError as exc:
-                reason = exc.strerror or str(exc)
-                if exc.errno == errno.ENOENT and os.path.exists(argv[0]):
+            except (OSError, subprocess.SubprocessError) as exc:
+                reason = getattr(exc, "strerror", None) or str(exc)
+                if (
+                    isinstance(exc, OSError)
+                    and exc.errno == errno.ENOENT
+                    and os.path.exists(argv[0])
+                ):
                     reason = f"its interpreter was not found ({reason})"
                 raise RuntimeStartError(
                     f"cannot start plugin {spec.name}: {argv[0]}: {reason}"
                 ) from exc
         except BaseException:
-            for tail in tails:
-                tail.close()
+            for s in streams:
+                s.close()
+            if cgroup is not None:
+                cgroup.remove()
             raise
         finally:
             for fd in fds:
                 os.close(fd)
+            if procs_fd is not None:
+                os.close(procs_fd)
 
-        proc = _Proc(spec, on_exit, popen.pid, popen=popen, tails=tails)
+        proc = _Proc(spec, on_exit, popen.pid, popen=popen, streams=streams, cgroup=cgroup)
         try:
             current = _read_stat(popen.pid)
             if current is None:  # cannot happen: an unreaped child stays in /proc
@@ -385,14 +533,29 @@ class ProcessRuntime:
             _write_state(spec.state_dir, proc.state_record(argv))
         except OSError as exc:
             # Without a state file the plugin could never be restored safely.
-            proc.signal(signal.SIGKILL)
+            proc.kill_all()
             popen.wait()
             proc.close_files()
+            if cgroup is not None:
+                cgroup.remove()
             raise RuntimeStartError(
                 f"cannot start plugin {spec.name}: cannot record its process: {exc}"
             ) from exc
         proc.pidfd = _pidfd_open(popen.pid)
         return proc
+
+    def _open_stream(self, spec: RuntimeSpec, stream: str, *, fresh: bool) -> OutputStream:
+        return OutputStream(
+            _fifo(spec.state_dir, stream),
+            _log_file(spec.state_dir, stream),
+            stream=stream,
+            level=self._levels[stream],
+            extra={"plugin": spec.id, "plugin_name": spec.name, "stream": stream},
+            max_bytes=self._max_log_bytes,
+            rate=self._log_rate,
+            keep=self._tail_lines if stream == "stderr" else 0,
+            fresh=fresh,
+        )
 
     def _environment(self, spec: RuntimeSpec) -> dict[str, str]:
         env = {"PATH": self._path}
@@ -435,33 +598,11 @@ class ProcessRuntime:
             )
         return found
 
-    def _open_tails(
-        self, spec: RuntimeSpec, logs: Mapping[str, Path], *, at_end: bool
-    ) -> list[_LogTail]:
-        tails: list[_LogTail] = []
-        try:
-            for stream, path in logs.items():
-                keep = self._tail_lines if stream == "stderr" else 0
-                tails.append(
-                    _LogTail(
-                        path,
-                        spec,
-                        stream,
-                        self._levels[stream],
-                        keep=keep,
-                        max_bytes=self._max_log_bytes,
-                        at_end=at_end,
-                    )
-                )
-        except OSError:
-            for tail in tails:
-                tail.close()
-            raise
-        return tails
-
     # -- restoring -------------------------------------------------------------
 
-    def _reattach(self, spec: RuntimeSpec, on_exit: ExitCallback) -> _Proc | None:
+    def _reattach(
+        self, spec: RuntimeSpec, on_exit: ExitCallback, *, quiet: bool = False
+    ) -> _Proc | None:
         record = _read_state(spec.state_dir)
         if record is None:
             _remove_state(spec.state_dir)
@@ -471,6 +612,8 @@ class ProcessRuntime:
             _log.info("plugin %s: recorded process is from another boot", spec.name)
             _remove_state(spec.state_dir)
             return None
+        cgroup_path = record.get("cgroup")
+        cgroup = CGroup(Path(cgroup_path)) if isinstance(cgroup_path, str) else None
 
         with _detached_lock:
             popen = _detached.pop(pid, None)
@@ -484,23 +627,32 @@ class ProcessRuntime:
         if current is None or current.start_time != start_time or current.state in "ZXx":
             if pidfd is not None:
                 os.close(pidfd)
-            _log.info("plugin %s: recorded process %d is gone", spec.name, pid)
+            if not quiet:
+                _log.info("plugin %s: recorded process %d is gone", spec.name, pid)
+            if cgroup is not None and cgroup.exists():
+                _log.info("plugin %s: killing what is left in %s", spec.name, cgroup.path)
+                cgroup.remove()
             _remove_state(spec.state_dir)
             return None
         if popen is not None:
             pidfd = _pidfd_open(pid)
 
-        logs = {"stdout": spec.state_dir / STDOUT_FILE, "stderr": spec.state_dir / STDERR_FILE}
-        try:
-            tails = self._open_tails(spec, logs, at_end=True)
-        except OSError as exc:
-            # The plugin runs; losing its logs is no reason to disown it.
-            _log.warning("plugin %s: cannot tail its logs: %s", spec.name, exc)
-            tails = []
-        proc = _Proc(spec, on_exit, pid, popen=popen, tails=tails)
+        streams: list[OutputStream] = []
+        if not quiet:
+            try:
+                for stream in _STREAMS:
+                    streams.append(self._open_stream(spec, stream, fresh=False))
+            except OSError as exc:
+                # The plugin runs; losing its logs is no reason to disown it.
+                _log.warning("plugin %s: cannot read its output: %s", spec.name, exc)
+                for s in streams:
+                    s.close()
+                streams = []
+        proc = _Proc(spec, on_exit, pid, popen=popen, streams=streams, cgroup=cgroup)
         proc.start_time = start_time
         proc.pidfd = pidfd
-        _log.info("plugin %s: re-attached to process %d", spec.name, pid)
+        if not quiet:
+            _log.info("plugin %s: re-attached to process %d", spec.name, pid)
         return proc
 
     # -- supervision -----------------------------------------------------------
@@ -513,12 +665,28 @@ class ProcessRuntime:
                 proc.detach()
                 raise RuntimeError("ProcessRuntime is closed")
             self._procs[proc.id] = proc
+            if proc.cgroup is not None:
+                self._cgroups[proc.id] = proc.cgroup
+            for stream in proc.streams:
+                if stream.fd is not None:
+                    self._watch_locked(stream.fd, proc, stream)
+            if proc.pidfd is not None:
+                self._watch_locked(proc.pidfd, proc, None)
             if self._monitor is None:
                 self._monitor = threading.Thread(
                     target=self._monitor_loop, name="pluginkit-process-monitor", daemon=True
                 )
                 self._monitor.start()
             self._wake()
+
+    def _watch_locked(self, fd: int, proc: _Proc, stream: OutputStream | None) -> None:
+        self._epoll.register(fd, select.EPOLLIN)
+        self._fds[fd] = (proc, stream)
+
+    def _unwatch_locked(self, fd: int | None) -> None:
+        if fd is not None and self._fds.pop(fd, None) is not None:
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(fd)
 
     def _wake(self) -> None:
         # Callers hold self._lock, so the pipe cannot be closed under our feet.
@@ -530,34 +698,84 @@ class ProcessRuntime:
             with self._lock:
                 if self._closed:
                     return
-                procs = list(self._procs.values())
-            poller = select.poll()
-            poller.register(self._wake_r, select.POLLIN)
-            for proc in procs:
-                if proc.pidfd is not None:
-                    poller.register(proc.pidfd, select.POLLIN)
-            ready = {fd for fd, _ in poller.poll(_TICK * 1000 if procs else None)}
-            if self._wake_r in ready:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wake_r, 4096)
-            for proc in procs:
+                polled = [p for p in self._procs.values() if p.pidfd is None]
+            events = self._epoll.poll(_TICK if polled else -1)
+            for fd, _ in events:
+                if fd == self._wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_r, 4096)
+                    continue
+                with self._lock:
+                    owner = self._fds.get(fd)
+                if owner is None:
+                    continue
+                proc, stream = owner
                 try:
-                    proc.pump_logs()
-                    if proc.has_exited(proc.pidfd in ready):
-                        self._finish(proc)
+                    if stream is None:
+                        self._try_finish(proc, pidfd_ready=True)
+                    else:
+                        self._pump(proc, stream)
                 except Exception:
                     # Never let one plugin's trouble end supervision of all.
                     _log.exception("plugin %s: supervision error", proc.name)
+            for proc in polled:
+                try:
+                    self._try_finish(proc, pidfd_ready=False)
+                except Exception:
+                    _log.exception("plugin %s: supervision error", proc.name)
+
+    def _pump(self, proc: _Proc, stream: OutputStream) -> None:
+        with proc.io_lock:
+            if stream.fd is None:
+                return
+            fd = stream.fd
+            if stream.pump():
+                return
+        # No writer left: nothing more can come, stop watching it.
+        with self._lock:
+            self._unwatch_locked(fd)
+
+    def _wait_exit(self, proc: _Proc, timeout: float) -> bool:
+        """Wait in the calling thread for the plugin's exit; handle it if first to see it."""
+        if proc.exited.is_set():
+            return True
+        pidfd = proc.dup_pidfd()
+        if pidfd is None:
+            return proc.exited.wait(timeout)
+        try:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            if not poller.poll(timeout * 1000):
+                return proc.exited.is_set()
+        finally:
+            os.close(pidfd)
+        self._try_finish(proc, pidfd_ready=True)
+        return proc.exited.wait(timeout)
+
+    def _try_finish(self, proc: _Proc, *, pidfd_ready: bool) -> None:
+        if proc.claim_exit(pidfd_ready):
+            self._finish(proc)
 
     def _finish(self, proc: _Proc) -> None:
         # Nothing here may stop the exit from being reported.
-        try:
-            for tail in proc.tails:
-                tail.pump(final=True)
-        except OSError as exc:
-            _log.warning("plugin %s: cannot read its last output: %s", proc.name, exc)
-        exit_ = PluginExit(proc.id, proc.exit_code, proc.stderr_tail())
-        proc.close_files()
+        with self._lock:
+            for stream in proc.streams:
+                self._unwatch_locked(stream.fd)
+            self._unwatch_locked(proc.pidfd)
+        if proc.cgroup is not None:
+            # Kept (empty) for the next start; deleted by discard() and close().
+            try:
+                proc.cgroup.kill()
+            except OSError as exc:
+                _log.warning("plugin %s: cannot kill what it left running: %s", proc.name, exc)
+        with proc.io_lock:
+            try:
+                for stream in proc.streams:
+                    stream.pump(final=True)
+            except OSError as exc:
+                _log.warning("plugin %s: cannot read its last output: %s", proc.name, exc)
+            exit_ = PluginExit(proc.id, proc.exit_code, proc.stderr_tail())
+            proc.close_files()
         try:
             _remove_state(proc.state_dir)
             _remove_socket(proc.socket_path)
@@ -571,6 +789,15 @@ class ProcessRuntime:
         self._exits.post(proc.on_exit, exit_)
 
 
+def _join_cgroup(procs_fd: int) -> Callable[[], None]:
+    """Return the child's last step before exec: move itself into the plugin's cgroup."""
+
+    def join() -> None:
+        os.write(procs_fd, b"0")
+
+    return join
+
+
 class _Proc:
     """One supervised plugin process (a child of ours, or re-attached)."""
 
@@ -581,7 +808,8 @@ class _Proc:
         pid: int,
         *,
         popen: subprocess.Popen[bytes] | None,
-        tails: list[_LogTail],
+        streams: list[OutputStream],
+        cgroup: CGroup | None,
     ) -> None:
         self.id = spec.id
         self.name = spec.name
@@ -590,7 +818,8 @@ class _Proc:
         self.on_exit = on_exit
         self.pid = pid
         self.popen = popen
-        self.tails = tails
+        self.streams = streams
+        self.cgroup = cgroup
         self.start_time = 0
         self.pidfd: int | None = None
         self.exit_code: int | None = None
@@ -598,6 +827,8 @@ class _Proc:
         # Held while signalling and while reaping, so that a signal is never
         # sent to a pid that has been reaped (and may have been recycled).
         self._lock = threading.Lock()
+        # Held while reading output (the monitor) and while closing the files.
+        self.io_lock = threading.Lock()
         self._gone = False
 
     def state_record(self, argv: list[str]) -> dict[str, Any]:
@@ -607,6 +838,7 @@ class _Proc:
             "start_time": self.start_time,
             "boot_id": _boot_id(),
             "argv": argv,
+            "cgroup": str(self.cgroup.path) if self.cgroup is not None else None,
         }
 
     def signal(self, sig: int) -> bool:
@@ -625,26 +857,56 @@ class _Proc:
                 return False
             return True
 
+    def kill_all(self) -> None:
+        """SIGKILL everything: the cgroup when there is one, else the process group."""
+        if self.cgroup is not None:
+            self.cgroup.kill()
+        self.signal(signal.SIGKILL)
+
+    def running(self) -> bool:
+        with self._lock:
+            return not self._gone and self._alive()
+
+    def dup_pidfd(self) -> int | None:
+        with self._lock:
+            if self.pidfd is None or self._gone:
+                return None
+            return os.dup(self.pidfd)
+
     def _alive(self) -> bool:
         if self.popen is not None:
-            return self.popen.returncode is None
+            if self.popen.returncode is not None:
+                return False
+            if self.pidfd is not None:
+                return not _readable(self.pidfd)
+            return not _exited_unreaped(self.pid)
         if self.pidfd is not None:
             return not _readable(self.pidfd)
         current = _read_stat(self.pid)
         return current is not None and current.start_time == self.start_time
 
-    def has_exited(self, pidfd_ready: bool) -> bool:
-        """Tell whether the process has exited, reaping it when it is our child."""
+    def claim_exit(self, pidfd_ready: bool) -> bool:
+        """Tell whether the process has exited and the caller is the one to report it.
+
+        True exactly once. What the plugin left in its process group is
+        killed while our child is still unreaped (its pid, the group's id,
+        cannot be reused yet), then the child is reaped.
+        """
         with self._lock:
             if self._gone:
-                return True
+                return False
             if self.popen is not None:
-                code = self.popen.poll()
-                if code is None:
-                    return False
-                self.exit_code = code
+                if self.popen.returncode is None:
+                    if self.pidfd is not None and not (pidfd_ready or _readable(self.pidfd)):
+                        return False
+                    if self.pidfd is None and not _exited_unreaped(self.pid):
+                        return False
+                    if self.cgroup is None:
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(self.pid, signal.SIGKILL)
+                self.exit_code = self.popen.wait()
             elif self.pidfd is not None:
-                if not pidfd_ready:
+                if not (pidfd_ready or _readable(self.pidfd)):
                     return False
             else:
                 current = _read_stat(self.pid)
@@ -657,22 +919,19 @@ class _Proc:
             self._gone = True
             return True
 
-    def pump_logs(self) -> None:
-        for tail in self.tails:
-            tail.pump()
-
     def stderr_tail(self) -> str:
-        for tail in self.tails:
-            if tail.stream == "stderr":
-                return "\n".join(tail.tail)
+        for stream in self.streams:
+            if stream.stream == "stderr":
+                return "\n".join(stream.tail)
         return ""
 
     def close_files(self) -> None:
-        for tail in self.tails:
-            tail.close()
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
+        for stream in self.streams:
+            stream.close()
+        with self._lock:
+            if self.pidfd is not None:
+                os.close(self.pidfd)
+                self.pidfd = None
 
     def detach(self) -> None:
         """Stop watching; keep our child's Popen alive for a later restore."""
@@ -682,89 +941,13 @@ class _Proc:
                 _detached[self.pid] = self.popen
 
 
-class _LogTail:
-    """Follow one log file, forwarding complete lines to ``pluginkit.plugin``."""
-
-    def __init__(
-        self,
-        path: Path,
-        spec: RuntimeSpec,
-        stream: str,
-        level: int,
-        *,
-        keep: int,
-        max_bytes: int,
-        at_end: bool,
-    ) -> None:
-        self.stream = stream
-        self.tail: deque[str] = deque(maxlen=keep)
-        self._level = level
-        self._max_bytes = max_bytes
-        self._extra = {"plugin": spec.id, "plugin_name": spec.name, "stream": stream}
-        self._partial = b""
-        # Read-write: the tail truncates the file once it has read it all.
-        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        self._pos = os.fstat(self._fd).st_size if at_end else 0
-        if at_end and keep:
-            self._seed()
-
-    def _seed(self) -> None:
-        assert self._fd is not None
-        start = max(0, self._pos - _SEED_BYTES)
-        data = os.pread(self._fd, self._pos - start, start)
-        lines = data.split(b"\n")
-        if start > 0:
-            lines = lines[1:]  # the first one is cut
-        for line in lines:
-            if line:
-                self.tail.append(_decode(line))
-
-    def pump(self, *, final: bool = False) -> None:
-        """Forward what was written since the last call (everything, when ``final``)."""
-        fd = self._fd
-        if fd is None:
-            return
-        while True:
-            size = os.fstat(fd).st_size
-            if size < self._pos:
-                self._pos = 0  # truncated by someone else
-            if size == self._pos:
-                break
-            data = os.pread(fd, min(size - self._pos, _READ_CHUNK), self._pos)
-            if not data:
-                break
-            self._pos += len(data)
-            self._feed(data)
-            if not final:
-                break
-        if final and self._partial:
-            self._emit(self._partial)
-            self._partial = b""
-        elif self._pos >= self._max_bytes and os.fstat(fd).st_size == self._pos:
-            # The plugin appends (O_APPEND), so it carries on at the new end.
-            os.ftruncate(fd, 0)
-            self._pos = 0
-
-    def _feed(self, data: bytes) -> None:
-        data = self._partial + data
-        *lines, self._partial = data.split(b"\n")
-        for line in lines:
-            self._emit(line)
-        while len(self._partial) > _MAX_LINE:
-            self._emit(self._partial[:_MAX_LINE])
-            self._partial = self._partial[_MAX_LINE:]
-
-    def _emit(self, raw: bytes) -> None:
-        line = _decode(raw)
-        if self.tail.maxlen:
-            self.tail.append(line)
-        if _plugin_log.isEnabledFor(self._level):
-            _plugin_log.log(self._level, line, extra=self._extra)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+def _exited_unreaped(pid: int) -> bool:
+    """Tell whether our child ``pid`` has exited, without reaping it."""
+    try:
+        result = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return result is not None
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -825,10 +1008,6 @@ def _readable(fd: int) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     return bool(poller.poll(0))
-
-
-def _decode(raw: bytes) -> str:
-    return raw.rstrip(b"\r").decode("utf-8", errors="replace")
 
 
 def _working_dir(spec: RuntimeSpec) -> Path:

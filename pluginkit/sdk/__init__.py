@@ -13,10 +13,11 @@ models live in :mod:`pluginkit.sdk.volume`, :mod:`pluginkit.sdk.network`,
 
 from __future__ import annotations
 
+from .._public import publish
+from .._wire._serverside import CONTENT_TYPE
 from . import authz, ipam, logdriver, network, secrets, volume
 from ._convert import converter, json_name
 from ._driver import Driver, Endpoint
-from ._http import CONTENT_TYPE
 from ._server import Handler, InvalidRequestError, PluginServer
 from .authz import AuthzPlugin
 from .ipam import IpamDriver
@@ -47,3 +48,6 @@ __all__ = [
     "secrets",
     "volume",
 ]
+
+
+publish(globals())

@@ -1,4 +1,10 @@
-"""Where a plugin server listens: parsing addresses and preparing unix socket paths."""
+"""Where a plugin server listens: parsing listen addresses and preparing unix socket paths.
+
+A listen address is not a dial address (:mod:`pluginkit._wire._address`):
+``None`` means the socket the environment names, port 0 asks for a free
+port, and there is no ``http``/``https`` scheme; what both share - the unix
+socket path limit - comes from the wire layer.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +18,12 @@ from pathlib import Path
 import attrs
 
 from .._errors import PluginError
+from .._wire._address import UNIX_PATH_MAX, unix_path_fits
 
 __all__ = ["DEFAULT_SOCKET_DIR", "Address", "prepare_unix_path", "resolve_address"]
 
 #: Docker's legacy plugin socket directory (go-plugins-helpers' ServeUnix default).
 DEFAULT_SOCKET_DIR = Path("/run/docker/plugins")
-
-# sockaddr_un.sun_path is 108 bytes including the terminating NUL.
-_MAX_UNIX_PATH = 107
 
 
 @attrs.frozen
@@ -92,10 +96,10 @@ def _default_socket(name: str | None) -> Path:
 
 def _check_path(path: Path) -> Path:
     path = Path(os.path.abspath(path))
-    if len(os.fsencode(path)) > _MAX_UNIX_PATH:
+    if not unix_path_fits(path):
         raise ValueError(
             f"unix socket path {str(path)!r} is too long "
-            f"({len(os.fsencode(path))} bytes, the limit is {_MAX_UNIX_PATH})"
+            f"({len(os.fsencode(path))} bytes, the limit is {UNIX_PATH_MAX})"
         )
     return path
 

@@ -14,19 +14,26 @@ from __future__ import annotations
 
 import re
 import typing
-from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, ClassVar, TypeAlias, TypeVar, Union
 
 import attrs
 import cattrs
 from cattrs.v import format_exception
 
+from ._async import is_async_function
 from ._convert import WrongTypeError, converter, wire_name
 from ._server import InvalidRequestError, PluginServer
 
-__all__ = ["Driver", "Endpoint", "unimplemented"]
+__all__ = ["Driver", "Endpoint", "MaybeAwaitable", "unimplemented"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_R = TypeVar("_R")
+
+#: What an endpoint method returns: the reply, or an awaitable of it (an
+#: ``async def`` method). Base classes annotate with it so that a subclass
+#: may override with either a plain or an ``async def`` method.
+MaybeAwaitable: TypeAlias = Union[_R, Awaitable[_R]]  # noqa: UP007 - a generic alias
 
 
 def unimplemented(fn: _F) -> _F:
@@ -77,6 +84,8 @@ class Driver:
         max_body: int = 64 * 1024 * 1024,
         stop_timeout: float = 10.0,
         read_timeout: float | None = 60.0,
+        max_connections: int | None = None,
+        aliases: Iterable[str] = (),
     ) -> PluginServer:
         """Make a :class:`PluginServer` that serves this driver.
 
@@ -86,7 +95,11 @@ class Driver:
             threads: 0 runs handlers inline in the I/O loop, N > 0 in N threads.
             max_body: The largest request body accepted.
             stop_timeout: How long ``stop()`` waits for in-flight requests.
-            read_timeout: How long a client may stall mid-request (None: forever).
+            read_timeout: How long a client may take to send a whole request
+                (None: forever).
+            max_connections: The most connections held at once (None: from
+                the file descriptor limit).
+            aliases: More plugin names served by the same server.
         """
         server = PluginServer(
             [],
@@ -95,6 +108,8 @@ class Driver:
             max_body=max_body,
             stop_timeout=stop_timeout,
             read_timeout=read_timeout,
+            max_connections=max_connections,
+            aliases=aliases,
         )
         self.register(server)
         return server
@@ -108,10 +123,20 @@ class Driver:
         if not self.implements:
             raise TypeError(f"{type(self).__name__} does not say what it implements")
         server.add_capability(self.implements)
+        self._pluginkit_server = server
         for endpoint in self.endpoints:
             if endpoint.required and not self._overrides(endpoint.attr):
                 continue
             server.add_handler(endpoint.method, self._handler(endpoint))
+
+    _pluginkit_server: PluginServer | None = None
+
+    def _await(self, awaitable: Awaitable[Any]) -> Any:
+        """Run ``awaitable`` on the event loop of the server this driver serves on; wait."""
+        server = self._pluginkit_server
+        if server is None:
+            raise RuntimeError(f"{type(self).__name__} is not registered with a server")
+        return server._await(awaitable)
 
     def implemented(self) -> list[str]:
         """Return the Docker method names this driver answers."""
@@ -126,11 +151,19 @@ class Driver:
         name = endpoint.method
         unstructure = endpoint.reply or converter.unstructure
 
+        def reply(result: Any) -> Any:
+            # An async method's coroutine: the server awaits it, then converts.
+            if hasattr(type(result), "__await__"):
+                return _then(result, unstructure)
+            return unstructure(result)
+
         if request_type is None:
 
             def handle_no_body(body: Any) -> Any:
-                return unstructure(method())
+                return reply(method())
 
+            if is_async_function(method):
+                handle_no_body._pluginkit_async = True  # type: ignore[attr-defined]
             return handle_no_body
 
         structure = converter.structure
@@ -142,9 +175,15 @@ class Driver:
                 raise InvalidRequestError(
                     f"invalid {name} request: {_describe(exc, request_type)}"
                 ) from exc
-            return unstructure(method(request))
+            return reply(method(request))
 
+        if is_async_function(method):
+            handle._pluginkit_async = True  # type: ignore[attr-defined]
         return handle
+
+
+async def _then(awaitable: Awaitable[Any], convert: Callable[[Any], Any]) -> Any:
+    return convert(await awaitable)
 
 
 def _describe(exc: Exception, request_type: type) -> str:

@@ -1,7 +1,7 @@
 """The I/O loop behind PluginServer: sockets, connections, the optional worker pool.
 
 One thread runs a selector loop over the listening socket and every
-connection; requests are parsed by :mod:`pluginkit.sdk._http` and answered by
+connection; requests are parsed by :mod:`pluginkit._wire._serverside` and answered by
 the ``answer`` callable the server gives (routing and handlers live in
 :mod:`pluginkit.sdk._server`). Without workers, ``answer`` runs inline in the
 loop - the fastest path: no thread hand-off per request, which costs more
@@ -16,9 +16,7 @@ wake-up.
 from __future__ import annotations
 
 import contextlib
-import json
-import json.encoder
-import json.scanner
+import heapq
 import logging
 import os
 import queue
@@ -29,26 +27,27 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from json.encoder import encode_basestring_ascii
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from .._store import atomic_write
+from .._wire._address import unix_path_fits
+from .._wire._json import encode_compact
+from .._wire._serverside import HTTPError, Request, RequestParser, chunk, response_head
 from ._address import Address, prepare_unix_path
-from ._http import HTTPError, Request, RequestParser, chunk, response_head
+from ._async import AsyncRunner
 
 __all__ = [
     "Answer",
+    "Deferred",
     "ServeLoop",
     "Stream",
     "close_quietly",
-    "dumps",
     "error_reply",
     "handling",
-    "loads",
 ]
 
 logger = logging.getLogger("pluginkit.sdk")
@@ -65,6 +64,10 @@ handling = _Handling()
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 _RECV_SIZE = 262144
+# The listen backlog, as Go takes it (the kernel clamps it to somaxconn): a
+# burst of connections (clients reconnecting after an eviction at the cap)
+# must not fill it, or a well-behaved client's connect() fails with EAGAIN.
+_BACKLOG = 4096
 
 
 class _Conn:
@@ -75,16 +78,18 @@ class _Conn:
         "close_after",
         "closed",
         "events",
+        "fresh",
         "handshaking",
-        "mark",
         "out",
         "parser",
-        "received",
+        "reply",
+        "serial",
+        "since",
         "sock",
         "stream",
     )
 
-    def __init__(self, sock: socket.socket, parser: RequestParser) -> None:
+    def __init__(self, sock: socket.socket, parser: RequestParser, now: float, serial: int) -> None:
         self.sock = sock
         self.parser = parser
         self.out = bytearray()
@@ -94,11 +99,17 @@ class _Conn:
         self.close_after = False
         self.closed = False
         self.handshaking = False
-        # Bytes received so far, and that count when a sweep last found a
-        # request in progress here (-1: none was): equal at the next sweep
-        # means the client stalled mid-request.
-        self.received = 0
-        self.mark = -1
+        #: Nothing received yet: counted as a request in progress since the
+        #: accept (deadline and eviction), not as an idle keep-alive.
+        self.fresh = True
+        # When the request in progress began (its first byte was read, or
+        # the TLS handshake began); between requests, roughly when the
+        # connection fell idle. Deadlines and eviction order go by it.
+        self.since = now
+        #: Accept order: breaks ties of ``since`` (connections accepted together).
+        self.serial = serial
+        #: A deferred reply, ready: handed from the event loop's thread to this loop.
+        self.reply: tuple[Request, bytes | Stream] | None = None
 
 
 class Stream:
@@ -123,50 +134,6 @@ class Stream:
         return b"0\r\n\r\n" if self.chunked else b""
 
 
-# JSON in the hot path. json.dumps and json.loads run several Python-level
-# steps per call (option checks, encoding detection, whitespace regexes)
-# around their C cores; a request's own work is a few microseconds, so call
-# the C cores directly when CPython has them. Same output and errors.
-_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
-_c_make_scanner: Any = getattr(json.scanner, "c_make_scanner", None)
-_decoder = json.JSONDecoder()
-_scan = _c_make_scanner(_decoder) if _c_make_scanner is not None else None
-
-
-def _unserializable(value: object) -> object:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def dumps(value: Any) -> str:
-    """``json.dumps(value, separators=(",", ":"))``: compact like Go's encoder."""
-    if _c_make_encoder is None:  # pragma: no cover - Pythons without the C accelerator
-        return json.dumps(value, separators=(",", ":"))
-    # A new encoder per call: its dict of containers being encoded (the
-    # circular-reference check) must not be shared between pool threads.
-    encoder = _c_make_encoder(
-        {}, _unserializable, encode_basestring_ascii, None, ":", ",", False, False, True
-    )
-    return "".join(encoder(value, 0))
-
-
-def loads(body: bytes) -> Any:
-    """``json.loads(body)``, faster for the usual body (a UTF-8 object)."""
-    # "{" then a non-NUL byte: json.loads would pick UTF-8 too (its encoding
-    # detection only looks for BOMs and NUL bytes in the first four).
-    if _scan is not None and body[:1] == b"{" and body[1:2] != b"\0":
-        text = body.decode("utf-8", "surrogatepass")
-        try:
-            value, end = _scan(text, 0)
-        except StopIteration:
-            pass  # invalid: json.loads says why
-        else:
-            # Only JSON's four whitespace characters may follow (str.isspace
-            # would also take others); Docker's encoder ends with a newline.
-            if end == len(text) or not text[end:].strip(" \t\n\r"):
-                return value
-    return json.loads(body)
-
-
 def send_all(sock: socket.socket, data: bytes, timeout: float = 60.0) -> None:
     """Write all of ``data`` to a non-blocking socket, waiting at most ``timeout`` when full."""
     view = memoryview(data)
@@ -187,7 +154,7 @@ def send_all(sock: socket.socket, data: bytes, timeout: float = 60.0) -> None:
 
 def error_reply(status: int, message: str) -> tuple[int, bytes]:
     """Return Docker's error envelope ``{"Err": message}`` with its status."""
-    return status, dumps({"Err": message}).encode()
+    return status, encode_compact({"Err": message}).encode()
 
 
 def close_quietly(pieces: Iterator[bytes]) -> None:
@@ -200,9 +167,24 @@ def close_quietly(pieces: Iterator[bytes]) -> None:
             logger.exception("closing a streamed reply failed")
 
 
-#: What the server does with one request: the complete reply bytes, or a
-#: :class:`Stream` for a streamed reply. It may read ``loop.stopping``.
-Answer = Callable[[Request, "ServeLoop"], "bytes | Stream"]
+class Deferred:
+    """A reply still to come: the awaitable an ``async`` handler returned.
+
+    The loop runs ``awaitable`` on the server's event loop, then calls
+    ``finish(result, exc)`` (in that loop's thread) for the reply.
+    """
+
+    __slots__ = ("awaitable", "finish")
+
+    def __init__(self, awaitable: Awaitable[Any]) -> None:
+        self.awaitable = awaitable
+        self.finish: Callable[[Any, BaseException | None], bytes | Stream] | None = None
+
+
+#: What the server does with one request: the complete reply bytes, a
+#: :class:`Stream` for a streamed reply, or a :class:`Deferred` one. It may
+#: read ``loop.stopping``.
+Answer = Callable[[Request, "ServeLoop"], "bytes | Stream | Deferred"]
 
 
 @attrs.define(eq=False)
@@ -219,6 +201,13 @@ class ServeLoop:
     ssl_context: ssl.SSLContext | None
     url: str = ""
     read_timeout: float | None = None
+    #: The most connections held at once; at the cap, the longest-idle
+    #: keep-alive connections are closed first, then the oldest requests
+    #: still being received.
+    max_connections: int = 1024
+    #: More names served by the same server: a hard link to the unix socket
+    #: (``<alias>.sock`` beside it) or a spec file each.
+    aliases: tuple[str, ...] = ()
     listener: socket.socket = attrs.field(init=False)
     selector: selectors.BaseSelector = attrs.field(init=False)
     waker_r: socket.socket = attrs.field(init=False)
@@ -234,6 +223,8 @@ class ServeLoop:
     socket_ino: int | None = attrs.field(init=False, default=None)
     spec_file: Path | None = attrs.field(init=False, default=None)
     spec_ino: int | None = attrs.field(init=False, default=None)
+    #: Files made for the aliases (links, spec files) and their inode numbers.
+    alias_files: list[tuple[Path, int]] = attrs.field(init=False, factory=list)
     stopping: bool = attrs.field(init=False, default=False)
     #: True while run() runs (a forced stop may interrupt it then, not after).
     running: bool = attrs.field(init=False, default=False)
@@ -243,6 +234,12 @@ class ServeLoop:
     accept_delay: float = attrs.field(init=False, default=0.0)
     accept_resume: float = attrs.field(init=False, default=0.0)
     next_sweep: float = attrs.field(init=False, default=0.0)
+    #: time.monotonic() as of the last wake-up of the loop (cheaper than a
+    #: clock read per received packet).
+    now: float = attrs.field(init=False, factory=time.monotonic)
+    accepted: int = attrs.field(init=False, default=0)
+    #: The event loop for async handlers (started with the first one).
+    runner: AsyncRunner | None = attrs.field(init=False, default=None)
     closed: bool = attrs.field(init=False, default=False)
     loop_ident: int | None = attrs.field(init=False, default=None)
     done: threading.Event = attrs.field(init=False, factory=threading.Event)
@@ -281,7 +278,7 @@ class ServeLoop:
             # rename into place: whoever finds the socket (Docker's discovery
             # polls the directory) finds it ready, with its final permissions.
             staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            if len(os.fsencode(staged)) > 107:
+            if not unix_path_fits(staged):
                 staged = path
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -290,14 +287,24 @@ class ServeLoop:
                     os.chmod(staged, self.mode)
                     if self.gid is not None:
                         os.chown(staged, -1, self.gid)
-                    sock.listen(128)
+                    sock.listen(_BACKLOG)
                     os.replace(staged, path)
                 except BaseException:
                     staged.unlink(missing_ok=True)
                     raise
                 self.socket_ino = path.stat().st_ino
+                for alias in self.aliases:
+                    # Another name for the same socket: a unix socket is found
+                    # by its inode, so a connect() through the link reaches it.
+                    link = path.with_name(f"{alias}.sock")
+                    prepare_unix_path(link)
+                    os.link(path, link)
+                    self.alias_files.append((link, self.socket_ino))
             except BaseException:
                 sock.close()
+                for link, ino in self.alias_files:
+                    _remove_if_ours(link, ino)
+                _remove_if_ours(path, self.socket_ino)
                 raise
             self.url = f"unix://{path}"
         else:
@@ -309,7 +316,7 @@ class ServeLoop:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(sockaddr)
-                sock.listen(128)
+                sock.listen(_BACKLOG)
             except BaseException:
                 sock.close()
                 raise
@@ -326,11 +333,16 @@ class ServeLoop:
             host = "127.0.0.1"  # a wildcard is not an address a client can dial
         scheme = "https" if self.ssl_context is not None else "tcp"
         spec_dir.mkdir(parents=True, exist_ok=True)
+        url = f"{scheme}://{host}:{port}\n".encode()
         target = spec_dir / f"{self.name}.spec"
         # 0644: the engine reading it may not run as this process's user.
-        atomic_write(target, f"{scheme}://{host}:{port}\n".encode(), mode=0o644)
+        atomic_write(target, url, mode=0o644)
         self.spec_file = target
         self.spec_ino = target.stat().st_ino
+        for alias in self.aliases:
+            other = spec_dir / f"{alias}.spec"
+            atomic_write(other, url, mode=0o644)
+            self.alias_files.append((other, other.stat().st_ino))
 
     def wake(self) -> None:
         with contextlib.suppress(OSError):
@@ -340,6 +352,7 @@ class ServeLoop:
 
     def run(self) -> None:
         select = self.selector.select
+        monotonic = time.monotonic
         while not self.closed:
             timeout: float | None = None
             if self.stopping:
@@ -349,15 +362,18 @@ class ServeLoop:
             elif self.accept_resume:
                 timeout = self.resume_accepting()
             if self.read_timeout is not None and self.conns:
-                now = time.monotonic()
+                now = self.now = monotonic()
                 if now >= self.next_sweep:
-                    # Late by more than half a period, the loop was blocked (an
+                    period = min(self.read_timeout / 8, 1.0)
+                    # Late by more than a period, the loop was blocked (an
                     # inline handler): bytes may wait unread, so judge no one.
-                    self.sweep(judge=now - self.next_sweep < self.read_timeout / 2)
-                    self.next_sweep = now + self.read_timeout
+                    self.sweep(now, judge=now - self.next_sweep < period)
+                    self.next_sweep = now + period
                 wait = self.next_sweep - now
                 timeout = wait if timeout is None else min(timeout, wait)
-            for key, mask in select(timeout):
+            events = select(timeout)
+            self.now = monotonic()
+            for key, mask in events:
                 data = key.data
                 if type(data) is _Conn:
                     self.on_event(data, mask)
@@ -384,28 +400,65 @@ class ServeLoop:
             return False
         return True
 
-    def sweep(self, *, judge: bool = True) -> None:
-        """Cut off clients stalled mid-request since the last sweep (slowloris).
+    def sweep(self, now: float, *, judge: bool = True) -> None:
+        """Cut off clients whose request is not complete ``read_timeout`` after it began.
 
-        A request in progress at one sweep that has received nothing by the
-        next (``read_timeout`` later) is answered 408 and its connection
-        closed. Idle keep-alive connections are left alone: the engine keeps
-        them open between calls.
+        The deadline is for the whole request, not between bytes, so a
+        client trickling a byte now and then (slowloris) is cut off as
+        surely as one that stalls: it is answered 408 and disconnected (a
+        TLS handshake that does not finish in time is just disconnected).
+        Idle keep-alive connections are left alone: the engine keeps them
+        open between calls.
         """
-        for conn in list(self.conns):
-            partial = conn.handshaking or not conn.parser.idle
-            if not partial or conn.busy or conn.out or conn.stream is not None or not judge:
-                conn.mark = -1
-            elif conn.mark != conn.received:
-                conn.mark = conn.received
-            elif conn.handshaking:
-                self.close(conn)
+        assert self.read_timeout is not None
+        if not judge:
+            return
+        limit = now - self.read_timeout
+        for conn in [c for c in self.conns if c.since <= limit]:
+            partial = conn.handshaking or conn.fresh or not conn.parser.idle
+            if not partial or conn.busy or conn.out or conn.stream is not None:
+                continue
+            if conn.handshaking or conn.fresh:
+                self.close(conn)  # nothing to answer: not one byte of a request came
+                continue
+            conn.close_after = True
+            status, data = error_reply(408, f"request not completed within {self.read_timeout:g} s")
+            self.send(conn, response_head(status, len(data), keep_alive=False) + data)
+
+    def evict(self) -> bool:
+        """Make room for one more connection at the cap; False when none can go.
+
+        Idle keep-alive connections go first (longest idle first), then
+        requests still being received (the oldest first: a slow client's).
+        Connections whose request is being answered are never cut. A batch
+        goes at once, so that a flood of new connections does not scan the
+        whole set for each.
+        """
+        idle: list[tuple[float, int, _Conn]] = []
+        partial: list[tuple[float, int, _Conn]] = []
+        for conn in self.conns:
+            if conn.busy or conn.out or conn.stream is not None:
+                continue
+            entry = (conn.since, conn.serial, conn)
+            if not conn.handshaking and not conn.fresh and conn.parser.idle:
+                idle.append(entry)
             else:
-                conn.close_after = True
-                status, data = error_reply(
-                    408, f"request not completed: nothing received for {self.read_timeout:g} s"
-                )
-                self.send(conn, response_head(status, len(data), keep_alive=False) + data)
+                partial.append(entry)
+        batch = max(1, self.max_connections // 32)
+        victims = heapq.nsmallest(batch, idle)
+        if len(victims) < batch:
+            victims += heapq.nsmallest(batch - len(victims), partial)
+        if not victims:
+            return False
+        logger.debug(
+            "plugin server at %s: at the cap of %d connections, closing %d (idle or slowest first)",
+            self.url,
+            self.max_connections,
+            len(victims),
+        )
+        for _, _, conn in victims:
+            self.close(conn)
+        return True
 
     def on_wake(self, mask: int) -> None:
         with contextlib.suppress(OSError):
@@ -413,7 +466,11 @@ class ServeLoop:
         while self.posted:
             conn = self.posted.popleft()
             conn.busy = False
-            if conn.out and not conn.closed:
+            ready = conn.reply
+            if ready is not None:
+                conn.reply = None
+                self.deliver(conn, *ready)
+            elif conn.out and not conn.closed:
                 self.flush(conn)  # the rest of a reply the client was slow to take
             elif conn.close_after or conn.closed:
                 self.close(conn)
@@ -434,7 +491,16 @@ class ServeLoop:
             sock.setblocking(False)
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _Conn(sock, RequestParser(max_body=self.max_body))
+            if len(self.conns) >= self.max_connections and not self.evict():
+                logger.warning(
+                    "plugin server at %s: %d connections, every one busy: refusing a new one",
+                    self.url,
+                    len(self.conns),
+                )
+                sock.close()
+                continue
+            self.accepted += 1
+            conn = _Conn(sock, RequestParser(max_body=self.max_body), self.now, self.accepted)
             if self.ssl_context is not None:
                 try:
                     conn.sock = self.ssl_context.wrap_socket(
@@ -507,14 +573,17 @@ class ServeLoop:
         except (OSError, ssl.SSLError):
             self.close(conn)
             return
-        conn.received += len(data)
         if self.workers:
             self.received_while_busy(conn, data)
             return
         if not data:
             self.close(conn)
             return
-        conn.parser.feed(data)
+        parser = conn.parser
+        if parser.idle and not conn.fresh:
+            conn.since = self.now  # a request begins (a fresh one began at the accept)
+        conn.fresh = False
+        parser.feed(data)
         self.process(conn)
 
     def received_while_busy(self, conn: _Conn, data: bytes) -> None:
@@ -522,6 +591,9 @@ class ServeLoop:
         with self.lock:
             busy = conn.busy
             if data:
+                if conn.parser.idle and not conn.fresh:
+                    conn.since = self.now
+                conn.fresh = False
                 conn.parser.feed(data)
             if busy and (not data or conn.parser.buffered > 1 << 20):
                 # Stop watching until the worker hands the connection back: EOF
@@ -575,6 +647,7 @@ class ServeLoop:
                 if conn.close_after:
                     self.close(conn)
                 return
+            conn.since = self.now  # what is buffered after it is a new request
             if self.workers:
                 conn.busy = True
                 if conn.events and self.ssl_context is not None:
@@ -584,6 +657,10 @@ class ServeLoop:
                 self.jobs.put((conn, request))
                 return
             reply = self.answer_safely(request)
+            if type(reply) is Deferred:
+                conn.busy = True
+                self.defer(conn, request, reply)
+                return
             if not request.keep_alive:
                 conn.close_after = True
             if type(reply) is bytes:
@@ -594,18 +671,74 @@ class ServeLoop:
                 conn.out += reply.head
                 self.flush(conn, resume=False)
 
-    def answer_safely(self, request: Request) -> bytes | Stream:
+    # -- async handlers ----------------------------------------------------------
+
+    def start_runner(self) -> AsyncRunner:
+        """Start the event loop for async handlers, once (any thread may ask)."""
+        with self.lock:
+            runner = self.runner
+            if runner is None:
+
+                def mark() -> None:
+                    handling.state = self  # stop() from an async handler must not wait on it
+
+                runner = self.runner = AsyncRunner(f"pluginkit-sdk-async:{self.url}", mark)
+            return runner
+
+    def defer(self, conn: _Conn, request: Request, deferred: Deferred) -> None:
+        """Run an async handler's awaitable; its reply comes back through :meth:`on_wake`."""
+        runner = self.runner or self.start_runner()
+
+        def done(result: Any, exc: BaseException | None) -> None:
+            finish = deferred.finish
+            assert finish is not None
+            try:
+                reply = finish(result, exc)
+            except Exception as error:
+                reply = self.failed_reply(request, error)
+            with self.lock:
+                conn.reply = (request, reply)
+                self.posted.append(conn)
+            self.wake()
+
+        runner.submit(deferred.awaitable, done)
+
+    def deliver(self, conn: _Conn, request: Request, reply: bytes | Stream) -> None:
+        """Write a deferred reply (in the loop thread), then go on with the connection."""
+        if conn.closed:
+            if type(reply) is Stream:
+                close_quietly(reply.pieces)
+            return
+        if not request.keep_alive:
+            conn.close_after = True
+        if type(reply) is bytes:
+            self.send(conn, reply)
+        else:
+            assert isinstance(reply, Stream)
+            conn.stream = reply
+            conn.out += reply.head
+            self.flush(conn, resume=False)
+        if conn.closed or conn.out or conn.stream is not None:
+            return
+        self.set_events(conn, _READ)
+        self.process(conn)
+
+    def answer_safely(self, request: Request) -> bytes | Stream | Deferred:
         """Run ``answer``; an exception escaping it costs one request (500), never the loop."""
         try:
             return self.answer(request, self)
         except Exception as exc:
-            method = request.path.decode("utf-8", "replace")
-            logger.exception("plugin server at %s failed to answer %s", self.url, method)
-            request.keep_alive = False
-            status, data = error_reply(
-                500, f"{method[1:]}: the plugin server failed to build the reply: {exc}"
-            )
-            return response_head(status, len(data), keep_alive=False) + data
+            return self.failed_reply(request, exc)
+
+    def failed_reply(self, request: Request, exc: Exception) -> bytes:
+        """Return the 500 reply for a reply that failed to build (a bug: logged, traceback)."""
+        method = request.path.decode("utf-8", "replace")
+        logger.error("plugin server at %s failed to answer %s", self.url, method, exc_info=exc)
+        request.keep_alive = False
+        status, data = error_reply(
+            500, f"{method[1:]}: the plugin server failed to build the reply: {exc}"
+        )
+        return response_head(status, len(data), keep_alive=False) + data
 
     def send(self, conn: _Conn, data: bytes) -> None:
         if not conn.out:
@@ -682,6 +815,9 @@ class ServeLoop:
         handling.state = self
         try:
             reply = self.answer_safely(request)
+            if type(reply) is Deferred:
+                self.defer(conn, request, reply)  # the loop writes it when it is ready
+                return
             if not request.keep_alive:
                 conn.close_after = True
             if type(reply) is bytes:
@@ -750,11 +886,15 @@ class ServeLoop:
             self.close(conn)
         for _ in self.workers:
             self.jobs.put(None)
+        if self.runner is not None:
+            self.runner.stop()
         with contextlib.suppress(Exception):
             self.selector.close()
         for sock in (self.listener, self.waker_r, self.waker_w):
             with contextlib.suppress(OSError):
                 sock.close()
+        for path, ino in self.alias_files:
+            _remove_if_ours(path, ino)
         _remove_if_ours(self.where.path, self.socket_ino)
         _remove_if_ours(self.spec_file, self.spec_ino)
 

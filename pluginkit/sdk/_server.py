@@ -16,21 +16,35 @@ import logging
 import os
 import signal
 import ssl
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from .._errors import PluginError, _json_error_reason
+from .._errors import PluginError
+from .._wire._json import decode_body, encode_compact
+from .._wire._json import json_error_reason as _json_error_reason
+from .._wire._serverside import Request, response_head
 from ._address import resolve_address, resolve_gid
-from ._http import Request, response_head
-from ._loop import ServeLoop, Stream, close_quietly, dumps, error_reply, handling, loads
+from ._async import is_async_function
+from ._loop import (
+    Deferred,
+    ServeLoop,
+    Stream,
+    close_quietly,
+    error_reply,
+    handling,
+)
 
-__all__ = ["Handler", "InvalidRequestError", "PluginServer"]
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["Handler", "InvalidRequestError", "PluginServer", "StatusReply"]
 
 logger = logging.getLogger("pluginkit.sdk")
 
@@ -39,6 +53,7 @@ logger = logging.getLogger("pluginkit.sdk")
 #: ``bytes``, or an iterator of bytes / a binary file for a streamed reply.
 Handler = Callable[[Any], Any]
 _H = TypeVar("_H", bound=Handler)
+_A = TypeVar("_A", bound=Callable[[], object])
 
 
 _ACTIVATE = b"/Plugin.Activate"
@@ -58,6 +73,51 @@ class InvalidRequestError(PluginError, ValueError):
     Raise it from a handler for a request you reject as malformed; typed
     drivers raise it when a request does not match its model.
     """
+
+
+@attrs.frozen
+class StatusReply:
+    """A reply with a status other than 200: ``body`` (JSON-encodable or attrs) sent as it is.
+
+    The typed drivers use it where go-plugins-helpers answers an error with
+    a whole response body, e.g. an authorization verdict carrying ``Err``
+    is sent with HTTP 500 (the engine only reads ``Err`` from a non-200
+    reply).
+    """
+
+    status: int
+    body: Any
+
+
+def _default_logging() -> None:
+    """Make a plugin program that set up no logging still say what it does.
+
+    When neither the root logger nor ``pluginkit.sdk`` has a handler,
+    ``pluginkit.sdk`` gets one writing INFO and above to stderr as
+    ``LEVEL pluginkit.sdk: message`` (tracebacks follow their line): the
+    start line, each failed call, and why.
+    """
+    if logging.getLogger().handlers or logger.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+
+
+def _method(path: bytes) -> str:
+    return path[1:].decode("utf-8", "replace")
+
+
+def _default_max_connections() -> int:
+    """64 below the soft limit of open files (room for the handlers' own), within 16..8192."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 8192
+    return max(16, min(soft - 64, 8192))
 
 
 def _file_pieces(fileobj: Any) -> Iterator[bytes]:
@@ -98,12 +158,23 @@ class PluginServer:
             at a time - the fastest choice for handlers that return quickly.
             N > 0 runs them in a pool of N threads, for handlers that block.
         max_body: The largest request body accepted (HTTP 413 above it).
-        read_timeout: A client that has begun a request and then sends
-            nothing for this many seconds (up to twice as long) is answered
-            HTTP 408 and disconnected, so stalled clients cannot hold
-            connections forever; None waits forever. Idle keep-alive
-            connections between requests are not affected.
+        read_timeout: A client must send a whole request (head and body)
+            within this many seconds of its first byte (checked every
+            ``min(read_timeout / 8, 1)`` s), else it is answered HTTP 408 and
+            disconnected, so slow clients cannot hold connections forever,
+            however they trickle their bytes; None waits forever. Idle
+            keep-alive connections between requests are not affected.
         stop_timeout: How long :meth:`stop` waits for in-flight requests.
+        aliases: More names for the same plugin, served by this server:
+            each gets a socket of its own beside the server's
+            (``<alias>.sock``, a hard link to it) or, with ``spec_dir``, a
+            spec file of its own (``<alias>.spec``). Needs ``name``.
+        max_connections: The most connections held at once. At the cap, a
+            new connection is taken and room is made: idle keep-alive
+            connections are closed first (the longest idle first), then
+            requests still being received (the oldest first). None (the
+            default) is 64 below the process's file descriptor limit, at
+            most 8192.
     """
 
     def __init__(
@@ -115,6 +186,8 @@ class PluginServer:
         max_body: int = 64 * 1024 * 1024,
         stop_timeout: float = 10.0,
         read_timeout: float | None = 60.0,
+        max_connections: int | None = None,
+        aliases: Iterable[str] = (),
     ) -> None:
         if isinstance(implements, str):
             implements = [implements]
@@ -134,6 +207,19 @@ class PluginServer:
         ):
             raise ValueError(f"stop_timeout must be a number >= 0, not {stop_timeout!r}")
         self.name = name
+        if isinstance(aliases, str):
+            aliases = [aliases]
+        self.aliases: tuple[str, ...] = tuple(aliases)
+        for alias in self.aliases:
+            if not isinstance(alias, str) or not alias or "/" in alias or alias == name:
+                raise ValueError(
+                    f"aliases must be non-empty strings without '/', other than the name, "
+                    f"not {alias!r}"
+                )
+        if self.aliases and not name:
+            raise ValueError("aliases need a server name (name=...)")
+        if len(set(self.aliases)) != len(self.aliases):
+            raise ValueError(f"aliases repeat a name: {list(self.aliases)!r}")
         self.threads = threads
         if read_timeout is not None and (
             isinstance(read_timeout, bool)
@@ -141,13 +227,24 @@ class PluginServer:
             or not read_timeout > 0
         ):
             raise ValueError(f"read_timeout must be a number > 0 or None, not {read_timeout!r}")
+        if max_connections is not None and (
+            isinstance(max_connections, bool)
+            or not isinstance(max_connections, int)
+            or max_connections < 1
+        ):
+            raise ValueError(
+                f"max_connections must be an int >= 1 or None, not {max_connections!r}"
+            )
         self.max_body = max_body
         self.read_timeout = read_timeout
+        self.max_connections = max_connections
         self.stop_timeout = stop_timeout
         self._routes: dict[bytes, tuple[Callable[[Any], Any], bool]] = {}
         self._activate_body = b""
         self._update_manifest()
         self._lock = threading.Lock()
+        self._activations = 0
+        self._activate_hooks: list[Callable[[], object]] = []
         self._state: ServeLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -165,7 +262,7 @@ class PluginServer:
             self._implements.append(capability)
 
     def _update_manifest(self) -> None:
-        self._activate_body = dumps({"Implements": self._implements}).encode()
+        self._activate_body = encode_compact({"Implements": self._implements}).encode()
 
     def add_capability(self, capability: str) -> None:
         """Announce one more capability in the ``Plugin.Activate`` handshake."""
@@ -215,9 +312,35 @@ class PluginServer:
 
     # -- answering -------------------------------------------------------------
 
-    def _answer(self, request: Request, state: ServeLoop) -> bytes | Stream:
-        """Build the reply to one request: complete bytes, or a head plus body pieces."""
-        status, payload = self._run(request)
+    def _answer(self, request: Request, state: ServeLoop) -> bytes | Stream | Deferred:
+        """Build the reply to one request: complete bytes, or a head plus body pieces.
+
+        A handler that returned an awaitable gives a :class:`Deferred`: the
+        loop runs it on the server's event loop and calls its ``finish``.
+        """
+        outcome = self._run(request)
+        if isinstance(outcome, Deferred):
+            path = request.path
+
+            def finish(result: Any, exc: BaseException | None) -> bytes | Stream:
+                if exc is not None:
+                    return self._reply(request, state, *self._failed(path, exc))
+                settled = self._encode(path, result)
+                if isinstance(settled, Deferred):
+                    getattr(settled.awaitable, "close", lambda: None)()
+                    settled = error_reply(
+                        500, f"{_method(path)}: the handler's awaitable returned an awaitable"
+                    )
+                return self._reply(request, state, *settled)
+
+            outcome.finish = finish
+            return outcome
+        assert not isinstance(outcome, Deferred)
+        return self._reply(request, state, *outcome)
+
+    def _reply(
+        self, request: Request, state: ServeLoop, status: int, payload: bytes | Iterator[bytes]
+    ) -> bytes | Stream:
         # Decided after the handler ran: a stop() meanwhile closes the connection.
         keep_alive = request.keep_alive = request.keep_alive and not state.stopping
         http10 = request.http10
@@ -233,11 +356,11 @@ class PluginServer:
             return head
         return Stream(head, payload, chunked=not http10)
 
-    def _run(self, request: Request) -> tuple[int, bytes | Iterator[bytes]]:
+    def _run(self, request: Request) -> tuple[int, bytes | Iterator[bytes]] | Deferred:
         """Route one request and run its handler: the status and the body (or pieces)."""
         path = request.path
         if path == _ACTIVATE:
-            return 200, self._activate_body
+            return self._activate()
         route = self._routes.get(path)
         if route is None:
             method = path[1:].decode("utf-8", "replace")
@@ -248,7 +371,7 @@ class PluginServer:
             argument: Any = body
         elif body and not body.isspace():
             try:
-                argument = loads(body)
+                argument = decode_body(body)
             except (ValueError, RecursionError) as exc:
                 method = path[1:].decode("utf-8", "replace")
                 return error_reply(
@@ -259,18 +382,36 @@ class PluginServer:
         try:
             result = fn(argument)
         except Exception as exc:
-            method = path[1:].decode("utf-8", "replace")
-            if isinstance(exc, PluginError):
-                logger.debug("%s failed: %s", method, exc)
-            else:
-                logger.exception("handler for %s raised", method)
-            status = 400 if isinstance(exc, InvalidRequestError) else 500
-            return error_reply(status, str(exc) or type(exc).__name__)
+            return self._failed(path, exc)
+        return self._encode(path, result)
+
+    def _failed(self, path: bytes, exc: BaseException) -> tuple[int, bytes]:
+        """Log a handler's failure and return the error reply for it."""
+        method = _method(path)
+        if isinstance(exc, PluginError):
+            # An answer the plugin chose; "no such volume" is a routine one.
+            level = logging.DEBUG if getattr(exc, "routine", False) else logging.INFO
+            logger.log(level, "%s failed: %s", method, exc)
+        elif not isinstance(exc, Exception):  # cancelled: the server stops
+            logger.warning("handler for %s did not finish: %r", method, exc)
+        else:
+            logger.error("handler for %s raised", method, exc_info=exc)
+        status = 400 if isinstance(exc, InvalidRequestError) else 500
+        return error_reply(status, str(exc) or type(exc).__name__)
+
+    def _encode(self, path: bytes, result: Any) -> tuple[int, bytes | Iterator[bytes]] | Deferred:
+        """Turn what a handler returned into the status and the body (or pieces)."""
         if result is None:
             return 200, b"{}"
+        status = 200
         kind = type(result)
         model = False  # dict and list, the common replies, skip every check below
-        if kind is not dict and kind is not list:
+        if kind is StatusReply:
+            status, result = result.status, result.body
+            model = attrs.has(type(result))
+        elif kind is not dict and kind is not list:
+            if hasattr(kind, "__await__"):
+                return Deferred(result)
             if isinstance(result, (bytes, bytearray, memoryview)):
                 return 200, bytes(result)
             model = attrs.has(kind)
@@ -283,7 +424,7 @@ class PluginServer:
                 from ._convert import converter
 
                 result = converter.unstructure(result)
-            return 200, dumps(result).encode()
+            return status, encode_compact(result).encode()
         except (TypeError, ValueError, RecursionError) as exc:
             method = path[1:].decode("utf-8", "replace")
             logger.error(
@@ -294,6 +435,62 @@ class PluginServer:
             return error_reply(
                 500, f"{method}: the plugin's reply is not JSON: {_json_error_reason(exc)}"
             )
+
+    # -- activation ------------------------------------------------------------
+
+    def _activate(self) -> tuple[int, bytes]:
+        with self._lock:
+            self._activations += 1
+        for hook in self._activate_hooks:
+            try:
+                hook()
+            except Exception as exc:
+                return self._failed(_ACTIVATE, exc)
+        return 200, self._activate_body
+
+    @property
+    def activations(self) -> int:
+        """How many ``Plugin.Activate`` calls this server has received (since it was made)."""
+        return self._activations
+
+    def on_activate(self, fn: _A) -> _A:
+        """Call ``fn()`` on every ``Plugin.Activate``, before the handshake is answered.
+
+        Usable as a decorator. A hook that raises fails the handshake: the
+        engine gets HTTP 500 ``{"Err": "<message>"}`` and does not use the
+        plugin (a way to test how a host copes with a plugin that will not
+        activate). Hooks run in the order they were added, on the thread
+        that answers the request; keep them quick (Podman activates before
+        every call).
+        """
+        if not callable(fn):
+            raise TypeError(f"activation hook is not callable: {fn!r}")
+        self._activate_hooks.append(fn)
+        return fn
+
+    # -- async -----------------------------------------------------------------
+
+    @property
+    def event_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The asyncio event loop ``async def`` handlers run on (None when not serving).
+
+        The server owns it: it starts with the server when an ``async def``
+        handler is registered, else with the first awaitable a handler
+        returns, and stops with the server. Schedule work on it with
+        ``asyncio.run_coroutine_threadsafe(coro, server.event_loop)``.
+        """
+        state = self._state
+        if state is None:
+            return None
+        runner = state.runner
+        return runner.loop if runner is not None else None
+
+    def _await(self, awaitable: Awaitable[Any]) -> Any:
+        """Run ``awaitable`` on the server's event loop from another thread; wait for it."""
+        state = self._state
+        if state is None:
+            raise PluginError("the server is not serving")
+        return (state.runner or state.start_runner()).run(awaitable)
 
     # -- serving ---------------------------------------------------------------
 
@@ -369,6 +566,7 @@ class PluginServer:
             certfile: Serve TLS with this certificate (PEM) ...
             keyfile: ... and this private key (defaults to ``certfile``).
         """
+        _default_logging()
         state = self._listen(address, gid, mode, spec_dir, ssl_context, certfile, keyfile)
         in_main = threading.current_thread() is threading.main_thread()
         previous: Any = None
@@ -489,6 +687,8 @@ class PluginServer:
                 mode,
                 ssl_context,
                 read_timeout=self.read_timeout,
+                max_connections=self.max_connections or _default_max_connections(),
+                aliases=self.aliases,
             )
             try:
                 if spec_dir is not None:
@@ -497,7 +697,14 @@ class PluginServer:
                 state.cleanup()
                 raise
             self._state = state
-            logger.info("plugin server listening at %s", state.url)
+            if any(is_async_function(fn) for fn, _ in self._routes.values()):
+                state.start_runner()
+            logger.info(
+                "plugin server%s listening on %s%s",
+                f" {self.name}" if self.name else "",
+                state.url,
+                f" (also as {', '.join(self.aliases)})" if self.aliases else "",
+            )
             return state
 
     def _run_loop(self, state: ServeLoop) -> None:

@@ -22,7 +22,8 @@ from typing import Any, ClassVar, NewType
 import attrs
 
 from ._convert import converter, json_name
-from ._driver import Driver, Endpoint, unimplemented
+from ._driver import Driver, Endpoint, MaybeAwaitable, unimplemented
+from ._server import StatusReply
 
 __all__ = ["AuthzPlugin", "AuthzRequest", "AuthzResponse", "PEMCertificate"]
 
@@ -66,11 +67,23 @@ class AuthzRequest:
 
 @attrs.frozen
 class AuthzResponse:
-    """The verdict: ``allow``, a message for the user (``msg``) or an error (``err``)."""
+    """The verdict: ``allow``, a message for the user (``msg``) or an error (``err``).
+
+    A verdict with ``err`` is sent with HTTP 500, as go-plugins-helpers does:
+    the engine then refuses the API request (whatever ``allow`` says) with
+    ``plugin NAME failed with error: AuthZPlugin.AuthZReq: <err>``.
+    """
 
     allow: bool
     msg: str = ""
     err: str = ""
+
+
+def _verdict(response: AuthzResponse) -> Any:
+    body = converter.unstructure(response)
+    if isinstance(response, AuthzResponse) and response.err:
+        return StatusReply(500, body)
+    return body
 
 
 class AuthzPlugin(Driver):
@@ -82,15 +95,17 @@ class AuthzPlugin(Driver):
 
     implements: ClassVar[str] = "authz"
     endpoints: ClassVar[tuple[Endpoint, ...]] = (
-        Endpoint("AuthZPlugin.AuthZReq", "authz_request", AuthzRequest),
-        Endpoint("AuthZPlugin.AuthZRes", "authz_response", AuthzRequest, required=False),
+        Endpoint("AuthZPlugin.AuthZReq", "authz_request", AuthzRequest, reply=_verdict),
+        Endpoint(
+            "AuthZPlugin.AuthZRes", "authz_response", AuthzRequest, required=False, reply=_verdict
+        ),
     )
 
     @unimplemented
-    def authz_request(self, request: AuthzRequest) -> AuthzResponse:
+    def authz_request(self, request: AuthzRequest) -> MaybeAwaitable[AuthzResponse]:
         """Decide whether the engine may run an API request."""
         raise NotImplementedError
 
-    def authz_response(self, request: AuthzRequest) -> AuthzResponse:
+    def authz_response(self, request: AuthzRequest) -> MaybeAwaitable[AuthzResponse]:
         """Decide whether the engine may return a response (default: allow)."""
         return AuthzResponse(allow=True)

@@ -22,7 +22,7 @@ from typing import ClassVar
 import attrs
 
 from ._convert import json_name
-from ._driver import Driver, Endpoint, unimplemented
+from ._driver import Driver, Endpoint, MaybeAwaitable, unimplemented
 
 __all__ = [
     "AddressSpacesResponse",
@@ -130,30 +130,32 @@ class IpamDriver(Driver):
         Endpoint("IpamDriver.ReleaseAddress", "release_address", ReleaseAddressRequest),
     )
 
-    def get_capabilities(self) -> CapabilitiesResponse:
+    def get_capabilities(self) -> MaybeAwaitable[CapabilitiesResponse]:
         """Say whether the driver needs MAC addresses (default: no)."""
         return CapabilitiesResponse()
 
-    def get_default_address_spaces(self) -> AddressSpacesResponse:
+    def get_default_address_spaces(self) -> MaybeAwaitable[AddressSpacesResponse]:
         """Name the default address spaces."""
         return AddressSpacesResponse()
 
     @unimplemented
-    def request_pool(self, request: RequestPoolRequest) -> RequestPoolResponse:
+    def request_pool(self, request: RequestPoolRequest) -> MaybeAwaitable[RequestPoolResponse]:
         """Allocate an address pool."""
         raise NotImplementedError
 
     @unimplemented
-    def release_pool(self, request: ReleasePoolRequest) -> None:
+    def release_pool(self, request: ReleasePoolRequest) -> MaybeAwaitable[None]:
         """Release an address pool."""
         raise NotImplementedError
 
     @unimplemented
-    def request_address(self, request: RequestAddressRequest) -> RequestAddressResponse:
+    def request_address(
+        self, request: RequestAddressRequest
+    ) -> MaybeAwaitable[RequestAddressResponse]:
         """Allocate an address."""
         raise NotImplementedError
 
     @unimplemented
-    def release_address(self, request: ReleaseAddressRequest) -> None:
+    def release_address(self, request: ReleaseAddressRequest) -> MaybeAwaitable[None]:
         """Release an address."""
         raise NotImplementedError

@@ -29,13 +29,13 @@ import logging
 import os
 import select
 import threading
-from collections.abc import Iterable, Iterator
-from typing import ClassVar
+from collections.abc import Awaitable, Iterable, Iterator
+from typing import ClassVar, cast
 
 import attrs
 
 from .._errors import PluginError
-from ._driver import Driver, Endpoint, unimplemented
+from ._driver import Driver, Endpoint, MaybeAwaitable, unimplemented
 from ._logentry import (
     MAX_ENTRY_SIZE,
     LogEntry,
@@ -220,7 +220,11 @@ class _Follower:
 
     def _deliver(self, entry: LogEntry) -> None:
         try:
-            self.driver.log(self.info, entry)
+            result = self.driver.log(self.info, entry)
+            if hasattr(type(result), "__await__"):
+                # An async log(): awaited on the server's event loop, one entry
+                # at a time (order kept, and a slow log() slows the reader).
+                self.driver._await(cast("Awaitable[None]", result))
         except Exception:
             logger.exception("LogDriver.log failed for %s", self.info.container_id or self.file)
 
@@ -258,13 +262,13 @@ class LogDriver(Driver):
                     self._followers, self._followers_lock = {}, threading.Lock()
             return self._followers, self._followers_lock
 
-    def log(self, info: LogInfo, entry: LogEntry) -> None:
+    def log(self, info: LogInfo, entry: LogEntry) -> MaybeAwaitable[None]:
         """Handle one entry of container ``info``; runs in that container's reader thread.
 
         The default drops it: override this (or :meth:`start_logging`).
         """
 
-    def start_logging(self, request: StartLoggingRequest) -> None:
+    def start_logging(self, request: StartLoggingRequest) -> MaybeAwaitable[None]:
         """Start following ``request.file``; each entry goes to :meth:`log`."""
         followers, lock = self._state()
         with lock:
@@ -278,14 +282,16 @@ class LogDriver(Driver):
                 ) from None
             followers[request.file] = follower
         follower.thread.start()
+        return None
 
-    def stop_logging(self, request: StopLoggingRequest) -> None:
+    def stop_logging(self, request: StopLoggingRequest) -> MaybeAwaitable[None]:
         """Finish ``request.file``: what the FIFO still holds is read, then the thread ends."""
         followers, lock = self._state()
         with lock:
             follower = followers.get(request.file)
         if follower is not None:
             follower.stop()
+        return None
 
     def following(self) -> list[str]:
         """Return the FIFO paths being read now."""
@@ -299,12 +305,12 @@ class LogDriver(Driver):
             if followers.get(follower.file) is follower:
                 del followers[follower.file]
 
-    def capabilities(self) -> CapabilitiesResponse:
+    def capabilities(self) -> MaybeAwaitable[CapabilitiesResponse]:
         """Announce ``ReadLogs`` when the subclass implements :meth:`read_logs`."""
         return CapabilitiesResponse(LogCapability(read_logs=self._overrides("read_logs")))
 
     @unimplemented
-    def read_logs(self, request: ReadLogsRequest) -> Iterable[LogEntry]:
+    def read_logs(self, request: ReadLogsRequest) -> MaybeAwaitable[Iterable[LogEntry]]:
         r"""Return (or yield) the entries ``docker logs`` asked for; they are streamed.
 
         The engine prints each ``line`` as it is, and the lines :meth:`log`

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from ._driver import Driver, Endpoint, unimplemented
+from ._driver import Driver, Endpoint, MaybeAwaitable, unimplemented
 
 __all__ = [
     "AllocateNetworkRequest",
@@ -283,59 +283,67 @@ class NetworkDriver(Driver):
         ),
     )
 
-    def get_capabilities(self) -> CapabilitiesResponse:
+    def get_capabilities(self) -> MaybeAwaitable[CapabilitiesResponse]:
         """Say the driver's scope (default: local)."""
         return CapabilitiesResponse()
 
     @unimplemented
-    def create_network(self, request: CreateNetworkRequest) -> None:
+    def create_network(self, request: CreateNetworkRequest) -> MaybeAwaitable[None]:
         """Create a network."""
         raise NotImplementedError
 
-    def allocate_network(self, request: AllocateNetworkRequest) -> AllocateNetworkResponse:
+    def allocate_network(
+        self, request: AllocateNetworkRequest
+    ) -> MaybeAwaitable[AllocateNetworkResponse]:
         """Reserve network resources on a swarm manager (default: nothing)."""
         return AllocateNetworkResponse()
 
     @unimplemented
-    def delete_network(self, request: DeleteNetworkRequest) -> None:
+    def delete_network(self, request: DeleteNetworkRequest) -> MaybeAwaitable[None]:
         """Delete a network."""
         raise NotImplementedError
 
-    def free_network(self, request: FreeNetworkRequest) -> None:
+    def free_network(self, request: FreeNetworkRequest) -> MaybeAwaitable[None]:
         """Release what ``allocate_network`` reserved (default: nothing)."""
 
     @unimplemented
-    def create_endpoint(self, request: CreateEndpointRequest) -> CreateEndpointResponse | None:
+    def create_endpoint(
+        self, request: CreateEndpointRequest
+    ) -> MaybeAwaitable[CreateEndpointResponse | None]:
         """Create an endpoint."""
         raise NotImplementedError
 
-    def endpoint_oper_info(self, request: InfoRequest) -> InfoResponse:
+    def endpoint_oper_info(self, request: InfoRequest) -> MaybeAwaitable[InfoResponse]:
         """Return operational data of an endpoint (default: none)."""
         return InfoResponse()
 
     @unimplemented
-    def delete_endpoint(self, request: DeleteEndpointRequest) -> None:
+    def delete_endpoint(self, request: DeleteEndpointRequest) -> MaybeAwaitable[None]:
         """Delete an endpoint."""
         raise NotImplementedError
 
     @unimplemented
-    def join(self, request: JoinRequest) -> JoinResponse:
+    def join(self, request: JoinRequest) -> MaybeAwaitable[JoinResponse]:
         """Attach an endpoint to a sandbox."""
         raise NotImplementedError
 
     @unimplemented
-    def leave(self, request: LeaveRequest) -> None:
+    def leave(self, request: LeaveRequest) -> MaybeAwaitable[None]:
         """Detach an endpoint from its sandbox."""
         raise NotImplementedError
 
-    def discover_new(self, request: DiscoveryNotification) -> None:
+    def discover_new(self, request: DiscoveryNotification) -> MaybeAwaitable[None]:
         """Handle a discovery notification (default: ignore it)."""
 
-    def discover_delete(self, request: DiscoveryNotification) -> None:
+    def discover_delete(self, request: DiscoveryNotification) -> MaybeAwaitable[None]:
         """Handle a discovery removal (default: ignore it)."""
 
-    def program_external_connectivity(self, request: ProgramExternalConnectivityRequest) -> None:
+    def program_external_connectivity(
+        self, request: ProgramExternalConnectivityRequest
+    ) -> MaybeAwaitable[None]:
         """Set up external connectivity of an endpoint (default: nothing)."""
 
-    def revoke_external_connectivity(self, request: RevokeExternalConnectivityRequest) -> None:
+    def revoke_external_connectivity(
+        self, request: RevokeExternalConnectivityRequest
+    ) -> MaybeAwaitable[None]:
         """Undo external connectivity of an endpoint (default: nothing)."""

@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import attrs
 
-from ._driver import Driver, Endpoint, unimplemented
+from ._driver import Driver, Endpoint, MaybeAwaitable, unimplemented
 
 __all__ = ["EndpointSpec", "PortConfig", "SecretProvider", "SecretRequest", "SecretResponse"]
 
@@ -100,6 +100,6 @@ class SecretProvider(Driver):
     )
 
     @unimplemented
-    def get_secret(self, request: SecretRequest) -> SecretResponse:
+    def get_secret(self, request: SecretRequest) -> MaybeAwaitable[SecretResponse]:
         """Return the value of ``request.secret_name`` for the task described."""
         raise NotImplementedError

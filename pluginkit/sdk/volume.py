@@ -20,8 +20,9 @@ from typing import Any, ClassVar
 
 import attrs
 
+from .._errors import PluginError
 from ._convert import json_name
-from ._driver import Driver, Endpoint, unimplemented
+from ._driver import Driver, Endpoint, MaybeAwaitable, unimplemented
 
 __all__ = [
     "Capability",
@@ -32,6 +33,7 @@ __all__ = [
     "ListResponse",
     "MountRequest",
     "MountResponse",
+    "NoSuchVolume",
     "PathRequest",
     "PathResponse",
     "RemoveRequest",
@@ -39,6 +41,31 @@ __all__ = [
     "Volume",
     "VolumeDriver",
 ]
+
+
+class NoSuchVolume(PluginError, LookupError):
+    """Raise it from a driver method for a volume that does not exist.
+
+    The engine gets Docker's own text, HTTP 500 ``{"Err": "no such volume"}``:
+    what Docker's volume store says, and the text Podman recognizes - it
+    calls ``Get`` before every ``Create`` and for each volume it lists, and
+    takes this answer as "not there" instead of a failure. Logged at debug
+    level only: it is a routine answer, not a fault.
+
+    Args:
+        name: The volume asked for (kept in :attr:`name`; the wire text stays
+            Docker's, without it).
+    """
+
+    #: Tells the server to log it at debug level.
+    routine = True
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__("no such volume")
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"NoSuchVolume({self.name!r})"
 
 
 @attrs.frozen
@@ -164,40 +191,40 @@ class VolumeDriver(Driver):
     )
 
     @unimplemented
-    def create(self, request: CreateRequest) -> None:
+    def create(self, request: CreateRequest) -> MaybeAwaitable[None]:
         """Create a volume."""
         raise NotImplementedError
 
     @unimplemented
-    def remove(self, request: RemoveRequest) -> None:
+    def remove(self, request: RemoveRequest) -> MaybeAwaitable[None]:
         """Remove a volume."""
         raise NotImplementedError
 
     @unimplemented
-    def mount(self, request: MountRequest) -> MountResponse:
+    def mount(self, request: MountRequest) -> MaybeAwaitable[MountResponse]:
         """Mount a volume for one caller and return where."""
         raise NotImplementedError
 
     @unimplemented
-    def unmount(self, request: UnmountRequest) -> None:
+    def unmount(self, request: UnmountRequest) -> MaybeAwaitable[None]:
         """Release one caller's mount."""
         raise NotImplementedError
 
     @unimplemented
-    def path(self, request: PathRequest) -> PathResponse:
+    def path(self, request: PathRequest) -> MaybeAwaitable[PathResponse]:
         """Return where a volume is mounted."""
         raise NotImplementedError
 
     @unimplemented
-    def get(self, request: GetRequest) -> GetResponse:
-        """Describe one volume."""
+    def get(self, request: GetRequest) -> MaybeAwaitable[GetResponse]:
+        """Describe one volume; raise :class:`NoSuchVolume` when there is none."""
         raise NotImplementedError
 
     @unimplemented
-    def list(self) -> ListResponse:
+    def list(self) -> MaybeAwaitable[ListResponse]:
         """List every volume."""
         raise NotImplementedError
 
-    def capabilities(self) -> CapabilitiesResponse:
+    def capabilities(self) -> MaybeAwaitable[CapabilitiesResponse]:
         """Say what the driver can do (default: local scope)."""
         return CapabilitiesResponse()

@@ -1,0 +1,332 @@
+"""Hostile ProcessRuntime plugins: output floods and children that try to outlive the plugin."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pluginkit import Manager, RestartPolicy
+from pluginkit.runtime import RuntimeSpec
+from pluginkit.runtime.process import OutputStats, ProcessRuntime
+from tests._manager_helpers import write_plugin_dir
+from tests._runtime_helpers import Exits
+from tests.test_runtime_process import (
+    alive,
+    kill_all,
+    listening,
+    make_spec,
+    pid_of,
+    wait_until,
+)
+
+# Writes MiB-sized blocks of 100-byte lines at RATE MiB/s for SECONDS, then serves.
+FLOOD = """\
+#!{python}
+import os, socket, sys, time
+rate, seconds = float(os.environ["RATE"]), float(os.environ["SECONDS"])
+line = b"x" * 99 + b"\\n"
+block = line * (1024 * 1024 // 100)
+start = time.monotonic()
+written = 0
+while time.monotonic() - start < seconds:
+    due = written / (rate * 1024 * 1024)
+    ahead = due - (time.monotonic() - start)
+    if ahead > 0:
+        time.sleep(ahead)
+    written += os.write(2, block)
+print(f"wrote {{written}}", flush=True)
+path = os.path.join(os.environ["PLUGINKIT_SOCKET_DIR"], os.environ["PLUGINKIT_SOCKET"])
+server = socket.socket(socket.AF_UNIX)
+server.bind(path)
+server.listen()
+while True:
+    server.accept()[0].close()
+"""
+
+# Starts three children that ignore SIGTERM: a plain one, one that calls
+# setsid() and a double-forked grandchild; each writes its pid into PIDS.
+FORKER = """\
+#!{python}
+import os, signal, socket, sys, time
+pids = {pids!r}
+os.makedirs(pids, exist_ok=True)
+
+def linger():
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    open(os.path.join(pids, str(os.getpid())), "w").close()
+    while True:
+        time.sleep(100)
+
+before = set(os.listdir(pids))
+if os.fork() == 0:
+    linger()
+if os.fork() == 0:
+    os.setsid()
+    linger()
+if os.fork() == 0:
+    if os.fork() == 0:
+        linger()
+    os._exit(0)
+while len(set(os.listdir(pids)) - before) < 3:
+    time.sleep(0.005)
+path = os.path.join(os.environ["PLUGINKIT_SOCKET_DIR"], os.environ["PLUGINKIT_SOCKET"])
+server = socket.socket(socket.AF_UNIX)
+server.bind(path)
+server.listen()
+while True:
+    server.accept()[0].close()
+"""
+
+FAST = RestartPolicy(initial_delay=0.01, max_delay=0.04, reset_after=30.0)
+
+
+def rss_kib() -> int:
+    """The current resident set size of this process, in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def flood_spec(base: Path, rate: float, seconds: float) -> RuntimeSpec:
+    spec = make_spec(base, env=(f"RATE={rate}", f"SECONDS={seconds}"))
+    (spec.rootfs / "bin" / "plugin").write_text(FLOOD.format(python=sys.executable))
+    return spec
+
+
+def run_flood(base: Path, caplog: pytest.LogCaptureFixture, seconds: float) -> None:
+    caplog.set_level(logging.INFO, logger="pluginkit")
+    cap = 256 * 1024
+    rate = 50.0
+    spec = flood_spec(base, rate, seconds)
+    rt = ProcessRuntime(max_log_bytes=cap, log_rate=1000)
+    files = [spec.state_dir / "stderr.log", spec.state_dir / "stderr.log.1"]
+
+    def on_disk() -> int:
+        total = 0
+        for f in files:
+            with contextlib.suppress(FileNotFoundError):  # between a rename and a create
+                total += f.stat().st_size
+        return total
+
+    try:
+        rt.start(spec, Exits())
+        rss_start = rss_kib()
+        biggest = rss_peak = 0
+        deadline = time.monotonic() + seconds + 30
+        while not listening(spec):
+            assert time.monotonic() < deadline, "the flood did not end"
+            biggest = max(biggest, on_disk())
+            rss_peak = max(rss_peak, rss_kib())
+            time.sleep(0.01)
+        stdout, stderr = rt.output_stats(spec.id)
+        written = int((spec.state_dir / "stdout.log").read_text().split()[1])
+        assert stderr.read_bytes == written
+        # A flood indeed. The plugin aims at 50 MiB/s; on a machine whose
+        # cores are busy with other work it gets less CPU than that needs
+        # (reading costs the runtime ~4 ms of CPU per MiB), so only a floor
+        # that any machine reaches is asserted.
+        assert written >= 10 * 1024 * 1024 * seconds, f"{written / seconds / 2**20:.1f} MiB/s"
+        # Bounded on disk whatever the rate, and the newest output is there.
+        assert biggest <= cap
+        assert on_disk() <= cap
+        assert stderr.rotated_out_bytes >= stderr.read_bytes - cap
+        # At most the rate (plus the burst) reached the logger; the rest was counted.
+        assert stderr.forwarded_lines <= 1000 * (seconds + 1) + 2000
+        assert stderr.forwarded_lines + stderr.dropped_lines == stderr.read_bytes // 100
+        assert stderr.dropped_bytes == stderr.dropped_lines * 100
+        assert stdout == OutputStats("stdout", read_bytes=stdout.read_bytes, forwarded_lines=1)
+        notices = [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "pluginkit.runtime.process" and "not logged" in r.getMessage()
+        ]
+        assert notices
+        assert all(
+            re.fullmatch(
+                r"plugin demo:latest: \d+ stderr lines \(\d+ bytes\) not logged: "
+                r"more than 1000 lines/s",
+                m,
+            )
+            for m in notices
+        )
+        # The manager's memory stays flat: no backlog of lines anywhere.
+        assert rss_peak - rss_start < 32 * 1024
+    finally:
+        kill_all(rt)
+
+
+def test_output_flood_is_bounded(short_tmp: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """50 MiB/s of stderr for 3 s: at most the cap on disk, rate-limited logging, flat RSS."""
+    run_flood(short_tmp, caplog, 3.0)
+
+
+@pytest.mark.slow
+def test_output_flood_for_20_seconds(short_tmp: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The issue's case: 50 MiB/s for 20 s."""
+    run_flood(short_tmp, caplog, 20.0)
+
+
+def test_log_files_rotate_at_half_the_cap(short_tmp: Path) -> None:
+    """stdout.log becomes stdout.log.1 when it would pass half the cap; the newest data is kept."""
+    spec = make_spec(short_tmp, mode="chatty")
+    output = b"hello on stdout\n"
+    output += b"".join(f"line {i:04d} ".encode() + b"x" * 90 + b"\n" for i in range(400))
+    output += b"last line\n"
+    rt = ProcessRuntime(max_log_bytes=8192)
+    try:
+        rt.start(spec, Exits())
+        wait_until(lambda: listening(spec), "the plugin's socket")
+        wait_until(lambda: rt.output_stats(spec.id)[0].read_bytes == len(output), "the output")
+        current = (spec.state_dir / "stdout.log").read_bytes()
+        previous = (spec.state_dir / "stdout.log.1").read_bytes()
+        assert len(previous) == 4096
+        assert 0 < len(current) <= 4096
+        assert previous + current == output[-len(previous) - len(current) :]
+        stats = rt.output_stats(spec.id)[0]
+        assert stats.rotated_out_bytes == len(output) - len(previous) - len(current)
+        assert stats.forwarded_lines == 402
+        assert stats.dropped_lines == 0
+    finally:
+        kill_all(rt)
+
+
+# -- containment ----------------------------------------------------------------------
+
+
+def forker_dir(base: Path, pids: Path) -> Path:
+    ctx = write_plugin_dir(base / "ctx", entrypoint=("/bin/plugin",))
+    script = ctx / "rootfs" / "bin" / "plugin"
+    script.parent.mkdir()
+    script.write_text(FORKER.format(python=sys.executable, pids=str(pids)))
+    script.chmod(0o755)
+    return ctx
+
+
+def living(pids: Path) -> list[int]:
+    return [int(p.name) for p in pids.iterdir() if alive(int(p.name))]
+
+
+@pytest.fixture(params=["cgroup", "process-group"])
+def containment(request: pytest.FixtureRequest) -> str:
+    if request.param == "cgroup" and ProcessRuntime().containment != "cgroup":
+        pytest.skip("no writable cgroup v2 hierarchy here")
+    return str(request.param)
+
+
+def runtime_with(containment: str) -> ProcessRuntime:
+    rt = ProcessRuntime(grace=5)
+    if containment == "process-group":
+        rt._cgroup_base = None
+    assert rt.containment == containment
+    return rt
+
+
+@pytest.fixture
+def pids(short_tmp: Path) -> Iterator[Path]:
+    path = short_tmp / "pids"
+    yield path
+    if path.exists():
+        for pid in living(path):
+            os.kill(pid, signal.SIGKILL)
+
+
+def expected_survivors(containment: str, generation: set[int], pids: Path) -> list[int]:
+    """Under process groups the child that called setsid() escapes; nothing does under cgroups."""
+    if containment == "cgroup":
+        return []
+    return sorted(pid for pid in generation if os.getsid(pid) == pid)
+
+
+def assert_killed(
+    containment: str, pids: Path, survivors: list[int], among: set[int] | None = None
+) -> None:
+    """Only ``survivors`` live: at once under cgroups (the cgroup is empty), soon under groups.
+
+    SIGKILL is delivered asynchronously: under process groups the runtime
+    sends it to the group and does not wait.
+    """
+
+    def left() -> list[int]:
+        return sorted(p for p in living(pids) if among is None or p in among)
+
+    if containment == "process-group":
+        wait_until(lambda: left() == survivors, "the SIGKILL of the process group")
+    assert left() == survivors
+
+
+@pytest.mark.parametrize("how", ["crash", "stop"])
+def test_runtime_kills_what_the_plugin_started(
+    short_tmp: Path, pids: Path, containment: str, how: str
+) -> None:
+    """When the plugin's main process exits, every process it started is killed too."""
+    spec = make_spec(short_tmp)
+    (spec.rootfs / "bin" / "plugin").write_text(
+        FORKER.format(python=sys.executable, pids=str(pids))
+    )
+    rt = runtime_with(containment)
+    exits = Exits()
+    try:
+        rt.start(spec, exits)
+        wait_until(lambda: listening(spec), "the plugin's socket")
+        children = set(living(pids))
+        assert len(children) == 3
+        survivors = expected_survivors(containment, children, pids)
+        if how == "crash":
+            os.kill(pid_of(spec), signal.SIGKILL)
+            assert exits.wait().exit_code == -signal.SIGKILL
+        else:
+            rt.stop(spec.id)
+        assert_killed(containment, pids, survivors)
+    finally:
+        kill_all(rt)
+
+
+@pytest.mark.parametrize("action", ["crash", "disable", "remove", "shutdown"])
+def test_manager_leaves_no_child_alive(
+    short_tmp: Path, pids: Path, containment: str, action: str
+) -> None:
+    """Crash (and restart), disable, remove and shutdown leave none of the plugin's children."""
+    ctx = forker_dir(short_tmp, pids)
+    rt = runtime_with(containment)
+    events: list[str] = []
+    m = Manager(
+        short_tmp / "root",
+        runtime=rt,
+        run_root=short_tmp / "run",
+        legacy=None,
+        restart_policy=FAST,
+        on_event=lambda e: events.append(e.action),
+    )
+    try:
+        m.create("forker", ctx)
+        m.enable("forker", timeout=20)
+        first = set(living(pids))
+        assert len(first) == 3
+        survivors = expected_survivors(containment, first, pids)
+        if action == "crash":
+            main = next(iter(rt._procs.values())).pid
+            os.kill(main, signal.SIGKILL)
+            wait_until(lambda: "restart" in events, "the restart")
+            wait_until(lambda: len(set(living(pids)) - first) == 3, "the new children")
+        elif action == "disable":
+            m.disable("forker")
+        elif action == "remove":
+            m.remove("forker", force=True)
+        else:
+            m.shutdown()
+        assert_killed(containment, pids, survivors, among=first)
+    finally:
+        m.shutdown()
+    left = set(living(pids))
+    assert_killed(containment, pids, expected_survivors(containment, left, pids))
