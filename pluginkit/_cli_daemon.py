@@ -47,6 +47,8 @@ REMOTE_COMMANDS = frozenset(
 )
 """Commands a running daemon answers (the others run in-process)."""
 NEEDS_DAEMON = frozenset({"logs", "events"})
+DAEMON_LOG_RATE = 10_000.0
+"""The daemon's default ``ProcessRuntime(log_rate=...)``: its logs are files, not a console."""
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -86,6 +88,14 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
         "--group",
         metavar="GROUP",
         help="group owning the unix socket (mode 0660), like dockerd -G",
+    )
+    sub.add_argument(
+        "--log-rate",
+        type=float,
+        default=DAEMON_LOG_RATE,
+        metavar="LINES",
+        help=f"process runtime: plugin lines per second per stream kept in the logs "
+        f"(default {DAEMON_LOG_RATE:.0f}; beyond, lines are dropped and counted)",
     )
     sub.add_argument(
         "--no-live-restore",
@@ -573,7 +583,15 @@ def cmd_daemon(args: argparse.Namespace, out: TextIO) -> int:
     import contextlib
 
     with contextlib.ExitStack() as stack:
-        runtime = _make_runtime(args.runtime, stack)
+        if args.runtime == "process":
+            from .runtime import ProcessRuntime
+
+            if not args.log_rate > 0:
+                raise CLIError(f"--log-rate must be greater than 0, not {args.log_rate}")
+            runtime: Any = ProcessRuntime(log_rate=args.log_rate)
+            stack.callback(runtime.close)
+        else:
+            runtime = _make_runtime(args.runtime, stack)
         daemon = Daemon(
             args.root,
             run_root=args.run_root,
