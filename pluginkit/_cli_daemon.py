@@ -165,7 +165,7 @@ def find_daemon(args: argparse.Namespace) -> Remote | None:
         except (RemoteError, ValueError):
             remote.close()
             return None
-        if os.path.abspath(info.get("Root", "")) != os.path.abspath(args.root):
+        if os.path.realpath(info.get("Root", "")) != os.path.realpath(args.root):
             _debug(
                 args,
                 f"the daemon at {path} holds {info.get('Root')}, not {args.root}: "
