@@ -352,14 +352,24 @@ class Manager:
         """Return the privileges a plugin needs, in Docker's order.
 
         Args:
-            source: a plugin directory, a tar archive of one, or the name or id
-                of an installed plugin.
+            source: a plugin directory, a tar archive of one, the name or id
+                of an installed plugin, or a registry reference (its manifest
+                and config are read; no layer is downloaded). A path that
+                exists wins, then an installed plugin, then the registry.
         """
         path = Path(source)
         if local_source(path):
             with self._unpacked(path) as context:
                 return compute_privileges(read_context(context, self.install_limits))
-        entry = self._resolve(os.fspath(source))
+        text = os.fspath(source)
+        with self._lock:
+            installed = self._find_locked(text)
+        if installed is None:
+            from .distribution import _ops  # imported on first use: it brings requests
+
+            if _ops.is_reference(text):
+                return _ops.privileges(text)
+        entry = self._resolve(text)
         return compute_privileges(entry.config)
 
     def install(
@@ -368,18 +378,26 @@ class Manager:
         *,
         name: str | None = None,
         grant: Grant = None,
+        disabled: bool = True,
     ) -> Plugin:
-        """Install a plugin from a directory or a tar archive of one; it starts disabled.
+        """Install a plugin from a directory, a tar archive of one, or a registry.
+
+        A path that exists wins over a reference of the same spelling.
 
         Args:
-            source: a directory with ``config.json`` and ``rootfs/``, or a tar
+            source: a directory with ``config.json`` and ``rootfs/``, a tar
                 archive of one (possibly compressed; extracted safely: no
-                absolute paths, no ``..``, no links out, no device files).
-            name: the name to install under (default: the source's base name).
+                absolute paths, no ``..``, no links out, no device files), or
+                a registry reference (``vieux/sshfs``, ``host:5000/p:1``,
+                ``host/p@sha256:…``; see :mod:`pluginkit.distribution`).
+            name: the name to install under (default: the source's base name,
+                or the reference's familiar name and tag).
             grant: ``True`` grants every privilege; a list must equal the
                 required privileges (order-insensitive, every entry checked); a
                 callable receives the required list and returns whether it
                 accepts. ``None`` accepts only a plugin that needs none.
+            disabled: leave the plugin disabled (the default); ``False``
+                enables it once installed.
 
         Raises:
             PrivilegesNotGrantedError: ``incorrect privileges``, naming the
@@ -389,10 +407,19 @@ class Manager:
                 ``config.json`` or no ``rootfs/``, or links out of itself.
             InvalidArchiveError: the archive is truncated, corrupt or unsafe.
             InstallLimitError: it passes :attr:`install_limits`.
+            RegistryError: (:mod:`pluginkit.distribution`) the registry
+                could not provide a valid plugin.
             TypeError: ``grant`` is not one of the above, or a list entry is
                 not a :class:`~pluginkit.Privilege`.
         """
         path = Path(source)
+        if not local_source(path):
+            from .distribution import _ops  # imported on first use: it brings requests
+
+            if _ops.is_reference(os.fspath(source)):
+                return _ops.install(
+                    self, os.fspath(source), name=name, grant=grant, disabled=disabled
+                )
         check_source(path)
         full = normalize_name(name) if name is not None else name_from_source(path)
         self._check_name_free(full)
@@ -408,7 +435,67 @@ class Manager:
             )
         self._prepare(entry)
         self._emit(entry, "install")
+        if not disabled:
+            self.enable(entry.name)
         return entry.plugin
+
+    def push(self, name: str, ref: str | None = None) -> str:
+        """Push an installed plugin to a registry, as ``docker plugin push`` does.
+
+        Args:
+            name: the plugin's name or id.
+            ref: where to push (default: the plugin's name, e.g.
+                ``localhost:5000/team/p:1``).
+
+        Returns:
+            The digest of the pushed manifest.
+        """
+        from .distribution import _ops
+
+        return _ops.push(self, name, ref)
+
+    def upgrade(self, name: str, ref: str | None = None, *, grant: Grant = None) -> Plugin:
+        """Upgrade a plugin from a registry in place: same id, settings carried over.
+
+        Unlike Docker, an enabled plugin is upgraded too: the new version is
+        fetched while the old one runs, then the old one is stopped, the
+        versions swapped and the new one started; if it fails to start the
+        old version is put back and started again (the error says so).
+
+        Args:
+            name: the plugin's name or id.
+            ref: where to upgrade from (default: its ``PluginReference``).
+            grant: as for :meth:`install`, checked against the new version.
+        """
+        from .distribution import _ops, _upgrade
+
+        return _upgrade.upgrade(self, name, ref, grant=grant, progress=_ops._progress(None))
+
+    def save(self, name: str, file: str | os.PathLike[str]) -> str:
+        """Write a plugin to ``file`` as an OCI image layout tar (an offline bundle).
+
+        The archive holds what :meth:`push` would upload, in Docker's plugin
+        media types; ``skopeo copy oci-archive:FILE docker://…`` reads it.
+        The file appears complete or not at all.
+
+        Returns:
+            The digest of the bundle's manifest.
+        """
+        from .distribution import _oci
+
+        return _oci.save(self, name, file)
+
+    def load(
+        self, file: str | os.PathLike[str], *, name: str | None = None, grant: Grant = None
+    ) -> Plugin:
+        """Install the plugin an OCI layout tar (from :meth:`save`) holds; it starts disabled.
+
+        Every blob is checked against its digest; privileges are asked as by
+        :meth:`install`. ``name`` defaults to the name recorded in the bundle.
+        """
+        from .distribution import _oci, _ops
+
+        return _oci.load(self, file, name=name, grant=grant, progress=_ops._progress(None))
 
     @contextlib.contextmanager
     def _unpacked(self, path: Path) -> Iterator[Path]:
@@ -747,8 +834,17 @@ class Manager:
         return sorted(found, key=lambda p: p.name)
 
     def inspect(self, name: str) -> dict[str, Any]:
-        """Docker's ``docker plugin inspect`` JSON for a plugin."""
-        return self.get(name).to_dict()
+        """Docker's ``docker plugin inspect`` JSON for a plugin.
+
+        A plugin installed from a registry also shows ``ManifestDigest``.
+        """
+        plugin = self.get(name)
+        result = plugin.to_dict()
+        if plugin.id is not None:
+            from .distribution import _ops
+
+            result.update(_ops.distribution_info(self, plugin.id))
+        return result
 
     # -- lookups ------------------------------------------------------------
 

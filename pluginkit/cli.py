@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from . import _cli_daemon
+from . import _cli_daemon, _cli_distribution
 from ._errors import PluginError
 
 if TYPE_CHECKING:
@@ -46,8 +46,6 @@ EXIT_USAGE = 2
 DEFAULT_ENABLE_TIMEOUT = 30.0  # seconds, as `docker plugin enable`
 ID_LENGTH = 12  # `docker plugin ls` shows ids cut to 12 characters
 DESCRIPTION_LENGTH = 45  # ... and descriptions to 45
-# Until registry installs land: a SOURCE that is no path here is a reference.
-_NO_REGISTRY = "no such directory or tar archive, and registries are not supported yet"
 ENGINE_HINT = (
     "use --runtime process (or PLUGINKIT_RUNTIME=process) to run plugins as host processes"
 )
@@ -355,11 +353,10 @@ def cmd_install(args: argparse.Namespace, out: TextIO) -> int:
             raise CLIError("permission denied")
         return True
 
-    if not args.source.startswith(("/", ".", "~")) and not os.path.exists(args.source):
-        raise CLIError(f'cannot install "{args.source}": {_NO_REGISTRY}')
     with _open_manager(args) as manager:
         grant = True if args.grant_all_permissions else ask
-        plugin = manager.install(args.source, name=args.alias, grant=grant)
+        with _cli_distribution.progress(args, sys.stderr):
+            plugin = manager.install(args.source, name=args.alias, grant=grant)
         if args.settings:
             try:
                 manager.set(plugin.name, args.settings)
@@ -395,6 +392,13 @@ def cmd_privileges(args: argparse.Namespace, out: TextIO) -> int:
         for line in _format_privileges(privileges):
             out.write(line + "\n")
     return 0
+
+
+def cmd_fleet(args: argparse.Namespace, out: TextIO) -> int:
+    """``pluginkit fleet apply|status|rm|agent-image|agent``: see :mod:`pluginkit.fleet`."""
+    from .fleet._cli import run
+
+    return run(args, out)
 
 
 def cmd_enable(args: argparse.Namespace, out: TextIO) -> int:
@@ -581,8 +585,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("name", metavar="NAME")
     sub.add_argument("dir", metavar="DIR")
 
-    sub = command("install", cmd_install, "install a plugin from a directory or a tar archive")
-    sub.add_argument("source", metavar="SOURCE")
+    sub = command(
+        "install", cmd_install, "install a plugin from a registry, a directory or a tar archive"
+    )
+    sub.add_argument("source", metavar="SOURCE", help="REF, or a path (a path that exists wins)")
+    sub.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     sub.add_argument("--alias", metavar="NAME", help="local name (default: from SOURCE)")
     sub.add_argument(
         "--grant-all-permissions",
@@ -591,6 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--disable", action="store_true", help="do not enable it after install")
     sub.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="settings, as for set")
+
+    _cli_distribution.register(command)
 
     sub = command("privileges", cmd_privileges, "show the privileges a plugin needs")
     sub.add_argument("source", metavar="SOURCE")
@@ -607,6 +616,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="drop-in directory (default /etc/containers/containers.conf.d)",
     )
+
+    from .fleet._cli import add_parser as add_fleet_parser
+
+    add_fleet_parser(command("fleet", cmd_fleet, "run plugins on every node of a Docker Swarm"))
 
     sub = command("enable", cmd_enable, "start a plugin and wait until it answers")
     sub.add_argument(

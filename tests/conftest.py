@@ -1,10 +1,12 @@
 """Shared fixtures and the rules for tests that need Docker or Go.
 
-Tests marked ``docker`` need a running Docker engine and tests marked ``go``
-need the Go toolchain with Debian's ``golang-github-docker-docker-dev``
-sources. Where those are missing the tests skip with the reason, except when
-``PLUGINKIT_REQUIRE_DOCKER=1`` (as in CI): then they fail, so that a broken CI
-machine cannot pass by skipping.
+Tests marked ``registry`` need Debian's ``docker-registry`` (they start
+their own on a free port); they skip without it unless
+``PLUGINKIT_REQUIRE_REGISTRY=1``. Tests marked ``docker`` need a running
+Docker engine and tests marked ``go`` need the Go toolchain with Debian's
+``golang-github-docker-docker-dev`` sources. Where those are missing the
+tests skip with the reason, except when ``PLUGINKIT_REQUIRE_DOCKER=1`` (as
+in CI): then they fail, so that a broken CI machine cannot pass by skipping.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ REQUIRE_VARIABLES = {
     "docker": "PLUGINKIT_REQUIRE_DOCKER",
     "go": "PLUGINKIT_REQUIRE_DOCKER",
     "podman": "PLUGINKIT_REQUIRE_PODMAN",
+    "registry": "PLUGINKIT_REQUIRE_REGISTRY",
     "dockercli": "PLUGINKIT_REQUIRE_DOCKER",
+    "swarm": "PLUGINKIT_REQUIRE_SWARM",
 }
 GO_DOCKER_SRC = Path("/usr/share/gocode/src/github.com/docker/docker/pkg/plugins")
 
@@ -70,13 +74,25 @@ def _problem(kind: str) -> str | None:
             _problems[kind] = _docker_problem()
         elif kind == "go":
             _problems[kind] = _go_problem()
+        elif kind == "registry":
+            _problems[kind] = _registry_problem()
         elif kind == "dockercli":
             _problems[kind] = _dockercli_problem()
-        else:
+        elif kind == "podman":
             from _podman import podman_problem
 
             _problems[kind] = podman_problem()
+        else:
+            from _swarm import swarm_problem
+
+            _problems[kind] = swarm_problem()
     return _problems[kind]
+
+
+def _registry_problem() -> str | None:
+    if shutil.which("docker-registry") is None:
+        return "Debian's docker-registry is not installed (apt-get install docker-registry)"
+    return None
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -103,13 +103,18 @@ def test_completion_of_an_unknown_shell_is_bad_usage(cli: Cli) -> None:
     assert result.stderr.startswith("Error: argument SHELL: invalid choice: 'powershell'")
 
 
-def test_install_of_a_registry_reference_says_registries_are_not_supported(cli: Cli) -> None:
-    """install vieux/sshfs says what is missing instead of 'path does not exist'."""
+def test_install_of_a_registry_reference_goes_to_the_registry(cli: Cli) -> None:
+    """install vieux/sshfs asks Docker Hub; failing, it says it is not a path either."""
+    from tests._registry import free_port
+
+    proxy = f"http://127.0.0.1:{free_port()}"  # Docker Hub behind a proxy that refuses
+    cli.env.update(HTTPS_PROXY=proxy, HTTP_PROXY=proxy)
     result = cli("install", "vieux/sshfs")
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (
-        'Error: cannot install "vieux/sshfs": no such directory or tar archive, '
-        "and registries are not supported yet\n"
+        "docker.io/vieux/sshfs:latest: resolving\n"
+        "Error: cannot reach registry registry-1.docker.io: connection refused "
+        "(and vieux/sshfs is not a file or directory)\n"
     )
 
 

@@ -33,7 +33,6 @@ def __getattr__(name: str) -> object:
     from .._public import publish
 
     value = getattr(importlib.import_module(module, __name__), name)
-    # Tracebacks and help() show pluginkit.daemon.Name, not its private module.
     publish({"__name__": __name__, "__all__": [name], name: value})
     globals()[name] = value
     return value
