@@ -240,7 +240,7 @@ def pull(req: Request) -> Response:
     remote = req.query.get("remote", "")
     name = req.query.get("name") or None
     plugin = manager.install(remote, name=name, grant=grant, disabled=True)
-    return _progress(plugin.name, f"Installed plugin {remote}")
+    return _pulled(plugin.name, remote)
 
 
 @route("POST", "/plugins/{name}/push")
@@ -248,8 +248,15 @@ def push(req: Request) -> Response:
     """``POST /plugins/NAME/push``: through the registry support, when present."""
     manager = _registry_manager(req, "push")
     name = req.params["name"]
-    manager.push(name)
-    return _progress(name, f"The push refers to repository [{name}]")
+    plugin = manager.get(name)
+    digest = manager.push(name)
+    ref = _split_ref(plugin.name)
+    messages: list[dict[str, Any]] = [
+        {"status": f"The push refers to repository [{ref[0]}]"},
+        {"status": f"{ref[1]}: digest: {digest}"},
+        {"progressDetail": {}, "aux": {"Tag": ref[1], "Digest": digest}},
+    ]
+    return _stream_messages(plugin.name, messages)
 
 
 @route("POST", "/plugins/{name}/upgrade")
@@ -258,8 +265,9 @@ def upgrade(req: Request) -> Response:
     grant = _privileges_body(req)
     manager = _registry_manager(req, "upgrade")
     name = req.params["name"]
-    manager.upgrade(name, req.query.get("remote") or None, grant=grant)
-    return _progress(name, f"Upgraded plugin {name}")
+    remote = req.query.get("remote") or None
+    plugin = manager.upgrade(name, remote, grant=grant)
+    return _pulled(plugin.name, remote or plugin.plugin_reference or plugin.name)
 
 
 @route("POST", "/plugins/create")
@@ -541,5 +549,35 @@ def _privilege_dict(privilege: Any) -> dict[str, Any]:
     }
 
 
-def _progress(name: str, status: str) -> Response:
-    return Response(value={"status": status}, headers={"Docker-Plugin-Name": name})
+def _split_ref(ref: str) -> tuple[str, str]:
+    """``host:5000/p:1`` -> (``host:5000/p``, ``1``), digests and default tag handled."""
+    from .._reference import parse_reference
+
+    base = ref.split("@", 1)[0]
+    try:
+        parsed = parse_reference(base)
+    except ValueError:
+        return base, "latest"
+    return parsed.name, parsed.tag
+
+
+def _pulled(name: str, remote: str) -> Response:
+    """Answer the first and last lines of dockerd's pull progress (not the layers')."""
+    repo, tag = _split_ref(remote)
+    path = (
+        repo.split("/", 1)[1]
+        if "/" in repo and ("." in repo.split("/")[0] or ":" in repo.split("/")[0])
+        else repo
+    )
+    messages = [
+        {"status": f"{tag}: Pulling from {path}"},
+        {"status": f"Status: Downloaded newer image for {repo}:{tag}"},
+    ]
+    return _stream_messages(name, messages)
+
+
+def _stream_messages(name: str, messages: list[dict[str, Any]]) -> Response:
+    """Docker's progress stream: one JSON message per line."""
+    return Response(
+        stream=iter([encode(m) for m in messages]), headers={"Docker-Plugin-Name": name}
+    )
