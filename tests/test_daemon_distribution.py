@@ -117,3 +117,33 @@ def test_docker_py_installs_from_a_registry(
         installed.remove()
     finally:
         client.close()
+
+
+def test_pluginkit_commands_go_through_the_daemon(
+    daemon: DaemonProcess, registry: str, short_tmp: Path
+) -> None:
+    """pluginkit install/push/upgrade/save/load while the daemon holds the root."""
+    context = make_plugin_dir(short_tmp / "ctx")
+    ref = f"{registry}/pk/cli:1"
+    assert daemon.cli("create", ref, str(context)).returncode == 0
+    pushed = daemon.cli("push", "-q", ref)
+    assert pushed.returncode == 0, pushed.stderr
+    assert pushed.stdout.startswith("sha256:")
+    other = daemon.cli("push", ref, f"{registry}/pk/cli:2")
+    assert other.stderr.splitlines() == [
+        f"The push refers to repository [{registry}/pk/cli]",
+        f"2: digest: {other.stderr.split('digest: ')[1].strip()}",
+    ]
+    assert daemon.cli("rm", ref).returncode == 0
+    installed = daemon.cli("install", "--grant-all-permissions", "--alias", "c", ref)
+    assert (installed.returncode, installed.stdout) == (0, f"Installed plugin {ref}\n")
+    refused = daemon.cli("upgrade", "c", f"{registry}/pk/cli:2")
+    assert refused.returncode == 1
+    assert "requests privileges and there is no terminal to ask" in refused.stderr
+    upgraded = daemon.cli("upgrade", "--grant-all-permissions", "c", f"{registry}/pk/cli:2")
+    assert upgraded.stdout == f"Upgraded plugin c:latest to {registry}/pk/cli:2\n", upgraded.stderr
+    bundle = short_tmp / "c.tar"
+    assert daemon.cli("save", "c", "-o", str(bundle)).returncode == 0
+    assert bundle.stat().st_size > 0
+    loaded = daemon.cli("load", "--grant-all-permissions", "--alias", "c2", str(bundle))
+    assert (loaded.returncode, loaded.stdout) == (0, "Loaded plugin c2:latest\n"), loaded.stderr

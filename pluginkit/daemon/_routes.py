@@ -249,8 +249,10 @@ def push(req: Request) -> Response:
     manager = _registry_manager(req, "push")
     name = req.params["name"]
     plugin = manager.get(name)
-    digest = manager.push(name)
-    ref = _split_ref(plugin.name)
+    # ``ref`` is pluginkit's addition (push under another name), as ``pluginkit push NAME REF``.
+    target = req.query.get("ref") or None
+    digest = manager.push(name, target)
+    ref = _split_ref(target or plugin.name)
     messages: list[dict[str, Any]] = [
         {"status": f"The push refers to repository [{ref[0]}]"},
         {"status": f"{ref[1]}: digest: {digest}"},
@@ -380,6 +382,32 @@ def health(req: Request) -> Response:
             "Health": getattr(plugin, "health", None),
         }
     )
+
+
+@route("POST", "/pluginkit/v1/plugins/{name}/save")
+def save(req: Request) -> Response:
+    """Write a plugin to an OCI layout tar at ``path`` (on the daemon's host), as ``save``."""
+    path = req.query.get("path", "")
+    if not os.path.isabs(path):
+        raise ApiError(400, f"invalid path {path!r}: an absolute path on the daemon's host")
+    _registry_manager(req, "save").save(req.params["name"], path)
+    return Response(status=204, empty=True)
+
+
+@route("POST", "/pluginkit/v1/load")
+def load(req: Request) -> Response:
+    """Install from a bundle (``{"File": PATH, "Name", "Grant": true|[privileges]}``)."""
+    body = _json_list_body(req, "load request")
+    if not isinstance(body, dict) or not isinstance(body.get("File"), str):
+        raise ApiError(400, 'invalid load request: "File" (a path) is required')
+    grant: Any = body.get("Grant")
+    if isinstance(grant, list):
+        grant = _privileges_from(grant)
+    elif grant is not True:
+        grant = None
+    manager = _registry_manager(req, "load")
+    plugin = manager.load(body["File"], name=body.get("Name") or None, grant=grant)
+    return Response(value=manager.inspect(plugin.name))
 
 
 @route("GET", "/pluginkit/v1/lookup")
