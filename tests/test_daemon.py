@@ -477,8 +477,14 @@ def test_eight_concurrent_clients_get_consistent_answers(
     stable = api(daemon, "GET", "/plugins/cc0/json")[1]
     errors: list[str] = []
 
+    def guarded(fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # reported, not lost in a thread
+            errors.append(f"{fn.__name__}{args}: {type(exc).__name__}: {exc}")
+
     def reader() -> None:
-        client = docker.APIClient(base_url=daemon.host, version="1.41")
+        client = docker.APIClient(base_url=daemon.host, version="1.41", timeout=120)
         for _ in range(30):
             plugins = client.plugins()
             if sorted(p["Name"] for p in plugins) != [f"cc{i}:latest" for i in range(4)]:
@@ -488,7 +494,7 @@ def test_eight_concurrent_clients_get_consistent_answers(
         client.close()
 
     def toggler(name: str) -> None:
-        client = docker.APIClient(base_url=daemon.host, version="1.41")
+        client = docker.APIClient(base_url=daemon.host, version="1.41", timeout=120)
         for _ in range(5):
             client.enable_plugin(name)
             if not client.inspect_plugin(name)["Enabled"]:
@@ -496,8 +502,8 @@ def test_eight_concurrent_clients_get_consistent_answers(
             client.disable_plugin(name)
         client.close()
 
-    threads = [threading.Thread(target=reader) for _ in range(5)]
-    threads += [threading.Thread(target=toggler, args=(f"cc{i}",)) for i in (1, 2, 3)]
+    threads = [threading.Thread(target=guarded, args=(reader,)) for _ in range(5)]
+    threads += [threading.Thread(target=guarded, args=(toggler, f"cc{i}")) for i in (1, 2, 3)]
     for t in threads:
         t.start()
     for t in threads:
