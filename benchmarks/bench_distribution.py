@@ -9,7 +9,10 @@ Run alone with ``python3 benchmarks/bench_distribution.py``. A local
   as a user runs it) and vs the engine's API alone (``POST /plugins/pull``
   through the docker SDK, no CLI start-up);
 * push: ``Manager.push`` vs ``docker plugin push``, each to a fresh
-  repository so every blob is uploaded.
+  repository so every blob is uploaded; and create + push vs ``docker plugin
+  create`` + ``push`` (the engine compresses the rootfs at create, pluginkit
+  at the first push); and a second push of the same plugin to a fresh
+  repository (its compressed layer kept: upload only) vs the engine's push.
 
 Medians and ratios (pluginkit / Docker; below 1.0 means pluginkit is faster)
 are printed: a report, not an assertion. Target for install vs the CLI: <= 0.6.
@@ -133,23 +136,35 @@ def main() -> int:
             _report("install ~8 MB", ours, cli, "docker plugin install (CLI)")
             _report("install ~8 MB", ours, api, "engine API /plugins/pull")
 
-            ours, theirs = [], []
+            ours, theirs, ours_cp, theirs_cp, ours_kept = [], [], [], [], []
             for i in range(ROUNDS + 1):
                 # The engine refuses a second plugin with the same content: one
                 # byte changes per round, for both sides.
                 (context / "rootfs" / "round").write_text(str(i))
                 target = f"{host}/bench/push-{tag}-{i}"
-                manager.create(f"pkbench-{tag}-{i}", context)
-                _docker("plugin", "create", f"{target}-docker:1", str(context))
+                t_create = _timed(manager.create, f"pkbench-{tag}-{i}", context)
+                t_dcreate = _timed(_docker, "plugin", "create", f"{target}-docker:1", str(context))
                 created.append(f"{target}-docker:1")
                 t_ours = _timed(
                     lambda n=i, t=target: manager.push(f"pkbench-{tag}-{n}", f"{t}-pk:1")
                 )
                 t_theirs = _timed(_docker, "plugin", "push", f"{target}-docker:1")
+                # Again to a fresh repository: the compressed layer is kept,
+                # so this uploads without compressing, like the engine's push.
+                t_kept = _timed(
+                    lambda n=i, t=target: manager.push(f"pkbench-{tag}-{n}", f"{t}-pk2:1")
+                )
                 if i:
+                    ours_kept.append(t_kept)
                     ours.append(t_ours)
                     theirs.append(t_theirs)
+                    ours_cp.append(t_create + t_ours)
+                    theirs_cp.append(t_dcreate + t_theirs)
             _report("push ~8 MB", ours, theirs, "docker plugin push (CLI)")
+            # The engine compresses the rootfs at create, pluginkit at push:
+            # create + push compares the same work.
+            _report("create + push ~8 MB", ours_cp, theirs_cp, "docker plugin create + push")
+            _report("push, layer kept ~8 MB", ours_kept, theirs, "docker plugin push (CLI)")
             manager.shutdown()
     finally:
         for name in created:

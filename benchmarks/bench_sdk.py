@@ -8,10 +8,18 @@ cost is identical on both sides. Rounds alternate between the two servers so
 that machine noise hits both alike.
 
 Prints the median per-request latency of each and the ratio
-(pluginkit / Go; at most 1.1 is the target), then the same for 64 concurrent
+(pluginkit / Go; at most 1.0 is the target), for inline handlers, a pool of
+threads and ``async def`` handlers, then the same for 64 concurrent
 keep-alive clients (multiplexed by one client process with a selector).
 
-Run: ``python3 benchmarks/bench_sdk.py [--quick]``.
+First, what an idle plugin costs: the resident memory (VmRSS, and its
+private part RssAnon) of an idle SDK plugin process - a bare PluginServer and
+a typed VolumeDriver - against a minimal stdlib Python unix-socket server
+that answers ``Plugin.Activate`` (socket, selectors, json: target <= 1.4),
+and the time of ``python -c "import pluginkit.sdk"`` against ``python -c
+pass``. Processes are started in interleaved A/B pairs; medians are reported.
+
+Run: ``python3 benchmarks/bench_sdk.py [--quick] [--idle-only]``.
 """
 
 from __future__ import annotations
@@ -72,8 +80,15 @@ PY_SERVER = r"""
 import sys
 from pluginkit.sdk import PluginServer
 
-server = PluginServer(["VolumeDriver"], threads=int(sys.argv[2]))
-server.add_handler("Echo", lambda request: request)
+mode = sys.argv[2]
+server = PluginServer(["VolumeDriver"], threads=0 if mode == "async" else int(mode))
+if mode == "async":
+    async def echo(request):
+        return request
+
+    server.add_handler("Echo", echo)
+else:
+    server.add_handler("Echo", lambda request: request)
 server.start(sys.argv[1])
 print("ready", flush=True)
 sys.stdin.read()
@@ -183,6 +198,125 @@ def concurrent_round(path: str, clients: int, per_client: int) -> float:
     return elapsed / (clients * per_client)
 
 
+# -- idle cost ----------------------------------------------------------------------
+
+# The baseline: about the least a Python plugin can be - one thread, a
+# selector, a fixed Plugin.Activate reply, json loaded as any plugin needs.
+STDLIB_SERVER = r"""
+import json, os, selectors, socket, sys
+
+reply = json.dumps({"Implements": ["VolumeDriver"]}).encode()
+head = b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.plugins.v1.1+json\r\n"
+answer = head + b"Content-Length: %d\r\n\r\n%s" % (len(reply), reply)
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(sys.argv[1])
+listener.listen(128)
+sel = selectors.DefaultSelector()
+sel.register(listener, selectors.EVENT_READ)
+while True:
+    for key, _ in sel.select():
+        if key.fileobj is listener:
+            conn, _ = listener.accept()
+            sel.register(conn, selectors.EVENT_READ)
+        else:
+            data = key.fileobj.recv(65536)
+            if not data:
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+            elif b"\r\n\r\n" in data:
+                key.fileobj.sendall(answer)
+"""
+
+SDK_PLAIN = r"""
+import sys
+from pluginkit.sdk import PluginServer
+
+server = PluginServer(["VolumeDriver"])
+server.add_handler("VolumeDriver.List", lambda request: {"Volumes": []})
+server.serve(sys.argv[1])
+"""
+
+SDK_DRIVER = r"""
+import sys
+from pluginkit.sdk import VolumeDriver, volume
+
+class Volumes(VolumeDriver):
+    def list(self) -> volume.ListResponse:
+        return volume.ListResponse()
+
+Volumes().server().serve(sys.argv[1])
+"""
+
+
+def _memory(pid: int) -> tuple[int, int]:
+    """VmRSS and RssAnon of a process, in KiB."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            fields[key] = value.split()[0] if value.split() else "0"
+    return int(fields["VmRSS"]), int(fields.get("RssAnon", fields["VmRSS"]))
+
+
+def _idle_memory(program: str, path: str, env: dict[str, str]) -> tuple[int, int]:
+    """Start ``program`` as a plugin on ``path`` (single-threaded, as serve() runs)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", program, path], env=env, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not Path(path).exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the plugin on {path} did not start")
+            time.sleep(0.01)
+        activate_once(path)  # one call answered: what a served plugin has loaded
+        time.sleep(0.2)
+        return _memory(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        Path(path).unlink(missing_ok=True)
+
+
+def activate_once(path: str) -> None:
+    """Call Plugin.Activate once on a fresh connection."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    sock.sendall(b"POST /Plugin.Activate HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    data = b""
+    while b"Implements" not in data:
+        data += sock.recv(4096)
+    sock.close()
+
+
+def idle_cost(work: Path, env: dict[str, str], pairs: int) -> None:
+    """Print the idle memory ratios and the import time ratio (medians of interleaved pairs)."""
+    rows: dict[str, list[tuple[int, int]]] = {"stdlib": [], "sdk": [], "sdk+driver": []}
+    programs = {"stdlib": STDLIB_SERVER, "sdk": SDK_PLAIN, "sdk+driver": SDK_DRIVER}
+    for n in range(pairs):
+        for name, program in programs.items():
+            rows[name].append(_idle_memory(program, str(work / f"{name}-{n}.sock"), env))
+    base_rss = statistics.median(r for r, _ in rows["stdlib"])
+    base_anon = statistics.median(a for _, a in rows["stdlib"])
+    print(f"idle plugin memory, median of {pairs} processes each (KiB):")
+    for name, values in rows.items():
+        rss = statistics.median(r for r, _ in values)
+        anon = statistics.median(a for _, a in values)
+        print(
+            f"  {name:12s} VmRSS {rss:8.0f} ({rss / base_rss:.2f}x)"
+            f"   RssAnon {anon:8.0f} ({anon / base_anon:.2f}x)"
+        )
+    ratios = []
+    for _ in range(pairs * 2):
+        times = []
+        for code in ("pass", "import pluginkit.sdk"):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], env=env, check=True)
+            times.append(time.perf_counter() - t)
+        ratios.append(times[1] / times[0])
+    print(f"  python -c 'import pluginkit.sdk' / python -c pass: {statistics.median(ratios):.2f}")
+
+
 def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
@@ -207,6 +341,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="pk-bench-", dir="/tmp") as tmp:
         work = Path(tmp)
+        idle_cost(work, {**os.environ, "PYTHONPATH": str(ROOT)}, 3 if quick else 7)
+        if "--idle-only" in sys.argv:
+            return 0
         try:
             go_binary = build_go_program(GO_SERVER, work, "goplugin")
         except (OSError, subprocess.CalledProcessError) as exc:
@@ -216,14 +353,22 @@ def main() -> int:
         go_sock = str(work / "go.sock")
         py_sock = str(work / "py.sock")
         py_pool_sock = str(work / "pypool.sock")
+        py_async_sock = str(work / "pyasync.sock")
         go = start([str(go_binary), go_sock])
         py = start([sys.executable, "-c", PY_SERVER, py_sock, "0"], env)
         py_pool = start([sys.executable, "-c", PY_SERVER, py_pool_sock, "4"], env)
+        py_async = start([sys.executable, "-c", PY_SERVER, py_async_sock, "async"], env)
         try:
-            replies = [json.loads(LeanClient(p).call()) for p in (go_sock, py_sock, py_pool_sock)]
-            assert replies[0] == replies[1] == replies[2], replies
-            results: dict[str, list[int]] = {"go": [], "pluginkit": [], "pluginkit threads=4": []}
-            socks = {"go": go_sock, "pluginkit": py_sock, "pluginkit threads=4": py_pool_sock}
+            all_socks = (go_sock, py_sock, py_pool_sock, py_async_sock)
+            replies = [json.loads(LeanClient(p).call()) for p in all_socks]
+            assert all(r == replies[0] for r in replies), replies
+            socks = {
+                "go": go_sock,
+                "pluginkit": py_sock,
+                "pluginkit threads=4": py_pool_sock,
+                "pluginkit async": py_async_sock,
+            }
+            results: dict[str, list[int]] = {name: [] for name in socks}
             for _ in range(rounds):
                 for name, path in socks.items():
                     results[name] += sequential_round(path, per_round)
@@ -233,6 +378,7 @@ def main() -> int:
                 print(f"  {name:22s} median {value:7.1f} us/request")
             print(f"  ratio pluginkit/go            {med['pluginkit'] / med['go']:.2f}")
             print(f"  ratio pluginkit threads=4/go  {med['pluginkit threads=4'] / med['go']:.2f}")
+            print(f"  ratio pluginkit async/go      {med['pluginkit async'] / med['go']:.2f}")
 
             conc: dict[str, list[float]] = {name: [] for name in socks}
             per_client = 50 if quick else 150
@@ -245,8 +391,9 @@ def main() -> int:
                 print(f"  {name:22s} {value:7.1f} us/request (throughput)")
             print(f"  ratio pluginkit/go            {cmed['pluginkit'] / cmed['go']:.2f}")
             print(f"  ratio pluginkit threads=4/go  {cmed['pluginkit threads=4'] / cmed['go']:.2f}")
+            print(f"  ratio pluginkit async/go      {cmed['pluginkit async'] / cmed['go']:.2f}")
         finally:
-            for proc in (go, py, py_pool):
+            for proc in (go, py, py_pool, py_async):
                 stop(proc)
     return 0
 

@@ -100,6 +100,14 @@ def open_source(path: Path, store: Store, limits: InstallLimits) -> Iterator[Pat
     if path.is_dir():
         yield path
         return
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        # A FIFO would block the reader forever, a device never end.
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket or device"
+        raise InvalidConfigError(
+            f"plugin source {path} is neither a directory nor a regular file but {kind}",
+            path=os.fspath(path),
+        )
     staging = store.new_staging()
     try:
         safe_extract(path, staging, Budget(limits, f"archive {path}", os.fspath(path)))

@@ -68,6 +68,10 @@ from ._errors import (
     RuntimeStartError,
 )
 from ._events import PluginEvent
+from ._index import DISABLED as _DISABLED
+from ._index import DOWN as _DOWN
+from ._index import RUNNING as _RUNNING
+from ._index import LookupIndex
 from ._install import (
     Filler,
     Grant,
@@ -122,11 +126,6 @@ class _DefaultLegacy:
 
 _DEFAULT_LEGACY: Any = _DefaultLegacy()
 
-# Lookup states kept in the snapshot.
-_RUNNING = 0
-_DISABLED = 1
-_DOWN = 2  # enabled, but not running right now (starting, crashed, restarting)
-
 
 @attrs.define(eq=False)
 class _Run:
@@ -167,7 +166,7 @@ class _Entry:
 
 
 _Hit = tuple[frozenset[str], int, "_Entry"]
-"""What the lookup snapshot holds per key: capabilities, state, entry."""
+"""What the lookup index holds per key: capabilities, state, entry."""
 
 
 def _now_iso() -> str:
@@ -245,8 +244,8 @@ class Manager:
         self._names: dict[str, str] = {}
         self._reserved: set[str] = set()
         self._handlers: dict[str, list[Callable[[str, Client], None]]] = {}
-        self._snap: Mapping[str, _Hit] = {}
-        self._by_cap: Mapping[str, tuple[Plugin, ...]] = {}
+        self._index: LookupIndex[_Entry] = LookupIndex()
+        self._snap: Mapping[str, _Hit] = self._index.hits  # read without the lock
         self._closing = False
         # Set once the first shutdown() has fully finished (root released).
         self._shut_down = threading.Event()
@@ -534,7 +533,7 @@ class Manager:
             with self._lock:
                 self._entries[plugin_id] = entry
                 self._names[name] = plugin_id
-                self._publish_locked()
+                self._publish_locked(entry)
             return entry
         finally:
             with self._lock:
@@ -655,7 +654,7 @@ class Manager:
                 raise
             with self._lock:
                 entry.plugin.enabled = True
-                self._publish_locked()
+                self._publish_locked(entry)
         self._emit(entry, "enable")
         self._run_handlers(entry)
 
@@ -688,7 +687,7 @@ class Manager:
             finally:
                 with self._lock:
                     entry.plugin.enabled = False
-                    self._publish_locked()
+                    self._publish_locked(entry)
         self._emit(entry, "disable")
 
     def _check_disable_locked(self, entry: _Entry, name: str, force: bool) -> None:
@@ -705,7 +704,7 @@ class Manager:
             entry.restart_timer.cancel()
             entry.restart_timer = None
         if entry.running:
-            self._publish_locked()  # a plugin about to stop is not looked up any more
+            self._publish_locked(entry)  # a plugin about to stop is not looked up any more
 
     # -- remove / set -------------------------------------------------------
 
@@ -748,7 +747,7 @@ class Manager:
                 self._entries.pop(entry.id, None)
                 if self._names.get(entry.name) == entry.id:
                     del self._names[entry.name]
-                self._publish_locked()
+                self._publish_locked(entry)
             shutil.rmtree(self._socket_dir(entry.id), ignore_errors=True)
             entry.plugin._drop_client()
         self._emit(entry, "remove")
@@ -798,7 +797,7 @@ class Manager:
             with self._lock:
                 entry.plugin.config = config
                 entry.plugin.settings = settings
-                self._publish_locked()
+                self._publish_locked(entry)
             self._prepare_op_locked(entry)
         self._emit(entry, "set")
 
@@ -871,7 +870,7 @@ class Manager:
     def find_with_capability(self, capability: str) -> builtins.list[Plugin]:
         """Every running managed plugin with ``capability``, then the legacy ones."""
         self._check_open_locked()  # reading one flag needs no lock
-        found = list(self._by_cap.get(capability.lower(), ()))
+        found = list(self._index.running(capability.lower()))
         legacy = self.legacy
         if legacy is not None:
             found.extend(legacy.get_all(capability))
@@ -912,7 +911,7 @@ class Manager:
         with self._lock:
             self._check_open_locked()
             self._handlers.setdefault(cap, []).append(callback)
-            running = list(self._by_cap.get(cap, ()))
+            running = list(self._index.running(cap))
         legacy = self.legacy
         if legacy is not None:
             legacy.handle(capability, callback)
@@ -1014,9 +1013,9 @@ class Manager:
             ),
         )
 
-    def _start(self, entry: _Entry, timeout: float) -> None:
+    def _start(self, entry: _Entry, timeout: float, spec: RuntimeSpec | None = None) -> None:
         """Start the plugin and wait until it is ready; on failure nothing is left running."""
-        spec = self._spec(entry)
+        spec = spec if spec is not None else self._spec(entry)
         self._check_socket_path(entry.id, entry.config)
         ensure_private_dir(spec.socket_dir)
         with contextlib.suppress(FileNotFoundError):
@@ -1059,7 +1058,7 @@ class Manager:
                         run.ready = True
                         run.ready_at = time.monotonic()
                         entry.running = True
-                        self._publish_locked()
+                        self._publish_locked(entry)
                 if ready:
                     self._link_stable(entry, path)
                     return
@@ -1112,7 +1111,7 @@ class Manager:
                 entry.run = None
             if entry.running:
                 entry.running = False
-                self._publish_locked()
+                self._publish_locked(entry)
         socket_dir = self._socket_dir(entry.id)
         socket_path = socket_dir / entry.config.interface.socket
         if entry.plugin._stable_path is not None:
@@ -1141,7 +1140,7 @@ class Manager:
             entry.run = None
             if entry.running:
                 entry.running = False
-                self._publish_locked()
+                self._publish_locked(entry)
             if not run.ready:
                 return  # the starter is waiting on run.exited and reports it
             if not entry.want_running or self._closing:
@@ -1343,7 +1342,7 @@ class Manager:
                 with self._lock:
                     if entry.run is run:
                         entry.run = None
-                self._start(entry, entry.timeout)
+                self._start(entry, entry.timeout, spec)
             except InvalidConfigError as exc:
                 # A config problem does not go away by retrying.
                 log.error("cannot start plugin %s: %s", entry.name, exc)
@@ -1493,34 +1492,44 @@ class Manager:
     def _save(self, entry: _Entry) -> None:
         self._store.save(entry.id, self._record(entry))
 
-    def _publish_locked(self) -> None:
-        """Rebuild the lookup snapshot (called with ``_lock`` held after any change)."""
+    def _publish_locked(self, entry: _Entry | None = None) -> None:
+        """Update the lookup index after a change to ``entry`` (every entry when ``None``).
+
+        Called with ``_lock`` held. One entry costs the same however many
+        are installed; the full rebuild is for start-up.
+        """
+        index = self._index
         if self._closing:
-            self._snap, self._by_cap = {}, {}  # shutting down: nothing is looked up
+            index.clear()  # shutting down: nothing is looked up
             return
-        snap: dict[str, _Hit] = {}
-        by_cap: dict[str, list[Plugin]] = {}
-        for entry in self._entries.values():
-            # Only a plugin that runs, is meant to, and whose enable is
-            # recorded (plugin.enabled is set once enable() has saved it):
-            # lookups never hand out a plugin that an enable failing late, a
-            # disable, a remove or a shutdown is about to stop.
-            if entry.running and entry.want_running and entry.plugin.enabled:
-                state = _RUNNING
-                for cap in entry.plugin.capabilities:
-                    by_cap.setdefault(cap, []).append(entry.plugin)
-            elif entry.plugin.enabled:
-                state = _DOWN
-            else:
-                state = _DISABLED
-            hit = (frozenset(entry.plugin.capabilities), state, entry)
-            snap[entry.name] = hit
-            short = entry.name[: -len(":latest")]
-            if entry.name.endswith(":latest") and not is_plugin_id(short):
-                snap[short] = hit  # a 64-hex string is only ever an id, as in Docker
-            snap[entry.id] = hit
-        self._snap = snap
-        self._by_cap = {cap: tuple(plugins) for cap, plugins in by_cap.items()}
+        if entry is None:
+            index.clear()
+            for each in self._entries.values():
+                self._index_locked(each)
+        elif entry.removed or self._entries.get(entry.id) is not entry:
+            index.drop(entry.id, entry)
+        else:
+            self._index_locked(entry)
+
+    def _index_locked(self, entry: _Entry) -> None:
+        plugin = entry.plugin
+        # Only a plugin that runs, is meant to, and whose enable is recorded
+        # (plugin.enabled is set once enable() has saved it): lookups never
+        # hand out a plugin that an enable failing late, a disable, a remove
+        # or a shutdown is about to stop.
+        if entry.running and entry.want_running and plugin.enabled:
+            state = _RUNNING
+        elif plugin.enabled:
+            state = _DOWN
+        else:
+            state = _DISABLED
+        name = entry.name
+        short = name[: -len(":latest")]
+        if name.endswith(":latest") and not is_plugin_id(short):
+            keys: tuple[str, ...] = (name, short, entry.id)  # a 64-hex string is only an id
+        else:
+            keys = (name, entry.id)
+        self._index.set(entry.id, keys, (frozenset(plugin.capabilities), state, entry), plugin)
 
     def _check_open(self) -> None:
         with self._lock:

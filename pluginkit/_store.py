@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,14 @@ def atomic_write(
 
 def ensure_private_dir(path: Path) -> None:
     """Create ``path`` (and parents) if needed and make sure it is 0700."""
-    path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o777 != _DIR_MODE:
+    try:
+        mode = os.stat(path).st_mode  # one stat when it is there (the common case)
+    except FileNotFoundError:
+        path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        mode = os.stat(path).st_mode
+    if not stat.S_ISDIR(mode):
+        raise FileExistsError(errno.EEXIST, "exists and is not a directory", os.fspath(path))
+    if mode & 0o777 != _DIR_MODE:
         path.chmod(_DIR_MODE)
 
 

@@ -1,8 +1,8 @@
 """Helpers for testing code that uses pluginkit, without Docker or plugin processes.
 
 :class:`FakeRuntime` is a :class:`~pluginkit.runtime.Runtime` that serves
-each "plugin" in-process, with :class:`pluginkit.sdk.PluginServer`, on a
-real unix socket at the path the manager expects. Give it to a
+each "plugin" in-process, on a real unix socket at the path the manager
+expects (one event loop thread serves them all). Give it to a
 :class:`~pluginkit.Manager` and say what each plugin answers::
 
     from pluginkit import Manager
@@ -37,6 +37,7 @@ The other way round, for tests of a plugin written with :mod:`pluginkit.sdk`:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -51,10 +52,11 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._errors import ErrDisabled, RuntimeStartError
+from ._errors import ErrDisabled, PluginError, RuntimeStartError, _json_error_reason
+from ._fakehub import Answer, FakeHub, Listener
 from .runtime._base import ExitCallback, PluginExit, RuntimeSpec
 from .runtime._dispatch import ExitDispatcher
-from .sdk import PluginServer
+from .sdk import InvalidRequestError, PluginServer
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -72,6 +74,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("pluginkit.testing")
+_sdk_log = logging.getLogger("pluginkit.sdk")  # handler errors are logged as the SDK does
 
 # How long crash() waits for the on_exit call it caused to return.
 _CRASH_WAIT = 10.0
@@ -111,24 +114,27 @@ class _Behaviour:
 
 
 class _FakePlugin:
-    """One running fake plugin: a PluginServer started after the start delay."""
+    """One running fake plugin: a socket served by the fake's loop after the start delay."""
 
     def __init__(self, spec: RuntimeSpec, on_exit: ExitCallback | None) -> None:
         self.spec = spec
         self.on_exit = on_exit
-        self.server: PluginServer | None = None  # once listening
+        self.listener: Listener | None = None  # once listening (set in the loop thread)
         self.cancel = threading.Event()
-        self.thread: threading.Thread | None = None
+        self.timer: asyncio.TimerHandle | None = None  # the start delay running
 
 
 class FakeRuntime:
     """A runtime serving plugins in-process on real unix sockets, for tests.
 
-    Each started plugin becomes a :class:`pluginkit.sdk.PluginServer`
-    listening on ``spec.socket_path``, answering with the handlers given to
+    Each started plugin listens on a real unix socket at
+    ``spec.socket_path``, answering with the handlers given to
     :meth:`set_handlers` for its name, so clients, lookups and the manager's
-    readiness wait run their real code paths. ``Plugin.Activate`` answers
-    ``{"Implements": [...]}``: the ``implements`` given to
+    readiness wait run their real code paths. All the plugins of one fake
+    are served by one event loop thread, and their handlers run in one
+    fixed pool of ``workers`` threads: a test can run thousands of fake
+    plugins (1,000 enabled ones take a few dozen threads and tens of MB).
+    ``Plugin.Activate`` answers ``{"Implements": [...]}``: the ``implements`` given to
     :meth:`set_handlers`, else the prefixes of the handled methods
     (``"VolumeDriver.Get"`` -> ``"VolumeDriver"``).
 
@@ -153,12 +159,18 @@ class FakeRuntime:
     Args:
         start_delay: Default seconds between :meth:`start` and the socket
             listening, for every plugin (see :meth:`set_start_delay`).
+        workers: How many handler calls may run at once, over all plugins
+            (a handler may block; the others keep being served).
     """
 
-    def __init__(self, *, start_delay: float = 0.0) -> None:
+    def __init__(self, *, start_delay: float = 0.0, workers: int = 16) -> None:
         if start_delay < 0:
             raise ValueError(f"start_delay must be >= 0, not {start_delay!r}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an int >= 1, not {workers!r}")
         self._start_delay = start_delay
+        self._workers = workers
+        self._hub: FakeHub | None = None
         self._lock = threading.Lock()
         self._listening = threading.Condition(self._lock)  # notified when a plugin listens
         self._behaviour: dict[str, _Behaviour] = {}
@@ -320,7 +332,7 @@ class FakeRuntime:
         with self._listening:
             if not self._listening.wait_for(
                 lambda: any(
-                    _key(p.spec.name) == key and p.server is not None
+                    _key(p.spec.name) == key and p.listener is not None
                     for p in self._running.values()
                 ),
                 timeout,
@@ -358,13 +370,10 @@ class FakeRuntime:
             delay = self._start_delay if behaviour.start_delay is None else behaviour.start_delay
             plugin = _FakePlugin(spec, on_exit)
             self._running[spec.id] = plugin
-        plugin.thread = threading.Thread(
-            target=self._bring_up,
-            args=(plugin, delay, early_exit),
-            name=f"pluginkit-fake-{spec.name}",
-            daemon=True,
-        )
-        plugin.thread.start()
+            if self._hub is None:
+                self._hub = FakeHub(self._workers)
+            hub = self._hub
+        hub.soon(lambda: self._schedule(hub, plugin, delay, early_exit))
 
     def stop(self, plugin_id: str, *, grace: float = 10.0) -> None:
         """Stop the fake plugin: its socket is gone on return; ``on_exit`` gets code 0.
@@ -411,13 +420,20 @@ class FakeRuntime:
         self._exits.close()
 
     def shutdown(self) -> None:
-        """Stop every fake plugin without reporting the exits; for test teardown."""
+        """Stop every fake plugin without reporting the exits; for test teardown.
+
+        The loop and handler threads end too; a later :meth:`start` makes new ones.
+        """
         self.close()
         with self._lock:
             plugins = list(self._running.values())
             self._running.clear()
         for plugin in plugins:
             self._end(plugin, None, "")
+        with self._lock:
+            hub, self._hub = self._hub, None
+        if hub is not None:
+            hub.shutdown()
 
     # -- internals ----------------------------------------------------------------
 
@@ -428,10 +444,27 @@ class FakeRuntime:
             behaviour = self._behaviour[key] = _Behaviour()
         return behaviour
 
-    def _bring_up(
-        self, plugin: _FakePlugin, delay: float, early_exit: tuple[int | None, str] | None
+    def _schedule(
+        self,
+        hub: FakeHub,
+        plugin: _FakePlugin,
+        delay: float,
+        early_exit: tuple[int | None, str] | None,
     ) -> None:
-        if delay and plugin.cancel.wait(delay):
+        """Loop thread: bring the plugin up now, or after its start delay."""
+        if plugin.cancel.is_set():
+            return  # stopped or crashed before it began starting
+        if delay:
+            plugin.timer = hub.later(delay, lambda: self._bring_up(hub, plugin, early_exit))
+        else:
+            self._bring_up(hub, plugin, early_exit)
+
+    def _bring_up(
+        self, hub: FakeHub, plugin: _FakePlugin, early_exit: tuple[int | None, str] | None
+    ) -> None:
+        """Loop thread: listen on the plugin's socket (or die as asked)."""
+        plugin.timer = None
+        if plugin.cancel.is_set():
             return  # stopped or crashed while "starting"
         if early_exit is not None:
             with self._lock:
@@ -441,9 +474,9 @@ class FakeRuntime:
             self._end(plugin, *early_exit)
             return
         try:
-            server = self._make_server(plugin.spec)
+            answer = self._answerer(plugin.spec)
             plugin.spec.socket_dir.mkdir(parents=True, exist_ok=True)
-            server.start(str(plugin.spec.socket_path))
+            listener = hub.listen(os.fspath(plugin.spec.socket_path), answer)
         except Exception as exc:
             # Like a plugin process that cannot listen: it dies, saying why.
             _log.exception("fake plugin %s cannot serve", plugin.spec.name)
@@ -454,13 +487,11 @@ class FakeRuntime:
             self._end(plugin, 1, f"{type(exc).__name__}: {exc}")
             return
         with self._lock:
-            if self._running.get(plugin.spec.id) is plugin and not plugin.cancel.is_set():
-                plugin.server = server
-                self._listening.notify_all()
-                return
-        server.stop(timeout=0)  # stopped while the server was starting
+            plugin.listener = listener
+            self._listening.notify_all()
 
-    def _make_server(self, spec: RuntimeSpec) -> PluginServer:
+    def _answerer(self, spec: RuntimeSpec) -> Answer:
+        """Build what the plugin of ``spec`` answers, from its name's current settings."""
         with self._lock:
             behaviour = self._get(spec.name)
             handlers = dict(behaviour.handlers)
@@ -468,18 +499,35 @@ class FakeRuntime:
             calls = behaviour.calls
         if implements is None:
             implements = tuple(dict.fromkeys(method.split(".", 1)[0] for method in handlers))
-        server = PluginServer(implements=list(implements), threads=4)
-        for method, handler in handlers.items():
-            server.add_handler(method, self._recording(calls, method, handler))
-        return server
+        activate = json.dumps({"Implements": list(implements)}).encode()
 
-    def _recording(self, calls: list[FakeCall], method: str, handler: Handler) -> Handler:
-        def handle(request: Any) -> Any:
+        def answer(method: str, body: bytes) -> tuple[int, bytes]:
+            if method == "Plugin.Activate":
+                return 200, activate
+            handler = handlers.get(method)
+            if handler is None:
+                return _error(404, f"plugin does not implement method {method!r}")
+            request: Any = None
+            if body and not body.isspace():
+                try:
+                    request = json.loads(body)
+                except (ValueError, RecursionError) as exc:
+                    reason = _json_error_reason(exc)
+                    return _error(400, f"{method}: request body is not valid JSON: {reason}")
             with self._lock:
                 calls.append(FakeCall(method, request))
-            return handler(request)
+            try:
+                result = handler(request)
+            except Exception as exc:
+                if isinstance(exc, PluginError):
+                    _sdk_log.debug("%s failed: %s", method, exc)
+                else:
+                    _sdk_log.exception("handler for %s raised", method)
+                status = 400 if isinstance(exc, InvalidRequestError) else 500
+                return _error(status, str(exc) or type(exc).__name__)
+            return _reply(method, result)
 
-        return handle
+        return answer
 
     def _end(
         self, plugin: _FakePlugin, exit_code: int | None, stderr_tail: str
@@ -490,13 +538,12 @@ class FakeRuntime:
         there is nothing to report to.
         """
         plugin.cancel.set()
-        if plugin.thread is not None and plugin.thread is not threading.current_thread():
-            plugin.thread.join()
         with self._lock:
-            server, plugin.server = plugin.server, None
+            hub = self._hub
+        if hub is not None:
+            hub.call(lambda: self._down(hub, plugin))  # the socket is gone on return
+        with self._lock:
             on_exit = plugin.on_exit
-        if server is not None:
-            server.stop(timeout=0)  # fake plugins end at once, cutting calls short
         if on_exit is None:
             return None
         delivered = threading.Event()
@@ -509,6 +556,38 @@ class FakeRuntime:
 
         self._exits.post(deliver, PluginExit(plugin.spec.id, exit_code, stderr_tail))
         return delivered
+
+    def _down(self, hub: FakeHub, plugin: _FakePlugin) -> None:
+        """Loop thread: cancel a pending start and close the plugin's socket."""
+        if plugin.timer is not None:
+            plugin.timer.cancel()
+            plugin.timer = None
+        with self._lock:
+            listener, plugin.listener = plugin.listener, None
+        if listener is not None:
+            hub.close(listener)  # fake plugins end at once, cutting calls short
+
+
+def _error(status: int, message: str) -> tuple[int, bytes]:
+    return status, json.dumps({"Err": message}).encode()
+
+
+def _reply(method: str, result: Any) -> tuple[int, bytes]:
+    """Encode a handler's result as the body of a 200 answer (as the SDK server does)."""
+    if result is None:
+        return 200, b"{}"
+    if isinstance(result, (bytes, bytearray, memoryview)):
+        return 200, bytes(result)
+    try:
+        if attrs.has(type(result)):
+            from .sdk._convert import converter
+
+            result = converter.unstructure(result)
+        return 200, json.dumps(result).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        reason = _json_error_reason(exc)
+        _sdk_log.error("handler for %s returned a value that is not JSON: %s", method, reason)
+        return _error(500, f"{method}: the plugin's reply is not JSON: {reason}")
 
 
 # -- helpers for tests that drive a Manager -------------------------------------

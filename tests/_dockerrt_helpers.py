@@ -12,6 +12,7 @@ stderr when it listens, and exits 0 on SIGTERM.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import json
 import shutil
@@ -26,6 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import docker.errors
 from conftest import build_go_program
 
 PLUGIN_SOCKET = "pk.sock"
@@ -229,6 +231,10 @@ def remove_docker_leftovers(client: Any, plugin_ids: list[str]) -> None:
     for plugin_id in plugin_ids:
         label = f"pluginkit.plugin.id={plugin_id}"
         for container in client.api.containers(all=True, filters={"label": label}):
+            if container["State"] == "running":
+                # Podman's forced removal stops gracefully first: kill instead.
+                with contextlib.suppress(docker.errors.APIError):
+                    client.api.kill(container["Id"], signal="SIGKILL")
             client.api.remove_container(container["Id"], force=True)
         for image in client.api.images(filters={"label": label}):
             client.api.remove_image(image["Id"], force=True)

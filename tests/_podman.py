@@ -42,7 +42,9 @@ class PodmanEngine:
         self.home = Path(tempfile.mkdtemp(prefix="pk-podman-", dir="/tmp"))
         self.socket = self.home / "podman.sock"
         self.config = self.home / "containers.conf"
-        self.config.write_text(BASE_CONFIG)
+        # Its own tmp_dir too: conmon's exit files (default /run/libpod)
+        # must not be shared with another Podman on the machine.
+        self.config.write_text(BASE_CONFIG + f'tmp_dir = "{self.home / "libpod"}"\n')
         self.storage_config = self.home / "storage.conf"
         self.storage_config.write_text(
             "[storage]\n"
@@ -64,7 +66,7 @@ class PodmanEngine:
     def config_with(self, drop_in: Path) -> Path:
         """Write a config that is the base config plus ``drop_in``'s text; return it."""
         merged = self.home / f"with-{drop_in.name}"
-        merged.write_text(BASE_CONFIG + "\n" + drop_in.read_text())
+        merged.write_text(self.config.read_text() + "\n" + drop_in.read_text())
         return merged
 
     def podman(self, *args: str, config: Path | None = None, check: bool = True) -> str:

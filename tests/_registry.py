@@ -37,13 +37,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_port(
+    port: int, proc: subprocess.Popen[bytes], log: Path, address: str = "127.0.0.1"
+) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"docker-registry exited: {log.read_text()[-2000:]}")
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+            if s.connect_ex((address, port)) == 0:
                 return
         time.sleep(0.02)
     raise AssertionError("docker-registry did not listen in time")
@@ -51,11 +53,18 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 @contextlib.contextmanager
 def run_registry(
-    workdir: Path, *, tls: tuple[Path, Path] | None = None, extra: str = ""
+    workdir: Path,
+    *,
+    tls: tuple[Path, Path] | None = None,
+    extra: str = "",
+    client_ca: Path | None = None,
+    bind: str = "127.0.0.1",
 ) -> Iterator[str]:
     """Run a registry; yield ``localhost:PORT``.
 
-    ``tls`` is (certificate, key) to serve HTTPS; ``extra`` is YAML added to its config.
+    ``tls`` is (certificate, key) to serve HTTPS, ``client_ca`` makes it
+    require client certificates signed by that CA; ``bind`` is the address
+    to listen on; ``extra`` is YAML added to its config.
     """
     if not Path(REGISTRY).exists():
         pytest.skip("docker-registry is not installed")
@@ -66,15 +75,16 @@ def run_registry(
     config.write_text(
         "version: 0.1\nlog:\n  level: warn\n"
         f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"http:\n  addr: {bind}:{port}\n"
         + (f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else "")
+        + (f"    clientcas:\n      - {client_ca}\n" if client_ca else "")
         + extra
     )
     log = workdir / "registry.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([REGISTRY, "serve", str(config)], stdout=out, stderr=out)
     try:
-        _wait_port(port, proc, log)
+        _wait_port(port, proc, log, bind if bind != "0.0.0.0" else "127.0.0.1")
         yield f"localhost:{port}"
     finally:
         proc.terminate()
@@ -197,10 +207,51 @@ def make_ca_and_cert(workdir: Path) -> tuple[Path, Path, Path]:
         )
         .sign(ca_key, hashes.SHA256())
     )
+    (workdir / "ca.key").write_bytes(
+        ca_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
     paths = workdir / "ca.crt", workdir / "server.crt", workdir / "server.key"
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+def make_client_cert(workdir: Path, ca_cert: Path, ca_key: Path) -> tuple[Path, Path]:
+    """Write a client certificate signed by the CA; return (NAME.cert, NAME.key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    signer = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pluginkit client")]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(signer, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    paths = workdir / "client.cert", workdir / "client.key"
+    paths[0].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.TraditionalOpenSSL,

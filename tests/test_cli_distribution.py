@@ -49,6 +49,10 @@ def test_push_then_install_one_line_per_step(registry: str, cli: Cli, short_tmp:
     again = cli("push", "-q", "copy", f"{registry}/team/cli:2")
     assert again.stdout == f"{digest}\n"
     assert again.stderr == ""
+    third = cli("push", "p", f"{registry}/team/cli:3")  # blobs present: none sent again
+    lines = third.stderr.splitlines()
+    assert [line.partition(": ")[2] for line in lines[:2]] == ["Layer already exists"] * 2
+    assert lines[2:] == [f"Digest: {digest}"]
 
 
 def test_quiet_install(registry: str, cli: Cli, short_tmp: Path) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ import pytest
 
 from pluginkit.distribution import RegistryAuthError, RegistryUnreachableError
 from tests._manager_helpers import Env
-from tests._registry import TokenServer, make_ca_and_cert, run_registry
+from tests._registry import TokenServer, make_ca_and_cert, make_client_cert, run_registry
 
 pytestmark = pytest.mark.registry
 
@@ -253,3 +255,58 @@ def test_basic_auth_without_credentials(
         f"registry {host} requires authentication for team/basic (or it does not exist): "
         f"no credentials for {host} in {path} (run `docker login {host}`)"
     )
+
+
+def test_client_certificate_from_certs_d(
+    env: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A registry that wants a client certificate gets certs.d's NAME.cert/NAME.key."""
+    pytest.importorskip("cryptography")
+    ca, cert, key = make_ca_and_cert(tmp_path)
+    with run_registry(tmp_path, tls=(cert, key), client_ca=ca) as host:
+        _trust(monkeypatch, env.tmp, host, ca)
+        m = env.manager()
+        m.create(f"{host}/team/mtls:1", env.plugin_dir())
+        with pytest.raises(RegistryUnreachableError) as info:
+            m.push(f"{host}/team/mtls:1")  # no client certificate yet
+        assert str(info.value).startswith(f"cannot reach registry {host}: TLS handshake failed (")
+        assert str(info.value).endswith(
+            f"if it wants a client certificate, put NAME.cert and NAME.key in "
+            f"{env.tmp}/certs.d/{host}/"
+        )
+        client_cert, client_key = make_client_cert(tmp_path, ca, tmp_path / "ca.key")
+        shutil.copy(client_cert, env.tmp / "certs.d" / host / "client.cert")
+        shutil.copy(client_key, env.tmp / "certs.d" / host / "client.key")
+        assert m.push(f"{host}/team/mtls:1").startswith("sha256:")
+
+
+def _outside_address() -> str | None:
+    """A local IPv4 address that is not loopback, or None."""
+    done = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=False)
+    for line in done.stdout.splitlines():
+        fields = line.split()
+        if "inet" in fields:
+            address = fields[fields.index("inet") + 1].partition("/")[0]
+            if not address.startswith("127."):
+                return address
+    return None
+
+
+def test_plain_http_only_for_loopback_or_listed_registries(
+    env: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A plain-HTTP registry at a non-loopback address is refused until it is listed."""
+    address = _outside_address()
+    if address is None or shutil.which("ip") is None:
+        pytest.skip("no non-loopback IPv4 address on this machine")
+    monkeypatch.setenv("PLUGINKIT_CERTS_D", str(env.tmp / "no-certs.d"))
+    with run_registry(tmp_path, bind=address) as local:
+        host = f"{address}:{local.rpartition(':')[2]}"
+        m = env.manager()
+        m.create(f"{host}/team/plain:1", env.plugin_dir())
+        with pytest.raises(RegistryUnreachableError) as info:
+            m.push(f"{host}/team/plain:1")
+        assert str(info.value).startswith(f"cannot reach registry {host}: TLS handshake failed (")
+        assert str(info.value).endswith("must be listed in PLUGINKIT_INSECURE_REGISTRIES")
+        monkeypatch.setenv("PLUGINKIT_INSECURE_REGISTRIES", host)
+        assert m.push(f"{host}/team/plain:1").startswith("sha256:")

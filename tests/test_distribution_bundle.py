@@ -215,3 +215,18 @@ def test_skopeo_copies_a_saved_bundle(env: Env, tmp_path: Path) -> None:
         other = env.manager(root=env.tmp / "r2")
         plugin = other.install(f"{host}/sk/p:1")
         assert other.inspect(plugin.name)["ManifestDigest"] == digest
+
+
+def test_the_compressed_layer_is_kept_until_the_rootfs_changes(env: Env) -> None:
+    """save() compresses once; an unchanged rootfs reuses the layer, a changed one rebuilds it."""
+    _, digest = _saved(env)
+    m = env.managers[0]
+    plugin_dir = env.root / "plugins" / m.get("team/p:1").id
+    blob = plugin_dir / "layer.tar.gz"
+    first = blob.stat().st_ino
+    assert m.save("team/p:1", env.tmp / "again.tar") == digest
+    assert blob.stat().st_ino == first  # reused, not rewritten
+    (plugin_dir / "rootfs" / "data").write_bytes(b"changed")
+    assert m.save("team/p:1", env.tmp / "changed.tar") != digest
+    assert blob.stat().st_ino != first
+    assert os.listdir(env.root / "tmp") == []

@@ -161,3 +161,33 @@ def test_upgrade_of_an_enabled_plugin_on_the_docker_runtime(registry: str, short
             remove_docker_leftovers(client, ids)
         finally:
             client.close()
+
+
+def test_docker_installs_a_saved_bundle_copied_by_skopeo(
+    registry: str, env: Env, tmp_path: Path
+) -> None:
+    """save -> skopeo copy oci-archive: -> docker plugin install: the bundle is Docker's format."""
+    import shutil
+
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo is not installed (apt-get install skopeo)")
+    m = env.manager()
+    m.create("bundled", env.plugin_dir("bundled"))
+    bundle = tmp_path / "bundled.tar"
+    digest = m.save("bundled", bundle)
+    name = f"{registry}/team/{unique('bundle')}:1"
+    done = subprocess.run(
+        ["skopeo", "copy", "--dest-tls-verify=false", f"oci-archive:{bundle}", f"docker://{name}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    try:
+        out = _docker("plugin", "install", "--grant-all-permissions", "--disable", name)
+        assert f"Digest: {digest}" in out
+        info = json.loads(_docker("plugin", "inspect", name))[0]
+        assert info["Config"]["Description"] == "test plugin"
+    finally:
+        subprocess.run(["docker", "plugin", "rm", "-f", name], capture_output=True, check=False)

@@ -118,6 +118,12 @@ PUBLIC = {
         "SupportsCleanup",
         "SupportsPrepare",
     ],
+    "pluginkit.pytest_plugin": [
+        "Serve",
+        "pluginkit_manager",
+        "pluginkit_runtime",
+        "pluginkit_serve",
+    ],
     "pluginkit.testing": [
         "FakeCall",
         "FakeRuntime",

@@ -192,6 +192,26 @@ def test_source_name_over_255_bytes(env: Env, m: Manager) -> None:
     assert str(not_found.value) == f'plugin "{source}" not found'
 
 
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_source_that_is_no_file_fails_at_once(env: Env, m: Manager, kind: str) -> None:
+    """A source that is a FIFO (it blocked the reader) or a device is refused at once."""
+    if kind == "fifo":
+        source = env.tmp / "p.tar"
+        os.mkfifo(source)
+        what = "a FIFO"
+    else:
+        source = Path("/dev/zero")
+        what = "a socket or device"
+    exc = _within(5, lambda: m.install(source, name="p"))
+    assert type(exc) is InvalidConfigError
+    assert str(exc) == (
+        f"plugin source {source} is neither a directory nor a regular file but {what}"
+    )
+    exc = _within(5, lambda: m.privileges(source))
+    assert type(exc) is InvalidConfigError
+    _nothing_left(env, m)
+
+
 def test_rootfs_linked_to_etc_is_not_copied(env: Env, m: Manager) -> None:
     """A rootfs that is a symlink to /etc is refused: the host's /etc is never copied."""
     ctx = env.plugin_dir()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.slow
 
 PLUGIN = ("-p", "pluginkit.pytest_plugin", "-p", "no:cacheprovider")
 
@@ -111,7 +112,9 @@ def test_a_suite_without_the_fixtures_is_untouched(pytester: pytest.Pytester) ->
     """The plugin adds no options, markers or output to a suite that does not use it."""
     pytester.makepyfile(test_user="def test_plain():\n    assert True\n")
     with_plugin = pytester.runpytest_subprocess(*PLUGIN, "--markers", timeout=60)
-    without = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--markers", timeout=60)
+    without = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:pluginkit.pytest_plugin", "--markers", timeout=60
+    )
     assert with_plugin.outlines == without.outlines
     result = pytester.runpytest_subprocess(*PLUGIN, "-q", timeout=60)
     result.assert_outcomes(passed=1)
@@ -119,3 +122,33 @@ def test_a_suite_without_the_fixtures_is_untouched(pytester: pytest.Pytester) ->
     assert "pluginkit_runtime" in fixtures
     assert "pluginkit_manager" in fixtures
     assert "pluginkit_serve" in fixtures
+
+
+def test_the_entry_point_registers_the_plugin(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed with the pytest11 entry point of pyproject.toml, -p is not needed (nor harmful)."""
+    import os
+    import re
+    from pathlib import Path
+
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    section = re.search(r"^\[project\.entry-points\.pytest11\]\n(.*?)^$", pyproject, re.M | re.S)
+    assert section is not None
+    # What installing writes: a dist-info directory with entry_points.txt.
+    site = pytester.mkdir("site")
+    info = site / "pluginkit_host-0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.4\nName: pluginkit-host\nVersion: 0\n")
+    entry = section.group(1).replace('"', "").replace(" = ", "=").strip()
+    (info / "entry_points.txt").write_text(f"[pytest11]\n{entry}\n")
+    monkeypatch.setenv("PYTHONPATH", f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    pytester.makepyfile(
+        test_user="def test_it(pluginkit_runtime):\n    assert pluginkit_runtime.running() == []\n"
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60).assert_outcomes(passed=1)
+    pytester.runpytest_subprocess(*PLUGIN, timeout=60).assert_outcomes(passed=1)
+    blocked = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:pluginkit.pytest_plugin", timeout=60
+    )
+    blocked.assert_outcomes(errors=1)  # fixture 'pluginkit_runtime' not found

@@ -417,6 +417,31 @@ def test_logs_reach_the_plugin_logger(
     assert sorted(said()) == [("hello err", spec.id, "stderr"), ("hello out", spec.id, "stdout")]
 
 
+def test_logs_keep_the_plugins_level(
+    runtime: DockerRuntime, make_spec: SpecFactory, exits: Exits, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A line saying its level (Python logging, logrus) is logged at it, without the prefix."""
+    caplog.set_level(logging.DEBUG, logger="pluginkit.plugin")
+    spec = make_spec()
+    start_and_wait(runtime, spec, exits)
+    say = {"Stderr": "WARNING:myplugin:disk full", "Stdout": 'level=error msg="no space" id=7'}
+    raw_call(spec.socket_path, "Test.Say", say)
+
+    def said() -> list[tuple[int, str, str]]:
+        return [
+            (r.levelno, r.getMessage(), r.stream)  # type: ignore[attr-defined]
+            for r in caplog.records
+            if r.name == "pluginkit.plugin"
+            and r.getMessage() in ("myplugin:disk full", "no space id=7")
+        ]
+
+    wait_until(lambda: len(said()) == 2)
+    assert sorted(said()) == [
+        (logging.WARNING, "myplugin:disk full", "stderr"),
+        (logging.ERROR, "no space id=7", "stdout"),
+    ]
+
+
 def test_restore_reattaches_to_the_same_container(
     make_spec: SpecFactory, exits: Exits, client: Any
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -505,3 +506,24 @@ def test_async_log_driver(short_tmp: Path, threads: int) -> None:
         b"two\n",
         b"three\n",
     ]
+
+
+@MODES
+def test_client_that_half_closes_still_gets_its_async_reply(short_tmp: Path, threads: int) -> None:
+    """A request, then the client's end-of-file while the handler waits: answered, then closed."""
+    server = PluginServer([], threads=threads)
+
+    @server.handler("Slow")
+    async def slow(request: Any) -> Any:
+        await asyncio.sleep(0.1)
+        return "late"
+
+    path = short_tmp / "s.sock"
+    with server:
+        server.start(path)
+        with RawClient(path) as client:
+            client.send(client.request_bytes("Slow") + client.request_bytes("Slow"))
+            client.sock.shutdown(socket.SHUT_WR)
+            replies = [client.read_reply().json() for _ in range(2)]
+            assert replies == ["late", "late"]
+            assert client.closed_by_server()

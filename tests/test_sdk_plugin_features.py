@@ -254,3 +254,25 @@ def test_plugin_program_with_its_own_logging_is_left_alone(short_tmp: Path) -> N
     assert err.splitlines()[0] == "app ERROR handler for VolumeDriver.Remove raised"
     assert "pluginkit.sdk:" not in err
     assert "listening" not in err  # INFO is below the program's WARNING
+
+
+def test_host_relogs_the_plugin_lines_at_their_level(short_tmp: Path) -> None:
+    """The default format is one a host's LineForwarder reads: each line keeps its level."""
+    from pluginkit.runtime._plugin_log import LineForwarder
+
+    forward = LineForwarder(logging.getLogger("pluginkit.plugin"), logging.INFO, {})
+    levels = [
+        (logging.getLevelName(level), message)
+        for level, message in map(forward.level_of, _run_program(short_tmp).splitlines())
+    ]
+    assert levels[:4] == [
+        (
+            "INFO",
+            f"pluginkit.sdk: plugin server broken listening on unix://{short_tmp}/broken.sock",
+        ),
+        ("INFO", "pluginkit.sdk: VolumeDriver.Create failed: volume exists"),
+        ("ERROR", "pluginkit.sdk: handler for VolumeDriver.Remove raised"),
+        ("ERROR", "Traceback (most recent call last):"),
+    ]
+    assert ("ERROR", "OSError: [Errno 39] Directory not empty") in levels
+    assert {level for level, _ in levels[2:]} == {"ERROR"}

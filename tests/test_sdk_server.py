@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -1017,3 +1018,22 @@ def test_stalled_tls_handshake_is_cut(short_tmp: Path) -> None:
         port = int(srv.address.rpartition(":")[2])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
             assert raw.recv(1) == b""
+
+
+@pytest.mark.parametrize("threads", [0, 2], ids=["inline", "threads"])
+def test_half_closed_client_gets_every_pipelined_reply(short_tmp: Path, threads: int) -> None:
+    """Two pipelined requests then EOF: both are answered, then the connection is closed."""
+    srv = PluginServer([], threads=threads)
+
+    def slow(request: Any) -> Any:
+        time.sleep(0.05)
+        return request
+
+    srv.add_handler("Slow", slow)
+    with srv:
+        srv.start(short_tmp / "s.sock")
+        with RawClient(short_tmp / "s.sock") as client:
+            client.send(client.request_bytes("Slow", b"[1]") + client.request_bytes("Slow", b"[2]"))
+            client.sock.shutdown(socket.SHUT_WR)
+            assert [client.read_reply().json() for _ in range(2)] == [[1], [2]]
+            assert client.closed_by_server()

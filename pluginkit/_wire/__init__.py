@@ -12,6 +12,7 @@ callers feed received bytes in and send the bytes they get back.
   (pipelining-safe, strict framing), response heads and chunks out.
 * :mod:`._json` - the JSON codec of both halves, and the wording of its errors.
 * :mod:`._address` - plugin address URLs, and the unix socket path limit.
+* :mod:`._listen` - where a plugin server listens (the SDK's listen addresses).
 * :mod:`._retry` - Docker's retry rule (backoff and budget), in one named place.
 
 Own parser or a library? Measured in one run on the project's CI machine

@@ -16,7 +16,6 @@ slower than Go's; the hot path here is a few ``bytes.find`` calls.
 from __future__ import annotations
 
 import time
-from email.utils import formatdate
 from typing import Final, NoReturn
 
 __all__ = [
@@ -338,9 +337,40 @@ def _date() -> bytes:
     now = int(time.time())
     second, value = _date_cache
     if second != now:
-        value = formatdate(now, usegmt=True).encode("ascii")
+        value = _http_date(now)
         _date_cache = (now, value)
     return value
+
+
+_DAYS: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS: Final = (
+    "Jan",
+    "Feb",
+    "Mar",
+    "Apr",
+    "May",
+    "Jun",
+    "Jul",
+    "Aug",
+    "Sep",
+    "Oct",
+    "Nov",
+    "Dec",
+)
+
+
+def _http_date(when: int) -> bytes:
+    """``email.utils.formatdate(when, usegmt=True)``, without importing ``email`` (~10 ms)."""
+    t = time.gmtime(when)
+    return b"%s, %02d %s %04d %02d:%02d:%02d GMT" % (
+        _DAYS[t.tm_wday].encode(),
+        t.tm_mday,
+        _MONTHS[t.tm_mon - 1].encode(),
+        t.tm_year,
+        t.tm_hour,
+        t.tm_min,
+        t.tm_sec,
+    )
 
 
 def response_head(

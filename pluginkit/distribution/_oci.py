@@ -30,6 +30,7 @@ from .._install_limits import Budget
 from .._reference import normalize_name
 from ._blobs import Progress, ProgressEvent, VerifyingReader, no_progress, short
 from ._errors import BlobError, NotAPluginError
+from ._layercache import plugin_layer
 from ._manifest import (
     INDEX_TYPES,
     LAYER_TYPES,
@@ -42,7 +43,7 @@ from ._manifest import (
     parse_manifest,
 )
 from ._pull import blob_config, unpack_layer
-from ._push import config_blob, write_layer
+from ._push import config_blob
 
 if TYPE_CHECKING:
     from .._install import Grant
@@ -85,8 +86,7 @@ def save(manager: Manager, name: str, file: str | os.PathLike[str]) -> str:
     manager._check_open()
     staging = manager._store.new_staging()
     try:
-        layer_path = staging / "layer"
-        layer = write_layer(manager._store.rootfs(entry.id), layer_path)
+        layer, layer_path = plugin_layer(manager, entry.id, staging)
         config = config_blob(entry.config, [layer])
         cdesc = Descriptor(
             PLUGIN_CONFIG, "sha256:" + hashlib.sha256(config).hexdigest(), len(config)

@@ -15,8 +15,9 @@ from .._errors import InvalidReferenceError
 from .._reference import normalize_name
 from ._blobs import Progress
 from ._errors import RegistryAuthError, RegistryNotFoundError, RegistryUnreachableError
+from ._layercache import plugin_layer
 from ._pull import Fetched, Puller
-from ._push import Pusher, write_layer
+from ._push import Pusher
 from ._ref import RegistryReference, parse_registry_reference
 
 if TYPE_CHECKING:
@@ -158,8 +159,8 @@ def push(
     manager._check_open()
     staging = manager._store.new_staging()
     try:
-        layer = write_layer(manager._store.rootfs(entry.id), staging / "layer.tar.gz")
+        layer, blob = plugin_layer(manager, entry.id, staging)
         with Pusher(target, _progress(progress)) as pusher:
-            return pusher.push_plugin(entry.config, [(layer, staging / "layer.tar.gz")])
+            return pusher.push_plugin(entry.config, [(layer, blob)])
     finally:
         manager._store.discard_staging(staging)

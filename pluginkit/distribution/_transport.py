@@ -204,10 +204,17 @@ class RegistrySession:
 
     def _tls_error(self, exc: Exception) -> RegistryError:
         where = _certs_dir(self.host)
+        reason = _reason(exc)
+        if "alert" in reason and "verify failed" not in reason:
+            # The server refused us: most often it wants a client certificate.
+            hint = f"if it wants a client certificate, put NAME.cert and NAME.key in {where}/"
+        else:
+            hint = (
+                f"a private CA's certificate goes in {where}/ca.crt, and a registry "
+                "without TLS must be listed in PLUGINKIT_INSECURE_REGISTRIES"
+            )
         return RegistryUnreachableError(
-            f"cannot reach registry {self.host}: TLS handshake failed ({_reason(exc)}); "
-            f"a private CA's certificate goes in {where}/ca.crt, and a registry without "
-            "TLS must be listed in PLUGINKIT_INSECURE_REGISTRIES"
+            f"cannot reach registry {self.host}: TLS handshake failed ({reason}); {hint}"
         )
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:

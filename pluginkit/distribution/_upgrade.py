@@ -33,6 +33,7 @@ from .._errors import InvalidReferenceError, PluginError
 from .._store import RECORD, _fsync_tree, atomic_write, fsync_dir
 from ._blobs import Progress
 from ._errors import RegistryError
+from ._layercache import LAYER_BLOB, LAYER_META
 from ._pull import Puller
 from ._ref import parse_registry_reference
 
@@ -45,7 +46,8 @@ __all__ = ["merge_settings", "upgrade"]
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
-_KEEP = ("rootfs", RECORD, "distribution.json")
+# Files of a version: they stay with it (the layer cache is the old rootfs's).
+_KEEP = ("rootfs", RECORD, "distribution.json", LAYER_BLOB, LAYER_META)
 
 
 def merge_settings(old: Settings, old_config: PluginConfig, new: PluginConfig) -> Settings:
@@ -170,11 +172,17 @@ def _switch(manager: Manager, old: _Entry, new: _Entry, staging: Path) -> Plugin
     was_enabled = old.enabled
     if was_enabled:
         manager.disable(old.name, force=True)
-    atomic_write(staging / RECORD, json.dumps(manager._record(new)).encode())
-    _fsync_tree(staging)
-    with old.op_lock:
-        _swap(manager, staging, old.id)
-        _install_entry(manager, new)
+    try:
+        atomic_write(staging / RECORD, json.dumps(manager._record(new)).encode())
+        _fsync_tree(staging)
+        with old.op_lock:
+            _swap(manager, staging, old.id)
+            _install_entry(manager, new)
+    except BaseException:
+        if was_enabled:  # nothing was swapped: the old version runs again
+            with contextlib.suppress(PluginError):
+                manager.enable(old.name, timeout=old.timeout)
+        raise
     _forget(manager, old.id)
     if not was_enabled:
         manager._prepare(new)

@@ -23,22 +23,24 @@ import queue
 import select
 import selectors
 import socket
-import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._store import atomic_write
 from .._wire._address import unix_path_fits
 from .._wire._json import encode_compact
+from .._wire._listen import ListenAddress
 from .._wire._serverside import HTTPError, Request, RequestParser, chunk, response_head
-from ._address import Address, prepare_unix_path
+from ._address import prepare_unix_path
 from ._async import AsyncRunner
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = [
     "Answer",
@@ -70,6 +72,28 @@ _RECV_SIZE = 262144
 _BACKLOG = 4096
 
 
+class _NotRaised(Exception):
+    """Stands in for ssl's exceptions until a TLS server loads ``ssl``: never raised."""
+
+
+# ssl is imported only by a server that serves TLS (it costs an SDK plugin
+# several MB); until then plain sockets never raise these, so except clauses
+# name placeholders. Module globals: looked up when an except clause runs.
+_SSLWantReadError: type[Exception] = _NotRaised
+_SSLWantWriteError: type[Exception] = _NotRaised
+_SSLError: type[Exception] = _NotRaised
+
+
+def _load_ssl() -> None:
+    """Bind the ssl exceptions the loop catches (a TLS server is being set up)."""
+    global _SSLWantReadError, _SSLWantWriteError, _SSLError
+    import ssl
+
+    _SSLWantReadError = ssl.SSLWantReadError
+    _SSLWantWriteError = ssl.SSLWantWriteError
+    _SSLError = ssl.SSLError
+
+
 class _Conn:
     """One client connection, owned by the loop thread (or by a worker while ``busy``)."""
 
@@ -77,6 +101,7 @@ class _Conn:
         "busy",
         "close_after",
         "closed",
+        "eof",
         "events",
         "fresh",
         "handshaking",
@@ -97,6 +122,9 @@ class _Conn:
         self.events = 0
         self.busy = False
         self.close_after = False
+        #: The client closed its end while a handler ran: answer the requests
+        #: it sent (pipelined), then close.
+        self.eof = False
         self.closed = False
         self.handshaking = False
         #: Nothing received yet: counted as a request in progress since the
@@ -141,7 +169,7 @@ def send_all(sock: socket.socket, data: bytes, timeout: float = 60.0) -> None:
     while view:
         try:
             sent = sock.send(view)
-        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+        except (BlockingIOError, InterruptedError, _SSLWantWriteError, _SSLWantReadError):
             sent = 0
         view = view[sent:]
         if view and not sent:
@@ -195,7 +223,7 @@ class ServeLoop:
     name: str | None
     threads: int
     max_body: int
-    where: Address
+    where: ListenAddress
     gid: int | None
     mode: int
     ssl_context: ssl.SSLContext | None
@@ -249,6 +277,8 @@ class ServeLoop:
     )
 
     def __attrs_post_init__(self) -> None:
+        if self.ssl_context is not None:
+            _load_ssl()
         self.selector = selectors.DefaultSelector()
         self.waker_r, self.waker_w = socket.socketpair()
         self.waker_r.setblocking(False)
@@ -332,6 +362,8 @@ class ServeLoop:
         if host in ("0.0.0.0", "[::]"):
             host = "127.0.0.1"  # a wildcard is not an address a client can dial
         scheme = "https" if self.ssl_context is not None else "tcp"
+        from .._store import atomic_write  # here: only TCP plugins write spec files
+
         spec_dir.mkdir(parents=True, exist_ok=True)
         url = f"{scheme}://{host}:{port}\n".encode()
         target = spec_dir / f"{self.name}.spec"
@@ -474,6 +506,8 @@ class ServeLoop:
                 self.flush(conn)  # the rest of a reply the client was slow to take
             elif conn.close_after or conn.closed:
                 self.close(conn)
+            elif conn.eof:
+                self.process(conn)  # what the client sent before its EOF; then closed
             else:
                 self.set_events(conn, _READ)
                 self.process(conn)
@@ -506,7 +540,7 @@ class ServeLoop:
                     conn.sock = self.ssl_context.wrap_socket(
                         sock, server_side=True, do_handshake_on_connect=False
                     )
-                except (OSError, ssl.SSLError) as exc:
+                except (OSError, _SSLError) as exc:
                     logger.info("plugin server at %s: TLS setup failed: %s", self.url, exc)
                     sock.close()
                     continue
@@ -568,12 +602,12 @@ class ServeLoop:
                 while pending:
                     data += sock.recv(pending)
                     pending = sock.pending()  # type: ignore[attr-defined]
-        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+        except (BlockingIOError, InterruptedError, _SSLWantReadError):
             return
-        except (OSError, ssl.SSLError):
+        except (OSError, _SSLError):
             self.close(conn)
             return
-        if self.workers:
+        if self.workers or conn.busy:  # busy: an async handler's reply may be sent meanwhile
             self.received_while_busy(conn, data)
             return
         if not data:
@@ -599,7 +633,7 @@ class ServeLoop:
                 # Stop watching until the worker hands the connection back: EOF
                 # stays readable forever, and a client that floods is paused.
                 if not data:
-                    conn.close_after = True  # answer what is in flight, then close
+                    conn.eof = True  # answer what it sent, then close
                 self.selector.unregister(conn.sock)
                 conn.events = 0
         if not busy:
@@ -610,22 +644,22 @@ class ServeLoop:
 
     def handshake(self, conn: _Conn) -> None:
         sock = conn.sock
-        assert isinstance(sock, ssl.SSLSocket)
+        assert hasattr(sock, "do_handshake")
         try:
             sock.do_handshake()
-        except ssl.SSLWantReadError:
+        except _SSLWantReadError:
             self.set_events(conn, _READ)
             return
-        except ssl.SSLWantWriteError:
+        except _SSLWantWriteError:
             self.set_events(conn, _WRITE)
             return
-        except (OSError, ssl.SSLError) as exc:
+        except (OSError, _SSLError) as exc:
             logger.info("plugin server at %s: TLS handshake failed: %s", self.url, exc)
             self.close(conn)
             return
         conn.handshaking = False
         self.set_events(conn, _READ)
-        if sock.pending():
+        if sock.pending():  # type: ignore[attr-defined]
             self.on_event(conn, _READ)
 
     def process(self, conn: _Conn) -> None:
@@ -644,7 +678,7 @@ class ServeLoop:
                     parser.continue_wanted = False
                     self.send(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
                     continue
-                if conn.close_after:
+                if conn.close_after or conn.eof:
                     self.close(conn)
                 return
             conn.since = self.now  # what is buffered after it is a new request
@@ -696,6 +730,12 @@ class ServeLoop:
                 reply = finish(result, exc)
             except Exception as error:
                 reply = self.failed_reply(request, error)
+            if type(reply) is bytes and self.ssl_context is None:
+                # Sent from here, as a pool thread does: no round trip through
+                # the loop for a plain reply. (A TLS socket is the loop's only.)
+                self.send_from_thread(conn, request, reply)
+                self.hand_back(conn)
+                return
             with self.lock:
                 conn.reply = (request, reply)
                 self.posted.append(conn)
@@ -720,7 +760,8 @@ class ServeLoop:
             self.flush(conn, resume=False)
         if conn.closed or conn.out or conn.stream is not None:
             return
-        self.set_events(conn, _READ)
+        if not conn.eof:
+            self.set_events(conn, _READ)
         self.process(conn)
 
     def answer_safely(self, request: Request) -> bytes | Stream | Deferred:
@@ -744,9 +785,9 @@ class ServeLoop:
         if not conn.out:
             try:
                 sent = conn.sock.send(data)
-            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
+            except (BlockingIOError, InterruptedError, _SSLWantWriteError):
                 sent = 0
-            except (OSError, ssl.SSLError):
+            except (OSError, _SSLError):
                 self.close(conn)
                 return
             if sent == len(data):
@@ -767,9 +808,9 @@ class ServeLoop:
             if conn.out:
                 try:
                     sent = sock.send(conn.out)
-                except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
+                except (BlockingIOError, InterruptedError, _SSLWantWriteError):
                     sent = 0
-                except (OSError, ssl.SSLError):
+                except (OSError, _SSLError):
                     self.close(conn)
                     return
                 del conn.out[:sent]
@@ -793,6 +834,10 @@ class ServeLoop:
                 conn.out += stream.frame(piece)
         if conn.close_after:
             self.close(conn)
+            return
+        if conn.eof:
+            if resume:
+                self.process(conn)
             return
         self.set_events(conn, _READ)
         if resume and conn.parser.buffered:
@@ -818,18 +863,11 @@ class ServeLoop:
             if type(reply) is Deferred:
                 self.defer(conn, request, reply)  # the loop writes it when it is ready
                 return
-            if not request.keep_alive:
-                conn.close_after = True
             if type(reply) is bytes:
-                # Send what the socket takes now; the loop writes the rest, so a
-                # client that does not read its reply does not hold this thread.
-                try:
-                    sent = sock.send(reply)
-                except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
-                    sent = 0
-                if sent < len(reply):
-                    conn.out += memoryview(reply)[sent:]
+                self.send_from_thread(conn, request, reply)
             else:
+                if not request.keep_alive:
+                    conn.close_after = True
                 assert isinstance(reply, Stream)
                 send_all(sock, reply.head)
                 try:
@@ -845,6 +883,32 @@ class ServeLoop:
             conn.close_after = True
         finally:
             handling.state = None
+        self.hand_back(conn)
+
+    def send_from_thread(self, conn: _Conn, request: Request, reply: bytes) -> None:
+        """From a pool or event-loop thread: send what the socket takes of ``reply`` now.
+
+        The loop writes the rest, so a client that does not read its reply
+        does not hold this thread. The connection stays busy: then
+        :meth:`hand_back`.
+        """
+        if not request.keep_alive:
+            conn.close_after = True
+        try:
+            sent = conn.sock.send(reply)
+        except (BlockingIOError, InterruptedError, _SSLWantWriteError):
+            sent = 0
+        except OSError:
+            conn.close_after = True
+            return
+        if sent < len(reply):
+            conn.out += memoryview(reply)[sent:]
+
+    def hand_back(self, conn: _Conn) -> None:
+        """From a pool or event-loop thread: the reply is out; give ``conn`` back.
+
+        The loop is woken only when there is something for it to do.
+        """
         with self.lock:
             if (
                 conn.close_after

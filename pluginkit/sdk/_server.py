@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import ssl
 import sys
 import threading
 import time
@@ -29,8 +28,9 @@ import attrs
 from .._errors import PluginError
 from .._wire._json import decode_body, encode_compact
 from .._wire._json import json_error_reason as _json_error_reason
+from .._wire._listen import resolve_address
 from .._wire._serverside import Request, response_head
-from ._address import resolve_address, resolve_gid
+from ._address import resolve_gid
 from ._async import is_async_function
 from ._loop import (
     Deferred,
@@ -43,6 +43,7 @@ from ._loop import (
 
 if TYPE_CHECKING:
     import asyncio
+    import ssl
 
 __all__ = ["Handler", "InvalidRequestError", "PluginServer", "StatusReply"]
 
@@ -546,6 +547,11 @@ class PluginServer:
     ) -> None:
         """Listen on ``address`` and serve in the foreground until stopped.
 
+        In a program that has set up no logging (neither the root logger
+        nor ``pluginkit.sdk`` has a handler), the ``pluginkit.sdk`` logger
+        gets one writing INFO and above to stderr: the start line, each
+        failed call, and the traceback of an unexpected exception.
+
         SIGTERM (when called from the main thread) stops the server
         gracefully: in-flight requests finish, then it returns. A second
         SIGTERM stops it at once, as Ctrl-C would: what is in flight (an
@@ -669,6 +675,8 @@ class PluginServer:
             if certfile is not None:
                 if ssl_context is not None:
                     raise ValueError("pass either ssl_context or certfile/keyfile, not both")
+                import ssl  # here: a plugin without TLS never loads it
+
                 ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
                 ssl_context.load_cert_chain(certfile, keyfile)
             elif keyfile is not None:

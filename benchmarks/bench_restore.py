@@ -1,0 +1,247 @@
+"""Restore benchmark: a Manager bringing back N enabled plugins, vs reading their records.
+
+Run alone with ``python3 benchmarks/bench_restore.py [N ...]`` (default N =
+100, 1000, 5000). A root with N enabled plugins is made once per N; then, in
+interleaved pairs (A/B, B/A, ...), the median of:
+
+- ``Manager(root, runtime=free)`` start, restoring all N, and its shutdown
+  (the "ours" figure, start only: shutdown is timed apart and reported);
+- the baseline: ``json.load`` of the same N ``plugin.json`` records plus the
+  runtime's own start cost, N ``start()`` calls made directly (into socket
+  directories made beforehand);
+- the same baseline also making each plugin's socket directory, which the
+  manager must do before a start (one ``mkdir`` costs about what a ``bind``
+  does, so this shows the manager's own overhead apart);
+
+and prints ``ratio = ours / baseline`` per N (target <= 2, flat in N), and
+the median time of one ``enable`` while the other N - 1 plugins run, as a
+ratio to the smallest N (target: flat).
+
+The runtime is "free": its ``start()`` binds and listens on the plugin's
+socket in the calling thread, so the plugin is ready at once and the time
+measured is the manager's own work (reading, parsing, records, index,
+readiness check) plus that floor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pluginkit import Manager  # noqa: E402
+from pluginkit.runtime import RuntimeSpec  # noqa: E402
+from pluginkit.runtime._base import ExitCallback  # noqa: E402
+
+CONFIG = {
+    "Description": "bench plugin",
+    "Documentation": "",
+    "Interface": {"Types": ["docker.volumedriver/1.0"], "Socket": "p.sock"},
+    "Entrypoint": ["/bin/plugin"],
+    "WorkDir": "",
+    "Network": {"Type": ""},
+    "Linux": {"Capabilities": [], "AllowAllDevices": False, "Devices": []},
+    "PropagatedMount": "",
+    "IpcHost": False,
+    "PidHost": False,
+    "Mounts": [],
+    "Env": [],
+    "Args": {"Name": "", "Description": "", "Settable": [], "Value": []},
+}
+
+
+class FreeRuntime:
+    """A runtime whose start costs only a listening socket, made in the calling thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socks: dict[str, socket.socket] = {}
+
+    def start(self, spec: RuntimeSpec, on_exit: ExitCallback) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(os.fspath(spec.socket_path))
+        sock.listen(1)
+        with self._lock:
+            self._socks[spec.id] = sock
+
+    def stop(self, plugin_id: str, *, grace: float = 10.0) -> None:
+        with self._lock:
+            sock = self._socks.pop(plugin_id, None)
+        if sock is not None:
+            sock.close()
+
+    def is_running(self, plugin_id: str) -> bool:
+        with self._lock:
+            return plugin_id in self._socks
+
+    def restore(self, spec: RuntimeSpec, on_exit: ExitCallback) -> bool:
+        return False
+
+    def discard(self, plugin_id: str) -> None:
+        self.stop(plugin_id)
+
+    def close(self) -> None:
+        pass
+
+
+def make_root(base: Path, count: int) -> tuple[Path, Path]:
+    """A root with ``count`` enabled plugins (cloned records), and its run root."""
+    root, run_root = base / f"root{count}", base / f"run{count}"
+    ctx = base / "ctx"
+    if not ctx.exists():
+        (ctx / "rootfs").mkdir(parents=True)
+        (ctx / "config.json").write_text(json.dumps(CONFIG))
+    with Manager(root, runtime=FreeRuntime(), run_root=run_root, legacy=None) as m:
+        template = m.create("p0", ctx)
+    src = root / "plugins" / str(template.id)
+    record = json.loads((src / "plugin.json").read_text())
+    record["Enabled"] = True
+    (src / "plugin.json").write_text(json.dumps(record))
+    for i in range(1, count):
+        new_id = secrets.token_hex(32)
+        dst = root / "plugins" / new_id
+        shutil.copytree(src, dst, symlinks=True)
+        record.update(Id=new_id, Name=f"p{i}:latest", PluginReference=f"p{i}:latest")
+        (dst / "plugin.json").write_text(json.dumps(record))
+    return root, run_root
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench(base: Path, count: int, pairs: int) -> tuple[float, float]:
+    root, run_root = make_root(base, count)
+    records = [
+        os.path.join(root, "plugins", e.name, "plugin.json") for e in os.scandir(root / "plugins")
+    ]
+    specs_runtime = FreeRuntime()
+    spec_root = base / f"s{count}"
+    spec_root.mkdir()
+    specs = []
+    for i in range(count):
+        plugin_id = f"{i:064x}"
+        specs.append(
+            RuntimeSpec(
+                id=plugin_id,
+                name=f"p{i}",
+                rootfs=spec_root,
+                entrypoint=("/bin/plugin",),
+                socket_dir=spec_root / plugin_id,
+                socket="p.sock",
+                state_dir=spec_root,
+            )
+        )
+
+    def ours() -> tuple[float, float]:
+        runtime = FreeRuntime()
+        start = time.perf_counter()
+        m = Manager(root, runtime=runtime, run_root=run_root, legacy=None)
+        restored = time.perf_counter() - start
+        assert sum(1 for p in m.list() if p.enabled) == count
+        stop = timed(m.shutdown)
+        return restored, stop
+
+    def baseline(make_dirs: bool) -> float:
+        """json.load of every record and a start of each; the socket dirs made before, or not."""
+        if not make_dirs:
+            for spec in specs:
+                os.mkdir(spec.socket_dir, 0o700)
+
+        def load_and_start() -> None:
+            for path, spec in zip(records, specs, strict=True):
+                with open(path, "rb") as f:
+                    json.load(f)
+                if make_dirs:
+                    os.mkdir(spec.socket_dir, 0o700)
+                specs_runtime.start(spec, lambda _exit: None)
+
+        elapsed = timed(load_and_start)
+        for spec in specs:
+            specs_runtime.stop(spec.id)
+            os.unlink(spec.socket_path)
+            os.rmdir(spec.socket_dir)
+        return elapsed
+
+    ours()  # warm-up (also checks every plugin came back)
+    baseline(False)
+    ratios, dir_ratios, our_times, base_times, dir_times, stops = [], [], [], [], [], []
+    for i in range(pairs):
+        order = ["ours", "base", "dirs"]
+        order = order[i % 3 :] + order[: i % 3]
+        got: dict[str, float] = {}
+        for kind in order:
+            if kind == "ours":
+                got["ours"], stop = ours()
+                stops.append(stop)
+            else:
+                got[kind] = baseline(kind == "dirs")
+        ratios.append(got["ours"] / got["base"])
+        dir_ratios.append(got["ours"] / got["dirs"])
+        our_times.append(got["ours"])
+        base_times.append(got["base"])
+        dir_times.append(got["dirs"])
+    enable = enable_time(root, run_root)
+    ratio = statistics.median(ratios)
+    ours_ms = statistics.median(our_times) * 1e3
+    print(
+        f"restore of {count:5d} enabled plugins   pluginkit {ours_ms:9.1f}"
+        f" ms   baseline {statistics.median(base_times) * 1e3:9.1f} ms   ratio {ratio:6.2f}"
+        f"   (shutdown {statistics.median(stops) * 1e3:.1f} ms)"
+    )
+    print(
+        f"    same, the baseline also making each plugin's socket directory:"
+        f" {statistics.median(dir_times) * 1e3:.1f} ms, ratio {statistics.median(dir_ratios):.2f}"
+    )
+    return ratio, enable
+
+
+def enable_time(root: Path, run_root: Path, rounds: int = 41) -> float:
+    """Median seconds of one enable of a plugin while all the others run."""
+    with Manager(root, runtime=FreeRuntime(), run_root=run_root, legacy=None) as m:
+        m.disable("p0")
+        samples = []
+        for _ in range(rounds):
+            samples.append(timed(lambda: m.enable("p0")))
+            m.disable("p0")
+    return statistics.median(samples)
+
+
+def main(argv: list[str]) -> None:
+    counts = [int(a) for a in argv] or [100, 1000, 5000]
+    base = Path(tempfile.mkdtemp(prefix="pk-br-"))
+    try:
+        results = {n: bench(base, n, pairs=5 if n <= 1000 else 3) for n in counts}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print("    target: ratio <= 2 for every N, flat in N")
+    smallest, largest = min(results), max(results)
+    if len(results) > 1:
+        print(
+            f"    flatness: ratio at N={largest} / ratio at N={smallest} ="
+            f" {results[largest][0] / results[smallest][0]:.2f}"
+        )
+    for n, (_, enable) in results.items():
+        print(
+            f"enable of one plugin, {n:5d} running     pluginkit {enable * 1e3:9.2f} ms"
+            f"   vs N={smallest}: ratio {enable / results[smallest][1]:6.2f}"
+            "   (target: flat, ~1)"
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
