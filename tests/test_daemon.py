@@ -722,3 +722,28 @@ def test_one_daemon_per_root(daemon: DaemonProcess, short_tmp: Path) -> None:
     assert daemon.proc is not None
     assert f"process {daemon.proc.pid}" in second.log.read_text()
     assert http(daemon.socket, "GET", "/_ping")[2] == b"OK"
+
+
+def test_the_cli_path_to_the_daemon_stays_light(daemon: DaemonProcess, plugin_dir: Path) -> None:
+    """ls through the daemon imports none of the manager, attrs, cattrs, distribution, docker."""
+    import sys
+
+    daemon.cli("create", "light", str(plugin_dir))
+    heavy = [
+        "attr", "cattrs", "docker", "requests", "pluginkit._manager", "pluginkit._client",
+        "pluginkit._config", "pluginkit.distribution", "pluginkit.runtime", "http.client",
+    ]  # fmt: skip
+    code = (
+        "import sys\n"
+        "from pluginkit.cli import main\n"
+        f"status = main(['--root', {str(daemon.root)!r}, '--run-root', {str(daemon.run_root)!r},"
+        " 'ls', '-q'])\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)\n"
+        "sys.exit(status)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.split()) == 1
+    assert out.stderr == "[]\n"
