@@ -313,7 +313,7 @@ class Fleet:
         )
 
     def _running_tasks(self, service: Any) -> set[str]:
-        """The ids of the agent's tasks that run now (older tasks' reports are stale)."""
+        """Return the ids of the agent's running tasks (older tasks' reports are stale)."""
         return {
             str(task["ID"])
             for task in service.tasks(filters={"desired-state": "running"})
