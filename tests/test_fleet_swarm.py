@@ -239,6 +239,45 @@ def test_a_crashed_plugin_is_restarted_by_its_agent(world: World) -> None:
     volume_works(node, "v-restarted")
 
 
+def test_a_node_that_leaves_and_rejoins_converges_again(world: World) -> None:
+    """A node leaves the Swarm (its agent stops, the plugin keeps running) and comes back."""
+    node = world.swarm.nodes[2]
+    world.swarm.leave(node)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        states = world.swarm.manager.docker("node", "ls", "--format", "{{.Hostname}} {{.Status}}")
+        if f"{node.name} Down" in states:
+            break
+        time.sleep(0.5)
+    world.swarm.manager.docker("node", "rm", "--force", node.name)
+    world.swarm.join(node)
+    world.swarm.wait_nodes_ready(3)
+    world.cli("apply", str(world.fleet_file), "--wait")
+    assert len(plugin_containers(node)) == 1
+    volume_works(node, "v-rejoined")
+
+
+def test_an_engine_restart_brings_the_plugin_back(world: World) -> None:
+    """A node's dockerd restarts (its containers stop): the agent comes back and so does the plugin.
+
+    The node keeps a volume of the plugin, so its engine asks for the plugin
+    while it starts, before the agent runs it: Docker's boot-ordering problem.
+    The time the engine takes to answer is printed.
+    """
+    node = world.swarm.nodes[1]
+    node.docker("volume", "create", "-d", "fleetvol", "v-kept")
+    node.stop_engine()
+    started = time.monotonic()
+    node.boot()
+    print(f"engine with a fleet plugin's volume answers after {time.monotonic() - started:.1f} s")
+    world.swarm.wait_nodes_ready(3)
+    world.cli("apply", str(world.fleet_file), "--wait")
+    assert len(plugin_containers(node)) == 1
+    assert "v-kept" in node.docker("volume", "ls", "--format", "{{.Name}}").split()
+    node.docker("volume", "rm", "v-kept")
+    volume_works(node, "v-after-restart")
+
+
 def test_rm_of_the_last_plugin_leaves_nothing(world: World) -> None:
     """fleet rm: plugins, their containers, images and sockets go, then the agents and configs."""
     done = world.cli("rm", "fleetvol")

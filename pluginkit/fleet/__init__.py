@@ -9,10 +9,19 @@ make each node's engine find them. See the "Fleet" guide.
 
 from __future__ import annotations
 
-from .._public import publish
-from ._agent import Agent
-from ._fleet import AGENT_SERVICE, Fleet, NodeStatus
-from ._spec import AgentSpec, FleetPlugin, FleetSpec, FleetSpecError, load_spec, parse_spec
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+    from ._fleet import AGENT_SERVICE, Fleet, NodeStatus
+    from ._spec import (
+        AgentSpec,
+        FleetPlugin,
+        FleetSpec,
+        FleetSpecError,
+        load_spec,
+        parse_spec,
+    )
 
 __all__ = [
     "AGENT_SERVICE",
@@ -27,4 +36,37 @@ __all__ = [
     "parse_spec",
 ]
 
-publish(globals())
+# Loaded on first use (PEP 562): `pluginkit`'s command line imports
+# pluginkit.fleet._cli to build its parser, and every command - those
+# answered by a daemon included - must not pay for attrs and the Swarm code.
+_LAZY = {
+    "Agent": "._agent",
+    "AGENT_SERVICE": "._fleet",
+    "Fleet": "._fleet",
+    "NodeStatus": "._fleet",
+    "AgentSpec": "._spec",
+    "FleetPlugin": "._spec",
+    "FleetSpec": "._spec",
+    "FleetSpecError": "._spec",
+    "load_spec": "._spec",
+    "parse_spec": "._spec",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    from .._public import publish
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    # Tracebacks and help() show pluginkit.fleet.Name, not its private module.
+    publish({"__name__": __name__, "__all__": [name], name: value})
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
