@@ -287,8 +287,13 @@ def _versioned(where: Path, version: str, *, handoff: bool = True) -> Path:
     return where
 
 
-def _calls_during_upgrade(m: Any, name: str, ref: str) -> tuple[list[str], list[str]]:
-    """Call ``Version`` in a loop without retries during the upgrade: (answers, failures)."""
+def _calls_during_upgrade(
+    m: Any, name: str, ref: str, *, last: str = "2"
+) -> tuple[list[str], list[str], Exception | None]:
+    """Call ``Version`` without retries during the upgrade, until ``last``.
+
+    Returns the answers, the failed calls and the upgrade's error.
+    """
     from pluginkit import Client
 
     plugin = m.get(name)
@@ -299,7 +304,7 @@ def _calls_during_upgrade(m: Any, name: str, ref: str) -> tuple[list[str], list[
 
     def loop() -> None:
         give_up = 0.0
-        while not (done.is_set() and answers and answers[-1] == "2"):
+        while not (done.is_set() and answers and answers[-1] == last):
             if done.is_set():
                 give_up = give_up or time.monotonic() + 10
                 if time.monotonic() > give_up:
@@ -312,15 +317,18 @@ def _calls_during_upgrade(m: Any, name: str, ref: str) -> tuple[list[str], list[
 
     thread = threading.Thread(target=loop)
     thread.start()
+    error: Exception | None = None
     try:
         while not answers:
             time.sleep(0.01)
         m.upgrade(name, ref, grant=True)
+    except Exception as exc:
+        error = exc
     finally:
         done.set()
         thread.join(60)
         client.close()
-    return answers, failures
+    return answers, failures, error
 
 
 def test_upgrade_hands_the_socket_over_so_no_call_fails(registry: str, penv: Env) -> None:
@@ -334,7 +342,8 @@ def test_upgrade_hands_the_socket_over_so_no_call_fails(registry: str, penv: Env
     m = penv.manager()
     m.install(f"{registry}/team/handoff:1", name="handoff", grant=True)
     m.enable("handoff")
-    answers, failures = _calls_during_upgrade(m, "handoff", f"{registry}/team/handoff:2")
+    answers, failures, error = _calls_during_upgrade(m, "handoff", f"{registry}/team/handoff:2")
+    assert error is None
     assert failures == []
     switch = answers.index("2")
     assert switch > 0
@@ -366,7 +375,29 @@ def test_upgrade_without_opt_in_stops_swaps_and_starts(registry: str, penv: Env)
     m = penv.manager()
     m.install(f"{registry}/team/plain:1", name="plain", grant=True)
     m.enable("plain")
-    answers, failures = _calls_during_upgrade(m, "plain", f"{registry}/team/plain:2")
+    answers, failures, error = _calls_during_upgrade(m, "plain", f"{registry}/team/plain:2")
+    assert error is None
     assert failures
     assert answers[0] == "1"
     assert answers[-1] == "2"
+
+
+def test_failed_handoff_upgrade_gives_the_socket_back_to_the_old_version(
+    registry: str, penv: Env
+) -> None:
+    """A new version that dies is swapped back; the old one serves the same socket: no failure."""
+    bad = _versioned(penv.tmp / "b2", "2")
+    (bad / "rootfs" / "plugin.py").write_text("raise SystemExit('version 2 cannot start')\n")
+    _publish(penv, registry, "team/back", {"1": _versioned(penv.tmp / "b1", "1"), "2": bad})
+    m = penv.manager()
+    m.install(f"{registry}/team/back:1", name="back", grant=True)
+    m.enable("back")
+    answers, failures, error = _calls_during_upgrade(m, "back", f"{registry}/team/back:2", last="1")
+    assert isinstance(error, RegistryError)
+    assert str(error).startswith("upgrade of back:latest failed, the old version runs again: ")
+    assert failures == []
+    assert set(answers) == {"1"}
+    plugin = m.get("back")
+    assert plugin.enabled
+    assert plugin.config.description == "version 1"
+    assert plugin.client.call("Version", {}) == {"Version": "1"}
