@@ -44,6 +44,16 @@ def exec_with_listen_fd(
         else:
             os.dup2(listen_fd, _FIRST)  # inheritable, closes what was at 3
         base[b"LISTEN_PID"] = str(os.getpid()).encode()
+        # What close_fds would have done after this function: close what else
+        # is inheritable (the usual descriptors are close-on-exec anyway).
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd > _FIRST:
+                try:
+                    if os.get_inheritable(fd):
+                        os.close(fd)
+                except OSError:
+                    pass  # the directory listing's own descriptor, closed since
         os.execve(program, args, base)
 
     return run
