@@ -437,17 +437,20 @@ def test_kill_9_at_random_instants_loses_nothing(daemon: DaemonProcess, plugin_d
         def churn(n: int = round_, stop: threading.Event = stop) -> None:
             client = docker.APIClient(base_url=daemon.host, version="1.41", timeout=10)
             i = 0
-            while not stop.is_set():
-                name = f"ch{n}-{i}"
-                try:
-                    client.create_plugin(name, str(plugin_dir))
-                    client.configure_plugin(name, {"DEBUG": "1"})
-                    client.enable_plugin(name)
-                    client.disable_plugin(name)
-                    client.remove_plugin(name)
-                except Exception:
-                    return
-                i += 1
+            try:
+                while not stop.is_set():
+                    name = f"ch{n}-{i}"
+                    try:
+                        client.create_plugin(name, str(plugin_dir))
+                        client.configure_plugin(name, {"DEBUG": "1"})
+                        client.enable_plugin(name)
+                        client.disable_plugin(name)
+                        client.remove_plugin(name)
+                    except Exception:
+                        return
+                    i += 1
+            finally:
+                client.close()  # an unclosed socket is an error under -W error
 
         worker = threading.Thread(target=churn)
         worker.start()

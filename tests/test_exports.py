@@ -186,6 +186,8 @@ def test_importing_pluginkit_does_not_import_docker() -> None:
 def test_public_name_names_its_public_module(module_name: str, name: str) -> None:
     """A class or function re-exported from a private module says the public one."""
     obj = getattr(importlib.import_module(module_name), name)
+    if typing.get_origin(obj) is not None:
+        return  # a type alias (Python 3.10 calls Callable[...] a class)
     if not (inspect.isclass(obj) or inspect.isfunction(obj)):
         return
     assert not any(part.startswith("_") for part in obj.__module__.split(".")), obj.__module__
