@@ -15,10 +15,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .distribution._blobs import ProgressEvent
-
 if TYPE_CHECKING:
     from ._config import Privilege
+    from .distribution._blobs import ProgressEvent
 
 __all__ = ["ProgressPrinter", "progress", "register"]
 

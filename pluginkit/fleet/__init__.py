@@ -9,10 +9,25 @@ make each node's engine find them. See the "Fleet" guide.
 
 from __future__ import annotations
 
-from .._public import publish
-from ._agent import Agent
-from ._fleet import AGENT_SERVICE, Fleet, NodeStatus
-from ._spec import AgentSpec, FleetPlugin, FleetSpec, FleetSpecError, load_spec, parse_spec
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+    from ._fleet import AGENT_SERVICE, Fleet, NodeStatus
+    from ._spec import AgentSpec, FleetPlugin, FleetSpec, FleetSpecError, load_spec, parse_spec
+
+# Imported on first use (PEP 562): `pluginkit --help` builds the `fleet`
+# subcommand's parser from pluginkit.fleet._cli without loading the fleet.
+_LAZY: dict[str, str] = {
+    "Agent": "._agent",
+    "AGENT_SERVICE": "._fleet",
+    "Fleet": "._fleet",
+    "NodeStatus": "._fleet",
+    **dict.fromkeys(
+        ["AgentSpec", "FleetPlugin", "FleetSpec", "FleetSpecError", "load_spec", "parse_spec"],
+        "._spec",
+    ),
+}
 
 __all__ = [
     "AGENT_SERVICE",
@@ -27,4 +42,20 @@ __all__ = [
     "parse_spec",
 ]
 
-publish(globals())
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    from .._public import publish
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    publish({"__name__": __name__, "__all__": [name], name: value})
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
