@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -41,21 +42,34 @@ PAIRS = 21
 ENTRY = "import sys; from pluginkit.cli import main; sys.exit(main())"
 
 
-def timed(command: list[str], env: dict[str, str]) -> float:
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Run once: (wall seconds, CPU seconds of the command's own process)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
     )
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+CPU_RATIOS: list[float] = []
 
 
 def pairs(
     a: list[str], a_env: dict[str, str], b: list[str], b_env: dict[str, str]
 ) -> tuple[float, float, float]:
-    """Median ms of A, of B, and the median of the A/B ratios of interleaved pairs."""
+    """Median ms of A, of B, and the median of the A/B ratios of interleaved pairs.
+
+    The median ratio of the commands' own CPU times (less sensitive to a
+    loaded machine; the servers' work is not counted on either side) is
+    left in ``CPU_RATIOS``.
+    """
     timed(a, a_env)
     timed(b, b_env)  # warm both
-    ta, tb, ratios = [], [], []
+    ta, tb, ratios, cpu = [], [], [], []
     for i in range(PAIRS):
         if i % 2:
             y = timed(b, b_env)
@@ -63,15 +77,18 @@ def pairs(
         else:
             x = timed(a, a_env)
             y = timed(b, b_env)
-        ta.append(x)
-        tb.append(y)
-        ratios.append(x / y)
+        ta.append(x[0])
+        tb.append(y[0])
+        ratios.append(x[0] / y[0])
+        cpu.append(x[1] / y[1] if y[1] > 0 else float("nan"))
+    CPU_RATIOS[:] = [statistics.median(cpu)]
     return statistics.median(ta) * 1e3, statistics.median(tb) * 1e3, statistics.median(ratios)
 
 
 def report(what: str, a: float, b: float, ratio: float, base: str) -> None:
     print(
-        f"{what:<28} pluginkit {a:8.2f} ms   {base:<22} {b:8.2f} ms   ratio {ratio:5.2f}",
+        f"{what:<28} pluginkit {a:8.2f} ms   {base:<22} {b:8.2f} ms   ratio {ratio:5.2f}"
+        f"   (CPU ratio {CPU_RATIOS[0]:4.2f})",
         flush=True,
     )
 

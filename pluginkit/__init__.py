@@ -53,6 +53,7 @@ if TYPE_CHECKING:
         RuntimeStartError,
     )
     from ._events import PluginEvent
+    from ._health import HealthCheck
     from ._install_limits import InstallLimits
     from ._legacy import LegacyRegistry
     from ._lookup import (
@@ -113,6 +114,7 @@ _LAZY: dict[str, str] = {
     "RootInUseError": "._errors",
     "RuntimeStartError": "._errors",
     "PluginEvent": "._events",
+    "HealthCheck": "._health",
     "InstallLimits": "._install_limits",
     "LegacyRegistry": "._legacy",
     "FindWithCapability": "._lookup",
@@ -206,6 +208,7 @@ __all__ = [
     "afind_with_capability",
     "alookup_with_capability",
     "PluginEvent",
+    "HealthCheck",
     "RestartPolicy",
     "InstallLimits",
     "apply_set",

@@ -43,10 +43,16 @@ REMOTE_COMMANDS = frozenset(
         "remove",
         "set",
         "call",
+        "push",
+        "upgrade",
+        "save",
+        "load",
     }
 )
 """Commands a running daemon answers (the others run in-process)."""
 NEEDS_DAEMON = frozenset({"logs", "events"})
+DAEMON_LOG_RATE = 10_000.0
+"""The daemon's default ``ProcessRuntime(log_rate=...)``: its logs are files, not a console."""
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -86,6 +92,14 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
         "--group",
         metavar="GROUP",
         help="group owning the unix socket (mode 0660), like dockerd -G",
+    )
+    sub.add_argument(
+        "--log-rate",
+        type=float,
+        default=DAEMON_LOG_RATE,
+        metavar="LINES",
+        help=f"process runtime: plugin lines per second per stream kept in the logs "
+        f"(default {DAEMON_LOG_RATE:.0f}; beyond, lines are dropped and counted)",
     )
     sub.add_argument(
         "--no-live-restore",
@@ -155,7 +169,7 @@ def find_daemon(args: argparse.Namespace) -> Remote | None:
         except (RemoteError, ValueError):
             remote.close()
             return None
-        if os.path.abspath(info.get("Root", "")) != os.path.abspath(args.root):
+        if os.path.realpath(info.get("Root", "")) != os.path.realpath(args.root):
             _debug(
                 args,
                 f"the daemon at {path} holds {info.get('Root')}, not {args.root}: "
@@ -410,6 +424,106 @@ def remote_call(remote: Remote, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _ask_grant(
+    source: str, privileges: list[dict[str, Any]], args: argparse.Namespace, out: TextIO
+) -> Any:
+    """Return the privileges to send: all with --grant-all-permissions, else asked."""
+    from ._config import Privilege
+    from .cli import CLIError, _confirm, _format_privileges
+
+    if getattr(args, "grant_all_permissions", False) or not privileges:
+        return privileges
+    if not sys.stdin.isatty():
+        raise CLIError(
+            f'plugin "{source}" requests privileges and there is no terminal to ask; '
+            "pass --grant-all-permissions"
+        )
+    out.write(f'Plugin "{source}" is requesting the following privileges:\n')
+    shown = [Privilege(p["Name"], p["Description"], tuple(p["Value"])) for p in privileges]
+    for line in _format_privileges(shown):
+        out.write(line + "\n")
+    if not _confirm("Do you grant the above permissions?", out):
+        raise CLIError("permission denied")
+    return privileges
+
+
+def _progress_lines(chunks: Any, quiet: bool) -> dict[str, Any]:
+    """Print Docker's progress messages on stderr (unless quiet); return the last ``aux``."""
+    aux: dict[str, Any] = {}
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if not line.strip():
+                continue
+            message = json.loads(line)
+            if message.get("error"):
+                raise RemoteError(str(message["error"]))
+            if isinstance(message.get("aux"), dict):
+                aux = message["aux"]
+            elif message.get("status") and not quiet:
+                sys.stderr.write(f"{message['status']}\n")
+    return aux
+
+
+def remote_push(remote: Remote, args: argparse.Namespace, out: TextIO) -> int:
+    """``push NAME [REF]`` through the daemon."""
+    query = {"ref": args.ref} if args.ref else None
+    aux = _progress_lines(remote.stream("POST", _path(args.name, "/push"), query), args.quiet)
+    if args.quiet:
+        out.write(f"{aux.get('Digest', '')}\n")
+    return 0
+
+
+def remote_upgrade(remote: Remote, args: argparse.Namespace, out: TextIO) -> int:
+    """``upgrade NAME [REF]`` through the daemon: privileges asked here, as Docker's CLI."""
+    before = remote.json("GET", _path(args.name, "/json"))
+    source = args.ref or before.get("PluginReference") or before["Name"]
+    needed = remote.json("GET", "/v1.41/plugins/privileges", {"remote": source})
+    grant = _ask_grant(source, needed, args, out)
+    status, _, raw = remote.request(
+        "POST",
+        _path(args.name, "/upgrade"),
+        {"remote": source},
+        json.dumps(grant).encode(),
+    )
+    if status >= 400:
+        from .daemon._remote import _message
+
+        raise RemoteError(_message(raw), status)
+    _progress_lines([raw], args.quiet)
+    after = remote.json("GET", _path(args.name, "/json"))
+    out.write(f"Upgraded plugin {after['Name']} to {after.get('PluginReference')}\n")
+    return 0
+
+
+def remote_save(remote: Remote, args: argparse.Namespace, out: TextIO) -> int:
+    """``save NAME -o FILE`` through the daemon (it writes FILE: same host)."""
+    remote.json(
+        "POST", f"/pluginkit/v1/plugins/{args.name}/save", {"path": os.path.abspath(args.output)}
+    )
+    return 0
+
+
+def remote_load(remote: Remote, args: argparse.Namespace, out: TextIO) -> int:
+    """``load FILE`` through the daemon (it reads FILE: same host).
+
+    Without ``--grant-all-permissions`` only a plugin that needs no privileges loads.
+    """
+    record = remote.json(
+        "POST",
+        "/pluginkit/v1/load",
+        body={
+            "File": os.path.abspath(args.file),
+            "Name": args.alias,
+            "Grant": True if args.grant_all_permissions else None,
+        },
+    )
+    out.write(f"Loaded plugin {record['Name']}\n")
+    return 0
+
+
 _REMOTE: dict[str, Callable[[Remote, argparse.Namespace, TextIO], int]] = {
     "ls": remote_ls,
     "inspect": remote_inspect,
@@ -421,6 +535,10 @@ _REMOTE: dict[str, Callable[[Remote, argparse.Namespace, TextIO], int]] = {
     "call": remote_call,
     "install": remote_install,
     "privileges": remote_privileges,
+    "push": remote_push,
+    "upgrade": remote_upgrade,
+    "save": remote_save,
+    "load": remote_load,
 }
 _CANONICAL = {"list": "ls", "remove": "rm"}
 
@@ -573,7 +691,15 @@ def cmd_daemon(args: argparse.Namespace, out: TextIO) -> int:
     import contextlib
 
     with contextlib.ExitStack() as stack:
-        runtime = _make_runtime(args.runtime, stack)
+        if args.runtime == "process":
+            from .runtime import ProcessRuntime
+
+            if not args.log_rate > 0:
+                raise CLIError(f"--log-rate must be greater than 0, not {args.log_rate}")
+            runtime: Any = ProcessRuntime(log_rate=args.log_rate)
+            stack.callback(runtime.close)
+        else:
+            runtime = _make_runtime(args.runtime, stack)
         daemon = Daemon(
             args.root,
             run_root=args.run_root,

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
+    # Types only: the commands answered by a daemon must not import the
+    # distribution package (attrs, cattrs, hashlib...) on their way.
     from ._config import Privilege
     from .distribution._blobs import ProgressEvent
 

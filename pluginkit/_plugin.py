@@ -36,8 +36,10 @@ class Plugin:
     The ``client`` of a managed plugin is created on first use (a disabled
     plugin has nothing listening yet) and closed when the plugin is
     disabled, removed or its manager shuts down; the next use of ``client``
-    creates a fresh one. ``enabled`` and ``refcount`` of a managed plugin are
-    kept current by its manager.
+    creates a fresh one. ``enabled``, ``refcount`` and ``health`` of a managed
+    plugin are kept current by its manager: ``health`` is ``None`` unless the
+    manager has a :class:`~pluginkit.HealthCheck` and the plugin runs, then
+    ``"starting"`` (not answered yet), ``"healthy"`` or ``"unhealthy"``.
     """
 
     name: str
@@ -51,6 +53,7 @@ class Plugin:
     settings: Settings | None = attrs.field(default=None, repr=False)
     refcount: int = 0
     plugin_reference: str = ""
+    health: str | None = attrs.field(default=None, init=False)
     # Set by the manager that owns the plugin, not by callers.
     _client_factory: Callable[[], Client] | None = attrs.field(default=None, init=False, repr=False)
     _client_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
@@ -128,8 +131,10 @@ class Plugin:
 
         Managed plugins: ``Id``, ``Name``, ``Enabled``, ``PluginReference``,
         ``Settings`` (``Mounts``, ``Env``, ``Args``, ``Devices``) and
-        ``Config`` exactly as Docker prints them. Legacy plugins have no
-        config: their dict says what is known (``Addr``, ``Implements``).
+        ``Config`` exactly as Docker prints them, plus pluginkit's own
+        ``Health`` (``{"Status": health}``) while :attr:`health` is not
+        ``None``. Legacy plugins have no config: their dict says what is
+        known (``Addr``, ``Implements``).
         """
         if self.is_legacy or self.config is None:
             return {
@@ -141,7 +146,7 @@ class Plugin:
             }
         from ._config import Settings, dump_config, dump_settings
 
-        return {
+        record = {
             "Id": self.id,
             "Name": self.name,
             "Enabled": self.enabled,
@@ -149,3 +154,6 @@ class Plugin:
             "Settings": dump_settings(self.settings if self.settings is not None else Settings()),
             "Config": dump_config(self.config),
         }
+        if self.health is not None:
+            record["Health"] = {"Status": self.health}  # pluginkit's own field
+        return record

@@ -20,6 +20,7 @@ PUBLIC = {
         "ErrInadequateCapability",
         "ErrNotFound",
         "FindWithCapability",
+        "HealthCheck",
         "InstallLimitError",
         "InstallLimits",
         "InvalidArchiveError",
@@ -110,6 +111,7 @@ PUBLIC = {
     "pluginkit.runtime": [
         "DockerRuntime",
         "ExitCallback",
+        "OutputStats",
         "PluginExit",
         "ProcessRuntime",
         "Runtime",

@@ -240,7 +240,7 @@ def pull(req: Request) -> Response:
     remote = req.query.get("remote", "")
     name = req.query.get("name") or None
     plugin = manager.install(remote, name=name, grant=grant, disabled=True)
-    return _progress(plugin.name, f"Installed plugin {remote}")
+    return _pulled(plugin.name, remote)
 
 
 @route("POST", "/plugins/{name}/push")
@@ -248,8 +248,17 @@ def push(req: Request) -> Response:
     """``POST /plugins/NAME/push``: through the registry support, when present."""
     manager = _registry_manager(req, "push")
     name = req.params["name"]
-    manager.push(name)
-    return _progress(name, f"The push refers to repository [{name}]")
+    plugin = manager.get(name)
+    # ``ref`` is pluginkit's addition (push under another name), as ``pluginkit push NAME REF``.
+    target = req.query.get("ref") or None
+    digest = manager.push(name, target)
+    ref = _split_ref(target or plugin.name)
+    messages: list[dict[str, Any]] = [
+        {"status": f"The push refers to repository [{ref[0]}]"},
+        {"status": f"{ref[1]}: digest: {digest}"},
+        {"progressDetail": {}, "aux": {"Tag": ref[1], "Digest": digest}},
+    ]
+    return _stream_messages(plugin.name, messages)
 
 
 @route("POST", "/plugins/{name}/upgrade")
@@ -258,8 +267,9 @@ def upgrade(req: Request) -> Response:
     grant = _privileges_body(req)
     manager = _registry_manager(req, "upgrade")
     name = req.params["name"]
-    manager.upgrade(name, req.query.get("remote") or None, grant=grant)
-    return _progress(name, f"Upgraded plugin {name}")
+    remote = req.query.get("remote") or None
+    plugin = manager.upgrade(name, remote, grant=grant)
+    return _pulled(plugin.name, remote or plugin.plugin_reference or plugin.name)
 
 
 @route("POST", "/plugins/create")
@@ -372,6 +382,32 @@ def health(req: Request) -> Response:
             "Health": getattr(plugin, "health", None),
         }
     )
+
+
+@route("POST", "/pluginkit/v1/plugins/{name}/save")
+def save(req: Request) -> Response:
+    """Write a plugin to an OCI layout tar at ``path`` (on the daemon's host), as ``save``."""
+    path = req.query.get("path", "")
+    if not os.path.isabs(path):
+        raise ApiError(400, f"invalid path {path!r}: an absolute path on the daemon's host")
+    _registry_manager(req, "save").save(req.params["name"], path)
+    return Response(status=204, empty=True)
+
+
+@route("POST", "/pluginkit/v1/load")
+def load(req: Request) -> Response:
+    """Install from a bundle (``{"File": PATH, "Name", "Grant": true|[privileges]}``)."""
+    body = _json_list_body(req, "load request")
+    if not isinstance(body, dict) or not isinstance(body.get("File"), str):
+        raise ApiError(400, 'invalid load request: "File" (a path) is required')
+    grant: Any = body.get("Grant")
+    if isinstance(grant, list):
+        grant = _privileges_from(grant)
+    elif grant is not True:
+        grant = None
+    manager = _registry_manager(req, "load")
+    plugin = manager.load(body["File"], name=body.get("Name") or None, grant=grant)
+    return Response(value=manager.inspect(plugin.name))
 
 
 @route("GET", "/pluginkit/v1/lookup")
@@ -541,5 +577,35 @@ def _privilege_dict(privilege: Any) -> dict[str, Any]:
     }
 
 
-def _progress(name: str, status: str) -> Response:
-    return Response(value={"status": status}, headers={"Docker-Plugin-Name": name})
+def _split_ref(ref: str) -> tuple[str, str]:
+    """``host:5000/p:1`` -> (``host:5000/p``, ``1``), digests and default tag handled."""
+    from .._reference import parse_reference
+
+    base = ref.split("@", 1)[0]
+    try:
+        parsed = parse_reference(base)
+    except ValueError:
+        return base, "latest"
+    return parsed.name, parsed.tag
+
+
+def _pulled(name: str, remote: str) -> Response:
+    """Answer the first and last lines of dockerd's pull progress (not the layers')."""
+    repo, tag = _split_ref(remote)
+    path = (
+        repo.split("/", 1)[1]
+        if "/" in repo and ("." in repo.split("/")[0] or ":" in repo.split("/")[0])
+        else repo
+    )
+    messages = [
+        {"status": f"{tag}: Pulling from {path}"},
+        {"status": f"Status: Downloaded newer image for {repo}:{tag}"},
+    ]
+    return _stream_messages(name, messages)
+
+
+def _stream_messages(name: str, messages: list[dict[str, Any]]) -> Response:
+    """Docker's progress stream: one JSON message per line."""
+    return Response(
+        stream=iter([encode(m) for m in messages]), headers={"Docker-Plugin-Name": name}
+    )

@@ -14,20 +14,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._agent import Agent
     from ._fleet import AGENT_SERVICE, Fleet, NodeStatus
-    from ._spec import AgentSpec, FleetPlugin, FleetSpec, FleetSpecError, load_spec, parse_spec
-
-# Imported on first use (PEP 562): `pluginkit --help` builds the `fleet`
-# subcommand's parser from pluginkit.fleet._cli without loading the fleet.
-_LAZY: dict[str, str] = {
-    "Agent": "._agent",
-    "AGENT_SERVICE": "._fleet",
-    "Fleet": "._fleet",
-    "NodeStatus": "._fleet",
-    **dict.fromkeys(
-        ["AgentSpec", "FleetPlugin", "FleetSpec", "FleetSpecError", "load_spec", "parse_spec"],
-        "._spec",
-    ),
-}
+    from ._spec import (
+        AgentSpec,
+        FleetPlugin,
+        FleetSpec,
+        FleetSpecError,
+        load_spec,
+        parse_spec,
+    )
 
 __all__ = [
     "AGENT_SERVICE",
@@ -42,6 +36,22 @@ __all__ = [
     "parse_spec",
 ]
 
+# Loaded on first use (PEP 562): `pluginkit`'s command line imports
+# pluginkit.fleet._cli to build its parser, and every command - those
+# answered by a daemon included - must not pay for attrs and the Swarm code.
+_LAZY = {
+    "Agent": "._agent",
+    "AGENT_SERVICE": "._fleet",
+    "Fleet": "._fleet",
+    "NodeStatus": "._fleet",
+    "AgentSpec": "._spec",
+    "FleetPlugin": "._spec",
+    "FleetSpec": "._spec",
+    "FleetSpecError": "._spec",
+    "load_spec": "._spec",
+    "parse_spec": "._spec",
+}
+
 
 def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
@@ -52,6 +62,7 @@ def __getattr__(name: str) -> object:
     from .._public import publish
 
     value = getattr(importlib.import_module(module, __name__), name)
+    # Tracebacks and help() show pluginkit.fleet.Name, not its private module.
     publish({"__name__": __name__, "__all__": [name], name: value})
     globals()[name] = value
     return value
