@@ -52,6 +52,7 @@ from ._wire._json import encode
 __all__ = ["AsyncBodyReader", "AsyncClient"]
 
 _FIRST_RECV: Final = 16384
+_MISS: Final = object()  # "take the general path" (see AsyncClient._fast_call)
 _HIGH_WATER: Final = 1 << 20  # stop reading from the socket while this much waits unread
 # Idle connections kept per client. More than the sync client's 16: one loop
 # runs many calls at once, and closing what did not fit would make the next
@@ -304,6 +305,10 @@ class AsyncClient(ClientBase):
             PluginProtocolError: the reply is not HTTP or not JSON, or too large.
         """
         body = b"" if args is None else encode(args).encode()
+        if timeout is UNSET and retry_timeout is UNSET and self.timeout is None and self._idle:
+            result = await self._fast_call(method, body)
+            if result is not _MISS:
+                return result
         head, data = await self._roundtrip(method, body, timeout, retry_timeout)
         if head.status != 200:
             raise call_error(method, head.status, data)
@@ -438,6 +443,22 @@ class AsyncClient(ClientBase):
         """Send the request on ``conn`` and read the reply; ``conn`` is pooled or closed."""
         try:
             data = await self._send(conn, method, request, body, deadline, timeout)
+        except BaseException:
+            conn.close()  # cancelled, or failed: never pool a connection in an unknown state
+            raise
+        return await self._read(conn, data, method, deadline, timeout, stream)
+
+    async def _read(
+        self,
+        conn: _Connection,
+        data: bytes,
+        method: str,
+        deadline: float | None,
+        timeout: float | None,
+        stream: bool,
+    ) -> Any:
+        """Read the reply that starts with ``data``; ``conn`` is pooled or closed."""
+        try:
             if not stream:
                 # The common reply, whole in the first read, with a head seen before.
                 reply = plain_reply(data, self.max_response_size)
@@ -476,6 +497,44 @@ class AsyncClient(ClientBase):
         else:
             conn.close()
         return head, collector.body
+
+    async def _fast_call(self, method: str, body: bytes) -> Any:
+        """Make the common call in few steps; ``_MISS`` when the general path must.
+
+        Common: a pooled connection of this loop, no deadline, a small
+        request. ``_MISS`` only when nothing was received (the general path
+        then retries on a fresh connection, the stale-connection rule); a
+        reply that has started is finished here. As the sync client's.
+        """
+        prefix = self._prefixes.get(method)
+        if prefix is None or len(body) >= 16384:
+            return _MISS
+        try:
+            conn, since = self._idle.pop()
+        except IndexError:
+            return _MISS
+        if (
+            conn.loop is not asyncio.get_running_loop()
+            or time.monotonic() - since >= IDLE_TIMEOUT
+            or not conn.quiet()
+        ):
+            conn.close()
+            return _MISS
+        try:
+            conn.write(prefix + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            data = await conn.recv(_FIRST_RECV, None)
+        except OSError:
+            data = b""
+        except BaseException:
+            conn.close()
+            raise
+        if not data:
+            conn.close()
+            return _MISS
+        head, reply = await self._read(conn, data, method, None, None, False)
+        if head.status != 200:
+            raise call_error(method, head.status, reply)
+        return self._decode(method, reply)
 
     async def _send(
         self,
