@@ -60,6 +60,13 @@ _HIGH_WATER: Final = 1 << 20  # stop reading from the socket while this much wai
 _MAX_IDLE: Final = 4 * MAX_IDLE
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
@@ -206,7 +213,14 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        if not self.loop.is_closed():
+        loop = self.loop
+        if not loop.is_closed():
+            if loop.is_running() and _running_loop() is not loop:
+                # Another thread's loop (a manager closing a plugin's clients):
+                # transports are closed by their own loop.
+                with contextlib.suppress(RuntimeError):  # it closed meanwhile
+                    loop.call_soon_threadsafe(transport.close)
+                    return
             transport.close()
             return
         # Its loop has ended (a later asyncio.run took the client): nothing
@@ -276,7 +290,11 @@ class AsyncClient(ClientBase):
         self.close()
 
     def close(self) -> None:
-        """Close the pooled connections; later calls raise PluginConnectionError."""
+        """Close the pooled connections; later calls raise PluginConnectionError.
+
+        May be called from any thread: connections of a loop running in
+        another thread are closed by that loop.
+        """
         self._closed = True
         self._drain()
 
