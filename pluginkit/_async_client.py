@@ -2,10 +2,8 @@
 
 Same constructor, calls, retry rule, timeouts, errors and error texts as the
 sync client (both build on :mod:`pluginkit._calls` and the wire layer); the
-I/O is asyncio's, on the running loop, without threads. Each connection is a
-small :class:`asyncio.Protocol` that buffers what arrives and wakes the one
-coroutine waiting for it, with the call's deadline as a timer on the loop (no
-task per call, no ``wait_for``). Kept-alive connections are pooled per client
+I/O is asyncio's, on the running loop, without threads; each connection is a
+:class:`pluginkit._async_conn.Connection`. Kept-alive connections are pooled per client
 and belong to the loop that opened them: a client used from another loop (a
 second :func:`asyncio.run`) opens fresh ones.
 """
@@ -21,6 +19,7 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any, BinaryIO, Final
 
+from ._async_conn import Connection, tcp_socket
 from ._bodies import FileBody
 from ._calls import DEFAULT_MAX_RESPONSE_SIZE, UNSET, ClientBase, Unset
 from ._errors import PluginError
@@ -52,173 +51,11 @@ from ._wire._json import encode
 __all__ = ["AsyncBodyReader", "AsyncClient"]
 
 _FIRST_RECV: Final = 16384
-_HIGH_WATER: Final = 1 << 20  # stop reading from the socket while this much waits unread
+_MISS: Final = object()  # "take the general path" (see AsyncClient._fast_call)
 # Idle connections kept per client. More than the sync client's 16: one loop
 # runs many calls at once, and closing what did not fit would make the next
 # burst of calls connect again.
 _MAX_IDLE: Final = 4 * MAX_IDLE
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
-
-
-class _Connection(asyncio.Protocol):
-    """One connection: received bytes are buffered until a coroutine asks for them."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        #: The plain socket under the transport (None with TLS): see connection_lost.
-        self.sock: socket.socket | None = None
-        #: The socket that was connected (also with TLS): see close.
-        self.raw: socket.socket | None = None
-        self.transport: asyncio.Transport | None = None
-        self._buf = bytearray()
-        self._eof = False
-        self._exc: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._paused_reading = False
-        self._write_paused = False
-        self._drain_waiter: asyncio.Future[None] | None = None
-
-    # -- protocol callbacks --
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self._buf += data
-        if len(self._buf) > _HIGH_WATER and self.transport is not None:
-            self.transport.pause_reading()
-            self._paused_reading = True
-        self._wake()
-
-    def eof_received(self) -> bool:
-        self._eof = True
-        self._wake()
-        return False  # close the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._eof = True
-        if exc is not None:
-            self._exc = exc
-            sock = self.sock
-            if sock is not None:
-                # Sending failed (the plugin closed without reading the whole
-                # request), and asyncio stopped reading: the plugin's answer
-                # may still wait in the socket, which closes after this.
-                with contextlib.suppress(OSError):
-                    while data := sock.recv(RECV):
-                        self._buf += data
-        self._wake()
-        waiter, self._drain_waiter = self._drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc or ConnectionResetError("connection closed by the plugin"))
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        waiter, self._drain_waiter = self._drain_waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    # -- what the client uses --
-
-    def quiet(self) -> bool:
-        """Tell whether the idle connection is open and received nothing."""
-        transport = self.transport
-        return (
-            not self._buf and not self._eof and transport is not None and not transport.is_closing()
-        )
-
-    def take_buffered(self) -> bytes:
-        """Return (and forget) all received bytes not read yet."""
-        data = bytes(self._buf)
-        self._buf.clear()
-        return data
-
-    def write(self, data: bytes) -> None:
-        """Queue ``data`` for sending."""
-        if self._exc is not None:
-            raise self._exc
-        assert self.transport is not None
-        self.transport.write(data)
-
-    async def drain(self, deadline: float | None) -> None:
-        """Wait until the queued bytes are mostly sent (by ``deadline``)."""
-        if not self._write_paused:
-            if self._exc is not None:
-                raise self._exc
-            return
-        waiter = self.loop.create_future()
-        self._drain_waiter = waiter
-        await self._wait_for(waiter, deadline)
-
-    async def recv(self, size: int, deadline: float | None) -> bytes:
-        """Return up to ``size`` received bytes; ``b""`` at end of file."""
-        buf = self._buf
-        if not buf and not self._eof:
-            waiter = self.loop.create_future()
-            self._waiter = waiter
-            try:
-                await self._wait_for(waiter, deadline)
-            finally:
-                self._waiter = None
-        if buf:
-            if len(buf) <= size:
-                data = bytes(buf)
-                buf.clear()
-            else:
-                data = bytes(buf[:size])
-                del buf[:size]
-            if self._paused_reading and len(buf) <= _HIGH_WATER // 4:
-                self._paused_reading = False
-                if self.transport is not None:
-                    self.transport.resume_reading()
-            return data
-        if self._exc is not None:
-            raise self._exc
-        return b""
-
-    async def _wait_for(self, waiter: asyncio.Future[None], deadline: float | None) -> None:
-        if deadline is None:
-            await waiter
-            return
-        loop = self.loop
-        timer = loop.call_at(loop.time() + (deadline - time.monotonic()), _expire, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-
-    def close(self) -> None:
-        """Close the connection (also when its loop has ended)."""
-        transport = self.transport
-        if transport is None:
-            return
-        if not self.loop.is_closed():
-            transport.close()
-            return
-        # Its loop has ended (a later asyncio.run took the client): nothing
-        # will run the transport's callbacks, so finish it here. A plain
-        # socket transport does that in _call_connection_lost (asyncio's own
-        # last step); other transports get their socket closed under them.
-        finish = getattr(transport, "_call_connection_lost", None)
-        if finish is not None and self.sock is not None:
-            with contextlib.suppress(Exception):
-                finish(None)
-                return
-        if self.raw is not None:
-            self.raw.close()
 
 
 class AsyncClient(ClientBase):
@@ -264,7 +101,7 @@ class AsyncClient(ClientBase):
             max_response_size=max_response_size,
             backoff_unit=backoff_unit,
         )
-        self._idle: list[tuple[_Connection, float]] = []
+        self._idle: list[tuple[Connection, float]] = []
         self._closed = False
         _async_clients.add(self)
 
@@ -275,7 +112,11 @@ class AsyncClient(ClientBase):
         self.close()
 
     def close(self) -> None:
-        """Close the pooled connections; later calls raise PluginConnectionError."""
+        """Close the pooled connections; later calls raise PluginConnectionError.
+
+        May be called from any thread: connections of a loop running in
+        another thread are closed by that loop.
+        """
         self._closed = True
         self._drain()
 
@@ -304,6 +145,10 @@ class AsyncClient(ClientBase):
             PluginProtocolError: the reply is not HTTP or not JSON, or too large.
         """
         body = b"" if args is None else encode(args).encode()
+        if timeout is UNSET and retry_timeout is UNSET and self.timeout is None and self._idle:
+            result = await self._fast_call(method, body)
+            if result is not _MISS:
+                return result
         head, data = await self._roundtrip(method, body, timeout, retry_timeout)
         if head.status != 200:
             raise call_error(method, head.status, data)
@@ -427,7 +272,7 @@ class AsyncClient(ClientBase):
 
     async def _exchange(
         self,
-        conn: _Connection,
+        conn: Connection,
         method: str,
         request: bytes,
         body: bytes | FileBody,
@@ -438,6 +283,22 @@ class AsyncClient(ClientBase):
         """Send the request on ``conn`` and read the reply; ``conn`` is pooled or closed."""
         try:
             data = await self._send(conn, method, request, body, deadline, timeout)
+        except BaseException:
+            conn.close()  # cancelled, or failed: never pool a connection in an unknown state
+            raise
+        return await self._read(conn, data, method, deadline, timeout, stream)
+
+    async def _read(
+        self,
+        conn: Connection,
+        data: bytes,
+        method: str,
+        deadline: float | None,
+        timeout: float | None,
+        stream: bool,
+    ) -> Any:
+        """Read the reply that starts with ``data``; ``conn`` is pooled or closed."""
+        try:
             if not stream:
                 # The common reply, whole in the first read, with a head seen before.
                 reply = plain_reply(data, self.max_response_size)
@@ -477,9 +338,47 @@ class AsyncClient(ClientBase):
             conn.close()
         return head, collector.body
 
+    async def _fast_call(self, method: str, body: bytes) -> Any:
+        """Make the common call in few steps; ``_MISS`` when the general path must.
+
+        Common: a pooled connection of this loop, no deadline, a small
+        request. ``_MISS`` only when nothing was received (the general path
+        then retries on a fresh connection, the stale-connection rule); a
+        reply that has started is finished here. As the sync client's.
+        """
+        prefix = self._prefixes.get(method)
+        if prefix is None or len(body) >= 16384:
+            return _MISS
+        try:
+            conn, since = self._idle.pop()
+        except IndexError:
+            return _MISS
+        if (
+            conn.loop is not asyncio.get_running_loop()
+            or time.monotonic() - since >= IDLE_TIMEOUT
+            or not conn.quiet()
+        ):
+            conn.close()
+            return _MISS
+        try:
+            conn.write(prefix + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            data = await conn.recv(_FIRST_RECV, None)
+        except OSError:
+            data = b""
+        except BaseException:
+            conn.close()
+            raise
+        if not data:
+            conn.close()
+            return _MISS
+        head, reply = await self._read(conn, data, method, None, None, False)
+        if head.status != 200:
+            raise call_error(method, head.status, reply)
+        return self._decode(method, reply)
+
     async def _send(
         self,
-        conn: _Connection,
+        conn: Connection,
         method: str,
         request: bytes,
         body: bytes | FileBody,
@@ -513,14 +412,14 @@ class AsyncClient(ClientBase):
         return data
 
     def _reply_failed(
-        self, conn: _Connection, exc: Exception, method: str, timeout: float | None
+        self, conn: Connection, exc: Exception, method: str, timeout: float | None
     ) -> PluginError:
         conn.close()
         if isinstance(exc, TimeoutError):
             return self._timeout_error(method, timeout)
         return self._protocol_error(method, str(exc))
 
-    def _checkout(self, method: str) -> _Connection | None:
+    def _checkout(self, method: str) -> Connection | None:
         idle = self._idle
         if idle:
             loop = asyncio.get_running_loop()
@@ -534,7 +433,7 @@ class AsyncClient(ClientBase):
             raise self._closed_error(method)
         return None
 
-    def _checkin(self, conn: _Connection) -> None:
+    def _checkin(self, conn: Connection) -> None:
         if self._closed or len(self._idle) >= _MAX_IDLE or not conn.quiet():
             conn.close()
             return
@@ -546,9 +445,9 @@ class AsyncClient(ClientBase):
             conn, _ = idle.pop()
             conn.close()
 
-    async def _dial_tcp(self, loop: asyncio.AbstractEventLoop, conn: _Connection) -> None:
+    async def _dial_tcp(self, loop: asyncio.AbstractEventLoop, conn: Connection) -> None:
         address = self._address
-        sock = await _tcp_socket(loop, address.host, address.port)
+        sock = await tcp_socket(loop, address.host, address.port)
         try:
             ssl = ssl_context(self.tls) if self._use_tls else None
             conn.raw = sock
@@ -566,12 +465,12 @@ class AsyncClient(ClientBase):
 
     async def _connect(
         self, method: str, deadline: float | None, timeout: float | None
-    ) -> _Connection:
+    ) -> Connection:
         if self._closed:
             raise self._closed_error(method)
         loop = asyncio.get_running_loop()
         address = self._address
-        conn = _Connection(loop)
+        conn = Connection(loop)
         try:
             dial = DIAL_TIMEOUT if deadline is None else min(DIAL_TIMEOUT, remaining(deadline))
             if address.unix_path is not None:
@@ -598,45 +497,20 @@ class AsyncClient(ClientBase):
         return conn
 
 
-async def _tcp_socket(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
-    """Connect a non-blocking TCP socket to ``host``, trying its addresses in turn.
-
-    Errors read as the sync client's (:func:`socket.create_connection`): the
-    last address's, worded by the OS (asyncio words its own).
-    """
-    error: OSError | None = None
-    for family, kind, proto, _, sockaddr in await loop.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM
-    ):
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setblocking(False)
-            await loop.sock_connect(sock, sockaddr)
-        except OSError as exc:
-            sock.close()
-            error = OSError(exc.errno, os.strerror(exc.errno)) if exc.errno else exc
-            continue
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-    raise error or OSError("getaddrinfo returns an empty list")
-
-
 class AsyncBodyReader:
     """The body of a streamed reply, read with ``await``; ``async for`` gives its lines."""
 
     def __init__(
         self,
         client: AsyncClient,
-        conn: _Connection,
+        conn: Connection,
         head: Head,
         pending: bytes,
         method: str,
         timeout: float | None,
     ) -> None:
         self._client = client
-        self._conn: _Connection | None = conn
+        self._conn: Connection | None = conn
         self._method = method
         self._timeout = timeout  # this call's, not necessarily the client's
         self._decoder = StreamDecoder(head, pending)

@@ -298,12 +298,13 @@ class LegacyRegistry:
         self.close()
 
     def close(self) -> None:
-        """Forget every activated plugin and close its client."""
+        """Forget every activated plugin and close its clients."""
         with self._cond:
             entries, self._entries = self._entries, {}
         for entry in entries.values():
             if entry.plugin is not None:
                 entry.plugin.client.close()
+                entry.plugin._close_async_client()
 
     # -- discovery --
 

@@ -110,6 +110,13 @@ class Plugin:
                 )
             return self._async_client
 
+    def _close_async_client(self) -> None:
+        """Close the async client handed out, if any (a legacy registry's close)."""
+        with self._client_lock:
+            async_client, self._async_client = self._async_client, None
+        if async_client is not None:
+            async_client.close()
+
     def _drop_client(self) -> None:
         """Close a managed plugin's clients; the next use of ``client`` makes a new one."""
         if self._client_factory is None:

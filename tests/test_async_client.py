@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 from _client_helpers import HTTPPluginServer, RawServer, activate, echo, read_request, reply
 
-from pluginkit import AsyncClient, Client, LegacyRegistry, PluginTimeoutError
+from pluginkit import (
+    AsyncClient,
+    Client,
+    LegacyRegistry,
+    PluginConnectionError,
+    PluginTimeoutError,
+)
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
 
@@ -128,7 +134,23 @@ def test_plugin_hands_out_an_async_client(echo_server: HTTPPluginServer, short_t
             plugin.client.backoff_unit,
         )
         assert asyncio.run(client.call("Test.Echo", {"x": 1})) == {"x": 1}
-        client.close()  # a legacy plugin's clients are its caller's to close
+    # Closing the registry closed it (a pooled connection would leak a ResourceWarning).
+    with pytest.raises(PluginConnectionError, match="client is closed"):
+        asyncio.run(client.call("Test.Echo"))
+
+
+def test_close_from_another_thread_leaves_it_to_the_loop(echo_server: HTTPPluginServer) -> None:
+    """close() from a thread other than the loop's closes the connections on the loop."""
+
+    async def main() -> None:
+        client = AsyncClient(echo_server.addr)
+        assert await client.call("Test.Echo", {"a": 1}) == {"a": 1}
+        await asyncio.to_thread(client.close)  # a manager's thread, say
+        await asyncio.sleep(0.05)  # the loop runs the close
+        with pytest.raises(PluginConnectionError, match="client is closed"):
+            await client.call("Test.Echo")
+
+    asyncio.run(main())
 
 
 def test_the_sync_client_does_not_load_ssl_or_asyncio() -> None:

@@ -15,8 +15,10 @@ callers feed received bytes in and send the bytes they get back.
 * :mod:`._listen` - where a plugin server listens (the SDK's listen addresses).
 * :mod:`._retry` - Docker's retry rule (backoff and budget), in one named place.
 
-Own parser or a library? Measured in one run on the project's CI machine
-(CPython 3.11, median of 5 x 20,000 parses of a typical call, microseconds):
+Own parser or a library? Measured by ``benchmarks/bench_parsers.py`` in one
+run on a quiet moment of the project's shared 2-core machine (CPython 3.11,
+median of 5 x 20,000 parses of a typical call, microseconds; busier runs give
+larger figures, in the same proportions):
 
 ==========================  =====================  ==========  ====  =========
 what                        pluginkit (cached)     pluginkit   h11   httptools
