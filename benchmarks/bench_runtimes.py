@@ -5,8 +5,10 @@ ratio pluginkit / baseline (below 1.0: pluginkit is faster).
 
 - process start: ProcessRuntime.start() until the plugin's socket accepts,
   against subprocess.Popen of the same program and the same socket wait.
-- process stop: ProcessRuntime.stop() (SIGTERM, wait, exit reported), against
-  Popen.terminate() + wait().
+- process stop: ProcessRuntime.stop() until it returns (SIGTERM, wait for the
+  exit, kill what the plugin left, clean up), against Popen.terminate() +
+  wait() of the same program; "stop+exit" also waits for the on_exit callback
+  (delivered from the runtime's dispatcher thread).
 - fake start: FakeRuntime.start() until listening, against starting a
   PluginServer directly.
 """
@@ -63,7 +65,7 @@ def report(what: str, ours: list[float], base: list[float]) -> None:
     """Print the medians and the median of the ratios of the interleaved A/B pairs."""
     a, b = median_ms(ours), median_ms(base)
     ratio = statistics.median(x / y for x, y in zip(ours, base, strict=True))
-    print(f"{what:<16} pluginkit {a:8.2f} ms   baseline {b:8.2f} ms   ratio {ratio:5.2f}")
+    print(f"{what:<18} pluginkit {a:8.2f} ms   baseline {b:8.2f} ms   ratio {ratio:5.2f}")
 
 
 def make_spec(base: Path) -> RuntimeSpec:
@@ -85,12 +87,13 @@ def make_spec(base: Path) -> RuntimeSpec:
 def bench_process(base: Path) -> None:
     spec = make_spec(base)
     runtime = ProcessRuntime()
+    print(f"ProcessRuntime containment: {runtime.containment}")
     exited = threading.Event()
 
     def on_exit(exit_: PluginExit) -> None:
         exited.set()
 
-    starts, stops = [], []
+    starts, stops, exits = [], [], []
     base_starts, base_stops = [], []
     env = {
         "PATH": os.environ.get("PATH", os.defpath),
@@ -105,10 +108,12 @@ def bench_process(base: Path) -> None:
             wait_listening(spec.socket_path)
             t1 = time.perf_counter()
             runtime.stop(spec.id)
-            exited.wait()
             t2 = time.perf_counter()
+            exited.wait()
+            t3 = time.perf_counter()
             starts.append(t1 - t0)
             stops.append(t2 - t1)
+            exits.append(t3 - t1)
 
             spec.socket_path.unlink(missing_ok=True)
             t0 = time.perf_counter()
@@ -133,6 +138,7 @@ def bench_process(base: Path) -> None:
         runtime.close()
     report("process start", starts, base_starts)
     report("process stop", stops, base_stops)
+    report("process stop+exit", exits, base_stops)
 
 
 def bench_fake(base: Path) -> None:

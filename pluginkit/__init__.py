@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ._async_client import AsyncClient
     from ._async_lookup import afind_with_capability, alookup_with_capability
     from ._async_manager import AsyncManager
     from ._client import Client, TLSConfig
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
         RuntimeStartError,
     )
     from ._events import PluginEvent
+    from ._health import HealthCheck
     from ._install_limits import InstallLimits
     from ._legacy import LegacyRegistry
     from ._lookup import (
@@ -75,6 +77,7 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     "afind_with_capability": "._async_lookup",
     "alookup_with_capability": "._async_lookup",
+    "AsyncClient": "._async_client",
     "AsyncManager": "._async_manager",
     "Client": "._client",
     "TLSConfig": "._client",
@@ -111,6 +114,7 @@ _LAZY: dict[str, str] = {
     "RootInUseError": "._errors",
     "RuntimeStartError": "._errors",
     "PluginEvent": "._events",
+    "HealthCheck": "._health",
     "InstallLimits": "._install_limits",
     "LegacyRegistry": "._legacy",
     "FindWithCapability": "._lookup",
@@ -179,6 +183,7 @@ __all__ = [
     # values
     "Plugin",
     # client and legacy registry
+    "AsyncClient",
     "Client",
     "TLSConfig",
     "LegacyRegistry",
@@ -203,6 +208,7 @@ __all__ = [
     "afind_with_capability",
     "alookup_with_capability",
     "PluginEvent",
+    "HealthCheck",
     "RestartPolicy",
     "InstallLimits",
     "apply_set",

@@ -1,16 +1,17 @@
 """AsyncManager: the :class:`~pluginkit.Manager` for asyncio programs.
 
 The slow operations (``create``, ``install``, ``privileges``, ``enable``,
-``disable``, ``remove``, ``set``, ``upgrade``, ``push``, ``shutdown``) are
-coroutines; each runs the thread-safe :class:`~pluginkit.Manager`'s method
-in the manager's own small thread pool (:attr:`AsyncManager.workers`
-threads; see :mod:`pluginkit._offload` for why not the loop's default
-executor), so the event loop keeps running while a plugin starts. Lookups
-(``get``, ``list``, ``inspect``, ``lookup_with_capability``,
-``find_with_capability``, ``use``, ``handle``) stay plain methods: they read
-the manager's in-memory state under a short lock. (The two capability
-lookups may ask the legacy registry, which activates plugins: their
-awaitable forms are :func:`pluginkit.alookup_with_capability` and
+``disable``, ``remove``, ``set``, ``upgrade``, ``push``, ``save``, ``load``,
+``shutdown``) are coroutines; each runs the thread-safe
+:class:`~pluginkit.Manager`'s method in the manager's own small thread pool
+(:attr:`AsyncManager.workers` threads; see :mod:`pluginkit._offload` for why
+not the loop's default executor), so the event loop keeps running while a
+plugin starts. Lookups (``get``, ``list``, ``inspect``,
+``lookup_with_capability``, ``find_with_capability``, ``use``, ``handle``)
+stay plain methods: they read the manager's in-memory state under a short
+lock. (The two capability lookups may ask the legacy registry, which
+activates plugins: their awaitable forms are
+:func:`pluginkit.alookup_with_capability` and
 :func:`pluginkit.afind_with_capability` with ``manager=``.)
 """
 
@@ -22,8 +23,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from ._errors import PluginError
-from ._manager import Grant, Manager
+from ._manager import Manager
 from ._offload import Offloader
 from ._plugin import Plugin
 
@@ -192,21 +192,23 @@ class AsyncManager:
         """Awaitable :meth:`Manager.set <pluginkit.Manager.set>`."""
         await self._run(Manager.set, name, args)
 
-    async def upgrade(self, name: str, ref: str | None = None, *, grant: Grant = None) -> Plugin:
-        """Awaitable ``Manager.upgrade``: upgrade plugin ``name`` to ``ref`` from its registry.
+    @_takes_args_of(Manager.upgrade)
+    async def upgrade(self, *args: Any, **kwargs: Any) -> Plugin:
+        """Awaitable :meth:`Manager.upgrade <pluginkit.Manager.upgrade>` (fetches from a registry)."""  # noqa: E501
+        return await self._pool.run(self._manager.upgrade, *args, **kwargs)
 
-        Raises:
-            PluginError: this pluginkit's Manager cannot upgrade yet.
-        """
-        raise PluginError("upgrade is not available: this pluginkit's Manager has no upgrade()")
+    async def push(self, name: str, ref: str | None = None) -> str:
+        """Awaitable :meth:`Manager.push <pluginkit.Manager.push>`; returns the manifest's digest."""  # noqa: E501
+        return await self._run(Manager.push, name, ref)
 
-    async def push(self, name: str, ref: str | None = None) -> None:
-        """Awaitable ``Manager.push``: push plugin ``name`` to a registry as ``ref``.
+    async def save(self, name: str, file: str | os.PathLike[str]) -> str:
+        """Awaitable :meth:`Manager.save <pluginkit.Manager.save>`; returns the manifest's digest."""  # noqa: E501
+        return await self._run(Manager.save, name, file)
 
-        Raises:
-            PluginError: this pluginkit's Manager cannot push yet.
-        """
-        raise PluginError("push is not available: this pluginkit's Manager has no push()")
+    @_takes_args_of(Manager.load)
+    async def load(self, *args: Any, **kwargs: Any) -> Plugin:
+        """Awaitable :meth:`Manager.load <pluginkit.Manager.load>`; a ``grant`` function runs in a manager thread."""  # noqa: E501
+        return await self._pool.run(self._manager.load, *args, **kwargs)
 
     async def shutdown(self) -> None:
         """Awaitable :meth:`Manager.shutdown <pluginkit.Manager.shutdown>`; then the pool's threads end."""  # noqa: E501

@@ -29,6 +29,7 @@ LS_HEADERS = {
     "Description": "DESCRIPTION",
     "Enabled": "ENABLED",
     "PluginReference": "IMAGE",
+    "Health": "HEALTH",
 }
 
 
@@ -65,8 +66,10 @@ def print_ls(rows: Sequence[Mapping[str, Any]], fmt: str, out: TextIO) -> None:
     if fmt == "json":
         fmt = "{{json .}}"
     elif fmt == "table":  # LS_DEFAULT, without a template
-        lines = ["\t".join(LS_HEADERS[k] for k in _DEFAULT_COLUMNS)]
-        lines += ["\t".join(_cell(row[k]) for k in _DEFAULT_COLUMNS) for row in rows]
+        # HEALTH only when a manager with health checks reports it.
+        columns = _DEFAULT_COLUMNS + (("Health",) if rows and "Health" in rows[0] else ())
+        lines = ["\t".join(LS_HEADERS[k] for k in columns)]
+        lines += ["\t".join(_cell(row.get(k, "")) for k in columns) for row in rows]
         out.write(align_table(lines))
         return
     table, text = split_table(fmt.strip(" "))

@@ -274,3 +274,31 @@ def _json_error_reason(exc: Exception) -> str:
     The client, the legacy registry and the SDK server word their errors with it.
     """
     return "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+
+
+# Errors are raised from deep inside pluginkit, often before anyone touched
+# ``pluginkit.X`` (whose first access would publish it): name their public
+# home here, so that every traceback says ``pluginkit.ErrNotFound``.
+for _error in (
+    PluginError,
+    ErrNotFound,
+    ErrDisabled,
+    ErrInadequateCapability,
+    PluginCallError,
+    PluginProtocolError,
+    PluginConnectionError,
+    PluginTimeoutError,
+    PluginInUseError,
+    PluginEnabledError,
+    PluginDisabledError,
+    PluginExistsError,
+    PrivilegesNotGrantedError,
+    InvalidConfigError,
+    InvalidArchiveError,
+    InstallLimitError,
+    InvalidReferenceError,
+    RuntimeStartError,
+    RootInUseError,
+):
+    _error.__module__ = "pluginkit"
+del _error

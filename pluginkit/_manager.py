@@ -32,11 +32,11 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import attrs
 
@@ -68,6 +68,7 @@ from ._errors import (
     RuntimeStartError,
 )
 from ._events import PluginEvent
+from ._health import STARTING, UNHEALTHY, HealthCheck, HealthMonitor
 from ._index import DISABLED as _DISABLED
 from ._index import DOWN as _DOWN
 from ._index import RUNNING as _RUNNING
@@ -201,6 +202,9 @@ class Manager:
             :class:`~pluginkit.RestartPolicy()`).
         install_limits: bounds on what one install may write (default:
             :class:`~pluginkit.InstallLimits()`).
+        health_check: probe running plugins and restart those that stop
+            answering (see :class:`~pluginkit.HealthCheck`); ``None`` (the
+            default): no probes, ``Plugin.health`` stays ``None``.
 
     Raises:
         RootInUseError: another live manager holds ``root``.
@@ -219,6 +223,7 @@ class Manager:
         legacy: LegacyRegistry | None = _DEFAULT_LEGACY,
         on_event: Callable[[PluginEvent], None] | None = None,
         restart_policy: RestartPolicy | None = None,
+        health_check: HealthCheck | None = None,
         install_limits: InstallLimits | None = None,
     ) -> None:
         self._root = Path(root if root is not None else _default_root()).absolute()
@@ -237,6 +242,9 @@ class Manager:
         self._legacy_lock = threading.Lock()
         self._on_event = on_event
         self.restart_policy = restart_policy if restart_policy is not None else RestartPolicy()
+        self.health_check = health_check
+        self._health = HealthMonitor(health_check, self._on_health) if health_check else None
+        self._health_events: ThreadPoolExecutor | None = None
         self.install_limits = install_limits if install_limits is not None else InstallLimits()
 
         self._lock = threading.Lock()
@@ -656,6 +664,7 @@ class Manager:
                 entry.plugin.enabled = True
                 self._publish_locked(entry)
         self._emit(entry, "enable")
+        self._start_probing(entry)
         self._run_handlers(entry)
 
     def disable(self, name: str, *, force: bool = False) -> None:
@@ -1059,6 +1068,8 @@ class Manager:
                         run.ready_at = time.monotonic()
                         entry.running = True
                         self._publish_locked(entry)
+                        if self._health is not None:
+                            entry.plugin.health = STARTING
                 if ready:
                     self._link_stable(entry, path)
                     return
@@ -1109,6 +1120,7 @@ class Manager:
         with self._lock:
             if entry.run is run:
                 entry.run = None
+            self._unwatch_health_locked(entry, run)
             if entry.running:
                 entry.running = False
                 self._publish_locked(entry)
@@ -1138,6 +1150,7 @@ class Manager:
             if entry.run is not run:
                 return  # an old run, already dealt with
             entry.run = None
+            self._unwatch_health_locked(entry, run)
             if entry.running:
                 entry.running = False
                 self._publish_locked(entry)
@@ -1213,6 +1226,7 @@ class Manager:
                     )
                 return
         self._emit(entry, "restart")
+        self._start_probing(entry)
         self._run_handlers(entry)
 
     def _prepare(self, entry: _Entry) -> None:
@@ -1333,6 +1347,7 @@ class Manager:
                     alive = False
                 if alive and self.live_restore:
                     self._wait_ready(entry, run, spec.socket_path, entry.timeout)
+                    self._start_probing(entry)
                     return
                 if alive:
                     # Without live restore a survivor of an unclean stop is
@@ -1343,6 +1358,7 @@ class Manager:
                     if entry.run is run:
                         entry.run = None
                 self._start(entry, entry.timeout, spec)
+                self._start_probing(entry)
             except InvalidConfigError as exc:
                 # A config problem does not go away by retrying.
                 log.error("cannot start plugin %s: %s", entry.name, exc)
@@ -1386,6 +1402,69 @@ class Manager:
             except Exception as exc:
                 log.warning("cannot stop what is left of disabled plugin %s: %s", entry.name, exc)
 
+    # -- health checks ------------------------------------------------------
+
+    def _start_probing(self, entry: _Entry) -> None:
+        """Probe the plugin's current run, once its enable/restart has been reported."""
+        if self._health is None:
+            return
+        with self._lock:
+            run = entry.run
+            if run is None or not run.ready or run.exited.is_set() or self._closing:
+                return
+            path = self._socket_dir(entry.id) / entry.config.interface.socket
+            self._health.watch((entry, run), os.fspath(path))
+
+    def _unwatch_health_locked(self, entry: _Entry, run: _Run | None) -> None:
+        """Stop probing a run that stops or exited; a plugin not running has no health."""
+        if self._health is None:
+            return
+        if run is not None:
+            self._health.unwatch((entry, run))
+        entry.plugin.health = None
+
+    def _on_health(self, key: Hashable, status: str, failing: int) -> None:
+        """Health monitor thread: a probed run changed status (must return at once)."""
+        entry, run = cast("tuple[_Entry, _Run]", key)
+        with self._lock:
+            if entry.run is not run or not entry.want_running or self._closing:
+                return
+            entry.plugin.health = status
+            if self._health_events is None:
+                self._health_events = ThreadPoolExecutor(1, "pluginkit-health-events")
+            events = self._health_events
+        with contextlib.suppress(RuntimeError):  # shut down meanwhile
+            events.submit(self._health_changed, entry, run, status, failing)
+
+    def _health_changed(self, entry: _Entry, run: _Run, status: str, failing: int) -> None:
+        """Report a health change in order; restart an unhealthy plugin (in a thread of its own)."""
+        self._emit(entry, f"health_status: {status}")
+        if status == UNHEALTHY:
+            log.warning(
+                "plugin %s is unhealthy (%d probes in a row failed): restarting it",
+                entry.name,
+                failing,
+            )
+            threading.Thread(
+                target=self._stop_unhealthy,
+                args=(entry, run),
+                name=f"pluginkit-unhealthy-{entry.id[:12]}",
+                daemon=True,
+            ).start()
+
+    def _stop_unhealthy(self, entry: _Entry, run: _Run) -> None:
+        """Stop an unhealthy run: its exit is a crash, so the restart policy restarts it."""
+        with entry.op_lock:
+            with self._lock:
+                if entry.run is not run or run.exited.is_set() or not entry.want_running:
+                    return
+                if self._closing:
+                    return
+            try:
+                self._runtime.stop(entry.id, grace=self.stop_grace)
+            except Exception:
+                log.exception("cannot stop unhealthy plugin %s", entry.name)
+
     # -- shutdown -----------------------------------------------------------
 
     def shutdown(self) -> None:
@@ -1424,6 +1503,8 @@ class Manager:
 
     def _shut_down_now(self) -> None:
         """Do the work of the first :meth:`shutdown`; ``_closing`` is already set."""
+        if self._health is not None:
+            self._health.close()
         with self._lock:
             entries = list(self._entries.values())
             to_stop = []
@@ -1451,6 +1532,8 @@ class Manager:
             log.exception("runtime close failed")
         for entry in entries:
             entry.plugin._drop_client()
+        if self._health_events is not None:
+            self._health_events.shutdown(wait=False)
         self._store.close()
 
     # -- helpers ------------------------------------------------------------

@@ -11,6 +11,7 @@ import attrs
 from ._errors import PluginError
 
 if TYPE_CHECKING:
+    from ._async_client import AsyncClient
     from ._client import Client
     from ._config import PluginConfig, Settings
 
@@ -35,8 +36,10 @@ class Plugin:
     The ``client`` of a managed plugin is created on first use (a disabled
     plugin has nothing listening yet) and closed when the plugin is
     disabled, removed or its manager shuts down; the next use of ``client``
-    creates a fresh one. ``enabled`` and ``refcount`` of a managed plugin are
-    kept current by its manager.
+    creates a fresh one. ``enabled``, ``refcount`` and ``health`` of a managed
+    plugin are kept current by its manager: ``health`` is ``None`` unless the
+    manager has a :class:`~pluginkit.HealthCheck` and the plugin runs, then
+    ``"starting"`` (not answered yet), ``"healthy"`` or ``"unhealthy"``.
     """
 
     name: str
@@ -50,9 +53,11 @@ class Plugin:
     settings: Settings | None = attrs.field(default=None, repr=False)
     refcount: int = 0
     plugin_reference: str = ""
+    health: str | None = attrs.field(default=None, init=False)
     # Set by the manager that owns the plugin, not by callers.
     _client_factory: Callable[[], Client] | None = attrs.field(default=None, init=False, repr=False)
     _client_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _async_client: AsyncClient | None = attrs.field(default=None, init=False, repr=False)
     _stable_path: str | None = attrs.field(default=None, init=False, repr=False)
 
     @property
@@ -81,14 +86,41 @@ class Plugin:
                 self._client = self._client_factory()
             return self._client
 
+    @property
+    def async_client(self) -> AsyncClient:
+        """An :class:`~pluginkit.AsyncClient` for this plugin, with the settings of ``client``.
+
+        Made on first use, and closed and renewed together with ``client``.
+        """
+        async_client = self._async_client
+        if async_client is not None:
+            return async_client
+        client = self.client
+        with self._client_lock:
+            if self._async_client is None:
+                from ._async_client import AsyncClient  # here: asyncio is loaded when used
+
+                self._async_client = AsyncClient(
+                    client.addr,
+                    tls=client.tls,
+                    timeout=client.timeout,
+                    retry_timeout=client.retry_timeout,
+                    max_response_size=client.max_response_size,
+                    backoff_unit=client.backoff_unit,
+                )
+            return self._async_client
+
     def _drop_client(self) -> None:
-        """Close a managed plugin's client; the next use of ``client`` makes a new one."""
+        """Close a managed plugin's clients; the next use of ``client`` makes a new one."""
         if self._client_factory is None:
             return  # legacy plugins share their registry's client
         with self._client_lock:
             client, self._client = self._client, None
+            async_client, self._async_client = self._async_client, None
         if client is not None:
             client.close()
+        if async_client is not None:
+            async_client.close()
 
     def implements(self, capability: str) -> bool:
         """Tell whether the plugin implements ``capability`` (case-insensitive)."""
@@ -99,8 +131,10 @@ class Plugin:
 
         Managed plugins: ``Id``, ``Name``, ``Enabled``, ``PluginReference``,
         ``Settings`` (``Mounts``, ``Env``, ``Args``, ``Devices``) and
-        ``Config`` exactly as Docker prints them. Legacy plugins have no
-        config: their dict says what is known (``Addr``, ``Implements``).
+        ``Config`` exactly as Docker prints them, plus pluginkit's own
+        ``Health`` (``{"Status": health}``) while :attr:`health` is not
+        ``None``. Legacy plugins have no config: their dict says what is
+        known (``Addr``, ``Implements``).
         """
         if self.is_legacy or self.config is None:
             return {
@@ -112,7 +146,7 @@ class Plugin:
             }
         from ._config import Settings, dump_config, dump_settings
 
-        return {
+        record = {
             "Id": self.id,
             "Name": self.name,
             "Enabled": self.enabled,
@@ -120,3 +154,6 @@ class Plugin:
             "Settings": dump_settings(self.settings if self.settings is not None else Settings()),
             "Config": dump_config(self.config),
         }
+        if self.health is not None:
+            record["Health"] = {"Status": self.health}  # pluginkit's own field
+        return record

@@ -274,6 +274,10 @@ def print_plugins(records: list[dict[str, Any]], args: argparse.Namespace, out: 
                 "PluginReference": record.get("PluginReference", ""),
             }
         )
+    if any("Health" in record for record in records):
+        # A manager with health checks: a HEALTH column ("" for plugins not running).
+        for row, record in zip(rows, records, strict=True):
+            row["Health"] = record.get("Health", {}).get("Status", "")
     if args.quiet:
         for row in rows:
             out.write(f"{row['ID']}\n")

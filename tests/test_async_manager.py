@@ -15,9 +15,7 @@ from pluginkit import (
     AsyncManager,
     ErrNotFound,
     LegacyRegistry,
-    Manager,
     PluginEnabledError,
-    PluginError,
     PluginEvent,
     afind_with_capability,
     alookup_with_capability,
@@ -177,24 +175,52 @@ def test_errors_are_the_managers(short_tmp: Path, runtime: FakeRuntime) -> None:
     asyncio.run(body())
 
 
-def test_upgrade_and_push_say_they_are_missing(short_tmp: Path, runtime: FakeRuntime) -> None:
-    """Until the Manager can upgrade and push, the coroutines say so."""
-    if hasattr(Manager, "upgrade"):
-        pytest.skip("Manager.upgrade exists: AsyncManager must forward it")
+@pytest.mark.registry
+def test_push_install_upgrade_save_load(short_tmp: Path, runtime: FakeRuntime) -> None:
+    """The distribution operations are coroutines too, against a real registry."""
+    import json
 
-    async def body() -> list[str]:
-        async with AsyncManager(short_tmp / "root", **_options(short_tmp, runtime)) as manager:
-            texts = []
-            for call in (lambda: manager.upgrade("p"), lambda: manager.push("p")):
-                with pytest.raises(PluginError) as info:
-                    await call()
-                texts.append(str(info.value))
-            return texts
+    from tests._registry import run_registry
 
-    assert asyncio.run(body()) == [
-        "upgrade is not available: this pluginkit's Manager has no upgrade()",
-        "push is not available: this pluginkit's Manager has no push()",
-    ]
+    v1 = write_plugin_dir(short_tmp / "v1")
+    v2 = write_plugin_dir(short_tmp / "v2")
+    config = json.loads((v2 / "config.json").read_text())
+    config["Description"] = "version 2"
+    (v2 / "config.json").write_text(json.dumps(config))
+    bundle = short_tmp / "p.tar"
+
+    async def body(host: str) -> list[Any]:
+        options = _options(short_tmp, runtime)
+        async with (
+            AsyncManager(short_tmp / "publisher", **options) as publisher,
+            AsyncManager(short_tmp / "root", **options) as manager,
+        ):
+            await publisher.create(f"{host}/team/p:1", v1)
+            await publisher.create(f"{host}/team/p:2", v2)
+            digests = [await publisher.push(f"{host}/team/p:{tag}") for tag in (1, 2)]
+            plugin = await manager.install(f"{host}/team/p:1", grant=True)
+            upgraded = await manager.upgrade(plugin.name, f"{host}/team/p:2", grant=True)
+            saved = await manager.save(plugin.name, bundle)
+            await manager.remove(plugin.name)
+            loaded = await manager.load(bundle, name="again", grant=True)
+            return [
+                [d.startswith("sha256:") for d in digests],
+                upgraded.id == plugin.id,
+                upgraded.config.description,
+                saved.startswith("sha256:"),
+                loaded.name,
+                loaded.config.description,
+            ]
+
+    with run_registry(short_tmp / "registry") as host:
+        assert asyncio.run(body(host)) == [
+            [True, True],
+            True,
+            "version 2",
+            True,
+            "again:latest",
+            "version 2",
+        ]
 
 
 # -- awaitable lookups -------------------------------------------------------------

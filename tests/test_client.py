@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from _async_adapter import client_kind, parametrize_clients
 from _client_helpers import (
     HTTPPluginServer,
     RawServer,
@@ -53,6 +54,16 @@ from pluginkit._client import (
 )
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+
+# Every test that makes calls runs with Client and with AsyncClient (behind
+# the name Client); these look inside the sync client or need one.
+pytest_generate_tests = parametrize_clients(
+    [
+        "test_forked_child_does_not_share_pooled_connections",  # the test's loop is a thread
+        "test_bare_lf_reply_heads_are_accepted",  # ends with call_concurrently
+    ]
+)
+__all__ = ["client_kind"]  # the fixture that puts AsyncClient behind Client
 
 
 def keep_alive(first: bytes | None = None, then: bytes = OK) -> Callable[[socket.socket], None]:

@@ -7,9 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _async_adapter import client_kind, parametrize_clients
 
 from pluginkit import Client, LegacyRegistry, PluginCallError, PluginError
 from pluginkit.sdk import PluginServer
+
+# The calls below run with Client and with AsyncClient (behind the name Client).
+pytest_generate_tests = parametrize_clients(both=["test_client_calls_sdk_server"])
+__all__ = ["client_kind"]  # the fixture that puts AsyncClient behind Client
 
 
 @pytest.fixture

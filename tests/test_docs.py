@@ -5,6 +5,11 @@ by the line ``<!-- test -->`` is a self-contained program: it is run in a
 subprocess (``PYTHONPATH`` = the repository root, a fresh temporary working
 directory) and must succeed. ``<!-- test: docker -->`` marks a block that
 needs a Docker engine; those run in a separate test marked ``docker``.
+``<!-- test: podman -->`` marks a block that needs Podman's Docker API: it
+runs (marked ``podman``) with ``DOCKER_HOST`` set to a private ``podman
+system service``. ``<!-- test: registry -->`` marks a block that needs an
+image registry: it runs (marked ``registry``) with ``REGISTRY`` set to the
+``host:port`` of a fresh Debian ``docker-registry`` on a loopback port.
 ``<!-- test: continues -->`` marks a fragment that continues the tested
 block before it on the same page: it runs appended to that block (and to the
 fragments between them), and its first line is a comment saying so, so a
@@ -12,10 +17,16 @@ reader copying it knows it is not a whole program. ``<!-- test: serves -->``
 marks a plugin program (it ends in ``serve()``): it is started with
 ``PLUGINKIT_SOCKET_DIR``/``PLUGINKIT_SOCKET`` pointing at a temporary socket,
 must answer ``Plugin.Activate`` there, and must exit 0 on SIGTERM.
+An "It prints:" paragraph and ``text`` block right after a block is what
+the program prints; after a fragment, what the chain prints ends with it
+(what the fragment itself adds).
 ``<!-- test: pytest -->`` marks a pytest test module: it is run by pytest
 with pluginkit's pytest plugin and must pass. Every
 Python block of the docs carries one of these markers.
 HTML comments do not render, so the markers are invisible on the site.
+Every public name of ``pluginkit``, ``pluginkit.runtime``,
+``pluginkit.testing`` and ``pluginkit.sdk`` is imported or used in some
+example, except the few pinned, with a reason, in ``_WITHOUT_EXAMPLE``.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +49,7 @@ DOCS = REPO / "docs"
 PAGES = [*sorted(DOCS.rglob("*.md")), REPO / "README.md"]
 
 _BLOCK = re.compile(
-    r"^<!-- test(?::\s*(?P<kind>docker|continues|serves|pytest))? -->\n"
+    r"^<!-- test(?::\s*(?P<kind>docker|podman|registry|continues|serves|pytest))? -->\n"
     r"```(?:python|py)[^\n]*\n(?P<code>.*?)^```",
     re.MULTILINE | re.DOTALL,
 )
@@ -49,7 +61,20 @@ _HEADING = re.compile(r"^#{1,6}\s+(?P<title>.+?)\s*$", re.MULTILINE)
 _FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 
 
-def _blocks(docker: bool, special: str | None = None) -> list[Any]:
+@dataclass(frozen=True)
+class Output:
+    """What an example prints: all of it, or (``tail``, after a fragment) how it ends."""
+
+    text: str
+    tail: bool
+
+
+#: The kinds of block that need a real part, each run by a test with that part's marker.
+_PARTS = ("docker", "podman", "registry")
+
+
+def _blocks(part: str | None, special: str | None = None) -> list[Any]:
+    """The (code, expected output) of the blocks needing ``part`` (None: no real part)."""
     params = []
     for page in PAGES:
         text = page.read_text(encoding="utf-8")
@@ -60,14 +85,14 @@ def _blocks(docker: bool, special: str | None = None) -> list[Any]:
                 chain = f"{chain}\n{code}"
             else:
                 chain, chain_kind = code, kind
-            if (chain_kind == "docker") != docker:
+            if (chain_kind if chain_kind in _PARTS else None) != part:
                 continue
             if (chain_kind if chain_kind in ("serves", "pytest") else None) != special:
                 continue
             line = text.count("\n", 0, match.start()) + 2  # the fence's line
             name = f"{page.relative_to(REPO)}:{line}"
             prints = _PRINTS.match(text, match.end())
-            expected = prints.group("out") if prints else None
+            expected = Output(prints.group("out"), kind == "continues") if prints else None
             params.append(pytest.param(chain, expected, id=name))
     return params
 
@@ -84,8 +109,8 @@ PYTEST = [
 ]
 
 
-@pytest.mark.parametrize(("code", "expected"), _blocks(docker=False, special="pytest"))
-def test_pytest_example_passes(code: str, expected: str | None, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("code", "expected"), _blocks(None, special="pytest"))
+def test_pytest_example_passes(code: str, expected: Output | None, tmp_path: Path) -> None:
     """A test module of the docs passes under pytest with pluginkit's pytest plugin."""
     (tmp_path / "test_example.py").write_text(code)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -101,8 +126,8 @@ def test_pytest_example_passes(code: str, expected: str | None, tmp_path: Path) 
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize(("code", "expected"), _blocks(docker=False, special="serves"))
-def test_plugin_program_serves(code: str, expected: str | None, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("code", "expected"), _blocks(None, special="serves"))
+def test_plugin_program_serves(code: str, expected: Output | None, tmp_path: Path) -> None:
     """A plugin program of the docs listens where a runtime tells it, answers, stops on SIGTERM."""
     import signal
     import time
@@ -150,20 +175,69 @@ def _all_python_blocks() -> list[tuple[str, str, str]]:
     return found
 
 
-# Pages whose examples need a part these doc tests do not start (a Podman
-# service, an image registry, a swarm): to be marked when they do. Any other
-# page's Python must run.
-_UNTESTED_PAGES = ("docs/podman.md", "docs/distribution.md", "docs/fleet.md")
-
-
 def test_every_python_block_is_tested() -> None:
     """No untested Python in the docs: each block runs, alone or after the one it continues."""
-    untested = [
-        where
-        for where, before, _ in _all_python_blocks()
-        if not _MARK.match(before) and not where.startswith(_UNTESTED_PAGES)
-    ]
+    untested = [where for where, before, _ in _all_python_blocks() if not _MARK.match(before)]
     assert untested == []
+
+
+#: The modules whose public names (``__all__``) the examples should show.
+_EXAMPLE_MODULES = ("pluginkit", "pluginkit.runtime", "pluginkit.testing", "pluginkit.sdk")
+#: Public names no example needs to show, and why. Keep this short.
+_WITHOUT_EXAMPLE = {
+    "pluginkit.testing.Handler": "the same type as pluginkit.sdk.Handler, which the SDK guide uses",
+}
+
+
+def _names_used(code: str) -> set[tuple[str, str]]:
+    """The (module, name) pairs a program imports or reads as module attributes."""
+    import ast
+
+    used: set[tuple[str, str]] = set()
+    modules: dict[str, str] = {}  # a local name -> the module (or object) it stands for
+    tree = ast.parse(code)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            parent, _, last = node.module.rpartition(".")
+            used.add((parent, last))
+            for alias in node.names:
+                used.add((node.module, alias.name))
+                modules[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                used.update((".".join(parts[:i]), parts[i]) for i in range(1, len(parts)))
+                modules[alias.asname or parts[0]] = alias.name if alias.asname else parts[0]
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        chain: list[str] = []
+        value: ast.expr = node
+        while isinstance(value, ast.Attribute):
+            chain.append(value.attr)
+            value = value.value
+        if isinstance(value, ast.Name) and value.id in modules:
+            module = modules[value.id]
+            for attr in reversed(chain):
+                used.add((module, attr))
+                module = f"{module}.{attr}"
+    return used
+
+
+def test_public_names_have_examples() -> None:
+    """Every public name of the main modules appears in a (tested) example, or is excused."""
+    import importlib
+
+    used: set[tuple[str, str]] = set()
+    for _, _, code in _all_python_blocks():
+        used |= _names_used(code)
+    missing = {
+        f"{module}.{name}"
+        for module in _EXAMPLE_MODULES
+        for name in importlib.import_module(module).__all__
+        if (module, name) not in used
+    }
+    assert sorted(missing) == sorted(_WITHOUT_EXAMPLE)
 
 
 def test_fragments_say_they_continue() -> None:
@@ -180,13 +254,21 @@ def test_fragments_say_they_continue() -> None:
                 first = match
 
 
-_MARK = re.compile(r"<!-- test(?::\s*(?:docker|continues|serves|pytest))? -->$")
+_MARK = re.compile(r"<!-- test(?::\s*(?:docker|podman|registry|continues|serves|pytest))? -->$")
 
 
-def _run(code: str, tmp_path: Path, timeout: float, expected: str | None = None) -> None:
+def _run(
+    code: str,
+    tmp_path: Path,
+    timeout: float,
+    expected: Output | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> str:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("PLUGINKIT_ROOT", None)
     env.pop("PLUGINKIT_RUNTIME", None)
+    env.pop("REGISTRY", None)
+    env.update(extra_env or {})
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=tmp_path,
@@ -197,22 +279,55 @@ def _run(code: str, tmp_path: Path, timeout: float, expected: str | None = None)
         check=False,
     )
     assert result.returncode == 0, f"the example failed:\n{result.stdout}\n{result.stderr}"
-    if expected is not None:
-        assert result.stdout == expected
+    if expected is not None and expected.tail:
+        assert result.stdout.endswith(expected.text), result.stdout
+    elif expected is not None:
+        assert result.stdout == expected.text
+    return result.stdout
 
 
-@pytest.mark.parametrize(("code", "expected"), _blocks(docker=False))
-def test_python_example_runs(code: str, expected: str | None, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("code", "expected"), _blocks(None))
+def test_python_example_runs(code: str, expected: Output | None, tmp_path: Path) -> None:
     """A Python example marked <!-- test --> runs, printing what an "It prints" block shows."""
     _run(code, tmp_path, timeout=30, expected=expected)
 
 
 @pytest.mark.docker
 @pytest.mark.slow
-@pytest.mark.parametrize(("code", "expected"), _blocks(docker=True))
-def test_python_example_with_docker_runs(code: str, expected: str | None, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("code", "expected"), _blocks("docker"))
+def test_python_example_with_docker_runs(
+    code: str, expected: Output | None, tmp_path: Path
+) -> None:
     """A Python example marked <!-- test: docker --> runs against a Docker engine."""
     _run(code, tmp_path, timeout=110, expected=expected)
+
+
+@pytest.mark.podman
+@pytest.mark.slow
+@pytest.mark.parametrize(("code", "expected"), _blocks("podman"))
+def test_python_example_with_podman_runs(
+    code: str, expected: Output | None, tmp_path: Path, podman_engine: Any
+) -> None:
+    """A Python example marked <!-- test: podman --> runs with DOCKER_HOST at Podman's API."""
+    env = {"DOCKER_HOST": podman_engine.url}
+    printed = _run(code, tmp_path, timeout=170, expected=expected, extra_env=env)
+    assert printed.startswith("Podman Engine "), printed  # Podman answered, not dockerd
+
+
+@pytest.mark.registry
+@pytest.mark.parametrize(("code", "expected"), _blocks("registry"))
+def test_python_example_with_registry_runs(
+    code: str, expected: Output | None, tmp_path: Path
+) -> None:
+    """A Python example marked <!-- test: registry --> runs with REGISTRY at a real registry."""
+    from tests._registry import run_registry
+
+    work = tmp_path / "registry"
+    work.mkdir()
+    example = tmp_path / "example"
+    example.mkdir()
+    with run_registry(work) as host:
+        _run(code, example, timeout=60, expected=expected, extra_env={"REGISTRY": host})
 
 
 def test_examples_are_marked() -> None:

@@ -103,3 +103,22 @@ def test_disabled_error_is_not_a_lookup_error() -> None:
     assert str(err) == "plugin is already disabled: plugin acme/vol:latest found but disabled"
     assert isinstance(err, PluginError)
     assert not isinstance(err, (LookupError, ErrDisabled))
+
+
+def test_errors_raised_inside_name_their_public_module() -> None:
+    """An error raised deep inside, before pluginkit.X was ever touched, says pluginkit.X."""
+    import subprocess
+    import sys
+
+    code = (
+        "import traceback\n"
+        "from pluginkit._reference import parse_reference\n"
+        "try:\n"
+        "    parse_reference('Bad')\n"
+        "except Exception:\n"
+        "    print(traceback.format_exc().splitlines()[-1])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.startswith("pluginkit.InvalidReferenceError: failed to parse reference")

@@ -10,6 +10,7 @@ import pytest
 
 PUBLIC = {
     "pluginkit": [
+        "AsyncClient",
         "AsyncManager",
         "CapabilityID",
         "Client",
@@ -19,6 +20,7 @@ PUBLIC = {
         "ErrInadequateCapability",
         "ErrNotFound",
         "FindWithCapability",
+        "HealthCheck",
         "InstallLimitError",
         "InstallLimits",
         "InvalidArchiveError",
@@ -109,6 +111,7 @@ PUBLIC = {
     "pluginkit.runtime": [
         "DockerRuntime",
         "ExitCallback",
+        "OutputStats",
         "PluginExit",
         "ProcessRuntime",
         "Runtime",

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _async_adapter import client_kind, parametrize_clients
 from _client_helpers import GO_CLIENT, GO_SERVER, GoServer, HTTPPluginServer, echo
 from conftest import build_go_program
 
@@ -15,6 +16,16 @@ from pluginkit import Client, LegacyRegistry, PluginCallError
 
 # Building the Go peers takes seconds (minutes with a cold Go cache).
 pytestmark = [pytest.mark.go, pytest.mark.slow]
+
+# The calls below run with Client and with AsyncClient (behind the name Client).
+pytest_generate_tests = parametrize_clients(
+    both=[
+        "test_pluginkit_client_calls_go_server",
+        "test_pluginkit_client_calls_go_server_over_tcp",
+        "test_large_chunked_replies_from_go",
+    ]
+)
+__all__ = ["client_kind"]  # the fixture that puts AsyncClient behind Client
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -104,8 +105,40 @@ def flood_spec(base: Path, rate: float, seconds: float) -> RuntimeSpec:
     return spec
 
 
+class Counting(logging.Handler):
+    """Counts records without keeping them (caplog would hold every line in memory)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+@contextlib.contextmanager
+def counted_plugin_lines() -> Iterator[Counting]:
+    plugin_log = logging.getLogger("pluginkit.plugin")
+    handler = Counting()
+    saved = plugin_log.level, plugin_log.propagate
+    plugin_log.addHandler(handler)
+    plugin_log.setLevel(logging.DEBUG)
+    plugin_log.propagate = False
+    try:
+        yield handler
+    finally:
+        plugin_log.removeHandler(handler)
+        plugin_log.setLevel(saved[0])
+        plugin_log.propagate = saved[1]
+
+
 def run_flood(base: Path, caplog: pytest.LogCaptureFixture, seconds: float) -> None:
-    caplog.set_level(logging.INFO, logger="pluginkit")
+    caplog.set_level(logging.WARNING, logger="pluginkit.runtime.process")
+    with counted_plugin_lines() as lines:
+        flood(base, caplog, seconds, lines)
+
+
+def flood(base: Path, caplog: pytest.LogCaptureFixture, seconds: float, lines: Counting) -> None:
     cap = 256 * 1024
     rate = 50.0
     spec = flood_spec(base, rate, seconds)
@@ -129,9 +162,11 @@ def run_flood(base: Path, caplog: pytest.LogCaptureFixture, seconds: float) -> N
             biggest = max(biggest, on_disk())
             rss_peak = max(rss_peak, rss_kib())
             time.sleep(0.01)
+        stdout_log = spec.state_dir / "stdout.log"
+        wait_until(lambda: stdout_log.read_text().startswith("wrote "), "the plugin's total")
+        written = int(stdout_log.read_text().split()[1])
+        wait_until(lambda: rt.output_stats(spec.id)[1].read_bytes == written, "all of stderr")
         stdout, stderr = rt.output_stats(spec.id)
-        written = int((spec.state_dir / "stdout.log").read_text().split()[1])
-        assert stderr.read_bytes == written
         # A flood indeed. The plugin aims at 50 MiB/s; on a machine whose
         # cores are busy with other work it gets less CPU than that needs
         # (reading costs the runtime ~4 ms of CPU per MiB), so only a floor
@@ -146,6 +181,7 @@ def run_flood(base: Path, caplog: pytest.LogCaptureFixture, seconds: float) -> N
         assert stderr.forwarded_lines + stderr.dropped_lines == stderr.read_bytes // 100
         assert stderr.dropped_bytes == stderr.dropped_lines * 100
         assert stdout == OutputStats("stdout", read_bytes=stdout.read_bytes, forwarded_lines=1)
+        assert lines.count == stdout.forwarded_lines + stderr.forwarded_lines
         notices = [
             r.getMessage()
             for r in caplog.records
@@ -217,10 +253,22 @@ def living(pids: Path) -> list[int]:
     return [int(p.name) for p in pids.iterdir() if alive(int(p.name))]
 
 
+NO_CGROUP = "no writable cgroup v2 hierarchy here (mount cgroup2, run as root or delegate)"
+
+
+def need_cgroup() -> None:
+    """Skip without a writable cgroup v2; fail instead when PLUGINKIT_REQUIRE_CGROUP=1."""
+    if ProcessRuntime().containment == "cgroup":
+        return
+    if os.environ.get("PLUGINKIT_REQUIRE_CGROUP") == "1":
+        pytest.fail(f"PLUGINKIT_REQUIRE_CGROUP=1 but {NO_CGROUP}", pytrace=False)
+    pytest.skip(NO_CGROUP)
+
+
 @pytest.fixture(params=["cgroup", "process-group"])
 def containment(request: pytest.FixtureRequest) -> str:
-    if request.param == "cgroup" and ProcessRuntime().containment != "cgroup":
-        pytest.skip("no writable cgroup v2 hierarchy here")
+    if request.param == "cgroup":
+        need_cgroup()
     return str(request.param)
 
 
@@ -330,3 +378,56 @@ def test_manager_leaves_no_child_alive(
         m.shutdown()
     left = set(living(pids))
     assert_killed(containment, pids, expected_survivors(containment, left, pids))
+
+
+def test_limits_where_the_cgroup_has_the_controllers(
+    short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """memory_max and cpu_max land in memory.max and cpu.max, or a warning says they cannot."""
+    need_cgroup()
+    rt = ProcessRuntime(memory_max=64 * 2**20, cpu_max=0.5)
+    spec = make_spec(short_tmp)
+    try:
+        rt.start(spec, Exits())
+        wait_until(lambda: listening(spec), "the plugin's socket")
+        cgroup = Path(json.loads((spec.state_dir / "process.json").read_text())["cgroup"])
+        for name, value in (("memory.max", "67108864"), ("cpu.max", "50000 100000")):
+            if (cgroup / name).exists():
+                assert (cgroup / name).read_text().strip() == value
+            else:
+                assert (
+                    f"plugin demo:latest: {name} is not available in {cgroup}: no limit applied"
+                    in caplog.messages
+                )
+    finally:
+        kill_all(rt)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"log_rate": 0}, "log_rate must be > 0, not 0"),
+        ({"memory_max": 0}, "memory_max must be > 0 or None, not 0"),
+        ({"cpu_max": -1.0}, "cpu_max must be > 0 or None, not -1.0"),
+    ],
+)
+def test_bad_limits(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=r"must be > 0") as info:
+        ProcessRuntime(**kwargs)  # type: ignore[arg-type]
+    assert str(info.value) == message
+
+
+def test_close_deletes_the_cgroups_of_stopped_plugins(short_tmp: Path) -> None:
+    """A stopped plugin's cgroup is kept for its next start; close() deletes it."""
+    need_cgroup()
+    spec = make_spec(short_tmp)
+    rt = ProcessRuntime()
+    exits = Exits()
+    rt.start(spec, exits)
+    wait_until(lambda: listening(spec), "the plugin's socket")
+    cgroup = Path(json.loads((spec.state_dir / "process.json").read_text())["cgroup"])
+    rt.stop(spec.id)
+    assert cgroup.is_dir()
+    assert (cgroup / "cgroup.procs").read_text() == ""
+    rt.close()
+    assert not cgroup.exists()

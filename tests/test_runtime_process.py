@@ -865,3 +865,32 @@ def test_read_stat_of_this_process() -> None:
     assert stat.state in "RS"
     fields = Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()
     assert stat.start_time == int(fields[19])
+
+
+def test_start_from_on_exit_while_another_exit_is_queued(short_tmp: Path) -> None:
+    """on_exit of A may start B, whose own exit is still queued behind it: no wait."""
+    rt = ProcessRuntime(grace=5)
+    a = make_spec(short_tmp / "a", name="a:latest")
+    b = make_spec(short_tmp / "b", name="b:latest")
+    started: list[float] = []
+    b_exits = Exits()
+
+    def on_a_exit(exit_: PluginExit) -> None:
+        wait_until(lambda: not rt.is_running(b.id), "B's exit")
+        t0 = time.monotonic()
+        rt.start(b, b_exits)
+        started.append(time.monotonic() - t0)
+
+    try:
+        rt.start(a, on_a_exit)
+        rt.start(b, b_exits)
+        wait_until(lambda: listening(a) and listening(b), "both plugins")
+        os.kill(pid_of(a), signal.SIGKILL)
+        os.kill(pid_of(b), signal.SIGKILL)
+        wait_until(lambda: started, "the start from on_exit")
+        assert started[0] < 2.0
+        wait_until(lambda: listening(b), "B again")
+        assert rt.is_running(b.id)
+        assert b_exits.wait().exit_code == -signal.SIGKILL
+    finally:
+        kill_all(rt)

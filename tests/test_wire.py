@@ -24,6 +24,8 @@ from pluginkit._wire._clientside import (
     call_error,
     complete_reply,
     parse_head,
+    plain_reply,
+    remember_plain_head,
     request_prefix,
 )
 from pluginkit._wire._json import decode, decode_body, encode, encode_compact, json_error_reason
@@ -277,3 +279,19 @@ def test_timeouts_are_checked_with_their_names(bad: float) -> None:
         with pytest.raises(ValueError, match=r"^retry_timeout must be") as info:
             check_retry_timeout(bad)
         assert str(info.value) == f"retry_timeout must be >= 0, not {bad!r}"
+
+
+def test_plain_replies_are_recognised_only_when_whole_and_seen() -> None:
+    """A plain 200 reply is taken from the cache of heads only when its body is all there."""
+    data = b'HTTP/1.1 200 OK\r\nX-Test-Plain: 1\r\nContent-Length: 8\r\n\r\n{"a": 1}'
+    assert plain_reply(data, 100) is None  # its head was never parsed
+    head = parse_head(data[: data.find(b"\r\n\r\n")])
+    remember_plain_head(data, data.find(b"\r\n\r\n") + 4, head)
+    assert plain_reply(data, 100) == b'{"a": 1}'
+    assert plain_reply(data[:-1], 100) is None  # truncated
+    assert plain_reply(data + b"x", 100) is None  # more than the body
+    assert plain_reply(data, 7) is None  # over the limit
+    closing = data.replace(b"X-Test-Plain: 1", b"Connection: close")
+    end = closing.find(b"\r\n\r\n")
+    remember_plain_head(closing, end + 4, parse_head(closing[:end]))
+    assert plain_reply(closing, 100) is None  # not kept alive: never cached

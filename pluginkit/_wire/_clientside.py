@@ -21,6 +21,7 @@ from ._address import UNIX_HOST
 __all__ = [
     "MAX_HEAD",
     "MIMETYPE",
+    "PLAIN_OK",
     "RECV",
     "UNIX_HOST_LINE",
     "BadReply",
@@ -34,6 +35,8 @@ __all__ = [
     "complete_reply",
     "parse_head",
     "parse_heads",
+    "plain_reply",
+    "remember_plain_head",
     "request_prefix",
 ]
 
@@ -545,3 +548,37 @@ class StreamDecoder:
             if self._left is not None:
                 self._left -= len(data)
             self.pending += data
+
+
+#: The head of a plain reply taken by :func:`plain_reply` (only ``status`` is read).
+PLAIN_OK: Final = Head(200, None, chunked=False, keep_alive=True)
+
+
+def plain_reply(data: bytes, limit: int) -> bytes | None:
+    """Return the body when ``data`` is a whole plain reply seen before, else None.
+
+    Plain: ``200``, keep-alive, framed by a ``Content-Length`` that ``data``
+    holds exactly, with a head parsed before (see :data:`plain_heads`). The
+    caller may then reuse the connection.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end > 0 and data.startswith(b"HTTP/1.1 200 "):
+        length = plain_heads.get(data[:end])
+        if length is not None and len(data) - end - 4 == length and length <= limit:
+            return data[end + 4 :]
+    return None
+
+
+def remember_plain_head(data: bytes, body_start: int, head: Head) -> None:
+    """Keep the head at the start of ``data`` for :func:`plain_reply` when it is plain.
+
+    ``body_start``: where the parser found the body to start (the head must
+    end with the first CRLF CRLF, not at a bare-LF blank line).
+    """
+    if head.status != 200 or head.length is None or not head.keep_alive:
+        return
+    end = data.find(b"\r\n\r\n")
+    if 0 < end <= PLAIN_HEAD_SIZE and end + 4 == body_start and data.startswith(b"HTTP/1.1 200 "):
+        if len(plain_heads) >= PLAIN_HEADS_MAX:
+            plain_heads.clear()
+        plain_heads[data[:end]] = head.length

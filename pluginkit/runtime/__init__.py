@@ -22,6 +22,7 @@ from ._base import (
     SupportsCleanup,
     SupportsPrepare,
 )
+from ._proclog import OutputStats
 
 if TYPE_CHECKING:
     from .docker import DockerRuntime
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DockerRuntime",
     "ExitCallback",
+    "OutputStats",
     "PluginExit",
     "ProcessRuntime",
     "Runtime",

@@ -119,18 +119,22 @@ class CGroup:
         return [int(p) for p in text.split()]
 
     def populated(self) -> bool:
+        """Tell whether a process is in the cgroup (or in one below it)."""
         try:
-            text = (self.path / "cgroup.events").read_text()
+            fd = os.open(os.path.join(self.path, "cgroup.events"), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return False
-        return "populated 1" in text
+        try:
+            return b"populated 1" in os.read(fd, 4096)
+        finally:
+            os.close(fd)
 
     def set_limit(self, name: str, value: str) -> bool:
         """Write a limit (``memory.max``, ``cpu.max``); False when the controller is not there."""
-        try:
-            (self.path / name).write_text(value)
-        except FileNotFoundError:
+        path = self.path / name
+        if not path.exists():  # creating it is refused (EACCES), so check first
             return False
+        path.write_text(value)
         return True
 
     def kill(self, timeout: float = 5.0) -> bool:

@@ -282,15 +282,23 @@ class ProcessRuntime:
             proc = self._procs.get(plugin_id)
         if proc is None:
             return
-        if proc.signal(signal.SIGTERM):
-            proc.signal(signal.SIGCONT)
-            if not self._wait_exit(proc, grace):
+        # This thread watches the plugin until it is gone (its exit and its
+        # output): no hand-over to the monitor thread, whose wake-up would
+        # only add latency.
+        taken = self._take_over(proc)
+        try:
+            if proc.signal(signal.SIGTERM, signal.SIGCONT) and not self._wait_exit(proc, grace):
                 _log.warning(
-                    "plugin %s did not exit %.3g s after SIGTERM, sending SIGKILL", proc.name, grace
+                    "plugin %s did not exit %.3g s after SIGTERM, sending SIGKILL",
+                    proc.name,
+                    grace,
                 )
                 proc.kill_all()
-        if not self._wait_exit(proc, _KILL_WAIT):
-            _log.error("plugin %s (pid %d) did not exit after SIGKILL", proc.name, proc.pid)
+            if not self._wait_exit(proc, _KILL_WAIT):
+                _log.error("plugin %s (pid %d) did not exit after SIGKILL", proc.name, proc.pid)
+        finally:
+            if taken:
+                self._give_back(proc)
 
     def is_running(self, plugin_id: str) -> bool:
         """Tell whether the plugin is running under this runtime's supervision.
@@ -385,7 +393,7 @@ class ProcessRuntime:
             # What the plugin writes from now on waits in its FIFO.
             with proc.io_lock:
                 proc.detach()
-        running = {proc.id for proc in procs}
+        running = {proc.id for proc in procs if not proc.exited.is_set()}
         for plugin_id, cgroup in self._cgroups.items():
             if plugin_id not in running and not cgroup.populated():
                 with contextlib.suppress(OSError):
@@ -403,13 +411,26 @@ class ProcessRuntime:
             raise RuntimeError("ProcessRuntime is closed")
 
     def _reserve(self, spec: RuntimeSpec, *, restoring: bool = False) -> None:
-        with self._lock:
-            self._check_open()
-            if spec.id in self._starting:
-                raise RuntimeStartError(f"plugin {spec.name} is already being started")
-            if not restoring and spec.id in self._procs:
-                raise RuntimeStartError(f"plugin {spec.name} is already running")
-            self._starting.add(spec.id)
+        while True:
+            with self._lock:
+                self._check_open()
+                if spec.id in self._starting:
+                    raise RuntimeStartError(f"plugin {spec.name} is already being started")
+                proc = self._procs.get(spec.id)
+                if proc is None or not proc.exited.is_set():
+                    if not restoring and proc is not None:
+                        raise RuntimeStartError(f"plugin {spec.name} is already running")
+                    self._starting.add(spec.id)
+                    return
+            # Its last run has exited and is being cleaned up: a moment. From
+            # an on_exit callback (the dispatcher thread, which does that
+            # clean-up) it is done here and now rather than waited for.
+            if self._exits.in_thread():
+                self._clean_files(proc)
+            elif not proc.cleaned.wait(_KILL_WAIT):
+                raise RuntimeStartError(
+                    f"plugin {spec.name} is still being cleaned up after its last exit"
+                )
 
     def _cgroup(self, spec: RuntimeSpec) -> CGroup | None:
         if self._cgroup_base is None:
@@ -436,16 +457,16 @@ class ProcessRuntime:
         _remove_state(spec.state_dir)
 
     def _kill_cgroup_leftovers(self, spec: RuntimeSpec, proc: _Proc | None) -> None:
+        """Kill what is left in the plugin's cgroup (kept: deleting and making one is slow)."""
         cgroup = proc.cgroup if proc is not None else self._cgroup(spec)
         if cgroup is not None and cgroup.exists():
-            if cgroup.populated():
-                _log.warning(
-                    "plugin %s: killing processes %s left in %s",
-                    spec.name,
-                    cgroup.pids(),
-                    cgroup.path,
-                )
-            cgroup.remove()
+            with self._lock:
+                self._cgroups.setdefault(spec.id, cgroup)  # deleted by close() when empty
+        if cgroup is not None and cgroup.populated():
+            _log.warning(
+                "plugin %s: killing processes %s left in %s", spec.name, cgroup.pids(), cgroup.path
+            )
+            cgroup.kill()
 
     def _launch(self, spec: RuntimeSpec, on_exit: ExitCallback) -> _Proc:
         env = self._environment(spec)
@@ -629,9 +650,9 @@ class ProcessRuntime:
                 os.close(pidfd)
             if not quiet:
                 _log.info("plugin %s: recorded process %d is gone", spec.name, pid)
-            if cgroup is not None and cgroup.exists():
+            if cgroup is not None and cgroup.populated():
                 _log.info("plugin %s: killing what is left in %s", spec.name, cgroup.path)
-                cgroup.remove()
+                cgroup.kill()
             _remove_state(spec.state_dir)
             return None
         if popen is not None:
@@ -735,22 +756,69 @@ class ProcessRuntime:
         with self._lock:
             self._unwatch_locked(fd)
 
+    def _take_over(self, proc: _Proc) -> bool:
+        """Take the plugin's pidfd and FIFOs out of the monitor's set (a stop watches them)."""
+        with self._lock:
+            if proc.pidfd is None or proc.exited.is_set() or self._closed:
+                return False
+            proc.stoppers += 1
+            for fd in (proc.pidfd, *(s.fd for s in proc.streams)):
+                self._unwatch_locked(fd)
+            return True
+
+    def _give_back(self, proc: _Proc) -> None:
+        """Let the monitor watch the plugin again (a stop gave up waiting)."""
+        with self._lock:
+            proc.stoppers -= 1
+            if proc.stoppers or proc.exited.is_set() or self._closed:
+                return
+            with proc.io_lock:
+                for stream in proc.streams:
+                    if stream.fd is not None and stream.fd not in self._fds:
+                        self._watch_locked(stream.fd, proc, stream)
+                if proc.pidfd is not None and proc.pidfd not in self._fds:
+                    self._watch_locked(proc.pidfd, proc, None)
+            self._wake()
+
     def _wait_exit(self, proc: _Proc, timeout: float) -> bool:
-        """Wait in the calling thread for the plugin's exit; handle it if first to see it."""
+        """Wait in the calling thread for the plugin's exit, reading its output meanwhile.
+
+        The thread that sees the exit first reports it.
+        """
         if proc.exited.is_set():
             return True
+        deadline = time.monotonic() + timeout
         pidfd = proc.dup_pidfd()
         if pidfd is None:
             return proc.exited.wait(timeout)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        streams: dict[int, OutputStream] = {}
         try:
-            poller = select.poll()
-            poller.register(pidfd, select.POLLIN)
-            if not poller.poll(timeout * 1000):
-                return proc.exited.is_set()
+            with proc.io_lock:
+                for stream in proc.streams:
+                    if stream.fd is not None:
+                        fd = os.dup(stream.fd)
+                        streams[fd] = stream
+                        poller.register(fd, select.POLLIN)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or proc.exited.is_set():
+                    return proc.exited.is_set()
+                events = poller.poll(remaining * 1000)
+                if any(fd == pidfd for fd, _ in events):
+                    break
+                for fd, _ in events:
+                    with proc.io_lock:
+                        stream = streams[fd]
+                        if stream.fd is None or not stream.pump():
+                            poller.unregister(fd)
         finally:
             os.close(pidfd)
+            for fd in streams:
+                os.close(fd)
         self._try_finish(proc, pidfd_ready=True)
-        return proc.exited.wait(timeout)
+        return proc.exited.wait(max(0.0, deadline - time.monotonic()))
 
     def _try_finish(self, proc: _Proc, *, pidfd_ready: bool) -> None:
         if proc.claim_exit(pidfd_ready):
@@ -776,17 +844,32 @@ class ProcessRuntime:
                 _log.warning("plugin %s: cannot read its last output: %s", proc.name, exc)
             exit_ = PluginExit(proc.id, proc.exit_code, proc.stderr_tail())
             proc.close_files()
+        # Gone, and so is everything it started: stop() may return. Deleting
+        # its files is left to the dispatcher thread, just before on_exit; a
+        # start meanwhile waits for that (see _reserve).
+        proc.exited.set()
+        _log.debug("plugin %s exited with %s", proc.name, proc.exit_code)
+        self._exits.post(lambda exit_: self._clean_up(proc, exit_), exit_)
+
+    def _clean_up(self, proc: _Proc, exit_: PluginExit) -> None:
+        """Dispatcher thread: delete the state file and socket of an exited plugin, report it."""
+        self._clean_files(proc)
+        proc.on_exit(exit_)
+
+    def _clean_files(self, proc: _Proc) -> None:
+        """Delete an exited plugin's files once, on the dispatcher thread, and forget it."""
+        if proc.cleaned.is_set():
+            return
         try:
             _remove_state(proc.state_dir)
             _remove_socket(proc.socket_path)
         except OSError as exc:
             _log.warning("plugin %s: cannot clean up after it: %s", proc.name, exc)
-        with self._lock:
-            if self._procs.get(proc.id) is proc:
-                del self._procs[proc.id]
-        proc.exited.set()
-        _log.debug("plugin %s exited with %s", proc.name, proc.exit_code)
-        self._exits.post(proc.on_exit, exit_)
+        finally:
+            with self._lock:
+                if self._procs.get(proc.id) is proc:
+                    del self._procs[proc.id]
+            proc.cleaned.set()
 
 
 def _join_cgroup(procs_fd: int) -> Callable[[], None]:
@@ -823,12 +906,17 @@ class _Proc:
         self.start_time = 0
         self.pidfd: int | None = None
         self.exit_code: int | None = None
+        # Set when the process is gone (and what it started); then when its
+        # files are deleted and it is no longer in the runtime's table.
         self.exited = threading.Event()
+        self.cleaned = threading.Event()
         # Held while signalling and while reaping, so that a signal is never
         # sent to a pid that has been reaped (and may have been recycled).
         self._lock = threading.Lock()
         # Held while reading output (the monitor) and while closing the files.
         self.io_lock = threading.Lock()
+        # How many stop() calls watch this process instead of the monitor.
+        self.stoppers = 0
         self._gone = False
 
     def state_record(self, argv: list[str]) -> dict[str, Any]:
@@ -841,13 +929,21 @@ class _Proc:
             "cgroup": str(self.cgroup.path) if self.cgroup is not None else None,
         }
 
-    def signal(self, sig: int) -> bool:
-        """Signal the plugin's process group; ``False`` if the plugin is gone."""
+    def signal(self, *signals: int) -> bool:
+        """Send the signals to the plugin's process group; ``False`` if the plugin is gone."""
         with self._lock:
-            if self._gone or not self._alive():
+            if self._gone:
+                return False
+            if self.popen is not None:
+                # Our child: until we reap it its pid (the group's id) cannot
+                # be reused, even if it has exited.
+                if self.popen.returncode is not None:
+                    return False
+            elif not self._alive():
                 return False
             try:
-                os.killpg(self.pid, sig)
+                for sig in signals:
+                    os.killpg(self.pid, sig)
             except ProcessLookupError:
                 return False
             except PermissionError as exc:
