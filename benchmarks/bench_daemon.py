@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from _daemon_helpers import DaemonProcess, http, make_plugin_dir  # noqa: E402
+from _daemon_helpers import DaemonProcess, http, kill_leftovers, make_plugin_dir  # noqa: E402
 
 DOCKER = "/usr/bin/docker"
 PAIRS = 21
@@ -279,6 +279,7 @@ def main() -> None:
             for plugin in manager.list(enabled=True):
                 manager.disable(plugin.name, force=True)
         runtime.close()
+        kill_leftovers(d.root)
         shutil.rmtree(base, ignore_errors=True)
 
 
