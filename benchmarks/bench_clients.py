@@ -19,7 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from pluginkit.clients import VolumeDriverClient  # noqa: E402
+import asyncio  # noqa: E402
+
+from pluginkit import AsyncClient  # noqa: E402
+from pluginkit.clients import AsyncVolumeDriverClient, VolumeDriverClient  # noqa: E402
 from pluginkit.sdk import volume  # noqa: E402
 from pluginkit.testing import serve_plugin  # noqa: E402
 
@@ -54,6 +57,41 @@ def median_ratio(typed: Callable[[], object], raw: Callable[[], object]) -> tupl
     return statistics.median(ratios), statistics.median(raw_times)
 
 
+def async_median_ratio(addr: str) -> tuple[float, float]:
+    """The same pairs for the asyncio twin on one AsyncClient, one loop."""
+
+    async def pairs() -> tuple[float, float]:
+        async with AsyncClient(addr) as client:
+            typed = AsyncVolumeDriverClient(client)
+            args = {"Name": "v1", "ID": "c1"}
+
+            async def batch_typed() -> float:
+                start = time.perf_counter()
+                for _ in range(CALLS):
+                    await typed.mount("v1", "c1")
+                return (time.perf_counter() - start) / CALLS
+
+            async def batch_raw() -> float:
+                start = time.perf_counter()
+                for _ in range(CALLS):
+                    (await client.call("VolumeDriver.Mount", args))["Mountpoint"]
+                return (time.perf_counter() - start) / CALLS
+
+            await batch_typed()
+            await batch_raw()
+            ratios, raw_times = [], []
+            for i in range(PAIRS):
+                if i % 2:
+                    r, t = await batch_raw(), await batch_typed()
+                else:
+                    t, r = await batch_typed(), await batch_raw()
+                ratios.append(t / r)
+                raw_times.append(r)
+            return statistics.median(ratios), statistics.median(raw_times)
+
+    return asyncio.run(pairs())
+
+
 def main() -> int:
     with serve_plugin(Volumes()) as client:
         typed = VolumeDriverClient(client)
@@ -69,9 +107,12 @@ def main() -> int:
         get = median_ratio(
             lambda: typed.get("v1"), lambda: call("VolumeDriver.Get", get_args)["Volume"]
         )
+        amount = async_median_ratio(client.addr)
     print(f"{'measure':<46}{'raw call (us)':>14}{'ratio':>8}")
     print(f"{'VolumeDriverClient.mount vs Client.call':<46}{mount[1] * 1e6:>14.1f}{mount[0]:>8.3f}")
     print(f"{'VolumeDriverClient.get vs Client.call':<46}{get[1] * 1e6:>14.1f}{get[0]:>8.3f}")
+    label = "AsyncVolumeDriverClient.mount vs AsyncClient"
+    print(f"{label:<46}{amount[1] * 1e6:>14.1f}{amount[0]:>8.3f}")
     print("ratio = typed / raw, median of interleaved pairs (1.0: the typing costs nothing)")
     return 0
 

@@ -164,6 +164,9 @@ class _Entry:
     restart_token: int = 0
     removed: bool = False
     op_lock: threading.Lock = attrs.field(factory=threading.Lock)
+    # During an upgrade that hands the socket over: the manager's listening
+    # socket, passed to starts and kept at the socket path by stops.
+    handoff: socket.socket | None = None
 
 
 _Hit = tuple[frozenset[str], int, "_Entry"]
@@ -1020,6 +1023,7 @@ class Manager:
             propagated_mount_source=(
                 self._store.plugin_dir(entry.id) / "propagated-mount" if propagated else None
             ),
+            listen_fd=entry.handoff.fileno() if entry.handoff is not None else None,
         )
 
     def _start(self, entry: _Entry, timeout: float, spec: RuntimeSpec | None = None) -> None:
@@ -1027,8 +1031,9 @@ class Manager:
         spec = spec if spec is not None else self._spec(entry)
         self._check_socket_path(entry.id, entry.config)
         ensure_private_dir(spec.socket_dir)
-        with contextlib.suppress(FileNotFoundError):
-            spec.socket_path.unlink()  # a stale socket must not look ready
+        if spec.listen_fd is None:  # else it is the manager's own, already listening
+            with contextlib.suppress(FileNotFoundError):
+                spec.socket_path.unlink()  # a stale socket must not look ready
         if spec.propagated_mount_source is not None:
             ensure_private_dir(spec.propagated_mount_source)
         run = _Run()
@@ -1124,6 +1129,10 @@ class Manager:
             if entry.running:
                 entry.running = False
                 self._publish_locked(entry)
+        if entry.handoff is not None:
+            # The socket (and the stable link to it) stays for the next version
+            # to serve on, and the client too: callers holding it see no failure.
+            return
         socket_dir = self._socket_dir(entry.id)
         socket_path = socket_dir / entry.config.interface.socket
         if entry.plugin._stable_path is not None:

@@ -48,20 +48,25 @@ def link_stable(path: str, target: str) -> None:
             runs without its stable address).
     """
     directory = os.path.dirname(path)
+    # The common case - no link yet, the directory there - costs one call;
+    # a start with thousands of plugins pays it per plugin.
+    for attempt in (1, 2):
+        try:
+            os.symlink(target, path)
+            return
+        except FileExistsError:
+            break
+        except FileNotFoundError:
+            # No directory yet, or unlink_stable of the last other link just
+            # removed it: make it, and try once more.
+            if attempt == 2:
+                raise
+            os.makedirs(directory, mode=0o755, exist_ok=True)
     with contextlib.suppress(OSError):
         if os.readlink(path) == target:
             return
     tmp = os.path.join(directory, f".{secrets.token_hex(8)}.tmp")
-    for attempt in (1, 2):
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        try:
-            os.symlink(target, tmp)
-            break
-        except FileNotFoundError:
-            # unlink_stable of the last other link removed the directory
-            # between makedirs and symlink: make it again, once.
-            if attempt == 2:
-                raise
+    os.symlink(target, tmp)
     try:
         os.replace(tmp, path)
     except BaseException:

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pluginkit
-from pluginkit import Client
+from pluginkit import AsyncClient, Client
 
-# "async-client": the async twins on pluginkit.AsyncClient (once the wire layer has it).
-KINDS = ["sync", "async-adapter"] + (["async-client"] if hasattr(pluginkit, "AsyncClient") else [])
+# sync: the blocking clients; async-client: the twins on pluginkit.AsyncClient;
+# async-adapter: the twins on the smallest async caller (the protocol, not the class).
+KINDS = ["sync", "async-client", "async-adapter"]
 
 
 class _Reader:
@@ -70,7 +70,7 @@ class OnAsyncClient:
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         async def run(*args: Any, **kwargs: Any) -> Any:
-            async with pluginkit.AsyncClient(self.addr, retry_timeout=0) as client:  # type: ignore[attr-defined]
+            async with AsyncClient(self.addr, retry_timeout=0) as client:
                 return await getattr(self.async_cls(client), name)(*args, **kwargs)
 
         return run

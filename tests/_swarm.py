@@ -3,7 +3,8 @@
 Each node is a dockerd of its own, in network, mount and UTS namespaces of
 its own: its own hostname (the Swarm node name), its own ``/run`` (so its own
 ``/run/docker/plugins``, where its engine finds plugin sockets, and its own
-``/var/run/docker.sock``) and its own ``/var/lib/pluginkit``. The nodes are
+``/var/run/docker.sock``) and its own ``/var/lib/pluginkit`` (a directory of the node's, kept across
+engine restarts; ``/run`` is a fresh tmpfs at each start, as after a reboot). The nodes are
 joined by veth pairs to a bridge in a "switch" namespace, which also runs a
 registry (Debian's ``docker-registry``) that every node lists as insecure.
 Every address lives inside these namespaces (a random ``10.77.N.0/24``);
@@ -48,7 +49,9 @@ mkdir -p /sys/fs/cgroup/unified
 mount -t cgroup2 none /sys/fs/cgroup/unified 2>/dev/null || rmdir /sys/fs/cgroup/unified
 mount -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /run/docker/plugins /run/pluginkit /var/lib/pluginkit
-mount -t tmpfs -o mode=700 tmpfs /var/lib/pluginkit
+# The node's own disk: it survives an engine restart, like /var/lib on a host.
+mkdir -p "$dir/varlib"
+mount --bind "$dir/varlib" /var/lib/pluginkit
 hostname "$name"
 exec dockerd --iptables=false --ip6tables=false --ip-masq=false \
   -H unix:///var/run/docker.sock -H "unix://$dir/docker.sock" \

@@ -311,3 +311,29 @@ def test_install_and_privileges(short_tmp: Path, runtime: FakeRuntime) -> None:
     assert asyncio.run(body()) == [[("network", ("host",))], "net-plugin:latest", False]
     assert len(asked_in) == 1
     assert asked_in[0].startswith("pluginkit-manager-root")
+
+
+def test_cancelling_a_queued_operation_drops_it(short_tmp: Path, runtime: FakeRuntime) -> None:
+    """With the one worker busy, a cancelled queued enable never runs."""
+
+    class OneWorker(AsyncManager):
+        workers = 1
+
+    plugin_dir = write_plugin_dir(short_tmp / "src")
+
+    async def body() -> list[str]:
+        async with OneWorker(short_tmp / "root", **_options(short_tmp, runtime)) as manager:
+            await manager.create("first", plugin_dir)
+            await manager.create("second", plugin_dir)
+            first = asyncio.create_task(manager.enable("first"))
+            second = asyncio.create_task(manager.enable("second"))
+            await asyncio.sleep(0)  # both submitted: "first" runs, "second" waits in the queue
+            second.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await second
+            await first
+            # One worker, first in first out: this runs after all that was queued.
+            await manager.create("probe", plugin_dir)
+            return [p.name for p in manager.list(enabled=True)]
+
+    assert asyncio.run(body()) == ["first:latest"]

@@ -305,6 +305,39 @@ def test_wrong_target_types() -> None:
     )
 
 
+def test_async_targets_plugin_and_address() -> None:
+    """Async twins: a Plugin lends its async_client; an address makes an AsyncClient (closed)."""
+    from pluginkit import AsyncClient
+
+    with serve_plugin(Volumes()) as client:
+        plugin = Plugin("vols", client.addr, client=client, capabilities=["VolumeDriver"])
+
+        async def body() -> list[Any]:
+            lent = AsyncVolumeDriverClient(plugin)
+            async with AsyncVolumeDriverClient(client.addr) as owned:
+                listed = await owned.list()
+                mountpoint = await lent.mount("v1", "c1")
+            with pytest.raises(PluginError, match="closed"):
+                await owned.list()
+            still = await lent.path("v1")  # the plugin's client stays open
+            await plugin.async_client.aclose()
+            return [
+                lent.client is plugin.async_client,
+                isinstance(owned.client, AsyncClient),
+                listed,
+                mountpoint,
+                still,
+            ]
+
+        assert run(body()) == [
+            True,
+            True,
+            [volume.Volume("a"), volume.Volume("b", "/mnt/b")],
+            "/mnt/v1",
+            "",
+        ]
+
+
 def test_async_client_passed_in_is_not_closed() -> None:
     """async with closes only what the typed client made."""
     with serve_plugin(Volumes()) as client:
@@ -630,8 +663,19 @@ def test_log_driver_read_logs_streams_entries(short_tmp: Path) -> None:
                 return [entry async for entry in entries]
 
         async_got = run(body())
+
+        async def real() -> list[LogEntry]:
+            logs = AsyncLogDriverClient(client.addr)
+            try:
+                async with logs.read_logs(info, ReadConfig(tail=2)) as entries:
+                    return [entry async for entry in entries]
+            finally:
+                await logs.aclose()
+
+        real_got = run(real())
     assert sync_got == ENTRIES[:1]
     assert async_got == ENTRIES
+    assert real_got == ENTRIES
     assert driver.read_requests == [
         logdriver.ReadLogsRequest(
             info=LogInfo(container_id="c1", config={"max-size": "1m"}, container_created=GO_ZERO),
@@ -640,6 +684,10 @@ def test_log_driver_read_logs_streams_entries(short_tmp: Path) -> None:
         logdriver.ReadLogsRequest(
             info=LogInfo(container_id="c1", config={"max-size": "1m"}, container_created=GO_ZERO),
             config=ReadConfig(since=GO_ZERO, until=GO_ZERO),
+        ),
+        logdriver.ReadLogsRequest(
+            info=LogInfo(container_id="c1", config={"max-size": "1m"}, container_created=GO_ZERO),
+            config=ReadConfig(since=GO_ZERO, until=GO_ZERO, tail=2),
         ),
     ]
 

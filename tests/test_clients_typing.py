@@ -91,6 +91,15 @@ async def manager_user() -> None:
     AsyncManager(live_restore="yes")
     manager.enable("p")
     await AsyncManager.open(root=3)
+
+
+async def real_async_client() -> None:
+    from pluginkit import AsyncClient
+    from pluginkit.clients import AsyncNetworkDriverClient
+
+    async with AsyncClient("unix:///x.sock") as client:
+        join = await AsyncNetworkDriverClient(client).join("n", "e")
+        print(join.gateway, await AsyncVolumeDriverClient(client).path("v"))
 """
 
 

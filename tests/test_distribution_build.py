@@ -40,6 +40,8 @@ def test_config_and_layout(built: Path) -> None:
     assert config["Entrypoint"] == ["/usr/bin/python3", "-m", "myplug"]
     assert config["Interface"] == {"Types": ["docker.volumedriver/1.0"], "Socket": "myplug.sock"}
     assert {"Name": "PYTHONPATH", "Description": "", "Settable": [], "Value": SITE} in config["Env"]
+    handoff = {"Name": "PLUGINKIT_SOCKET_HANDOFF", "Description": "", "Settable": [], "Value": "1"}
+    assert handoff in config["Env"]
     site = built / "rootfs" / SITE.lstrip("/")
     assert (site / "myplug" / "__main__.py").is_file()
     assert (site / "pluginkit" / "sdk").is_dir()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -250,3 +252,152 @@ def test_kill_during_upgrade_leaves_one_whole_version(
     assert sorted(os.listdir(root / "plugins")) == [plugin.id]
     rootfs = root / "plugins" / plugin.id / "rootfs"
     assert (rootfs / "big").exists() == (expected == "two")
+
+
+VERSIONED_PLUGIN = """
+import os
+from pluginkit.sdk import PluginServer
+
+server = PluginServer(["VolumeDriver"])
+
+@server.handler("Version")
+def version(request):
+    return {"Version": os.environ["VERSION"]}
+
+server.serve()
+"""
+
+
+def _versioned(where: Path, version: str, *, handoff: bool = True) -> Path:
+    """An SDK plugin (run by the host's python3) answering ``Version`` with ``version``."""
+    (where / "rootfs").mkdir(parents=True)
+    (where / "rootfs" / "plugin.py").write_text(VERSIONED_PLUGIN)
+    env = [{"Name": "VERSION", "Description": "", "Settable": [], "Value": version}]
+    if handoff:
+        env.append(
+            {"Name": "PLUGINKIT_SOCKET_HANDOFF", "Description": "", "Settable": [], "Value": "1"}
+        )
+    config = {
+        "Description": f"version {version}",
+        "Entrypoint": ["python3", "plugin.py"],
+        "Interface": {"Types": ["docker.volumedriver/1.0"], "Socket": "v.sock"},
+        "Env": env,
+    }
+    (where / "config.json").write_text(json.dumps(config))
+    return where
+
+
+def _calls_during_upgrade(
+    m: Any, name: str, ref: str, *, last: str = "2"
+) -> tuple[list[str], list[str], Exception | None]:
+    """Call ``Version`` without retries during the upgrade, until ``last``.
+
+    Returns the answers, the failed calls and the upgrade's error.
+    """
+    from pluginkit import Client
+
+    plugin = m.get(name)
+    client = Client(plugin.addr, retry_timeout=0, timeout=30)
+    answers: list[str] = []
+    failures: list[str] = []
+    done = threading.Event()
+
+    def loop() -> None:
+        give_up = 0.0
+        while not (done.is_set() and answers and answers[-1] == last):
+            if done.is_set():
+                give_up = give_up or time.monotonic() + 10
+                if time.monotonic() > give_up:
+                    return
+            try:
+                answers.append(client.call("Version", {})["Version"])
+            except Exception as exc:  # every failure is recorded
+                failures.append(f"{type(exc).__name__}: {exc}")
+                time.sleep(0.005)
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    error: Exception | None = None
+    try:
+        while not answers:
+            time.sleep(0.01)
+        m.upgrade(name, ref, grant=True)
+    except Exception as exc:
+        error = exc
+    finally:
+        done.set()
+        thread.join(60)
+        client.close()
+    return answers, failures, error
+
+
+def test_upgrade_hands_the_socket_over_so_no_call_fails(registry: str, penv: Env) -> None:
+    """An opted-in SDK plugin is upgraded under load: no call fails, answers go from 1 to 2."""
+    _publish(
+        penv,
+        registry,
+        "team/handoff",
+        {"1": _versioned(penv.tmp / "h1", "1"), "2": _versioned(penv.tmp / "h2", "2")},
+    )
+    m = penv.manager()
+    m.install(f"{registry}/team/handoff:1", name="handoff", grant=True)
+    m.enable("handoff")
+    answers, failures, error = _calls_during_upgrade(m, "handoff", f"{registry}/team/handoff:2")
+    assert error is None
+    assert failures == []
+    switch = answers.index("2")
+    assert switch > 0
+    assert set(answers[:switch]) == {"1"}
+    assert set(answers[switch:]) == {"2"}
+    plugin = m.get("handoff")
+    assert plugin.enabled
+    assert plugin.config.description == "version 2"
+    # The new version serves on the handed-over socket; disable removes it as usual.
+    socket_path = Path(plugin.addr[len("unix://") :])
+    assert socket_path.exists()
+    m.disable("handoff")
+    assert not socket_path.exists()
+    m.enable("handoff")
+    assert plugin.client.call("Version", {}) == {"Version": "2"}
+
+
+def test_upgrade_without_opt_in_stops_swaps_and_starts(registry: str, penv: Env) -> None:
+    """A plugin that does not opt in is stopped first: calls without retry fail in the gap."""
+    _publish(
+        penv,
+        registry,
+        "team/plain",
+        {
+            "1": _versioned(penv.tmp / "p1", "1", handoff=False),
+            "2": _versioned(penv.tmp / "p2", "2", handoff=False),
+        },
+    )
+    m = penv.manager()
+    m.install(f"{registry}/team/plain:1", name="plain", grant=True)
+    m.enable("plain")
+    answers, failures, error = _calls_during_upgrade(m, "plain", f"{registry}/team/plain:2")
+    assert error is None
+    assert failures
+    assert answers[0] == "1"
+    assert answers[-1] == "2"
+
+
+def test_failed_handoff_upgrade_gives_the_socket_back_to_the_old_version(
+    registry: str, penv: Env
+) -> None:
+    """A new version that dies is swapped back; the old one serves the same socket: no failure."""
+    bad = _versioned(penv.tmp / "b2", "2")
+    (bad / "rootfs" / "plugin.py").write_text("raise SystemExit('version 2 cannot start')\n")
+    _publish(penv, registry, "team/back", {"1": _versioned(penv.tmp / "b1", "1"), "2": bad})
+    m = penv.manager()
+    m.install(f"{registry}/team/back:1", name="back", grant=True)
+    m.enable("back")
+    answers, failures, error = _calls_during_upgrade(m, "back", f"{registry}/team/back:2", last="1")
+    assert isinstance(error, RegistryError)
+    assert str(error).startswith("upgrade of back:latest failed, the old version runs again: ")
+    assert failures == []
+    assert set(answers) == {"1"}
+    plugin = m.get("back")
+    assert plugin.enabled
+    assert plugin.config.description == "version 1"
+    assert plugin.client.call("Version", {}) == {"Version": "1"}

@@ -8,12 +8,14 @@ import logging
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -49,6 +51,15 @@ if mode == "partial":
     sys.stdout.write("no newline at the end")
     sys.stdout.flush()
     sys.exit(0)
+if mode == "inherit":
+    server = socket.socket(fileno=3)
+    listening = server.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    listen_env = {{k: os.environ.get(k) for k in ("LISTEN_FDS", "LISTEN_PID")}}
+    dump = {{"env": listen_env, "pid": os.getpid(), "listening": listening}}
+    print(json.dumps(dump), flush=True)
+    while True:
+        conn, _ = server.accept()
+        conn.close()
 path = os.path.join(os.environ["PLUGINKIT_SOCKET_DIR"], os.environ["PLUGINKIT_SOCKET"])
 server = socket.socket(socket.AF_UNIX)
 server.bind(path)
@@ -894,3 +905,35 @@ def test_start_from_on_exit_while_another_exit_is_queued(short_tmp: Path) -> Non
         assert b_exits.wait().exit_code == -signal.SIGKILL
     finally:
         kill_all(rt)
+
+
+def test_listen_fd_is_handed_over_as_systemd_does(
+    runtime: ProcessRuntime, short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """spec.listen_fd: descriptor 3 in the plugin, LISTEN_FDS=1, LISTEN_PID its pid.
+
+    The socket is the caller's: it is not removed before the start, nor after the exit.
+    """
+    caplog.set_level(logging.INFO, logger="pluginkit.plugin")
+    spec = make_spec(short_tmp, mode="inherit")
+    spec.socket_dir.mkdir(mode=0o700)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(spec.socket_path))
+    listener.listen(16)
+    spec = attrs.evolve(spec, listen_fd=listener.fileno())
+    try:
+        runtime.start(spec, Exits())
+        wait_until(lambda: any(m.startswith("{") for m in messages(caplog, "stdout")), "dump")
+        dump = json.loads(next(m for m in messages(caplog, "stdout") if m.startswith("{")))
+        assert dump == {
+            "env": {"LISTEN_FDS": "1", "LISTEN_PID": str(dump["pid"])},
+            "pid": pid_of(spec),
+            "listening": 1,
+        }
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(spec.socket_path))
+            assert s.recv(1) == b""  # accepted (and closed) by the plugin
+        runtime.stop(spec.id)
+        assert stat.S_ISSOCK(spec.socket_path.lstat().st_mode)  # still the caller's
+    finally:
+        listener.close()

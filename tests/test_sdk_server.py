@@ -1037,3 +1037,78 @@ def test_half_closed_client_gets_every_pipelined_reply(short_tmp: Path, threads:
             client.sock.shutdown(socket.SHUT_WR)
             assert [client.read_reply().json() for _ in range(2)] == [[1], [2]]
             assert client.closed_by_server()
+
+
+INHERITING_PLUGIN = """
+import os
+from pluginkit.sdk import PluginServer
+
+server = PluginServer(["VolumeDriver"])
+
+@server.handler("Env")
+def env(request):
+    return {k: os.environ.get(k) for k in ("LISTEN_FDS", "LISTEN_PID")}
+
+server.serve()
+"""
+
+
+def test_serves_on_an_inherited_socket_and_leaves_its_path(short_tmp: Path) -> None:
+    """LISTEN_FDS/LISTEN_PID (systemd's convention): fd 3 is served as is, its path kept."""
+    from pluginkit.runtime._listen_fd import exec_with_listen_fd
+
+    path = short_tmp / "given.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(16)
+    root = Path(__file__).resolve().parent.parent
+    argv = [sys.executable, "-c", INHERITING_PLUGIN]
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(root)}
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=exec_with_listen_fd(listener.fileno(), argv, env),
+    )
+    try:
+        with RawClient(path, timeout=30) as c:
+            # The variables are gone once read: children of the plugin do not see them.
+            assert c.call("Env").json() == {"LISTEN_FDS": None, "LISTEN_PID": None}
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert f"plugin server listening on unix://{path}" in err
+        assert stat.S_ISSOCK(path.lstat().st_mode)  # not removed: it is not the server's
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        listener.close()
+
+
+def test_listen_fds_of_another_process_is_ignored(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A LISTEN_PID that is not ours: the server binds its own socket; the variables go."""
+    monkeypatch.setenv("LISTEN_FDS", "1")
+    monkeypatch.setenv("LISTEN_PID", "1")
+    monkeypatch.setenv("PLUGINKIT_SOCKET_DIR", str(short_tmp))
+    monkeypatch.setenv("PLUGINKIT_SOCKET", "own.sock")
+    with PluginServer(["VolumeDriver"]) as srv:
+        srv.start()
+        assert srv.address == f"unix://{short_tmp / 'own.sock'}"
+        assert "LISTEN_FDS" not in os.environ
+        assert "LISTEN_PID" not in os.environ
+    assert not (short_tmp / "own.sock").exists()
+
+
+def test_more_than_one_inherited_socket_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server serves one inherited socket: LISTEN_FDS=2 is refused, naming the count."""
+    monkeypatch.setenv("LISTEN_FDS", "2")
+    monkeypatch.setenv("LISTEN_PID", str(os.getpid()))
+    srv = PluginServer(["VolumeDriver"])
+    with pytest.raises(PluginError) as info:
+        srv.start()
+    assert str(info.value) == "LISTEN_FDS=2: the server serves on one inherited socket, not 2"
+    assert not srv.serving

@@ -171,3 +171,20 @@ def test_render_escapes_names_and_paths() -> None:
 )
 def test_podman_name_drops_only_the_default_tag(name: str, expected: str) -> None:
     assert podman_name(name) == expected
+
+
+def test_link_is_made_replaced_and_removed_only_when_ours(tmp_path: Path) -> None:
+    """link_stable makes the directory, replaces another target; unlink keeps another's link."""
+    from pluginkit._stable import link_stable, unlink_stable
+
+    path = str(tmp_path / "by-name" / "p:latest.sock")
+    link_stable(path, "/run/a.sock")
+    assert os.readlink(path) == "/run/a.sock"
+    link_stable(path, "/run/a.sock")  # unchanged: nothing to do
+    link_stable(path, "/run/b.sock")
+    assert os.readlink(path) == "/run/b.sock"
+    assert sorted(os.listdir(tmp_path / "by-name")) == ["p:latest.sock"]  # no temporary left
+    unlink_stable(path, "/run/a.sock")  # not ours any more: kept
+    assert os.readlink(path) == "/run/b.sock"
+    unlink_stable(path, "/run/b.sock")
+    assert not (tmp_path / "by-name").exists()

@@ -243,10 +243,10 @@ class AsyncBase:
     """Base of the asyncio typed clients: each endpoint awaits the async client's ``call``.
 
     Args:
-        target: a :class:`~pluginkit.Plugin` (it must implement the
-            protocol's capability; an async client of its address is made and
-            owned), an async client (:class:`pluginkit.AsyncClient` or
-            anything with its ``call``/``stream``), or an address for which an
+        target: a :class:`~pluginkit.Plugin` (its ``async_client`` is used; it
+            must implement the protocol's capability), an async client
+            (:class:`pluginkit.AsyncClient` or anything with its
+            ``call``/``stream``), or an address for which an
             :class:`pluginkit.AsyncClient` is made and owned.
     """
 
@@ -262,10 +262,12 @@ class AsyncBase:
             )
         if isinstance(target, Plugin):
             _check_capability(target, self.capability)
-            self.client: AsyncCaller = _async_client(target.addr, target)
-            self._owned = True
+            self.client: AsyncCaller = target.async_client
+            self._owned = False
         elif isinstance(target, str):
-            self.client, self._owned = _async_client(target, None), True
+            from .._async_client import AsyncClient
+
+            self.client, self._owned = AsyncClient(target), True
         elif callable(getattr(target, "call", None)):
             self.client, self._owned = target, False
         else:
@@ -284,7 +286,7 @@ class AsyncBase:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the client when this object made it (from a plugin or an address)."""
+        """Close the client when this object made it (from an address); else do nothing."""
         if self._owned:
             await _close_async(self.client)
 
@@ -303,19 +305,6 @@ _A = TypeVar("_A", bound=AsyncBase)
 def _check_capability(plugin: Plugin, capability: str) -> None:
     if capability and not plugin.implements(capability):
         raise ErrInadequateCapability(plugin.name, capability)
-
-
-def _async_client(addr: str, plugin: Plugin | None) -> AsyncCaller:
-    import pluginkit
-
-    # Looked up at run time: the async client lives in the wire layer.
-    factory: Callable[..., AsyncCaller] | None = getattr(pluginkit, "AsyncClient", None)
-    if factory is None:
-        raise TypeError("this pluginkit has no AsyncClient: pass an async client object instead")
-    if plugin is not None:
-        sync = plugin.client
-        return factory(addr, tls=sync.tls, timeout=sync.timeout)
-    return factory(addr)
 
 
 async def _close_async(client: Any) -> None:

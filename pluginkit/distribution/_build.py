@@ -11,9 +11,11 @@ library where it was built to look; ``/usr/bin/python3`` points at it. The
 entrypoint is ``python3 -m MODULE``.
 
 The plugin's ``config.json`` is the one given (``config=``), else a minimal
-one from ``types``, ``socket`` and ``description``; ``Entrypoint`` and the
-``PYTHONPATH`` env var are set either way. The directory appears complete or
-not at all (built beside it, then renamed).
+one from ``types``, ``socket`` and ``description``; ``Entrypoint``, the
+``PYTHONPATH`` env var and ``PLUGINKIT_SOCKET_HANDOFF=1`` (the plugin serves
+on a socket handed over at an upgrade, see :mod:`._upgrade`) are set either
+way. The directory appears complete or not at all (built beside it, then
+renamed).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 
 from .._config import parse_config
 from .._errors import InvalidConfigError
+from ._upgrade import HANDOFF_ENV
 
 __all__ = ["SITE", "build_plugin", "build_python_rootfs"]
 
@@ -182,11 +185,12 @@ def _config(
     env = [
         e
         for e in config.get("Env") or []
-        if e.get("Name") not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
+        if e.get("Name") not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE", HANDOFF_ENV)
     ]
     env += [
         {"Name": "PYTHONPATH", "Description": "", "Settable": [], "Value": SITE},
         {"Name": "PYTHONDONTWRITEBYTECODE", "Description": "", "Settable": [], "Value": "1"},
+        {"Name": HANDOFF_ENV, "Description": "", "Settable": [], "Value": "1"},
     ]
     config["Env"] = env
     parse_config(config, source="the built config.json")  # fails early, naming the field

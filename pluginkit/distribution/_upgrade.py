@@ -8,6 +8,18 @@ if it does not start, the directories are exchanged back and the old version
 is started again, and the error says so. A kill at any instant leaves either
 version complete (the other one, in ``tmp/``, is deleted at the next start).
 
+Socket hand-over: when both versions opt in (their config.json sets the env
+var ``PLUGINKIT_SOCKET_HANDOFF=1``, as ``pluginkit build`` writes for SDK
+plugins), keep the same socket name, and the runtime can pass a listening
+socket (``passes_listen_fd``: the process runtime), the manager binds a new
+listening socket and renames it over the plugin's socket path *before* the
+old version stops. Connections made from then on wait in that socket's
+backlog while the old version finishes what it accepted and exits; the new
+version is started with the socket (systemd's ``LISTEN_FDS``, which the SDK
+accepts) and serves them. No call is refused. The upgrade succeeds once the
+new version answers ``Plugin.Activate`` on it; a rollback hands the same
+socket to the old version.
+
 Settings: Docker keeps a plugin's settings across an upgrade, stale defaults
 included. pluginkit carries over what the user set (a value different from
 the old version's default) where the new config still lets users set it -
@@ -23,13 +35,15 @@ import ctypes.util
 import errno
 import json
 import os
+import socket
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
 
 from .._config import PluginConfig, Settings, compute_privileges, initial_settings
-from .._errors import InvalidReferenceError, PluginError
+from .._errors import InvalidReferenceError, PluginError, PluginTimeoutError, RuntimeStartError
 from .._store import RECORD, _fsync_tree, atomic_write, fsync_dir
 from ._blobs import Progress
 from ._errors import RegistryError
@@ -42,7 +56,14 @@ if TYPE_CHECKING:
     from .._manager import Manager, _Entry
     from .._plugin import Plugin
 
-__all__ = ["merge_settings", "upgrade"]
+__all__ = ["HANDOFF_ENV", "merge_settings", "upgrade"]
+
+#: The config.json env var (value ``1``) by which a plugin says that it serves
+#: on a listening socket handed over with ``LISTEN_FDS`` (``pluginkit build``
+#: sets it; the SDK accepts such sockets).
+HANDOFF_ENV = "PLUGINKIT_SOCKET_HANDOFF"
+# Connections queued while no version accepts (the kernel caps it at somaxconn).
+_BACKLOG = 4096
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -168,7 +189,91 @@ def _install_entry(manager: Manager, entry: _Entry) -> None:
         manager._publish_locked()
 
 
+def accepts_handoff(config: PluginConfig) -> bool:
+    """Tell whether a plugin's config opts in to the socket hand-over (``HANDOFF_ENV=1``)."""
+    return any(e.name == HANDOFF_ENV and e.value == "1" for e in config.env)
+
+
+def _bind_handoff(manager: Manager, old: _Entry, new: _Entry) -> socket.socket | None:
+    """Bind the listening socket the versions share, renamed over the socket path; or None."""
+    if not (
+        old.enabled
+        and getattr(manager._runtime, "passes_listen_fd", False)
+        and accepts_handoff(old.config)
+        and accepts_handoff(new.config)
+        and old.config.interface.socket == new.config.interface.socket
+    ):
+        return None
+    path = manager._socket_dir(old.id) / old.config.interface.socket
+    staged = path.with_name(f".{path.name}.handoff")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        staged.unlink(missing_ok=True)
+        sock.bind(os.fspath(staged))
+        try:
+            os.chmod(staged, 0o660)
+            sock.listen(_BACKLOG)
+            os.replace(staged, path)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        sock.close()
+        raise PluginError(f"cannot bind the socket of {old.name} at {path}: {exc}") from exc
+    except BaseException:
+        sock.close()
+        raise
+    old.handoff = new.handoff = sock
+    return sock
+
+
+def _wait_answers(manager: Manager, entry: _Entry, timeout: float) -> None:
+    """Wait until the version started on the handed-over socket answers a call.
+
+    Its socket accepts connections from the start (they queue): only an
+    answer tells that the new version runs.
+    """
+    path = manager._socket_dir(entry.id) / entry.config.interface.socket
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(os.fspath(path))
+        sock.sendall(
+            b"POST /Plugin.Activate HTTP/1.1\r\nHost: plugin\r\n"
+            b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        sock.settimeout(0.05)
+        while True:
+            run = entry.run
+            if run is None or run.exited.is_set():
+                raise RuntimeStartError(
+                    f"plugin {entry.name} exited before it answered on its socket"
+                )
+            try:
+                if sock.recv(1):
+                    return
+            except TimeoutError:
+                pass
+            if time.monotonic() >= deadline:
+                raise PluginTimeoutError(
+                    f"plugin {entry.name} did not answer on {path} within {timeout:g} s"
+                )
+
+
 def _switch(manager: Manager, old: _Entry, new: _Entry, staging: Path) -> Plugin:
+    listener = _bind_handoff(manager, old, new)
+    try:
+        return _switch_versions(manager, old, new, staging, handoff=listener is not None)
+    finally:
+        if listener is not None:
+            # The running version holds its own copy of the socket.
+            old.handoff = new.handoff = None
+            listener.close()
+
+
+def _switch_versions(
+    manager: Manager, old: _Entry, new: _Entry, staging: Path, *, handoff: bool
+) -> Plugin:
     was_enabled = old.enabled
     if was_enabled:
         manager.disable(old.name, force=True)
@@ -189,8 +294,13 @@ def _switch(manager: Manager, old: _Entry, new: _Entry, staging: Path) -> Plugin
         return new.plugin
     try:
         manager.enable(new.name, timeout=new.timeout)
+        if handoff:
+            _wait_answers(manager, new, new.timeout)
     except PluginError as exc:
         # Back to the old version, and running again.
+        if new.enabled:
+            with contextlib.suppress(PluginError):
+                manager.disable(new.name, force=True)
         with new.op_lock:
             _exchange(staging, manager._store.plugin_dir(old.id))
             _install_entry(manager, old)

@@ -85,6 +85,7 @@ class Agent:
         self.run_root = Path(run_root)
         self.plugins_dir = Path(plugins_dir)
         self.node = node or os.environ.get("PLUGINKIT_NODE") or socket.gethostname()
+        self.task = os.environ.get("PLUGINKIT_TASK", "")
         self.interval = interval
         self.ready_file = Path(ready_file) if ready_file is not None else None
         self._runtime = runtime
@@ -204,7 +205,13 @@ class Agent:
         return status
 
     def _report(self, status: dict[str, dict[str, Any]], spec: FleetSpec) -> None:
-        line = {"node": self.node, "spec": spec.digest, "time": time.time(), "plugins": status}
+        line = {
+            "node": self.node,
+            "task": self.task,
+            "spec": spec.digest,
+            "time": time.time(),
+            "plugins": status,
+        }
         sys.stdout.write(STATUS_PREFIX + json.dumps(line, sort_keys=True) + "\n")
         sys.stdout.flush()
         ready = all(

@@ -284,6 +284,7 @@ class Fleet:
             ],
             env={
                 "PLUGINKIT_NODE": "{{.Node.Hostname}}",
+                "PLUGINKIT_TASK": "{{.Task.ID}}",
                 "PLUGINKIT_INSECURE_REGISTRIES": ",".join(spec.agent.insecure_registries),
                 "PYTHONUNBUFFERED": "1",
             },
@@ -311,6 +312,14 @@ class Fleet:
             restart_policy=docker.types.RestartPolicy(condition="any", delay=1_000_000_000),
         )
 
+    def _running_tasks(self, service: Any) -> set[str]:
+        """Return the ids of the agent's running tasks (older tasks' reports are stale)."""
+        return {
+            str(task["ID"])
+            for task in service.tasks(filters={"desired-state": "running"})
+            if task["Status"]["State"] == "running"
+        }
+
     def _reports(self, service: Any) -> dict[str, dict[str, Any]]:
         """Return the last status line of each node's agent (newest report wins)."""
         import docker.errors
@@ -319,6 +328,7 @@ class Fleet:
             raw = self.client.api.service_logs(service.id, stdout=True, stderr=False, tail=200)
         except docker.errors.APIError:
             return {}
+        running = self._running_tasks(service)
         reports: dict[str, tuple[float, dict[str, Any]]] = {}
         for text in _log_lines(raw):
             start = text.find(STATUS_PREFIX)
@@ -330,6 +340,8 @@ class Fleet:
                 continue
             if not isinstance(report, dict):
                 continue
+            if report.get("task") not in running:
+                continue  # from an agent that has stopped since (an old report)
             node = str(report.get("node", ""))
             stamp = report.get("time")
             if not isinstance(stamp, (int, float)):

@@ -62,6 +62,13 @@ class RuntimeSpec:
     ``/run/docker/plugins``. ``state_dir`` is a private, persistent directory
     the runtime may use for its own bookkeeping (pid files, image ids), kept
     until the plugin is removed.
+
+    ``listen_fd``, when set, is a listening socket already bound at
+    :attr:`socket_path` that the plugin must serve on instead of binding its
+    own (systemd's ``LISTEN_FDS`` convention: descriptor 3 in the plugin,
+    ``LISTEN_FDS=1``, ``LISTEN_PID``); the runtime leaves the socket path
+    alone. The Manager sets it only for a runtime whose ``passes_listen_fd``
+    attribute is true, and only for plugins that opt in.
     """
 
     id: str
@@ -84,6 +91,7 @@ class RuntimeSpec:
     pid_host: bool = False
     propagated_mount: str = ""
     propagated_mount_source: Path | None = None
+    listen_fd: int | None = None
 
     @property
     def socket_path(self) -> Path:

@@ -33,6 +33,7 @@ from .._store import atomic_write
 from ._base import ExitCallback, PluginExit, RuntimeSpec
 from ._cgroup import CGroup, cgroup_base, plugin_cgroup_name
 from ._dispatch import ExitDispatcher
+from ._listen_fd import exec_with_listen_fd, remove_dead_socket
 from ._proclog import OutputStats, OutputStream, make_fifo, open_for_plugin
 
 __all__ = ["OutputStats", "ProcessRuntime"]
@@ -92,7 +93,9 @@ class ProcessRuntime:
     which may override those), then ``PLUGINKIT_SOCKET_DIR`` (the directory
     where the plugin must create its socket), ``PLUGINKIT_SOCKET`` (the
     socket's file name), ``PLUGINKIT_PLUGIN_ID`` and ``PLUGINKIT_PLUGIN_NAME``.
-    Stdin is ``/dev/null``.
+    Stdin is ``/dev/null``. With ``spec.listen_fd`` (an upgrade handing the
+    plugin's listening socket over) the plugin also gets it as descriptor 3
+    with ``LISTEN_FDS=1`` and ``LISTEN_PID``, as systemd passes sockets.
 
     **User.** ``spec.user`` is applied when the manager runs as root; else
     the plugin runs as the current user and a warning is logged.
@@ -157,6 +160,9 @@ class ProcessRuntime:
         memory_max: Memory limit of each plugin in bytes (cgroup ``memory.max``).
         cpu_max: CPU limit of each plugin in cores, e.g. ``0.5`` (cgroup ``cpu.max``).
     """
+
+    #: Starts plugins with ``spec.listen_fd`` handed over (see :class:`RuntimeSpec`).
+    passes_listen_fd = True
 
     def __init__(
         self,
@@ -478,7 +484,8 @@ class ProcessRuntime:
             spec.socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise RuntimeStartError(f"cannot start plugin {spec.name}: {exc}") from exc
-        _remove_socket(spec.socket_path)
+        if spec.listen_fd is None:  # else the socket is the manager's, already bound
+            _remove_socket(spec.socket_path)
 
         cgroup = self._cgroup(spec)
         fds: list[int] = []
@@ -519,7 +526,7 @@ class ProcessRuntime:
                     stdout=fds[0],
                     stderr=fds[1],
                     start_new_session=True,
-                    preexec_fn=_join_cgroup(procs_fd) if procs_fd is not None else None,
+                    preexec_fn=_preexec(spec, argv, env, procs_fd),
                     **user_kwargs,
                 )
             except (OSError, subprocess.SubprocessError) as exc:
@@ -862,7 +869,7 @@ class ProcessRuntime:
             return
         try:
             _remove_state(proc.state_dir)
-            _remove_socket(proc.socket_path)
+            remove_dead_socket(proc.socket_path)  # not the manager's, handed over
         except OSError as exc:
             _log.warning("plugin %s: cannot clean up after it: %s", proc.name, exc)
         finally:
@@ -870,6 +877,16 @@ class ProcessRuntime:
                 if self._procs.get(proc.id) is proc:
                     del self._procs[proc.id]
             proc.cleaned.set()
+
+
+def _preexec(
+    spec: RuntimeSpec, argv: list[str], env: dict[str, str], procs_fd: int | None
+) -> Callable[[], None] | None:
+    """Return the child's last steps before exec: join the cgroup, take the socket."""
+    join = _join_cgroup(procs_fd) if procs_fd is not None else None
+    if spec.listen_fd is None:
+        return join
+    return exec_with_listen_fd(spec.listen_fd, argv, env, join)
 
 
 def _join_cgroup(procs_fd: int) -> Callable[[], None]:

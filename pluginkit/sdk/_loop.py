@@ -236,6 +236,9 @@ class ServeLoop:
     #: More names served by the same server: a hard link to the unix socket
     #: (``<alias>.sock`` beside it) or a spec file each.
     aliases: tuple[str, ...] = ()
+    #: A listening socket handed over by the parent (``LISTEN_FDS``): served
+    #: on as it is, its path never removed (and no alias links made).
+    inherited: socket.socket | None = None
     listener: socket.socket = attrs.field(init=False)
     selector: selectors.BaseSelector = attrs.field(init=False)
     waker_r: socket.socket = attrs.field(init=False)
@@ -301,7 +304,10 @@ class ServeLoop:
 
     def _bind(self) -> socket.socket:
         where = self.where
-        if where.path is not None:
+        if self.inherited is not None:
+            sock = self.inherited
+            self.url = _url_of(sock)
+        elif where.path is not None:
             path = where.path
             prepare_unix_path(path)
             # Bind under a temporary name, set mode and group, listen, then
@@ -350,9 +356,7 @@ class ServeLoop:
             except BaseException:
                 sock.close()
                 raise
-            host, port = sock.getsockname()[:2]
-            shown = f"[{host}]" if ":" in host else host
-            self.url = f"tcp://{shown}:{port}"
+            self.url = _url_of(sock)
         sock.setblocking(False)
         return sock
 
@@ -961,6 +965,17 @@ class ServeLoop:
             _remove_if_ours(path, ino)
         _remove_if_ours(self.where.path, self.socket_ino)
         _remove_if_ours(self.spec_file, self.spec_ino)
+
+
+def _url_of(sock: socket.socket) -> str:
+    """Return the URL a listening socket serves (``unix://path`` or ``tcp://host:port``)."""
+    if sock.family == socket.AF_UNIX:
+        name = sock.getsockname()
+        shown = name.decode(errors="replace") if isinstance(name, bytes) else name
+        return f"unix://{shown}"
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"tcp://{shown}:{port}"
 
 
 def _remove_if_ours(path: Path | None, ino: int | None) -> None:

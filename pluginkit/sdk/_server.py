@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -28,8 +29,9 @@ import attrs
 from .._errors import PluginError
 from .._wire._json import decode_body, encode_compact
 from .._wire._json import json_error_reason as _json_error_reason
-from .._wire._listen import resolve_address
+from .._wire._listen import ListenAddress, resolve_address
 from .._wire._serverside import Request, response_head
+from ._activation import take_inherited_listener
 from ._address import resolve_gid
 from ._async import is_async_function
 from ._loop import (
@@ -109,6 +111,15 @@ def _default_logging() -> None:
 
 def _method(path: bytes) -> str:
     return path[1:].decode("utf-8", "replace")
+
+
+def _inherited_address(sock: socket.socket) -> ListenAddress:
+    """Return the address an inherited listening socket is bound to."""
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        text = name.decode(errors="replace") if isinstance(name, bytes) else name
+        return ListenAddress(path=Path(text))
+    return ListenAddress(host=name[0], port=name[1])
 
 
 def _default_max_connections() -> int:
@@ -561,8 +572,11 @@ class PluginServer:
         Args:
             address: A unix socket path, ``unix:///path``,
                 ``tcp://host:port`` (port 0 picks a free port), or None for
-                ``$PLUGINKIT_SOCKET_DIR/$PLUGINKIT_SOCKET``, else
-                ``/run/docker/plugins/<name>.sock``.
+                the listening socket the parent handed over (systemd's
+                ``LISTEN_FDS``/``LISTEN_PID``: socket activation, or the
+                manager upgrading the plugin; the server never removes its
+                path), else ``$PLUGINKIT_SOCKET_DIR/$PLUGINKIT_SOCKET``,
+                else ``/run/docker/plugins/<name>.sock``.
             gid: Group (id or name) given to the unix socket, like
                 go-plugins-helpers' ``ServeUnix``; None leaves it alone.
             mode: Permissions of the unix socket.
@@ -671,7 +685,11 @@ class PluginServer:
         with self._lock:
             if self._state is not None:
                 raise PluginError(f"the server is already serving at {self._state.url}")
-            resolved = resolve_address(address, self.name)
+            inherited = take_inherited_listener() if address is None else None
+            if inherited is not None:
+                resolved = _inherited_address(inherited)
+            else:
+                resolved = resolve_address(address, self.name)
             if certfile is not None:
                 if ssl_context is not None:
                     raise ValueError("pass either ssl_context or certfile/keyfile, not both")
@@ -697,6 +715,7 @@ class PluginServer:
                 read_timeout=self.read_timeout,
                 max_connections=self.max_connections or _default_max_connections(),
                 aliases=self.aliases,
+                inherited=inherited,
             )
             try:
                 if spec_dir is not None:
