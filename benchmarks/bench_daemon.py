@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from _daemon_helpers import DaemonProcess, http, make_plugin_dir  # noqa: E402
+from _daemon_helpers import DaemonProcess, http, kill_leftovers, make_plugin_dir  # noqa: E402
 
 DOCKER = "/usr/bin/docker"
 PAIRS = 21
@@ -47,7 +47,12 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
+        command,
+        env=env,
+        cwd=_INSTALLED[0],  # not the checkout: `python -c` looks in its cwd first
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
     )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -274,6 +279,7 @@ def main() -> None:
             for plugin in manager.list(enabled=True):
                 manager.disable(plugin.name, force=True)
         runtime.close()
+        kill_leftovers(d.root)
         shutil.rmtree(base, ignore_errors=True)
 
 

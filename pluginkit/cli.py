@@ -507,8 +507,23 @@ def cmd_completion(args: argparse.Namespace, out: TextIO) -> int:
 # -- the parser -----------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the whole command line: global options and one sub-parser per command."""
+class _Skipped:
+    """Stands in for the sub-parser of a command not being run: swallows its setup calls."""
+
+    def __getattr__(self, name: str) -> Any:
+        return self._swallow
+
+    def _swallow(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Build the command line: global options and one sub-parser per command.
+
+    ``only`` builds the sub-parser of that command alone (the others are
+    skipped): every invocation starts faster, and :func:`main` falls back to
+    the whole parser for help and usage errors.
+    """
     parser = _ArgumentParser(
         prog="pluginkit",
         description="Manage out-of-process plugins the way `docker plugin` does.",
@@ -540,6 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
     def command(
         name: str, func: Callable[..., int], help: str, **kw: Any
     ) -> argparse.ArgumentParser:
+        if only is not None and only != name and only not in kw.get("aliases", ()):
+            skipped: Any = _Skipped()
+            return skipped  # type: ignore[no-any-return]
         sub = commands.add_parser(name, help=help, description=help, **kw)
         # command_parser: whose --help a usage error found after parsing points at.
         sub.set_defaults(func=func, command_parser=sub)
@@ -683,6 +701,39 @@ def _version() -> str:
     return f"pluginkit version {__version__}"
 
 
+_GLOBAL_VALUE_OPTIONS = frozenset(
+    {"--root", "--run-root", "--runtime", "-H", "--host", "--tlscacert", "--tlscert", "--tlskey"}
+)
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """Guess the command named on the command line (``None`` when there is none).
+
+    A wrong guess costs nothing but time: :func:`main` then parses again with
+    the whole parser.
+    """
+    expect_value = False
+    for token in argv:
+        if expect_value:
+            expect_value = False
+        elif token.startswith("-"):
+            expect_value = token in _GLOBAL_VALUE_OPTIONS
+        else:
+            return token
+    return None
+
+
+def _parse_command_line(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse with the named command's sub-parser alone, else with the whole parser."""
+    word = _command_word(sys.argv[1:] if argv is None else argv)
+    if word is not None:
+        try:
+            return _parse(build_parser(only=word), argv)
+        except _UsageError:
+            pass  # an unknown command or a usage error: say it as the whole parser does
+    return _parse(build_parser(), argv)
+
+
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse, letting ``install``'s KEY=VALUE settings come before or after its options.
 
@@ -729,8 +780,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pluginkit`` command and return its exit status."""
     debug = False
     try:
-        parser = build_parser()
-        args = _parse(parser, argv)
+        args = _parse_command_line(argv)
         debug = args.debug
         if args.runtime not in RUNTIMES:
             raise _UsageError(

@@ -191,3 +191,27 @@ def dechunk(data: bytes) -> bytes:
         out += data[:size]
         data = data[size + 2 :]
     return out
+
+
+def kill_leftovers(root: Path) -> list[int]:
+    """SIGKILL the processes whose command line names ``root`` (plugins a test started).
+
+    A safety net after the plugins were disabled through a manager: it returns
+    the pids it had to kill, so that a caller can tell.
+    """
+    marker = str(root).encode()
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in cmdline:
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+            except ProcessLookupError:
+                pass
+    return killed

@@ -24,7 +24,7 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
-from _daemon_helpers import DaemonProcess, cli_env, http, make_plugin_dir
+from _daemon_helpers import DaemonProcess, cli_env, http, kill_leftovers, make_plugin_dir
 
 DOCKER = "/usr/bin/docker"
 DOCKER_NEW = "/usr/local/bin/docker"
@@ -40,6 +40,7 @@ def daemon(short_tmp: Path) -> Iterator[DaemonProcess]:
         d.stop()
         # The plugins outlive the daemon (live restore): stop them for good.
         _stop_plugins(d)
+        kill_leftovers(d.root)
 
 
 def _stop_plugins(d: DaemonProcess) -> None:

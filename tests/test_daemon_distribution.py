@@ -14,7 +14,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from _daemon_helpers import DaemonProcess, make_plugin_dir
+from _daemon_helpers import DaemonProcess, kill_leftovers, make_plugin_dir
 from _registry import run_registry
 
 DOCKER = "/usr/bin/docker"
@@ -35,6 +35,7 @@ def daemon(short_tmp: Path) -> Iterator[DaemonProcess]:
     finally:
         d.stop()
         _stop_plugins(d)
+        kill_leftovers(d.root)
 
 
 def _stop_plugins(d: DaemonProcess) -> None:
