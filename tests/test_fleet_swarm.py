@@ -7,6 +7,7 @@ the registry every node reaches. The tests run in order and share the Swarm.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -34,6 +35,14 @@ class World:
         self.agent_image = f"{swarm.registry}/pluginkit-agent:test"
         self.plugin_ref = f"{swarm.registry}/fleetvol:1"
         self.fleet_file = tmp / "fleet.toml"
+        # The caller's Docker credentials for the fleet's registry: they reach
+        # the agents as a Swarm secret (this registry asks for none).
+        self.docker_config = tmp / "docker-config"
+        self.docker_config.mkdir()
+        login = base64.b64encode(b"fleet:pw").decode()
+        (self.docker_config / "config.json").write_text(
+            json.dumps({"auths": {swarm.registry: {"auth": login}}})
+        )
 
     def write_fleet(self, settings: list[str] | None = None) -> Path:
         lines = [
@@ -57,7 +66,7 @@ class World:
             capture_output=True,
             text=True,
             timeout=600,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env={**os.environ, "PYTHONPATH": str(REPO), "DOCKER_CONFIG": str(self.docker_config)},
         )  # fmt: skip
         if check:
             assert done.returncode == 0, done.stderr
@@ -127,6 +136,14 @@ def test_apply_converges_on_every_node(world: World) -> None:
     for node in world.swarm.nodes:
         volume_works(node, f"v-{node.name}")
         assert len(plugin_containers(node)) == 1
+    manager = world.swarm.manager
+    (secret,) = manager.docker("secret", "ls", "--format", "{{.Name}}").split()
+    assert secret.startswith("pluginkit-fleet-auth-")
+    mounted = manager.docker(
+        "service", "inspect", "pluginkit-fleet-agent",
+        "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Secrets}}",
+    )  # fmt: skip
+    assert json.loads(mounted)[0]["File"]["Name"] == "docker/config.json"
 
 
 def test_reapplying_the_same_file_changes_nothing(world: World) -> None:
@@ -166,7 +183,7 @@ def test_changed_setting_rolls_out_one_node_at_a_time(world: World) -> None:
     done = subprocess.Popen(
         [sys.executable, "-m", "pluginkit", "fleet", "--docker-host", world.swarm.manager.url,
          "apply", str(world.write_fleet(["FLAVOUR=spicy"])), "--wait"],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO), "DOCKER_CONFIG": str(world.docker_config)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -290,6 +307,7 @@ def test_rm_of_the_last_plugin_leaves_nothing(world: World) -> None:
     manager = world.swarm.manager
     assert manager.docker("service", "ls", "--format", "{{.Name}}").split() == []
     assert manager.docker("config", "ls", "--format", "{{.Name}}").split() == []
+    assert manager.docker("secret", "ls", "--format", "{{.Name}}").split() == []
     for node in world.swarm.nodes:
         assert plugin_containers(node) == []
         images = node.docker("images", "--filter", "label=pluginkit.plugin.id", "-q")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import time
 from typing import Any
@@ -27,6 +28,7 @@ import attrs
 
 from .._errors import PluginError
 from ._agent import STATUS_PREFIX
+from ._credentials import SECRET_DIR, agent_docker_config
 from ._spec import FleetSpec, parse_spec
 
 __all__ = ["AGENT_SERVICE", "Fleet", "NodeStatus"]
@@ -78,10 +80,13 @@ class Fleet:
 
     # -- apply / remove -------------------------------------------------------
 
-    def apply(self, spec: FleetSpec) -> bool:
+    def apply(self, spec: FleetSpec, *, credentials: bool = True) -> bool:
         """Make the Swarm run ``spec``; return whether anything changed.
 
         Returns at once: the agents converge on their own (see :meth:`wait`).
+        With ``credentials``, the caller's Docker credentials for the
+        registries of the spec's plugins go to the agents as a Swarm secret
+        (see :mod:`pluginkit.fleet._credentials`).
 
         Raises:
             PluginError: The engine is not a Swarm manager, or refused the
@@ -91,16 +96,22 @@ class Fleet:
         import docker.types
 
         config_name = f"pluginkit-fleet-{spec.digest}"
+        auth = agent_docker_config(spec) if credentials else None
+        auth_name = (
+            f"pluginkit-fleet-auth-{hashlib.sha256(auth).hexdigest()[:16]}" if auth else None
+        )
         try:
             config_id = self._ensure_config(config_name, spec)
+            auth_id = self._ensure_secret(auth_name, auth) if auth_name and auth else None
             service = self._service()
             if (
                 service is not None
                 and self._current_config(service) == config_name
                 and self._image(service) == spec.agent.image
+                and self._current_secret(service) == auth_name
             ):
                 return False
-            task = self._task_template(spec, config_id, config_name)
+            task = self._task_template(spec, config_id, config_name, auth_id, auth_name)
             update = docker.types.UpdateConfig(
                 parallelism=1, order="stop-first", failure_action="pause", monitor=2_000_000_000
             )
@@ -125,6 +136,7 @@ class Fleet:
                     fetch_current_spec=False,
                 )
             self._drop_configs(keep=config_name)
+            self._drop_secrets(keep=auth_name)
         except docker.errors.APIError as exc:
             raise PluginError(f"the Swarm refused the fleet: {_explain(exc)}") from exc
         return True
@@ -167,6 +179,7 @@ class Fleet:
         if service is not None:
             service.remove()
         self._drop_configs(keep=None)
+        self._drop_secrets(keep=None)
 
     # -- status ---------------------------------------------------------------
 
@@ -263,6 +276,28 @@ class Fleet:
                 with contextlib.suppress(docker.errors.APIError):
                     config.remove()
 
+    def _ensure_secret(self, name: str, data: bytes) -> str:
+        for secret in self.client.secrets.list(filters={"name": name}):
+            if secret.name == name:
+                return str(secret.id)
+        created = self.client.secrets.create(name=name, data=data, labels={_LABEL: "auth"})
+        return str(created.id)
+
+    def _drop_secrets(self, *, keep: str | None) -> None:
+        import docker.errors
+
+        for secret in self.client.secrets.list(filters={"label": _LABEL}):
+            if secret.name != keep:
+                # Still referenced by a task being replaced: removed next time.
+                with contextlib.suppress(docker.errors.APIError):
+                    secret.remove()
+
+    @staticmethod
+    def _current_secret(service: Any) -> str | None:
+        task = service.attrs["Spec"]["TaskTemplate"]
+        secrets = task.get("ContainerSpec", {}).get("Secrets") or []
+        return str(secrets[0]["SecretName"]) if secrets else None
+
     @staticmethod
     def _current_config(service: Any) -> str:
         task = service.attrs["Spec"]["TaskTemplate"]
@@ -273,8 +308,30 @@ class Fleet:
     def _image(service: Any) -> str:
         return str(service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"])
 
-    def _task_template(self, spec: FleetSpec, config_id: str, config_name: str) -> Any:
+    def _task_template(
+        self,
+        spec: FleetSpec,
+        config_id: str,
+        config_name: str,
+        auth_id: str | None,
+        auth_name: str | None,
+    ) -> Any:
         import docker.types
+
+        env: dict[str, str | bytes | None] = {
+            "PLUGINKIT_NODE": "{{.Node.Hostname}}",
+            "PLUGINKIT_TASK": "{{.Task.ID}}",
+            "PLUGINKIT_INSECURE_REGISTRIES": ",".join(spec.agent.insecure_registries),
+            "PYTHONUNBUFFERED": "1",
+        }
+        secrets = []
+        if auth_id is not None and auth_name is not None:
+            env["DOCKER_CONFIG"] = f"/run/secrets/{SECRET_DIR}"
+            secrets.append(
+                docker.types.SecretReference(
+                    auth_id, auth_name, filename=f"{SECRET_DIR}/config.json", mode=0o400
+                )
+            )
 
         container = docker.types.ContainerSpec(
             image=spec.agent.image,
@@ -282,12 +339,8 @@ class Fleet:
                 "/usr/bin/python3", "-m", "pluginkit", "fleet", "agent", _SPEC_TARGET,
                 "--ready-file", _READY_FILE,
             ],
-            env={
-                "PLUGINKIT_NODE": "{{.Node.Hostname}}",
-                "PLUGINKIT_TASK": "{{.Task.ID}}",
-                "PLUGINKIT_INSECURE_REGISTRIES": ",".join(spec.agent.insecure_registries),
-                "PYTHONUNBUFFERED": "1",
-            },
+            env=env,
+            secrets=secrets or None,
             mounts=[docker.types.Mount(path, path, type="bind") for path in _NODE_MOUNTS],
             configs=[
                 docker.types.ConfigReference(config_id, config_name, filename=_SPEC_TARGET)
