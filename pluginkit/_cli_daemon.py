@@ -219,6 +219,9 @@ def dispatch(args: argparse.Namespace, out: TextIO) -> int | None:
         return None
     remote = find_daemon(args)
     if remote is None and command == "call":
+        from .cli import configure_logging
+
+        configure_logging(bool(getattr(args, "debug", False)))
         return local_call(args, out)
     if remote is None:
         if command in NEEDS_DAEMON:

@@ -734,13 +734,14 @@ def test_one_daemon_per_root(daemon: DaemonProcess, short_tmp: Path) -> None:
 
 
 def test_the_cli_path_to_the_daemon_stays_light(daemon: DaemonProcess, plugin_dir: Path) -> None:
-    """ls through the daemon imports none of the manager, attrs, cattrs, distribution, docker."""
+    """ls through the daemon imports none of the manager, attrs, cattrs, docker, logging..."""
     import sys
 
     daemon.cli("create", "light", str(plugin_dir))
     heavy = [
         "attr", "cattrs", "docker", "requests", "pluginkit._manager", "pluginkit._client",
         "pluginkit._config", "pluginkit.distribution", "pluginkit.runtime", "http.client",
+        "logging",
     ]  # fmt: skip
     code = (
         "import sys\n"
