@@ -244,3 +244,29 @@ def test_daemon_api_passes_its_health_check(short_tmp: Path) -> None:
         with daemon:
             assert daemon.manager.health_check == expected
     assert Daemon(short_tmp / "root").health_check == HealthCheck()
+
+
+def test_events_without_since_shows_new_events_only(daemon: DaemonProcess, short_tmp: Path) -> None:
+    """As dockerd: no `since`/`until` -> no past events, only what happens next."""
+    plugin_dir = make_plugin_dir(short_tmp / "ctx")
+    daemon.cli("create", "old", str(plugin_dir))
+    follower = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "pluginkit", "--root", str(daemon.root)),
+            *("--run-root", str(daemon.run_root), "events", "--format", "json"),
+        ],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(0.5)  # the follower is connected
+        daemon.cli("create", "new", str(plugin_dir))
+        assert follower.stdout is not None
+        first = json.loads(follower.stdout.readline())
+    finally:
+        follower.terminate()
+        follower.wait(timeout=10)
+        if follower.stdout is not None:
+            follower.stdout.close()
+    assert (first["Action"], first["Actor"]["Attributes"]) == ("create", {"name": "new:latest"})
