@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from ._lazy import lazy_exports
+
 if TYPE_CHECKING:
     from ._async_client import AsyncClient
     from ._async_lookup import afind_with_capability, alookup_with_capability
@@ -133,23 +135,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    from ._public import publish
-
-    value = getattr(importlib.import_module(module, __name__), name)
-    # Tracebacks and help() show pluginkit.Name, not its private module.
-    publish({"__name__": __name__, "__all__": [name], name: value})
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY)
 
 
 __version__ = "0.1.0.dev0"

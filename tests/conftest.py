@@ -12,6 +12,7 @@ in CI): then they fail, so that a broken CI machine cannot pass by skipping.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -187,3 +188,21 @@ def engine_client(request: pytest.FixtureRequest) -> Iterator[Any]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def podman_busybox(podman_engine: Any, tmp_path: Path) -> Iterator[str]:
+    """A static busybox image (sh, cat) in the private Podman's storage; removed afterwards."""
+    import tarfile
+
+    archive = tmp_path / "busybox.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add("/bin/busybox", "bin/busybox")
+        for tool in ("sh", "cat"):
+            link = tarfile.TarInfo(f"bin/{tool}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+    tag = f"localhost/pk-busybox:{secrets.token_hex(4)}"
+    podman_engine.podman("import", str(archive), tag)
+    yield tag
+    podman_engine.podman("rmi", "--force", tag, check=False)

@@ -16,8 +16,6 @@ its container (see the "Podman hosts" guide).
 from __future__ import annotations
 
 import json
-import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,25 +58,10 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return context, volumes
 
 
-@pytest.fixture
-def busybox(podman_engine: Any, tmp_path: Path) -> Iterator[str]:
-    """A static busybox image in the private Podman's storage."""
-    archive = tmp_path / "busybox.tar"
-    with tarfile.open(archive, "w") as tar:
-        tar.add("/bin/busybox", "bin/busybox")
-        for tool in ("sh", "cat"):
-            link = tarfile.TarInfo(f"bin/{tool}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(link)
-    podman_engine.podman("import", str(archive), "localhost/pk-busybox:1")
-    yield "localhost/pk-busybox:1"
-    podman_engine.podman("rmi", "--force", "localhost/pk-busybox:1", check=False)
-
-
 def test_podman_uses_a_plugin_managed_by_pluginkit(
     podman_engine: Any,
     context: tuple[Path, Path],
-    busybox: str,
+    podman_busybox: str,
     tmp_path: Path,
     short_tmp: Path,
 ) -> None:
@@ -106,7 +89,7 @@ def test_podman_uses_a_plugin_managed_by_pluginkit(
         # Podman asks the plugin for the path only when it mounts the volume.
         assert (inspect[0]["Name"], inspect[0]["Mountpoint"]) == ("pkv", "")
         out = podman_engine.podman(
-            "run", "--rm", "--network", "none", "-v", "pkv:/v", busybox,
+            "run", "--rm", "--network", "none", "-v", "pkv:/v", podman_busybox,
             "sh", "-c", "echo kept > /v/file && cat /v/file",
             config=config,
         )  # fmt: skip

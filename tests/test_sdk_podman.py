@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import tarfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,23 +74,8 @@ class CountingVolumes(VolumeDriver):
         return volume.ListResponse([volume.Volume(name=n) for n in names])
 
 
-@pytest.fixture
-def busybox(podman_engine: Any, tmp_path: Path) -> Iterator[str]:
-    """A static busybox image in the private Podman's storage."""
-    archive = tmp_path / "busybox.tar"
-    with tarfile.open(archive, "w") as tar:
-        tar.add("/bin/busybox", "bin/busybox")
-        for tool in ("sh", "cat"):
-            link = tarfile.TarInfo(f"bin/{tool}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(link)
-    podman_engine.podman("import", str(archive), "localhost/pk-sdk-busybox:1")
-    yield "localhost/pk-sdk-busybox:1"
-    podman_engine.podman("rmi", "--force", "localhost/pk-sdk-busybox:1", check=False)
-
-
 def test_podman_call_pattern(
-    podman_engine: Any, busybox: str, tmp_path: Path, short_tmp: Path
+    podman_engine: Any, podman_busybox: str, tmp_path: Path, short_tmp: Path
 ) -> None:
     """create, run -v (twice), ls, inspect and rm through podman; every answer as Podman needs."""
     name = f"pk-sdk-{secrets.token_hex(4)}"
@@ -110,7 +93,7 @@ def test_podman_call_pattern(
         assert driver.calls[:2] == ["Get: no such volume", "Create"]
         for text in ("one", "two"):
             out = podman_engine.podman(
-                "run", "--rm", "--network", "none", "-v", "pkv:/v", busybox,
+                "run", "--rm", "--network", "none", "-v", "pkv:/v", podman_busybox,
                 "sh", "-c", f"echo {text} >> /v/file && cat /v/file",
                 config=config,
             )  # fmt: skip

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .._lazy import lazy_exports
+
 if TYPE_CHECKING:
     from ._listen import DaemonTLS
     from ._notify import sd_notify
@@ -24,15 +26,4 @@ __all__ = ["Daemon", "DaemonTLS", "sd_notify"]
 _LAZY = {"Daemon": "._server", "DaemonTLS": "._listen", "sd_notify": "._notify"}
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    from .._public import publish
-
-    value = getattr(importlib.import_module(module, __name__), name)
-    publish({"__name__": __name__, "__all__": [name], name: value})
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .._lazy import lazy_exports
+
 if TYPE_CHECKING:
     from ._agent import Agent
     from ._fleet import AGENT_SERVICE, Fleet, NodeStatus
@@ -53,20 +55,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    from .._public import publish
-
-    value = getattr(importlib.import_module(module, __name__), name)
-    # Tracebacks and help() show pluginkit.fleet.Name, not its private module.
-    publish({"__name__": __name__, "__all__": [name], name: value})
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY)
