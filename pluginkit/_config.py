@@ -1,7 +1,9 @@
 """Docker's plugin ``config.json``, plugin settings and privileges as attrs models.
 
 Python names are snake_case; the JSON is Docker's PascalCase. One cattrs
-converter does every conversion, and behaves like the Go decoder Docker uses:
+converter does every conversion: the Docker-JSON converter the SDK's models
+use too (:mod:`pluginkit._dockerjson`: field names, objects, ``omitempty``),
+with config.json's additions, so that it behaves like the Go decoder Docker uses:
 
 - keys are matched case-insensitively (``"interface"``, ``"Interface"`` and
   ``"INTERFACE"`` are the same key), unknown keys are ignored;
@@ -52,8 +54,8 @@ from cattrs.errors import (
     IterableValidationError,
     IterableValidationNote,
 )
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from ._dockerjson import METADATA_KEY, OMITEMPTY, make_converter, wire_name
 from ._errors import InstallLimitError, InvalidConfigError
 from ._files import FileKindError, FileTooLargeError, read_small_file
 
@@ -93,9 +95,8 @@ PROTOCOL_SCHEME_HTTP_V1: Final = "moby.plugins.http/v1"
 """The only plugin protocol Docker (and pluginkit) speaks; ``""`` means it too."""
 
 # Field metadata keys: the JSON name when it is not the PascalCase of the
-# Python name, Go's ``omitempty``, and "an empty tuple is [] not null".
-_JSON: Final = "pluginkit.json"
-_OMITEMPTY: Final = "pluginkit.omitempty"
+# Python name and Go's ``omitempty`` (both shared with the SDK's models, see
+# _dockerjson), and "an empty tuple is [] not null" (config.json only).
 _EMPTY_LIST: Final = "pluginkit.empty_list"
 
 
@@ -104,9 +105,9 @@ def _meta(
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     if json_name is not None:
-        meta[_JSON] = json_name
+        meta[METADATA_KEY] = json_name
     if omitempty:
-        meta[_OMITEMPTY] = True
+        meta[OMITEMPTY] = True
     if empty_list:
         meta[_EMPTY_LIST] = True
     return meta
@@ -388,23 +389,6 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _json_name(attribute: attrs.Attribute[Any]) -> str:
-    explicit = attribute.metadata.get(_JSON)
-    if explicit is not None:
-        return str(explicit)
-    return "".join(part.capitalize() for part in attribute.name.split("_"))
-
-
-def _fold(key: str) -> str:
-    """Case-fold a key the way Go's encoding/json matches field names.
-
-    ASCII letters fold to lower case; Go also matches the Kelvin sign and the
-    long s to ``k`` and ``s``. Anything else stays as is (and so never matches
-    one of our ASCII field names).
-    """
-    return key.lower().replace("\u017f", "s")
-
-
 class _EmptyList(tuple[Any, ...]):
     """An empty tuple standing for an explicit ``[]`` of the JSON (Go: an empty, non-nil slice).
 
@@ -471,8 +455,25 @@ def _structure_capability(value: Any, _: Any) -> CapabilityID:
     raise _Problem(f'expected a string like "docker.volumedriver/1.0", got {_show(value)}')
 
 
+def _not_object(cls: type[Any], value: Any) -> Exception:
+    return _Problem(f"expected an object, got {_show(value)}")
+
+
+def _is_model(t: Any) -> bool:
+    return attrs.has(t) and t is not CapabilityID
+
+
 def _make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(detailed_validation=True, forbid_extra_keys=False)
+    # Docker's JSON rules shared with the SDK's models, plus Go's
+    # case-insensitive keys and the engine's key order.
+    conv = make_converter(
+        case_insensitive=True,
+        sort_keys=True,
+        not_object=_not_object,
+        is_model=_is_model,
+        field_hooks=lambda conv, cl, a: field_hooks(cl, a),
+    )
+    # null stands for the zero value; every other value must have the right type.
     conv.register_structure_hook(str, _structure_str)
     conv.register_structure_hook(bool, _structure_bool)
     conv.register_structure_hook(int, _structure_uint32)
@@ -510,44 +511,6 @@ def _make_converter() -> cattrs.Converter:
 
         return hook
 
-    def structure_class(cl: type[Any]) -> Callable[[Any, Any], Any]:
-        attrs.resolve_types(cl)
-        fields = attrs.fields(cl)
-        names = {a.name: _json_name(a) for a in fields}
-        overrides: dict[str, Any] = {name: override(rename=key) for name, key in names.items()}
-        if cl is PluginConfig:
-            overrides["user"] = override(rename=names["user"], struct_hook=structure_user)
-        inner = make_dict_structure_fn(cl, conv, **overrides)
-        exact = frozenset(names.values())
-        by_fold = {_fold(key): key for key in exact}
-        # Docker's spelling and the docs' all-lower-case one are found without
-        # folding each key: known[k] == by_fold[_fold(k)] for every k in it.
-        known = {**by_fold, **{key: key for key in exact}}
-
-        def hook(value: Any, _: Any) -> Any:
-            if value is None:
-                return cl()
-            if not isinstance(value, dict):
-                raise _Problem(f"expected an object, got {_show(value)}")
-            if exact.issuperset(value):
-                return inner(value, cl)  # Docker's own spelling: nothing to fold
-            canonical: dict[str, Any] = {}
-            for key, item in value.items():
-                target = known.get(key)
-                if target is None and isinstance(key, str):
-                    target = by_fold.get(_fold(key))
-                if target is None:
-                    continue  # unknown keys are tolerated, as by Go's decoder
-                previous = canonical.get(target)
-                if isinstance(previous, dict) and isinstance(item, dict):
-                    # Go decodes a second "interface" into the same struct:
-                    # keys of the later object win, the others stay.
-                    item = {**previous, **item}
-                canonical[target] = item
-            return inner(canonical, cl)
-
-        return hook
-
     def structure_user(value: Any, _: Any) -> User | None:
         # uid 0 / gid 0 is what Docker shows as "User": {}; keep one spelling.
         if value is None:
@@ -565,44 +528,22 @@ def _make_converter() -> cattrs.Converter:
 
         return hook
 
-    def unstructure_class(cl: type[Any]) -> Callable[[Any], Any]:
-        # Field types are strings (postponed annotations) until resolved; the
-        # tuple hooks below need the real types, whatever was converted first.
-        attrs.resolve_types(cl)
-        overrides: dict[str, Any] = {}
-        for a in attrs.fields(cl):
-            field_hook: Callable[[Any], Any] | None = None
-            if _is_tuple(a.type):
-                field_hook = unstructure_tuple(a.type, empty_list=bool(a.metadata.get(_EMPTY_LIST)))
-            elif cl is PluginConfig and a.name == "user":
-                field_hook = _unstructure_user
-            overrides[a.name] = override(
-                rename=_json_name(a),
-                omit_if_default=bool(a.metadata.get(_OMITEMPTY)),
-                unstruct_hook=field_hook,
-            )
-        inner = make_dict_unstructure_fn(cl, conv, **overrides)
-
-        def hook(value: Any) -> dict[str, Any]:
-            # Go marshals these structs in their (alphabetical) field order;
-            # sorting the keys gives the engine's exact key order.
-            return dict(sorted(inner(value).items()))
-
-        return hook
-
     def _unstructure_user(user: User | None) -> dict[str, Any]:
         if user is None:
             return {}
         result: dict[str, Any] = conv.unstructure(user, User)
         return result
 
+    def field_hooks(
+        cl: type[Any], a: attrs.Attribute[Any]
+    ) -> tuple[Callable[[Any, Any], Any] | None, Callable[[Any], Any] | None]:
+        if cl is PluginConfig and a.name == "user":
+            return structure_user, _unstructure_user
+        if _is_tuple(a.type):
+            return None, unstructure_tuple(a.type, empty_list=bool(a.metadata.get(_EMPTY_LIST)))
+        return None, None
+
     conv.register_structure_hook_factory(_is_tuple, structure_tuple)
-    conv.register_structure_hook_factory(
-        lambda t: attrs.has(t) and t is not CapabilityID, structure_class
-    )
-    conv.register_unstructure_hook_factory(
-        lambda t: attrs.has(t) and t is not CapabilityID, unstructure_class
-    )
     return conv
 
 
@@ -612,7 +553,7 @@ _converter = _make_converter()
 def _problems(exc: BaseException, path: str) -> list[tuple[str, str]]:
     """Flatten cattrs' nested validation errors into (JSON path, message) pairs."""
     if isinstance(exc, ClassValidationError):
-        names = {a.name: _json_name(a) for a in attrs.fields(exc.cl)}
+        names = {a.name: wire_name(a) for a in attrs.fields(exc.cl)}
         with_notes, without = exc.group_exceptions()
         found: list[tuple[str, str]] = []
         for sub, note in with_notes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +217,28 @@ def kill_leftovers(root: Path) -> list[int]:
             except ProcessLookupError:
                 pass
     return killed
+
+
+def stop_plugins(d: DaemonProcess) -> None:
+    """Disable every enabled plugin of the daemon's root (they outlive it: live restore)."""
+    from pluginkit import Manager
+    from pluginkit.runtime import ProcessRuntime
+
+    runtime = ProcessRuntime()
+    with Manager(d.root, run_root=d.run_root, runtime=runtime, legacy=None) as manager:
+        for plugin in manager.list(enabled=True):
+            manager.disable(plugin.name, force=True)
+    runtime.close()
+
+
+@contextlib.contextmanager
+def running_daemon(tmp: Path) -> Iterator[DaemonProcess]:
+    """A started daemon on ``tmp``; afterwards it is stopped and its plugins too, for good."""
+    d = DaemonProcess(tmp)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+        stop_plugins(d)
+        kill_leftovers(d.root)

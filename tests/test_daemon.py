@@ -24,7 +24,13 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
-from _daemon_helpers import DaemonProcess, cli_env, http, kill_leftovers, make_plugin_dir
+from _daemon_helpers import (
+    DaemonProcess,
+    cli_env,
+    http,
+    make_plugin_dir,
+    running_daemon,
+)
 
 DOCKER = "/usr/bin/docker"
 DOCKER_NEW = "/usr/local/bin/docker"
@@ -32,26 +38,8 @@ DOCKER_NEW = "/usr/local/bin/docker"
 
 @pytest.fixture
 def daemon(short_tmp: Path) -> Iterator[DaemonProcess]:
-    d = DaemonProcess(short_tmp)
-    d.start()
-    try:
+    with running_daemon(short_tmp) as d:
         yield d
-    finally:
-        d.stop()
-        # The plugins outlive the daemon (live restore): stop them for good.
-        _stop_plugins(d)
-        kill_leftovers(d.root)
-
-
-def _stop_plugins(d: DaemonProcess) -> None:
-    from pluginkit import Manager
-    from pluginkit.runtime import ProcessRuntime
-
-    runtime = ProcessRuntime()
-    with Manager(d.root, run_root=d.run_root, runtime=runtime, legacy=None) as manager:
-        for plugin in manager.list(enabled=True):
-            manager.disable(plugin.name, force=True)
-    runtime.close()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from _daemon_helpers import DaemonProcess, kill_leftovers, make_plugin_dir
+from _daemon_helpers import DaemonProcess, make_plugin_dir, running_daemon
 from _registry import run_registry
 
 DOCKER = "/usr/bin/docker"
@@ -28,25 +28,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def daemon(short_tmp: Path) -> Iterator[DaemonProcess]:
-    d = DaemonProcess(short_tmp)
-    d.start()
-    try:
+    with running_daemon(short_tmp) as d:
         yield d
-    finally:
-        d.stop()
-        _stop_plugins(d)
-        kill_leftovers(d.root)
-
-
-def _stop_plugins(d: DaemonProcess) -> None:
-    from pluginkit import Manager
-    from pluginkit.runtime import ProcessRuntime
-
-    runtime = ProcessRuntime()
-    with Manager(d.root, run_root=d.run_root, runtime=runtime, legacy=None) as manager:
-        for plugin in manager.list(enabled=True):
-            manager.disable(plugin.name, force=True)
-    runtime.close()
 
 
 def _docker(d: DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
