@@ -27,6 +27,7 @@ handlers = logging.getLogger("pluginkit").handlers
 print(imported, sorted(type(h).__name__ for h in handlers))
 """
 
+
 def _modules_that_log() -> list[str]:
     names = []
     for path in sorted(PACKAGE.rglob("*.py")):
