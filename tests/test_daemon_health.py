@@ -17,44 +17,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from _daemon_helpers import DaemonProcess, cli_env, http, kill_leftovers, make_plugin_dir
+from _daemon_helpers import DaemonProcess, cli_env, http, make_plugin_dir, running_daemon
 
 from pluginkit import HealthCheck
 from pluginkit.daemon import Daemon
 from pluginkit.testing import FakeRuntime
 
 
-def _stop_plugins(d: DaemonProcess) -> None:
-    from pluginkit import Manager
-    from pluginkit.runtime import ProcessRuntime
-
-    runtime = ProcessRuntime()
-    with Manager(d.root, run_root=d.run_root, runtime=runtime, legacy=None) as manager:
-        for plugin in manager.list(enabled=True):
-            manager.disable(plugin.name, force=True)
-    runtime.close()
-
-
-def _daemon(short_tmp: Path, *options: str) -> Iterator[DaemonProcess]:
-    d = DaemonProcess(short_tmp)
-    command = [sys.executable, "-m", "pluginkit", "--root", str(d.root)]
-    command += ["--run-root", str(d.run_root), "daemon", *options]
-    with open(d.log, "ab") as log:
-        d.proc = subprocess.Popen(
-            command, env=cli_env(), stdout=log, stderr=log, start_new_session=True
-        )
-    d.wait_ready()
-    try:
-        yield d
-    finally:
-        d.stop()
-        _stop_plugins(d)
-        kill_leftovers(d.root)
-
-
 @pytest.fixture
 def daemon(short_tmp: Path) -> Iterator[DaemonProcess]:
-    yield from _daemon(short_tmp)
+    with running_daemon(short_tmp) as d:
+        yield d
 
 
 def api(d: DaemonProcess, path: str) -> tuple[int, object]:
@@ -172,7 +145,7 @@ def test_health_options_reach_the_manager(short_tmp: Path) -> None:
     """--health-interval/-timeout/-retries/-method build the daemon's HealthCheck."""
     options = ["--health-interval", "0.25", "--health-timeout", "0.1", "--health-retries", "3"]
     options += ["--health-method", "VolumeDriver.Capabilities"]
-    for d in _daemon(short_tmp, *options):
+    with running_daemon(short_tmp, *options) as d:
         _, info = api(d, "/pluginkit/v1/info")
         assert isinstance(info, dict)
         assert info["HealthCheck"] == {
@@ -186,7 +159,7 @@ def test_health_options_reach_the_manager(short_tmp: Path) -> None:
 def test_no_health_check(short_tmp: Path) -> None:
     """--no-health-check: no probes, no Health field, no HEALTH column."""
     plugin_dir = make_plugin_dir(short_tmp / "ctx")
-    for d in _daemon(short_tmp, "--no-health-check"):
+    with running_daemon(short_tmp, "--no-health-check") as d:
         _, info = api(d, "/pluginkit/v1/info")
         assert isinstance(info, dict)
         assert info["HealthCheck"] is None
