@@ -8,7 +8,6 @@ with :mod:`pluginkit.sdk` work with a real Docker engine.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 from ._lazy import lazy_exports
@@ -140,10 +139,8 @@ __getattr__, __dir__ = lazy_exports(globals(), _LAZY)
 
 __version__ = "0.1.0.dev0"
 
-# A library must not print on its own: plugin output (logger
-# "pluginkit.plugin") and pluginkit's own logs reach the application's
-# handlers, and nothing at all when logging is not configured.
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+# The "pluginkit" logger's NullHandler is installed by pluginkit._log, which
+# every module that logs imports: `import pluginkit` does not import logging.
 
 __all__ = [
     # errors

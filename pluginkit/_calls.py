@@ -12,6 +12,8 @@ import logging
 import time
 from typing import Any, Final
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
+
 from ._bodies import FileBody
 from ._errors import PluginConnectionError, PluginProtocolError, PluginTimeoutError
 from ._pool import ConnectFailed, reason

@@ -107,6 +107,37 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
         action="store_false",
         help="stop the plugins when the daemon stops (default: they keep running)",
     )
+    # Defaults are HealthCheck's (not imported here: the CLI's path to a daemon stays light).
+    sub.add_argument(
+        "--health-interval",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between two probes of a running plugin (default 1)",
+    )
+    sub.add_argument(
+        "--health-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds a probe waits for the plugin's answer (default 0.5)",
+    )
+    sub.add_argument(
+        "--health-retries",
+        type=int,
+        metavar="N",
+        help="failed probes in a row that make a plugin unhealthy and restart it (default 2)",
+    )
+    sub.add_argument(
+        "--health-method",
+        metavar="METHOD",
+        help="plugin method to call, e.g. VolumeDriver.Capabilities (then only a 2xx "
+        "answer is healthy; default: Plugin.Activate, any answer is healthy)",
+    )
+    sub.add_argument(
+        "--no-health-check",
+        dest="health_check",
+        action="store_false",
+        help="do not probe the plugins (default: probe them, restart hung ones)",
+    )
 
     sub = command("logs", cmd_logs, "show a plugin's output (needs the daemon)")
     sub.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
@@ -188,6 +219,9 @@ def dispatch(args: argparse.Namespace, out: TextIO) -> int | None:
         return None
     remote = find_daemon(args)
     if remote is None and command == "call":
+        from .cli import configure_logging
+
+        configure_logging(bool(getattr(args, "debug", False)))
         return local_call(args, out)
     if remote is None:
         if command in NEEDS_DAEMON:
@@ -233,7 +267,13 @@ def remote_inspect(remote: Remote, args: argparse.Namespace, out: TextIO) -> int
             records.append(remote.json("GET", _path(name, "/json")))
         except RemoteError as exc:
             errors.append(str(exc))
-    out.write(json.dumps(records, indent=4) + "\n")
+    if args.format:  # the same Go template as in-process
+        from ._cli_format import print_inspect
+        from .cli import _formatted
+
+        _formatted(print_inspect, records, args.format, out)
+    else:
+        out.write(json.dumps(records, indent=4) + "\n")
     for error in errors:
         sys.stderr.write(f"Error: {error}\n")
     return 1 if errors else 0
@@ -669,6 +709,31 @@ _REMOTE["events"] = remote_events
 # -- the daemon -----------------------------------------------------------------------------
 
 
+_HEALTH_OPTIONS = ("interval", "timeout", "retries", "method")
+
+
+def health_check(args: argparse.Namespace) -> Any:
+    """Build the daemon's :class:`~pluginkit.HealthCheck` from its options (``None``: off)."""
+    from .cli import CLIError
+
+    given = {k: getattr(args, f"health_{k}") for k in _HEALTH_OPTIONS}
+    given = {k: v for k, v in given.items() if v is not None}
+    if not args.health_check:
+        if given:
+            option = f"--health-{next(iter(given))}"
+            raise CLIError(f"{option} cannot be combined with --no-health-check")
+        return None
+    from ._health import HealthCheck
+
+    try:
+        return HealthCheck(**given)
+    except ValueError as exc:
+        message = str(exc)
+        for key in _HEALTH_OPTIONS:
+            message = message.replace(f"HealthCheck.{key}", f"--health-{key}")
+        raise CLIError(message) from None
+
+
 def cmd_daemon(args: argparse.Namespace, out: TextIO) -> int:
     """``pluginkit daemon``: serve in the foreground until SIGTERM."""
     import logging
@@ -683,6 +748,7 @@ def cmd_daemon(args: argparse.Namespace, out: TextIO) -> int:
         if not (ca and cert and key):
             raise CLIError("TLS needs --tlscacert, --tlscert and --tlskey")
         tls = DaemonTLS(ca, cert, key)
+    checks = health_check(args)
     plugin_log = logging.getLogger("pluginkit.plugin")
     plugin_log.setLevel(logging.DEBUG)
     # Plugin output goes to the daemon's log files; on stderr with --debug only.
@@ -702,6 +768,7 @@ def cmd_daemon(args: argparse.Namespace, out: TextIO) -> int:
             runtime = _make_runtime(args.runtime, stack)
         daemon = Daemon(
             args.root,
+            health_check=checks,
             run_root=args.run_root,
             runtime=runtime,
             hosts=hosts,

@@ -25,6 +25,8 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
+
 __all__ = ["Answer", "FakeHub", "Listener"]
 
 _log = logging.getLogger("pluginkit.testing")

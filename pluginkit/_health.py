@@ -23,6 +23,8 @@ from collections.abc import Callable, Hashable
 
 import attrs
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
+
 __all__ = ["HEALTHY", "STARTING", "UNHEALTHY", "HealthCheck", "HealthMonitor"]
 
 log = logging.getLogger("pluginkit.manager")

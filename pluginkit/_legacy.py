@@ -28,6 +28,8 @@ from typing import Any
 
 import attrs
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
+
 from ._client import Client
 from ._errors import (
     ErrInadequateCapability,

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import attrs
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
+
 from ._config import (
     PluginConfig,
     Privilege,

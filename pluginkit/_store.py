@@ -35,6 +35,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
+
 from ._errors import PluginError, RootInUseError
 
 __all__ = ["PLUGIN_ID_RE", "RootLock", "Store", "atomic_write", "fsync_dir"]

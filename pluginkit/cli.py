@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,8 +36,6 @@ if TYPE_CHECKING:
     from .runtime.docker import ImportProgress
 
 __all__ = ["main"]
-
-log = logging.getLogger(__name__)
 
 RUNTIMES = ("docker", "process")
 EXIT_ERROR = 1
@@ -370,7 +367,11 @@ def cmd_install(args: argparse.Namespace, out: TextIO) -> int:
                 try:
                     manager.remove(plugin.name, force=True)
                 except PluginError as exc:
-                    log.warning("could not remove %s again: %s", plugin.name, exc)
+                    import logging
+
+                    logging.getLogger(__name__).warning(
+                        "could not remove %s again: %s", plugin.name, exc
+                    )
                 raise
         if not args.disable:
             manager.enable(plugin.name, timeout=DEFAULT_ENABLE_TIMEOUT)
@@ -776,6 +777,25 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
 
 
+def configure_logging(debug: bool) -> None:
+    """Log to stderr (DEBUG with ``--debug``, else WARNING) for a command run in-process.
+
+    A command answered by the daemon logs nothing and skips this (and the
+    import of :mod:`logging`).
+    """
+    import logging
+
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not debug:
+        # What plugins print is theirs, not the command's output (docker
+        # plugin does not show it either); a failed start quotes it.
+        logging.getLogger("pluginkit.plugin").setLevel(logging.CRITICAL + 1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pluginkit`` command and return its exit status."""
     debug = False
@@ -786,15 +806,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise _UsageError(
                 f"PLUGINKIT_RUNTIME must be one of {', '.join(RUNTIMES)}, not {args.runtime!r}"
             )
-        logging.basicConfig(
-            level=logging.DEBUG if debug else logging.WARNING,
-            stream=sys.stderr,
-            format="%(levelname)s %(name)s: %(message)s",
-        )
-        if not debug:
-            # What plugins print is theirs, not the command's output (docker
-            # plugin does not show it either); a failed start quotes it.
-            logging.getLogger("pluginkit.plugin").setLevel(logging.CRITICAL + 1)
         if args.root is not None:
             args.root = Path(args.root)
         if args.run_root is not None:
@@ -802,6 +813,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A running daemon answers what it can; else an in-process manager.
         status = _cli_daemon.dispatch(args, sys.stdout)
         if status is None:
+            configure_logging(debug)
             status = args.func(args, sys.stdout)
         sys.stdout.flush()
         return status

@@ -52,6 +52,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
+
 from ._errors import ErrDisabled, PluginError, RuntimeStartError, _json_error_reason
 from ._fakehub import Answer, FakeHub, Listener
 from .runtime._base import ExitCallback, PluginExit, RuntimeSpec

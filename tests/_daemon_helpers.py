@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ while True:
     try:
         request = conn.recv(65536).decode(errors="replace")
         method = request.split(" ", 2)[1].lstrip("/") if " " in request else ""
-        if method:
+        if method and method != "Plugin.Activate":  # not the daemon's health probes
             print(f"called {{method}}", flush=True)
         body = json.dumps({{"Implements": ["VolumeDriver"], "Pid": os.getpid()}}).encode()
         head = "HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\n"
@@ -102,9 +102,16 @@ class DaemonProcess:
     def host(self) -> str:
         return f"unix://{self.socket}"
 
-    def start(self, *extra: str, env: dict[str, str] | None = None, wait: bool = True) -> None:
+    def start(
+        self,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        options: Sequence[str] = (),
+    ) -> None:
+        """Start it: ``extra`` are global options (before ``daemon``), ``options`` the daemon's."""
         command = [sys.executable, "-m", "pluginkit", "--root", str(self.root)]
-        command += ["--run-root", str(self.run_root), *extra, "daemon"]
+        command += ["--run-root", str(self.run_root), *extra, "daemon", *options]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 command, env=env or cli_env(), stdout=log, stderr=log, start_new_session=True
@@ -232,10 +239,10 @@ def stop_plugins(d: DaemonProcess) -> None:
 
 
 @contextlib.contextmanager
-def running_daemon(tmp: Path) -> Iterator[DaemonProcess]:
-    """A started daemon on ``tmp``; afterwards it is stopped and its plugins too, for good."""
+def running_daemon(tmp: Path, *options: str) -> Iterator[DaemonProcess]:
+    """A started daemon on ``tmp`` (with ``options``); then it and its plugins are stopped."""
     d = DaemonProcess(tmp)
-    d.start()
+    d.start(options=options)
     try:
         yield d
     finally:

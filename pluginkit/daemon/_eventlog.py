@@ -102,11 +102,13 @@ class EventLog:
     ) -> Iterator[dict[str, Any] | None]:
         """Yield past events, then new ones until ``until``, ``stop`` or close.
 
+        Past events only with ``since`` or ``until``, as dockerd's
+        ``loadBufferedEvents``: a plain ``docker events`` shows new ones only.
         ``None`` is yielded about once a second while nothing happens, so the
         caller can notice a client that went away.
         """
         with self._cond:
-            backlog = list(self._events)
+            backlog = list(self._events) if since is not None or until is not None else []
             seq = self._seq
         for msg in backlog:
             if _in_range(msg, since, until) and matches(filters, msg):

@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
+
 __all__ = ["LogWriter", "read_logs", "rfc3339"]
 
 MAX_BYTES = 10 * 1024 * 1024

@@ -6,6 +6,8 @@ import logging
 import os
 import socket
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
+
 __all__ = ["sd_notify"]
 
 log = logging.getLogger("pluginkit.daemon")

@@ -358,8 +358,21 @@ def info(req: Request) -> Response:
             "Runtime": type(manager.runtime).__name__,
             "LiveRestore": manager.live_restore,
             "Python": sys.version.split()[0],
+            "HealthCheck": _health_check_dict(manager.health_check),
         }
     )
+
+
+def _health_check_dict(check: Any) -> dict[str, Any] | None:
+    """Describe the manager's health check settings (``None`` when it probes nothing)."""
+    if check is None:
+        return None
+    return {
+        "Interval": check.interval,
+        "Timeout": check.timeout,
+        "Retries": check.retries,
+        "Method": check.method,
+    }
 
 
 @route("GET", "/pluginkit/v1/plugins/{name}/health")

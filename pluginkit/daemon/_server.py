@@ -27,8 +27,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
+
 from .._errors import PluginError
 from .._events import PluginEvent
+from .._health import HealthCheck
 from .._paths import default_daemon_socket
 from ._api import API_VERSION, ApiError, split_version, status_of
 from ._eventlog import EventLog
@@ -47,6 +50,8 @@ MAX_CONNECTIONS = 512
 """Connections served at once per listener; more are answered 503 and closed."""
 DRAIN_LIMIT = 1024 * 1024
 """Unread body bytes skipped to keep a connection; past that it is closed."""
+DEFAULT_HEALTH_CHECK = HealthCheck()
+"""The daemon probes its plugins unless told not to: supervising is its job."""
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -389,8 +394,12 @@ class Daemon:
         tls: server certificate and client CA (client certificates required).
         group: group owning the unix socket (mode 0660), name or gid.
         live_restore: plugins keep running when the daemon stops (default on).
+        health_check: how the Manager probes running plugins; a hung one is
+            marked unhealthy and restarted through the restart policy. On by
+            default (:class:`~pluginkit.HealthCheck` ``()``: a SIGSTOPped
+            plugin answers again within 5 s); ``None`` turns probing off.
         manager_options: more keyword arguments for the Manager
-            (``restart_policy``, ``legacy``, ``health_check`` ...).
+            (``restart_policy``, ``legacy`` ...).
 
     Raises:
         PluginError: an address is malformed, TCP without TLS, or the root
@@ -407,6 +416,7 @@ class Daemon:
         tls: DaemonTLS | None = None,
         group: str | int | None = None,
         live_restore: bool = True,
+        health_check: HealthCheck | None = DEFAULT_HEALTH_CHECK,
         **manager_options: Any,
     ) -> None:
         self._listeners: list[Listener] = [parse_host(h) for h in hosts]
@@ -422,6 +432,7 @@ class Daemon:
         self._tls = tls
         self._group = group
         self._live_restore = live_restore
+        self.health_check = health_check
         self._manager_options = manager_options
         self.stopping = threading.Event()
         self.events = EventLog()
@@ -453,6 +464,7 @@ class Daemon:
             self._root,
             run_root=self._run_root,
             live_restore=self._live_restore,
+            health_check=self.health_check,
             on_event=self._on_event,
             **kwargs,
         )

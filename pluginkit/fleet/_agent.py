@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
+
 from .._errors import PluginError
 from ._spec import FleetPlugin, FleetSpec, parse_spec
 

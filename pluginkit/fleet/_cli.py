@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 from typing import Any, TextIO
 
@@ -123,6 +122,7 @@ def _client(url: str | None) -> Any:
 
 def _agent(args: argparse.Namespace) -> int:
     import logging
+    import signal  # here: every pluginkit command builds this module's parser
 
     from ._agent import Agent
 

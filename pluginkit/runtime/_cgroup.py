@@ -25,6 +25,8 @@ import signal
 import time
 from pathlib import Path
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
+
 __all__ = ["CGroup", "cgroup_base", "plugin_cgroup_name"]
 
 _log = logging.getLogger("pluginkit.runtime.process")

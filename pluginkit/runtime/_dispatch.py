@@ -12,6 +12,8 @@ import logging
 import queue
 import threading
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
+
 from ._base import ExitCallback, PluginExit
 
 __all__ = ["ExitDispatcher"]

@@ -26,6 +26,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
+
 __all__ = ["LineForwarder", "parse_level"]
 
 LEVELS: dict[str, int] = {

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import attrs
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
+
 from ._plugin_log import LineForwarder
 
 __all__ = ["OutputStats", "OutputStream"]

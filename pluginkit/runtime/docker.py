@@ -46,6 +46,8 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
+
 from .._errors import PluginError, RuntimeStartError
 from ._base import ExitCallback, PluginExit, RuntimeMount, RuntimeSpec
 from ._dispatch import ExitDispatcher

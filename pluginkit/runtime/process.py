@@ -28,6 +28,8 @@ from typing import Any
 
 import attrs
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
+
 from .._errors import RuntimeStartError
 from .._store import atomic_write
 from ._base import ExitCallback, PluginExit, RuntimeSpec

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
+
 from .._wire._address import unix_path_fits
 from .._wire._json import encode_compact
 from .._wire._listen import ListenAddress

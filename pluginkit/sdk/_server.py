@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
+
 from .._errors import PluginError
 from .._wire._json import decode_body, encode_compact
 from .._wire._json import json_error_reason as _json_error_reason

@@ -34,6 +34,8 @@ from typing import ClassVar, cast
 
 import attrs
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
+
 from .._errors import PluginError
 from ._driver import Driver, Endpoint, MaybeAwaitable, unimplemented
 from ._logentry import (

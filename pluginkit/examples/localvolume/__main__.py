@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
 from pluginkit import PluginError
 from pluginkit.examples.localvolume import LocalVolumeDriver, plugin_dir
 
