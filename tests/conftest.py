@@ -206,3 +206,13 @@ def podman_busybox(podman_engine: Any, tmp_path: Path) -> Iterator[str]:
     podman_engine.podman("import", str(archive), tag)
     yield tag
     podman_engine.podman("rmi", "--force", tag, check=False)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out combinations that cannot exist (see ``_async_adapter``)."""
+    from _async_adapter import sync_only_combination
+
+    dropped = [item for item in items if sync_only_combination(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not sync_only_combination(item)]
