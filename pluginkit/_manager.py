@@ -93,6 +93,7 @@ from ._reference import is_plugin_id, normalize_name
 from ._restart import RestartPolicy
 from ._stable import link_stable, stable_socket_path, unlink_stable
 from ._store import PLUGIN_ID_RE, Store, ensure_private_dir
+from ._wire._address import UNIX_PATH_MAX
 from .runtime._base import (
     PluginExit,
     Runtime,
@@ -111,7 +112,7 @@ __all__ = ["Grant", "Manager"]
 
 log = logging.getLogger("pluginkit.manager")
 
-SOCKET_PATH_MAX = 107
+SOCKET_PATH_MAX = UNIX_PATH_MAX  # the one limit, in the wire layer
 """Longest unix socket path Linux accepts (``sun_path`` is 108 bytes with the NUL)."""
 
 _RECORD_VERSION = 1

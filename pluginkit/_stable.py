@@ -21,20 +21,19 @@ import hashlib
 import os
 import secrets
 
+from ._wire._address import unix_path_fits
+
 __all__ = ["BY_NAME_DIR", "link_stable", "stable_socket_path", "unlink_stable"]
 
 BY_NAME_DIR = "by-name"
 """The directory of ``run_root`` that holds the stable links (no plugin id looks like it)."""
-
-# sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
-_SOCKET_PATH_MAX = 107
 
 
 def stable_socket_path(run_root: str | os.PathLike[str], name: str) -> str:
     """Return the stable socket path of the plugin called ``name`` (``name:tag``)."""
     directory = os.path.join(os.fspath(run_root), BY_NAME_DIR)
     path = os.path.join(directory, name.replace("/", "+") + ".sock")
-    if len(os.fsencode(path)) <= _SOCKET_PATH_MAX:
+    if unix_path_fits(path):
         return path
     digest = hashlib.sha256(name.encode()).hexdigest()[:32]
     return os.path.join(directory, f"{digest}.sock")
