@@ -106,7 +106,9 @@ class Env:
         return [e.action for e in self.events]
 
     def close(self) -> None:
-        for m in self.managers:
+        # Newest first: managers may share the runtime, and the first
+        # shutdown closes it, so a later one could no longer stop its plugins.
+        for m in reversed(self.managers):
             m.shutdown()
         shutdown = getattr(self.runtime, "shutdown", None)
         if shutdown is not None:
