@@ -41,25 +41,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# The same plugin config as the manager benchmark's.
+from bench_manager import CONFIG  # noqa: E402
+
 from pluginkit import Manager  # noqa: E402
 from pluginkit.runtime import RuntimeSpec  # noqa: E402
 from pluginkit.runtime._base import ExitCallback  # noqa: E402
-
-CONFIG = {
-    "Description": "bench plugin",
-    "Documentation": "",
-    "Interface": {"Types": ["docker.volumedriver/1.0"], "Socket": "p.sock"},
-    "Entrypoint": ["/bin/plugin"],
-    "WorkDir": "",
-    "Network": {"Type": ""},
-    "Linux": {"Capabilities": [], "AllowAllDevices": False, "Devices": []},
-    "PropagatedMount": "",
-    "IpcHost": False,
-    "PidHost": False,
-    "Mounts": [],
-    "Env": [],
-    "Args": {"Name": "", "Description": "", "Settable": [], "Value": []},
-}
 
 
 class FreeRuntime:
