@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import logging
 import os
 import secrets
@@ -70,6 +71,7 @@ from ._errors import (
     RuntimeStartError,
 )
 from ._events import PluginEvent
+from ._fanout import run_each
 from ._health import STARTING, UNHEALTHY, HealthCheck, HealthMonitor
 from ._index import DISABLED as _DISABLED
 from ._index import DOWN as _DOWN
@@ -92,7 +94,7 @@ from ._plugin import Plugin
 from ._reference import is_plugin_id, normalize_name
 from ._restart import RestartPolicy
 from ._stable import link_stable, stable_socket_path, unlink_stable
-from ._store import PLUGIN_ID_RE, Store, ensure_private_dir
+from ._store import PLUGIN_ID_RE, Store, check_plugin_id, ensure_private_dir, make_private_dir
 from ._wire._address import UNIX_PATH_MAX
 from .runtime._base import (
     PluginExit,
@@ -166,6 +168,8 @@ class _Entry:
     restart_timer: threading.Timer | None = None
     restart_token: int = 0
     removed: bool = False
+    # The config whose socket path was last found to fit (checked once per config).
+    checked_config: PluginConfig | None = None
     op_lock: threading.Lock = attrs.field(factory=threading.Lock)
     # During an upgrade that hands the socket over: the manager's listening
     # socket, passed to starts and kept at the socket path by stops.
@@ -1003,14 +1007,18 @@ class Manager:
         devices = tuple(RuntimeDevice(path=d.path) for d in settings.devices if d.path)
         propagated = config.propagated_mount
         user = (config.user.uid, config.user.gid) if config.user is not None else None
+        # Strings joined, then one Path each: a restore builds a spec per plugin.
+        plugin_dir = f"{self._store.plugins_str}/{check_plugin_id(entry.id)}"
+        state_dir = f"{plugin_dir}/runtime"
+        ensure_private_dir(state_dir)
         return RuntimeSpec(
             id=entry.id,
             name=entry.name,
-            rootfs=self._store.rootfs(entry.id),
+            rootfs=Path(f"{plugin_dir}/rootfs"),
             entrypoint=tuple(config.entrypoint),
-            socket_dir=self._socket_dir(entry.id),
+            socket_dir=Path(f"{self._run_root_str}/{entry.id}"),
             socket=config.interface.socket,
-            state_dir=self._store.runtime_dir(entry.id),
+            state_dir=Path(state_dir),
             args=tuple(settings.args),
             env=tuple(settings.env),
             workdir=config.workdir or "/",
@@ -1024,7 +1032,7 @@ class Manager:
             pid_host=config.pid_host,
             propagated_mount=propagated,
             propagated_mount_source=(
-                self._store.plugin_dir(entry.id) / "propagated-mount" if propagated else None
+                Path(f"{plugin_dir}/propagated-mount") if propagated else None
             ),
             listen_fd=entry.handoff.fileno() if entry.handoff is not None else None,
         )
@@ -1032,11 +1040,14 @@ class Manager:
     def _start(self, entry: _Entry, timeout: float, spec: RuntimeSpec | None = None) -> None:
         """Start the plugin and wait until it is ready; on failure nothing is left running."""
         spec = spec if spec is not None else self._spec(entry)
-        self._check_socket_path(entry.id, entry.config)
-        ensure_private_dir(spec.socket_dir)
-        if spec.listen_fd is None:  # else it is the manager's own, already listening
+        if entry.checked_config is not entry.config:
+            self._check_socket_path(entry.id, entry.config)
+            entry.checked_config = entry.config
+        socket_path = f"{spec.socket_dir}/{spec.socket}"
+        fresh = make_private_dir(os.fspath(spec.socket_dir))
+        if spec.listen_fd is None and not fresh:  # else the manager's own, or nothing there
             with contextlib.suppress(FileNotFoundError):
-                spec.socket_path.unlink()  # a stale socket must not look ready
+                os.unlink(socket_path)  # a stale socket must not look ready
         if spec.propagated_mount_source is not None:
             ensure_private_dir(spec.propagated_mount_source)
         run = _Run()
@@ -1055,9 +1066,9 @@ class Manager:
             if isinstance(exc, Exception):
                 raise RuntimeStartError(f"cannot start plugin {entry.name}: {exc}") from exc
             raise
-        self._wait_ready(entry, run, spec.socket_path, timeout)
+        self._wait_ready(entry, run, socket_path, timeout)
 
-    def _wait_ready(self, entry: _Entry, run: _Run, path: Path, timeout: float) -> None:
+    def _wait_ready(self, entry: _Entry, run: _Run, path: str, timeout: float) -> None:
         """Poll the socket until it accepts a connection; fail fast when the plugin dies."""
         deadline = time.monotonic() + timeout
         delay = _POLL_FIRST
@@ -1091,13 +1102,13 @@ class Manager:
             run.exited.wait(min(delay, remaining))
             delay = min(delay * 2, _POLL_MAX)
 
-    def _link_stable(self, entry: _Entry, socket_path: Path) -> None:
+    def _link_stable(self, entry: _Entry, socket_path: str) -> None:
         """Point the plugin's stable (name-derived) socket path at its real socket."""
         stable = entry.plugin._stable_path
         if stable is None:
             return
         try:
-            link_stable(stable, str(socket_path))
+            link_stable(stable, socket_path)
         except OSError as exc:
             # The plugin works without it; only its stable address does not.
             log.warning(
@@ -1334,13 +1345,7 @@ class Manager:
 
     def _restore_all(self) -> None:
         enabled = [e for e in self._entries.values() if e.enabled]
-        if not enabled:
-            return
-        if len(enabled) == 1:
-            self._restore(enabled[0])
-            return
-        with ThreadPoolExecutor(max_workers=min(16, len(enabled))) as pool:
-            list(pool.map(self._restore, enabled))
+        run_each(self._restore, enabled, name="pluginkit-restore")
 
     def _restore(self, entry: _Entry) -> None:
         """Bring an enabled plugin back after a manager restart (Docker's ``reload``)."""
@@ -1358,7 +1363,7 @@ class Manager:
                     log.exception("cannot restore plugin %s", entry.name)
                     alive = False
                 if alive and self.live_restore:
-                    self._wait_ready(entry, run, spec.socket_path, entry.timeout)
+                    self._wait_ready(entry, run, os.fspath(spec.socket_path), entry.timeout)
                     self._start_probing(entry)
                     return
                 if alive:
@@ -1395,12 +1400,7 @@ class Manager:
         live restore); whatever it re-attaches to is stopped at once.
         """
         disabled = [e for e in self._entries.values() if not e.enabled]
-        if len(disabled) <= 1:
-            for entry in disabled:
-                self._stop_leftover(entry)
-            return
-        with ThreadPoolExecutor(max_workers=min(16, len(disabled))) as pool:
-            list(pool.map(self._stop_leftover, disabled))
+        run_each(self._stop_leftover, disabled, name="pluginkit-leftovers")
 
     def _stop_leftover(self, entry: _Entry) -> None:
         with entry.op_lock:
@@ -1535,9 +1535,7 @@ class Manager:
                 except Exception:
                     log.exception("cannot stop plugin %s", entry.name)
 
-        if to_stop:
-            with ThreadPoolExecutor(max_workers=min(16, len(to_stop))) as pool:
-                list(pool.map(stop, to_stop))
+        run_each(stop, to_stop, name="pluginkit-shutdown")
         try:
             self._runtime.close()
         except Exception:
@@ -1562,7 +1560,7 @@ class Manager:
                 f"interface.socket must be a plain file name, got {sock!r}",
                 field="interface.socket",
             )
-        path = self._socket_dir(plugin_id) / sock
+        path = f"{self._run_root_str}/{check_plugin_id(plugin_id)}/{sock}"
         size = len(os.fsencode(path))
         if size > SOCKET_PATH_MAX:
             raise InvalidConfigError(
@@ -1698,17 +1696,21 @@ def _early_exit(name: str, info: PluginExit | None) -> RuntimeStartError:
     return RuntimeStartError(message, exit_code=code, stderr_tail=tail)
 
 
-def _accepts(path: Path) -> bool:
-    """Tell whether a unix socket at ``path`` accepts a connection."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _accepts(path: str) -> bool:
+    """Tell whether a unix socket at ``path`` is listening (accepts connections).
+
+    The connect never waits: it succeeds, or fails with ``EAGAIN`` when the
+    listener's backlog is full (listening all the same), or with an error
+    that means nothing listens there (yet).
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     try:
-        sock.settimeout(1.0)
-        sock.connect(os.fspath(path))
-    except OSError:
-        return False
+        return sock.connect_ex(path) in _LISTENING
     finally:
         sock.close()
-    return True
+
+
+_LISTENING = frozenset({0, errno.EAGAIN, errno.EINPROGRESS})
 
 
 def _record_field(

@@ -100,17 +100,47 @@ def atomic_write(
     fsync_dir(path.parent)
 
 
-def ensure_private_dir(path: Path) -> None:
+def ensure_private_dir(path: str | os.PathLike[str]) -> None:
     """Create ``path`` (and parents) if needed and make sure it is 0700."""
     try:
         mode = os.stat(path).st_mode  # one stat when it is there (the common case)
     except FileNotFoundError:
-        path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        os.makedirs(path, mode=_DIR_MODE, exist_ok=True)
         mode = os.stat(path).st_mode
     if not stat.S_ISDIR(mode):
         raise FileExistsError(errno.EEXIST, "exists and is not a directory", os.fspath(path))
     if mode & 0o777 != _DIR_MODE:
-        path.chmod(_DIR_MODE)
+        os.chmod(path, _DIR_MODE)
+
+
+def make_private_dir(path: str) -> bool:
+    """Like :func:`ensure_private_dir`, for a directory that is usually missing.
+
+    Returns True when this call made the directory (so it is empty). The
+    common case costs one ``mkdir``: a restore makes one per plugin, where
+    the stat-first order of :func:`ensure_private_dir` would cost three calls.
+    """
+    try:
+        os.mkdir(path, _DIR_MODE)
+    except FileExistsError:
+        ensure_private_dir(path)
+        return False
+    except FileNotFoundError:
+        ensure_private_dir(path)  # a parent is missing
+        return True
+    global _MKDIR_KEEPS_MODE
+    if not _MKDIR_KEEPS_MODE:
+        # The umask could strip owner bits: check (the first time, and every
+        # time while it does), but not on every later mkdir of the process.
+        if os.stat(path).st_mode & 0o777 == _DIR_MODE:
+            _MKDIR_KEEPS_MODE = True
+        else:
+            os.chmod(path, _DIR_MODE)
+    return True
+
+
+_MKDIR_KEEPS_MODE = False
+"""Set once a ``mkdir(path, 0o700)`` of this process made a 0700 directory."""
 
 
 def check_plugin_id(plugin_id: str) -> str:
