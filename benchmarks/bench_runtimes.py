@@ -6,9 +6,18 @@ ratio pluginkit / baseline (below 1.0: pluginkit is faster).
 - process start: ProcessRuntime.start() until the plugin's socket accepts,
   against subprocess.Popen of the same program and the same socket wait.
 - process stop: ProcessRuntime.stop() until it returns (SIGTERM, wait for the
-  exit, kill what the plugin left, clean up), against Popen.terminate() +
-  wait() of the same program; "stop+exit" also waits for the on_exit callback
-  (delivered from the runtime's dispatcher thread).
+  exit, make sure nothing the plugin started is left), against
+  Popen.terminate() + wait() of the same program; "stop+exit" also waits for
+  the on_exit callback (delivered from the runtime's dispatcher thread).
+
+Where ProcessRuntime contains plugins in cgroups, the kernel's own work for
+a process in a cgroup of its own (joining it at start; at exit, the cgroup
+turning empty before the exit is signalled) is in pluginkit's figures and
+not in a bare Popen's. So the process rows are measured twice: against the
+bare Popen (the issue's baseline), and against the same Popen moved into a
+cgroup of its own (written to ``cgroup.procs`` before exec, as ProcessRuntime
+does), which leaves pluginkit's own overhead. A third run shows the
+process-group containment used where no cgroup v2 is writable.
 - fake start: FakeRuntime.start() until listening, against starting a
   PluginServer directly.
 """
@@ -30,6 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pluginkit.runtime import PluginExit, RuntimeSpec
+from pluginkit.runtime._cgroup import CGroup, _base_cache, cgroup_base
 from pluginkit.runtime.process import ProcessRuntime
 from pluginkit.sdk import PluginServer
 from pluginkit.testing import FakeRuntime
@@ -84,10 +94,22 @@ def make_spec(base: Path) -> RuntimeSpec:
     )
 
 
-def bench_process(base: Path) -> None:
+def bench_process(base: Path, *, baseline_cgroup: bool = False) -> None:
     spec = make_spec(base)
     runtime = ProcessRuntime()
-    print(f"ProcessRuntime containment: {runtime.containment}")
+    cgroup = None
+    if baseline_cgroup:
+        parent = cgroup_base()
+        if parent is None:
+            print("(no writable cgroup v2: no cgroup baseline)")
+            runtime.close()
+            return
+        cgroup = CGroup(parent / f"pluginkit-bench-{os.getpid()}")
+        cgroup.create()
+    print(
+        f"ProcessRuntime containment: {runtime.containment}; baseline: Popen"
+        + (" in a cgroup of its own" if cgroup is not None else "")
+    )
     exited = threading.Event()
 
     def on_exit(exit_: PluginExit) -> None:
@@ -116,6 +138,7 @@ def bench_process(base: Path) -> None:
             exits.append(t3 - t1)
 
             spec.socket_path.unlink(missing_ok=True)
+            procs_fd = cgroup.open_procs() if cgroup is not None else None
             t0 = time.perf_counter()
             proc = subprocess.Popen(
                 [str(spec.rootfs / "plugin")],
@@ -125,7 +148,10 @@ def bench_process(base: Path) -> None:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=None if procs_fd is None else join_cgroup(procs_fd),
             )
+            if procs_fd is not None:
+                os.close(procs_fd)
             wait_listening(spec.socket_path)
             t1 = time.perf_counter()
             proc.terminate()
@@ -136,9 +162,33 @@ def bench_process(base: Path) -> None:
             base_stops.append(t2 - t1)
     finally:
         runtime.close()
+        if cgroup is not None:
+            cgroup.remove()
     report("process start", starts, base_starts)
     report("process stop", stops, base_stops)
     report("process stop+exit", exits, base_stops)
+
+
+def join_cgroup(procs_fd: int) -> Callable[[], None]:
+    def join() -> None:
+        os.write(procs_fd, b"0")
+
+    return join
+
+
+def bench_process_cgroup_baseline(base: Path) -> None:
+    bench_process(base, baseline_cgroup=True)
+
+
+def bench_process_groups(base: Path) -> None:
+    if not _base_cache:
+        cgroup_base()
+    saved = list(_base_cache)
+    _base_cache[:] = [None]  # as where no cgroup v2 is writable
+    try:
+        bench_process(base)
+    finally:
+        _base_cache[:] = saved
 
 
 def bench_fake(base: Path) -> None:
@@ -162,7 +212,12 @@ def bench_fake(base: Path) -> None:
 
 def main() -> None:
     print(f"runtimes: median of {ROUNDS} rounds")
-    benches: list[Callable[[Path], None]] = [bench_process, bench_fake]
+    benches: list[Callable[[Path], None]] = [
+        bench_process,
+        bench_process_cgroup_baseline,
+        bench_process_groups,
+        bench_fake,
+    ]
     for bench in benches:
         base = Path(tempfile.mkdtemp(prefix="pk-bench-", dir="/tmp"))
         try:

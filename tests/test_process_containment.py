@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 
 from pluginkit import Manager, RestartPolicy
 from pluginkit.runtime import RuntimeSpec
+from pluginkit.runtime._cgroup import CGroup, cgroup_base
 from pluginkit.runtime.process import OutputStats, ProcessRuntime
 from tests._manager_helpers import write_plugin_dir
 from tests._runtime_helpers import Exits
@@ -431,3 +433,29 @@ def test_close_deletes_the_cgroups_of_stopped_plugins(short_tmp: Path) -> None:
     assert (cgroup / "cgroup.procs").read_text() == ""
     rt.close()
     assert not cgroup.exists()
+
+
+def test_populated_rereads_an_open_events_file() -> None:
+    """CGroup.populated(events_fd) follows processes in and out, like a fresh read."""
+    need_cgroup()
+    base = cgroup_base()
+    assert base is not None
+    cgroup = CGroup(base / f"pluginkit-test-events-{os.getpid()}")
+    cgroup.create()
+    events = cgroup.open_events()
+    assert events is not None
+    try:
+        assert (cgroup.populated(events), cgroup.populated()) == (False, False)
+        procs = cgroup.open_procs()
+        try:
+            child = subprocess.Popen(["sleep", "30"], preexec_fn=lambda: os.write(procs, b"0"))
+        finally:
+            os.close(procs)
+        assert (cgroup.populated(events), cgroup.populated()) == (True, True)
+        assert cgroup.kill(events_fd=events)
+        child.wait()
+        assert (cgroup.populated(events), cgroup.populated()) == (False, False)
+    finally:
+        os.close(events)
+        cgroup.remove()
+    assert not cgroup.path.exists()

@@ -47,6 +47,14 @@ if mode == "chatty":
     print("last line", flush=True)
 if mode == "ignore-term":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if mode == "loud-exit":
+    def loud_exit(*_):
+        # Far more than a FIFO holds: this blocks until the runtime reads.
+        for i in range(3000):
+            print(f"bye {{i:04d}} " + "y" * 100, flush=True)
+        print("last words", file=sys.stderr, flush=True)
+        os._exit(5)
+    signal.signal(signal.SIGTERM, loud_exit)
 if mode == "partial":
     sys.stdout.write("no newline at the end")
     sys.stdout.flush()
@@ -120,7 +128,7 @@ def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or reaped while read
         return False
     return data[data.rindex(b")") + 2 :].split()[0] not in (b"Z", b"X")
 
@@ -566,6 +574,32 @@ def test_stop_sends_sigterm(runtime: ProcessRuntime, spec: RuntimeSpec) -> None:
     assert not runtime.is_running(spec.id)
     assert exits.wait().exit_code == -signal.SIGTERM
     assert not spec.socket_path.exists()
+
+
+def test_stop_reads_what_a_plugin_writes_while_it_exits(
+    short_tmp: Path, caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest
+) -> None:
+    """A plugin writing more than its FIFO holds after SIGTERM still exits, long before the grace.
+
+    The stop waits for the exit alone first, then reads the plugin's output
+    while it waits; every line reaches the log, and the exit reported after
+    stop() returns carries the exit status and the last stderr lines.
+    """
+    caplog.set_level(logging.INFO, logger="pluginkit.plugin")
+    exits = Exits()
+    spec = make_spec(short_tmp, mode="loud-exit")
+    runtime = ProcessRuntime(log_rate=1e6)  # every line logged: none dropped by the rate cap
+    request.addfinalizer(lambda: kill_all(runtime))
+    runtime.start(spec, exits)
+    wait_until(lambda: listening(spec), "the plugin's socket")
+    started = time.monotonic()
+    runtime.stop(spec.id, grace=30)
+    assert time.monotonic() - started < 10
+    assert not runtime.is_running(spec.id)
+    assert exits.wait() == PluginExit(spec.id, 5, "hello on stderr\nlast words")
+    lines = messages(caplog, "stdout")
+    assert lines[0] == "hello on stdout"
+    assert lines[1:] == [f"bye {i:04d} " + "y" * 100 for i in range(3000)]
 
 
 def test_stop_kills_after_grace(runtime: ProcessRuntime, short_tmp: Path) -> None:

@@ -52,6 +52,8 @@ _STATE_VERSION = 1
 _TICK = 0.05
 # After SIGKILL, how long stop() waits before giving up (Docker: 10 s too).
 _KILL_WAIT = 10.0
+# How long a stop waits for the exit alone before it also reads the plugin's output.
+_QUICK_EXIT = 0.05
 
 # Children whose runtime was closed while they still ran. Keeping their Popen
 # objects alive stops subprocess from warning about them and from reaping them
@@ -290,23 +292,33 @@ class ProcessRuntime:
             proc = self._procs.get(plugin_id)
         if proc is None:
             return
-        # This thread watches the plugin until it is gone (its exit and its
-        # output): no hand-over to the monitor thread, whose wake-up would
-        # only add latency.
+        # The signal goes first: the plugin's exit takes far longer than the
+        # take-over below, which runs meanwhile. Then this thread watches the
+        # plugin until it is gone (its exit and its output): no hand-over to
+        # the monitor thread, whose wake-up would only add latency (should
+        # the monitor see the exit first, it reports it and we wait for that).
+        signalled = proc.signal(signal.SIGTERM)
         taken = self._take_over(proc)
+        # The exit this thread sees is reported once stop() is done: waking
+        # the dispatcher thread earlier would only compete with it.
+        reports: list[PluginExit] = []
         try:
-            if proc.signal(signal.SIGTERM, signal.SIGCONT) and not self._wait_exit(proc, grace):
+            # A stopped (SIGSTOP) plugin gets SIGTERM only once continued.
+            signalled = signalled and proc.signal(signal.SIGCONT)
+            if signalled and not self._wait_exit(proc, grace, reports):
                 _log.warning(
                     "plugin %s did not exit %.3g s after SIGTERM, sending SIGKILL",
                     proc.name,
                     grace,
                 )
                 proc.kill_all()
-            if not self._wait_exit(proc, _KILL_WAIT):
+            if not self._wait_exit(proc, _KILL_WAIT, reports):
                 _log.error("plugin %s (pid %d) did not exit after SIGKILL", proc.name, proc.pid)
         finally:
             if taken:
                 self._give_back(proc)
+            for exit_ in reports:
+                self._report(proc, exit_)
 
     def is_running(self, plugin_id: str) -> bool:
         """Tell whether the plugin is running under this runtime's supervision.
@@ -366,6 +378,11 @@ class ProcessRuntime:
             proc = self._procs.get(plugin_id)
         if proc is not None:
             self.stop(plugin_id)
+            # Its last output is written and its files closed on clean-up.
+            if self._exits.in_thread():
+                self._clean_files(proc)
+            else:
+                proc.cleaned.wait(_KILL_WAIT)
         with self._lock:
             cgroup = self._cgroups.pop(plugin_id, None)
         if cgroup is not None:
@@ -789,10 +806,11 @@ class ProcessRuntime:
                     self._watch_locked(proc.pidfd, proc, None)
             self._wake()
 
-    def _wait_exit(self, proc: _Proc, timeout: float) -> bool:
+    def _wait_exit(self, proc: _Proc, timeout: float, reports: list[PluginExit]) -> bool:
         """Wait in the calling thread for the plugin's exit, reading its output meanwhile.
 
-        The thread that sees the exit first reports it.
+        The thread that sees the exit first reports it: here, by adding it
+        to ``reports`` for the caller to pass to :meth:`_report`.
         """
         if proc.exited.is_set():
             return True
@@ -804,6 +822,12 @@ class ProcessRuntime:
         poller.register(pidfd, select.POLLIN)
         streams: dict[int, OutputStream] = {}
         try:
+            # The exit alone first: a plugin closes its output (waking a
+            # poll of it) just before it exits, and the last output is read
+            # on clean-up anyway. Only one that takes its time gets its
+            # output read meanwhile, so that it never blocks on a full FIFO.
+            if poller.poll(min(_QUICK_EXIT, timeout) * 1000):
+                return self._exit_seen(proc, deadline, reports)
             with proc.io_lock:
                 for stream in proc.streams:
                     if stream.fd is not None:
@@ -826,14 +850,23 @@ class ProcessRuntime:
             os.close(pidfd)
             for fd in streams:
                 os.close(fd)
-        self._try_finish(proc, pidfd_ready=True)
+        return self._exit_seen(proc, deadline, reports)
+
+    def _exit_seen(self, proc: _Proc, deadline: float, reports: list[PluginExit]) -> bool:
+        """Finish the plugin whose pidfd is readable (or wait for whoever does)."""
+        if proc.claim_exit(pidfd_ready=True):
+            reports.append(self._finish(proc))
         return proc.exited.wait(max(0.0, deadline - time.monotonic()))
 
     def _try_finish(self, proc: _Proc, *, pidfd_ready: bool) -> None:
         if proc.claim_exit(pidfd_ready):
-            self._finish(proc)
+            self._report(proc, self._finish(proc))
 
-    def _finish(self, proc: _Proc) -> None:
+    def _report(self, proc: _Proc, exit_: PluginExit) -> None:
+        """Have the dispatcher thread clean up after the exited plugin and report ``exit_``."""
+        self._exits.post(lambda _: self._clean_up(proc), exit_)
+
+    def _finish(self, proc: _Proc) -> PluginExit:
         # Nothing here may stop the exit from being reported.
         with self._lock:
             for stream in proc.streams:
@@ -842,33 +875,39 @@ class ProcessRuntime:
         if proc.cgroup is not None:
             # Kept (empty) for the next start; deleted by discard() and close().
             try:
-                proc.cgroup.kill()
+                proc.cgroup.kill(events_fd=proc.cgroup_events)
             except OSError as exc:
                 _log.warning("plugin %s: cannot kill what it left running: %s", proc.name, exc)
+        # Gone, and so is everything it started: stop() may return. Reading
+        # its last output, closing its files and deleting them are left to
+        # the dispatcher thread, just before on_exit (a stop returns sooner,
+        # and no writer is left to wait for); a start meanwhile waits for
+        # that (see _reserve).
+        proc.exited.set()
+        return PluginExit(proc.id, None)  # the status is known once reaped, on clean-up
+
+    def _clean_up(self, proc: _Proc) -> None:
+        """Dispatcher thread: finish with an exited plugin's files, then report the exit."""
+        proc.on_exit(self._clean_files(proc))
+
+    def _clean_files(self, proc: _Proc) -> PluginExit:
+        """Finish with an exited plugin's files, once, on the dispatcher thread.
+
+        Reads its last output, closes and deletes its files, forgets it, and
+        returns its exit (with the last stderr lines).
+        """
+        if proc.report is not None:
+            return proc.report
+        proc.reap()
+        _log.debug("plugin %s exited with %s", proc.name, proc.exit_code)
         with proc.io_lock:
             try:
                 for stream in proc.streams:
                     stream.pump(final=True)
             except OSError as exc:
                 _log.warning("plugin %s: cannot read its last output: %s", proc.name, exc)
-            exit_ = PluginExit(proc.id, proc.exit_code, proc.stderr_tail())
+            proc.report = PluginExit(proc.id, proc.exit_code, proc.stderr_tail())
             proc.close_files()
-        # Gone, and so is everything it started: stop() may return. Deleting
-        # its files is left to the dispatcher thread, just before on_exit; a
-        # start meanwhile waits for that (see _reserve).
-        proc.exited.set()
-        _log.debug("plugin %s exited with %s", proc.name, proc.exit_code)
-        self._exits.post(lambda exit_: self._clean_up(proc, exit_), exit_)
-
-    def _clean_up(self, proc: _Proc, exit_: PluginExit) -> None:
-        """Dispatcher thread: delete the state file and socket of an exited plugin, report it."""
-        self._clean_files(proc)
-        proc.on_exit(exit_)
-
-    def _clean_files(self, proc: _Proc) -> None:
-        """Delete an exited plugin's files once, on the dispatcher thread, and forget it."""
-        if proc.cleaned.is_set():
-            return
         try:
             _remove_state(proc.state_dir)
             remove_dead_socket(proc.socket_path)  # not the manager's, handed over
@@ -879,6 +918,7 @@ class ProcessRuntime:
                 if self._procs.get(proc.id) is proc:
                     del self._procs[proc.id]
             proc.cleaned.set()
+        return proc.report
 
 
 def _preexec(
@@ -922,9 +962,13 @@ class _Proc:
         self.popen = popen
         self.streams = streams
         self.cgroup = cgroup
+        # Open from the start: the check that the cgroup is empty after the exit re-reads it.
+        self.cgroup_events = cgroup.open_events() if cgroup is not None else None
         self.start_time = 0
         self.pidfd: int | None = None
         self.exit_code: int | None = None
+        # The exit as reported, with the last stderr lines (set once, on clean-up).
+        self.report: PluginExit | None = None
         # Set when the process is gone (and what it started); then when its
         # files are deleted and it is no longer in the runtime's table.
         self.exited = threading.Event()
@@ -1005,7 +1049,8 @@ class _Proc:
 
         True exactly once. What the plugin left in its process group is
         killed while our child is still unreaped (its pid, the group's id,
-        cannot be reused yet), then the child is reaped.
+        cannot be reused yet). The child is reaped later, by :meth:`reap`:
+        from here on no signal is sent to its pid.
         """
         with self._lock:
             if self._gone:
@@ -1019,7 +1064,6 @@ class _Proc:
                     if self.cgroup is None:
                         with contextlib.suppress(ProcessLookupError, PermissionError):
                             os.killpg(self.pid, signal.SIGKILL)
-                self.exit_code = self.popen.wait()
             elif self.pidfd is not None:
                 if not (pidfd_ready or _readable(self.pidfd)):
                     return False
@@ -1034,6 +1078,13 @@ class _Proc:
             self._gone = True
             return True
 
+    def reap(self) -> None:
+        """Collect the exit status of our exited child (after :meth:`claim_exit`)."""
+        if self.popen is not None and self.exit_code is None:
+            # It has exited: this does not wait. Reaping is left out of the
+            # stop itself (one system call and Popen's locking fewer there).
+            self.exit_code = self.popen.wait()
+
     def stderr_tail(self) -> str:
         for stream in self.streams:
             if stream.stream == "stderr":
@@ -1043,6 +1094,9 @@ class _Proc:
     def close_files(self) -> None:
         for stream in self.streams:
             stream.close()
+        if self.cgroup_events is not None:
+            os.close(self.cgroup_events)
+            self.cgroup_events = None
         with self._lock:
             if self.pidfd is not None:
                 os.close(self.pidfd)
