@@ -89,6 +89,7 @@ from ._install import (
     open_source,
     read_context,
 )
+from ._nogc import gc_paused
 from ._paths import default_root, default_run_root
 from ._plugin import Plugin
 from ._reference import is_plugin_id, normalize_name
@@ -283,14 +284,16 @@ class Manager:
             self._runtime: Runtime = runtime
             # The optional extensions of the runtime seam, checked once.
             self._preparer = runtime if isinstance(runtime, SupportsPrepare) else None
-            self._load()
+            with gc_paused():
+                self._load()
             if isinstance(runtime, SupportsCleanup):
                 self._cleanup_runtime(runtime)
         except BaseException:
             self._store.close()
             raise
-        self._restore_all()
-        self._stop_leftovers()
+        with gc_paused():
+            self._restore_all()
+            self._stop_leftovers()
 
     # -- properties ---------------------------------------------------------
 

@@ -301,7 +301,7 @@ class ProcessRuntime:
         taken = self._take_over(proc)
         # The exit this thread sees is reported once stop() is done: waking
         # the dispatcher thread earlier would only compete with it.
-        reports: list[PluginExit] = []
+        reports: list[_Proc] = []
         try:
             # A stopped (SIGSTOP) plugin gets SIGTERM only once continued.
             signalled = signalled and proc.signal(signal.SIGCONT)
@@ -317,8 +317,8 @@ class ProcessRuntime:
         finally:
             if taken:
                 self._give_back(proc)
-            for exit_ in reports:
-                self._report(proc, exit_)
+            for finished in reports:
+                self._report(finished)
 
     def is_running(self, plugin_id: str) -> bool:
         """Tell whether the plugin is running under this runtime's supervision.
@@ -806,11 +806,11 @@ class ProcessRuntime:
                     self._watch_locked(proc.pidfd, proc, None)
             self._wake()
 
-    def _wait_exit(self, proc: _Proc, timeout: float, reports: list[PluginExit]) -> bool:
+    def _wait_exit(self, proc: _Proc, timeout: float, reports: list[_Proc]) -> bool:
         """Wait in the calling thread for the plugin's exit, reading its output meanwhile.
 
-        The thread that sees the exit first reports it: here, by adding it
-        to ``reports`` for the caller to pass to :meth:`_report`.
+        The thread that sees the exit first reports it: here, by adding the
+        plugin to ``reports`` for the caller to pass to :meth:`_report`.
         """
         if proc.exited.is_set():
             return True
@@ -852,21 +852,24 @@ class ProcessRuntime:
                 os.close(fd)
         return self._exit_seen(proc, deadline, reports)
 
-    def _exit_seen(self, proc: _Proc, deadline: float, reports: list[PluginExit]) -> bool:
+    def _exit_seen(self, proc: _Proc, deadline: float, reports: list[_Proc]) -> bool:
         """Finish the plugin whose pidfd is readable (or wait for whoever does)."""
         if proc.claim_exit(pidfd_ready=True):
-            reports.append(self._finish(proc))
+            self._finish(proc)
+            reports.append(proc)
         return proc.exited.wait(max(0.0, deadline - time.monotonic()))
 
     def _try_finish(self, proc: _Proc, *, pidfd_ready: bool) -> None:
         if proc.claim_exit(pidfd_ready):
-            self._report(proc, self._finish(proc))
+            self._finish(proc)
+            self._report(proc)
 
-    def _report(self, proc: _Proc, exit_: PluginExit) -> None:
-        """Have the dispatcher thread clean up after the exited plugin and report ``exit_``."""
-        self._exits.post(lambda _: self._clean_up(proc), exit_)
+    def _report(self, proc: _Proc) -> None:
+        """Have the dispatcher thread clean up after the exited plugin and report its exit."""
+        # The status is known once reaped, on clean-up: this one names the plugin.
+        self._exits.post(lambda _: self._clean_up(proc), PluginExit(proc.id, None))
 
-    def _finish(self, proc: _Proc) -> PluginExit:
+    def _finish(self, proc: _Proc) -> None:
         # Nothing here may stop the exit from being reported.
         with self._lock:
             for stream in proc.streams:
@@ -884,7 +887,6 @@ class ProcessRuntime:
         # and no writer is left to wait for); a start meanwhile waits for
         # that (see _reserve).
         proc.exited.set()
-        return PluginExit(proc.id, None)  # the status is known once reaped, on clean-up
 
     def _clean_up(self, proc: _Proc) -> None:
         """Dispatcher thread: finish with an exited plugin's files, then report the exit."""
