@@ -1010,18 +1010,19 @@ class Manager:
         devices = tuple(RuntimeDevice(path=d.path) for d in settings.devices if d.path)
         propagated = config.propagated_mount
         user = (config.user.uid, config.user.gid) if config.user is not None else None
-        # Strings joined, then one Path each: a restore builds a spec per plugin.
-        plugin_dir = f"{self._store.plugins_str}/{check_plugin_id(entry.id)}"
-        state_dir = f"{plugin_dir}/runtime"
+        # A restore builds a spec per plugin: each Path is made once.
+        plugin_id = check_plugin_id(entry.id)
+        plugins = self._store.plugins_dir
+        state_dir = plugins.joinpath(plugin_id, "runtime")  # joinpath: the cheapest Path
         ensure_private_dir(state_dir)
         return RuntimeSpec(
-            id=entry.id,
+            id=plugin_id,
             name=entry.name,
-            rootfs=Path(f"{plugin_dir}/rootfs"),
+            rootfs=plugins.joinpath(plugin_id, "rootfs"),
             entrypoint=tuple(config.entrypoint),
-            socket_dir=Path(f"{self._run_root_str}/{entry.id}"),
+            socket_dir=self._run_root.joinpath(plugin_id),
             socket=config.interface.socket,
-            state_dir=Path(state_dir),
+            state_dir=state_dir,
             args=tuple(settings.args),
             env=tuple(settings.env),
             workdir=config.workdir or "/",
@@ -1035,13 +1036,22 @@ class Manager:
             pid_host=config.pid_host,
             propagated_mount=propagated,
             propagated_mount_source=(
-                Path(f"{plugin_dir}/propagated-mount") if propagated else None
+                plugins.joinpath(plugin_id, "propagated-mount") if propagated else None
             ),
             listen_fd=entry.handoff.fileno() if entry.handoff is not None else None,
         )
 
-    def _start(self, entry: _Entry, timeout: float, spec: RuntimeSpec | None = None) -> None:
-        """Start the plugin and wait until it is ready; on failure nothing is left running."""
+    def _start(
+        self,
+        entry: _Entry,
+        timeout: float,
+        spec: RuntimeSpec | None = None,
+        run: _Run | None = None,
+    ) -> None:
+        """Start the plugin and wait until it is ready; on failure nothing is left running.
+
+        ``run``: a fresh run to use (one the runtime has never seen).
+        """
         spec = spec if spec is not None else self._spec(entry)
         if entry.checked_config is not entry.config:
             self._check_socket_path(entry.id, entry.config)
@@ -1053,7 +1063,7 @@ class Manager:
                 os.unlink(socket_path)  # a stale socket must not look ready
         if spec.propagated_mount_source is not None:
             ensure_private_dir(spec.propagated_mount_source)
-        run = _Run()
+        run = run if run is not None else _Run()
         with self._lock:
             if not entry.want_running or self._closing:
                 raise PluginError(f"plugin {entry.name} was stopped while it was starting")
@@ -1377,7 +1387,8 @@ class Manager:
                 with self._lock:
                     if entry.run is run:
                         entry.run = None
-                self._start(entry, entry.timeout, spec)
+                # Nothing restored, the run is unused: the start takes it.
+                self._start(entry, entry.timeout, spec, None if alive else run)
                 self._start_probing(entry)
             except InvalidConfigError as exc:
                 # A config problem does not go away by retrying.
