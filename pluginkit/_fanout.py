@@ -5,7 +5,7 @@ shutdown. With a runtime whose start takes milliseconds (a process, a
 container), threads overlap the waiting and save most of the time. With a
 runtime whose start takes microseconds they cost more than they save: on
 two cores, sixteen threads taking turns at the GIL made a restore of 1,000
-plugins 2.2 times slower than one thread doing them in turn
+plugins 1.7 to 2.3 times slower than one thread doing them in turn
 (``benchmarks/bench_restore.py``). So the calling thread works through the
 items itself and starts helpers only when one item takes longer than
 ``slow`` seconds; then up to ``workers`` threads share what is left.
