@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pluginkit import RuntimeStartError
-from pluginkit.runtime import PluginExit, Runtime, RuntimeSpec
+from pluginkit.runtime import PluginExit, Runtime, RuntimeSpec, process
 from pluginkit.runtime.process import ProcessRuntime, _parse_stat, _read_stat
 from tests._runtime_helpers import Exits
 
@@ -971,3 +972,31 @@ def test_listen_fd_is_handed_over_as_systemd_does(
         assert stat.S_ISSOCK(spec.socket_path.lstat().st_mode)  # still the caller's
     finally:
         listener.close()
+
+
+def test_close_from_on_exit_reaps_a_plugin_whose_clean_up_waits(short_tmp: Path) -> None:
+    """close() called by an on_exit callback while another plugin's clean-up is still queued.
+
+    That plugin has exited (stop returned) but is not reaped yet: close()
+    reaps it rather than keeping it for a later re-attach.
+    """
+    runtime = ProcessRuntime(grace=5.0)
+    go, closed = threading.Event(), threading.Event()
+
+    def close_when_told(_: PluginExit) -> None:
+        go.wait(10)
+        runtime.close()
+        closed.set()
+
+    first = make_spec(short_tmp / "a", name="first:latest")
+    second = make_spec(short_tmp / "b", name="second:latest")
+    runtime.start(first, close_when_told)
+    runtime.start(second, Exits())
+    wait_until(lambda: listening(first) and listening(second), "both sockets")
+    pid = pid_of(second)
+    runtime.stop(first.id)  # its on_exit now waits for `go` on the dispatcher thread
+    runtime.stop(second.id)  # exited; its clean-up (and reaping) queued behind
+    go.set()
+    assert closed.wait(10)
+    assert pid not in process._detached
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), "the second plugin reaped")

@@ -1108,6 +1108,11 @@ class _Proc:
         """Stop watching; keep our child's Popen alive for a later restore."""
         self.close_files()
         if self.popen is not None and self.popen.returncode is None:
+            if self._gone:
+                # Exited, its clean-up not run yet (close() from an on_exit
+                # callback): nothing to re-attach to, so reap it now.
+                self.reap()
+                return
             with _detached_lock:
                 _detached[self.pid] = self.popen
 
