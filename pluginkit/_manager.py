@@ -95,7 +95,7 @@ from ._plugin import Plugin
 from ._reference import is_plugin_id, normalize_name
 from ._restart import RestartPolicy
 from ._stable import link_stable, stable_socket_path, unlink_stable
-from ._store import PLUGIN_ID_RE, Store, check_plugin_id, ensure_private_dir, make_private_dir
+from ._store import Store, check_plugin_id, ensure_private_dir, make_private_dir
 from ._wire._address import UNIX_PATH_MAX
 from .runtime._base import (
     PluginExit,
@@ -1010,19 +1010,14 @@ class Manager:
         devices = tuple(RuntimeDevice(path=d.path) for d in settings.devices if d.path)
         propagated = config.propagated_mount
         user = (config.user.uid, config.user.gid) if config.user is not None else None
-        # A restore builds a spec per plugin: each Path is made once.
-        plugin_id = check_plugin_id(entry.id)
-        plugins = self._store.plugins_dir
-        state_dir = plugins.joinpath(plugin_id, "runtime")  # joinpath: the cheapest Path
-        ensure_private_dir(state_dir)
         return RuntimeSpec(
-            id=plugin_id,
+            id=entry.id,
             name=entry.name,
-            rootfs=plugins.joinpath(plugin_id, "rootfs"),
+            rootfs=self._store.rootfs(entry.id),
             entrypoint=tuple(config.entrypoint),
-            socket_dir=self._run_root.joinpath(plugin_id),
+            socket_dir=self._socket_dir(entry.id),
             socket=config.interface.socket,
-            state_dir=state_dir,
+            state_dir=self._store.runtime_dir(entry.id),
             args=tuple(settings.args),
             env=tuple(settings.env),
             workdir=config.workdir or "/",
@@ -1036,7 +1031,7 @@ class Manager:
             pid_host=config.pid_host,
             propagated_mount=propagated,
             propagated_mount_source=(
-                plugins.joinpath(plugin_id, "propagated-mount") if propagated else None
+                self._store.plugin_dir(entry.id) / "propagated-mount" if propagated else None
             ),
             listen_fd=entry.handoff.fileno() if entry.handoff is not None else None,
         )
@@ -1563,9 +1558,7 @@ class Manager:
     # -- helpers ------------------------------------------------------------
 
     def _socket_dir(self, plugin_id: str) -> Path:
-        if not PLUGIN_ID_RE.match(plugin_id):
-            raise ValueError(f"invalid plugin id {plugin_id!r}")
-        return self._run_root / plugin_id
+        return self._run_root.joinpath(check_plugin_id(plugin_id))
 
     def _check_socket_path(self, plugin_id: str, config: PluginConfig) -> None:
         sock = config.interface.socket

@@ -244,17 +244,20 @@ class Store:
 
     # -- paths --------------------------------------------------------------
 
+    # joinpath makes one Path of all the parts, the cheapest way: a restore
+    # asks for these once per plugin.
+
     def plugin_dir(self, plugin_id: str) -> Path:
         """Return the directory of one plugin (the id is validated first)."""
-        return self.plugins_dir / check_plugin_id(plugin_id)
+        return self.plugins_dir.joinpath(check_plugin_id(plugin_id))
 
     def rootfs(self, plugin_id: str) -> Path:
         """Return the plugin's root filesystem."""
-        return self.plugin_dir(plugin_id) / "rootfs"
+        return self.plugins_dir.joinpath(check_plugin_id(plugin_id), "rootfs")
 
     def runtime_dir(self, plugin_id: str) -> Path:
         """Return the private directory a runtime may use for the plugin (created if needed)."""
-        path = self.plugin_dir(plugin_id) / "runtime"
+        path = self.plugins_dir.joinpath(check_plugin_id(plugin_id), "runtime")
         ensure_private_dir(path)
         return path
 
