@@ -141,9 +141,8 @@ class CGroup:
         if events_fd is not None:
             with contextlib.suppress(OSError):
                 return b"populated 1" in os.pread(events_fd, 4096, 0)
-        try:
-            fd = os.open(os.path.join(self.path, "cgroup.events"), os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+        fd = self.open_events()
+        if fd is None:
             return False
         try:
             return b"populated 1" in os.read(fd, 4096)
@@ -191,15 +190,14 @@ class CGroup:
         return True
 
     def _wait_event(self, timeout: float) -> None:
-        try:
-            fd = os.open(self.path / "cgroup.events", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+        fd = self.open_events()
+        if fd is None:
             return
         try:
             poller = select.poll()
             poller.register(fd, select.POLLPRI)
             os.read(fd, 4096)
-            if self.populated():
+            if self.populated(fd):
                 poller.poll(timeout * 1000)
         finally:
             os.close(fd)

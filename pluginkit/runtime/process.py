@@ -378,11 +378,7 @@ class ProcessRuntime:
             proc = self._procs.get(plugin_id)
         if proc is not None:
             self.stop(plugin_id)
-            # Its last output is written and its files closed on clean-up.
-            if self._exits.in_thread():
-                self._clean_files(proc)
-            else:
-                proc.cleaned.wait(_KILL_WAIT)
+            self._wait_cleaned(proc)  # its last output written, its files closed
         with self._lock:
             cgroup = self._cgroups.pop(plugin_id, None)
         if cgroup is not None:
@@ -447,12 +443,8 @@ class ProcessRuntime:
                         raise RuntimeStartError(f"plugin {spec.name} is already running")
                     self._starting.add(spec.id)
                     return
-            # Its last run has exited and is being cleaned up: a moment. From
-            # an on_exit callback (the dispatcher thread, which does that
-            # clean-up) it is done here and now rather than waited for.
-            if self._exits.in_thread():
-                self._clean_files(proc)
-            elif not proc.cleaned.wait(_KILL_WAIT):
+            # Its last run has exited and is being cleaned up: a moment.
+            if not self._wait_cleaned(proc):
                 raise RuntimeStartError(
                     f"plugin {spec.name} is still being cleaned up after its last exit"
                 )
@@ -887,6 +879,17 @@ class ProcessRuntime:
         # and no writer is left to wait for); a start meanwhile waits for
         # that (see _reserve).
         proc.exited.set()
+
+    def _wait_cleaned(self, proc: _Proc) -> bool:
+        """Wait until an exited plugin is cleaned up; False if that took over ``_KILL_WAIT``.
+
+        From an on_exit callback (the dispatcher thread, which does that
+        clean-up) it is done here and now rather than waited for.
+        """
+        if self._exits.in_thread():
+            self._clean_files(proc)
+            return True
+        return proc.cleaned.wait(_KILL_WAIT)
 
     def _clean_up(self, proc: _Proc) -> None:
         """Dispatcher thread: finish with an exited plugin's files, then report the exit."""
