@@ -39,8 +39,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pluginkit.runtime import PluginExit, RuntimeSpec
-from pluginkit.runtime._cgroup import CGroup, _base_cache, cgroup_base
-from pluginkit.runtime.process import ProcessRuntime
+from pluginkit.runtime._cgroup import CGroup, cgroup_base
+from pluginkit.runtime.process import ProcessRuntime, _join_cgroup
 from pluginkit.sdk import PluginServer
 from pluginkit.testing import FakeRuntime
 
@@ -94,9 +94,13 @@ def make_spec(base: Path) -> RuntimeSpec:
     )
 
 
-def bench_process(base: Path, *, baseline_cgroup: bool = False) -> None:
+def bench_process(
+    base: Path, *, baseline_cgroup: bool = False, process_groups: bool = False
+) -> None:
     spec = make_spec(base)
     runtime = ProcessRuntime()
+    if process_groups:
+        runtime._cgroup_base = None  # as where no cgroup v2 is writable
     cgroup = None
     if baseline_cgroup:
         parent = cgroup_base()
@@ -148,7 +152,7 @@ def bench_process(base: Path, *, baseline_cgroup: bool = False) -> None:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=None if procs_fd is None else join_cgroup(procs_fd),
+                preexec_fn=None if procs_fd is None else _join_cgroup(procs_fd),
             )
             if procs_fd is not None:
                 os.close(procs_fd)
@@ -169,26 +173,12 @@ def bench_process(base: Path, *, baseline_cgroup: bool = False) -> None:
     report("process stop+exit", exits, base_stops)
 
 
-def join_cgroup(procs_fd: int) -> Callable[[], None]:
-    def join() -> None:
-        os.write(procs_fd, b"0")
-
-    return join
-
-
 def bench_process_cgroup_baseline(base: Path) -> None:
     bench_process(base, baseline_cgroup=True)
 
 
 def bench_process_groups(base: Path) -> None:
-    if not _base_cache:
-        cgroup_base()
-    saved = list(_base_cache)
-    _base_cache[:] = [None]  # as where no cgroup v2 is writable
-    try:
-        bench_process(base)
-    finally:
-        _base_cache[:] = saved
+    bench_process(base, process_groups=True)
 
 
 def bench_fake(base: Path) -> None:

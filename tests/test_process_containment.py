@@ -19,7 +19,7 @@ import pytest
 from pluginkit import Manager, RestartPolicy
 from pluginkit.runtime import RuntimeSpec
 from pluginkit.runtime._cgroup import CGroup, cgroup_base
-from pluginkit.runtime.process import OutputStats, ProcessRuntime
+from pluginkit.runtime.process import OutputStats, ProcessRuntime, _join_cgroup
 from tests._manager_helpers import write_plugin_dir
 from tests._runtime_helpers import Exits
 from tests.test_runtime_process import (
@@ -448,7 +448,7 @@ def test_populated_rereads_an_open_events_file() -> None:
         assert (cgroup.populated(events), cgroup.populated()) == (False, False)
         procs = cgroup.open_procs()
         try:
-            child = subprocess.Popen(["sleep", "30"], preexec_fn=lambda: os.write(procs, b"0"))
+            child = subprocess.Popen(["sleep", "30"], preexec_fn=_join_cgroup(procs))
         finally:
             os.close(procs)
         assert (cgroup.populated(events), cgroup.populated()) == (True, True)
