@@ -415,9 +415,7 @@ class AsyncClient(ClientBase):
         self, conn: Connection, exc: Exception, method: str, timeout: float | None
     ) -> PluginError:
         conn.close()
-        if isinstance(exc, TimeoutError):
-            return self._timeout_error(method, timeout)
-        return self._protocol_error(method, str(exc))
+        return self._reply_error(method, timeout, exc)
 
     def _checkout(self, method: str) -> Connection | None:
         idle = self._idle
@@ -521,17 +519,9 @@ class AsyncBodyReader:
             raise ValueError("I/O operation on a closed stream")
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         try:
-            data = await conn.recv(self._decoder.want(size), deadline)
-        except TimeoutError:
-            raise self._client._timeout_error(self._method, self._timeout) from None
-        except OSError as exc:
-            raise self._client._protocol_error(
-                self._method, f"connection broke mid-reply: {exc}"
-            ) from None
-        try:
-            self._decoder.feed(data)
-        except BadReply as exc:
-            raise self._client._protocol_error(self._method, str(exc)) from None
+            self._decoder.feed(await conn.recv(self._decoder.want(size), deadline))
+        except (OSError, BadReply) as exc:
+            raise self._client._reply_error(self._method, self._timeout, exc) from None
 
     async def read(self, size: int = -1) -> bytes:
         """Read up to ``size`` bytes (all the rest when negative); ``b""`` at the end."""

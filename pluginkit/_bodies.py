@@ -134,17 +134,9 @@ class BodyReader(io.RawIOBase):
         if sock is None:
             raise ValueError("I/O operation on a closed stream")
         try:
-            data = sock.recv(self._decoder.want(size))
-        except TimeoutError:
-            raise self._client._timeout_error(self._method, self._timeout) from None
-        except OSError as exc:
-            raise self._client._protocol_error(
-                self._method, f"connection broke mid-reply: {exc}"
-            ) from None
-        try:
-            self._decoder.feed(data)
-        except BadReply as exc:
-            raise self._client._protocol_error(self._method, str(exc)) from None
+            self._decoder.feed(sock.recv(self._decoder.want(size)))
+        except (OSError, BadReply) as exc:
+            raise self._client._reply_error(self._method, self._timeout, exc) from None
 
     def close(self) -> None:
         """Close the stream; a connection whose body was read to the end goes back to the pool."""

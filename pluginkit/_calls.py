@@ -15,7 +15,7 @@ from typing import Any, Final
 import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
 
 from ._bodies import FileBody
-from ._errors import PluginConnectionError, PluginProtocolError, PluginTimeoutError
+from ._errors import PluginConnectionError, PluginError, PluginProtocolError, PluginTimeoutError
 from ._pool import ConnectFailed, reason
 from ._tls import TLSConfig
 from ._wire._address import parse_address
@@ -140,6 +140,18 @@ class ClientBase:
         return PluginTimeoutError(
             f"{method}: plugin at {self.addr} did not answer within {timeout:g} s"
         )
+
+    def _reply_error(self, method: str, timeout: float | None, exc: Exception) -> PluginError:
+        """Return the error to raise when reading a reply failed with ``exc``.
+
+        A timeout is the call's deadline passing; a broken connection and a
+        malformed reply (``BadReply``) are protocol errors naming ``exc``.
+        """
+        if isinstance(exc, TimeoutError):
+            return self._timeout_error(method, timeout)
+        if isinstance(exc, OSError):
+            return self._protocol_error(method, f"connection broke mid-reply: {exc}")
+        return self._protocol_error(method, str(exc))
 
     def _retry_delay(
         self,

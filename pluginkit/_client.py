@@ -500,9 +500,7 @@ class Client(ClientBase):
         reply, a broken connection) is a protocol error naming ``exc``.
         """
         sock.close()
-        if isinstance(exc, TimeoutError):
-            return self._timeout_error(method, timeout)
-        return self._protocol_error(method, str(exc))
+        return self._reply_error(method, timeout, exc)
 
     def _checkout(self, method: str) -> socket.socket | None:
         sock = self._pool.checkout()

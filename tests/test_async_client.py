@@ -18,6 +18,7 @@ from pluginkit import (
     Client,
     LegacyRegistry,
     PluginConnectionError,
+    PluginProtocolError,
     PluginTimeoutError,
 )
 
@@ -162,3 +163,33 @@ def test_the_sync_client_does_not_load_ssl_or_asyncio() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_stream_body_cut_short_or_stalled(short_tmp: Path) -> None:
+    """A streamed body ending early, or stalling past the timeout: the sync client's errors."""
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"
+    release = threading.Event()
+
+    def stall(conn: socket.socket) -> None:
+        reply(conn, cut)
+        release.wait(10)
+
+    async def read_all(addr: str, timeout: float | None) -> bytes:
+        async with AsyncClient(addr) as client, client.stream("Logs", timeout=timeout) as body:
+            return await body.read()
+
+    with (
+        RawServer(short_tmp / "c.sock", lambda conn: reply(conn, cut)) as server,
+        pytest.raises(PluginProtocolError) as cut_short,
+    ):
+        asyncio.run(read_all(server.addr, None))
+    assert str(cut_short.value) == (
+        f"Logs: invalid reply from plugin at {server.addr}: reply truncated"
+    )
+    with RawServer(short_tmp / "s.sock", stall) as server:
+        try:
+            with pytest.raises(PluginTimeoutError) as stalled:
+                asyncio.run(read_all(server.addr, 0.05))
+        finally:
+            release.set()
+    assert str(stalled.value) == f"Logs: plugin at {server.addr} did not answer within 0.05 s"

@@ -1370,3 +1370,14 @@ def test_endless_reply_head_hits_the_size_cap(short_tmp: Path, path: str):
     raw = raw + raw[17:] * 100  # about 100 KiB, and the connection stays open
     detail = rejected(short_tmp, raw, path)
     assert detail == "the reply head is larger than 65536 bytes (no blank line ends it)"
+
+
+def test_stream_body_cut_short(short_tmp: Path):
+    """A body that ends before its Content-Length gives a PluginProtocolError saying so."""
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"
+    with RawServer(short_tmp / "s.sock", lambda conn: reply(conn, cut)) as server:
+        with Client(server.addr) as client:
+            with pytest.raises(PluginProtocolError) as info:
+                with client.stream("Logs") as body:
+                    body.read()
+    assert str(info.value) == (f"Logs: invalid reply from plugin at {server.addr}: reply truncated")
