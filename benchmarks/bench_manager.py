@@ -135,20 +135,30 @@ def bench_lookups(tmp: Path) -> None:
         fake.shutdown()
 
 
-def bench_start(tmp: Path, count: int = 1000) -> None:
-    root = tmp / "root1000"
-    fake = FakeRuntime()
-    with Manager(root, runtime=fake, run_root=tmp / "run1000", legacy=None) as m:
-        template = m.create("p0", plugin_dir(tmp))
-    # Cloning the first plugin is much faster than 1000 creates (each fsyncs).
-    src = root / "plugins" / str(template.id)
+def clone_plugins(root: Path, template_id: str, count: int, *, enabled: bool = False) -> None:
+    """Make plugins p1 .. p<count-1> in ``root`` as copies of the plugin ``template_id``.
+
+    Cloning is much faster than ``count`` creates (each fsyncs).
+    """
+    src = root / "plugins" / template_id
     record = json.loads((src / "plugin.json").read_text())
+    if enabled:
+        record["Enabled"] = True
+        (src / "plugin.json").write_text(json.dumps(record))
     for i in range(1, count):
         new_id = secrets.token_hex(32)
         dst = root / "plugins" / new_id
         shutil.copytree(src, dst, symlinks=True)
         record.update(Id=new_id, Name=f"p{i}:latest", PluginReference=f"p{i}:latest")
         (dst / "plugin.json").write_text(json.dumps(record))
+
+
+def bench_start(tmp: Path, count: int = 1000) -> None:
+    root = tmp / "root1000"
+    fake = FakeRuntime()
+    with Manager(root, runtime=fake, run_root=tmp / "run1000", legacy=None) as m:
+        template = m.create("p0", plugin_dir(tmp))
+    clone_plugins(root, str(template.id), count)
 
     def start() -> None:
         Manager(root, runtime=fake, run_root=tmp / "run1000", legacy=None).shutdown()

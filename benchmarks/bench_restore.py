@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import socket
 import statistics
@@ -48,8 +47,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# The same plugin config as the manager benchmark's.
-from bench_manager import CONFIG  # noqa: E402
+# The manager benchmark's plugin config, and its way of cloning a plugin many times.
+from bench_manager import CONFIG, clone_plugins  # noqa: E402
 
 from pluginkit import Manager  # noqa: E402
 from pluginkit.runtime import RuntimeSpec  # noqa: E402
@@ -99,16 +98,7 @@ def make_root(base: Path, count: int, run_base: Path | None = None) -> tuple[Pat
         (ctx / "config.json").write_text(json.dumps(CONFIG))
     with Manager(root, runtime=FreeRuntime(), run_root=run_root, legacy=None) as m:
         template = m.create("p0", ctx)
-    src = root / "plugins" / str(template.id)
-    record = json.loads((src / "plugin.json").read_text())
-    record["Enabled"] = True
-    (src / "plugin.json").write_text(json.dumps(record))
-    for i in range(1, count):
-        new_id = secrets.token_hex(32)
-        dst = root / "plugins" / new_id
-        shutil.copytree(src, dst, symlinks=True)
-        record.update(Id=new_id, Name=f"p{i}:latest", PluginReference=f"p{i}:latest")
-        (dst / "plugin.json").write_text(json.dumps(record))
+    clone_plugins(root, str(template.id), count, enabled=True)
     return root, run_root
 
 
