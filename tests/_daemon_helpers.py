@@ -134,11 +134,24 @@ class DaemonProcess:
             time.sleep(0.02)
         raise AssertionError(f"daemon not ready: {self.log.read_text()}")
 
-    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def _cli_command(self, *args: str) -> list[str]:
         command = [sys.executable, "-m", "pluginkit", "--root", str(self.root)]
-        command += ["--run-root", str(self.run_root), *args]
+        return [*command, "--run-root", str(self.run_root), *args]
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            command, capture_output=True, text=True, env=cli_env(), timeout=timeout, check=False
+            self._cli_command(*args),
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=timeout,
+            check=False,
+        )
+
+    def cli_background(self, *args: str) -> subprocess.Popen[str]:
+        """Start a CLI command that keeps running (``events``), its stdout piped as text."""
+        return subprocess.Popen(
+            self._cli_command(*args), env=cli_env(), stdout=subprocess.PIPE, text=True
         )
 
     def stop(self, sig: int = signal.SIGTERM) -> int:

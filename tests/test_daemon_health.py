@@ -76,15 +76,8 @@ def test_a_sigstopped_plugin_is_restarted_and_healthy_again(
     assert daemon.cli("ls", "--format", "{{.Name}} {{.Health}}").stdout == "hc:latest healthy\n"
 
     # Follow GET /events (as `pluginkit events` does) while the plugin hangs.
-    follower = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "pluginkit", "--root", str(daemon.root)),
-            *("--run-root", str(daemon.run_root), "events", "--format", "json"),
-            *("--filter", "event=health_status", "--filter", "plugin=hc"),
-        ],
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        text=True,
+    follower = daemon.cli_background(
+        "events", "--format", "json", "--filter", "event=health_status", "--filter", "plugin=hc"
     )
     try:
         time.sleep(0.5)  # the follower is connected
@@ -223,15 +216,7 @@ def test_events_without_since_shows_new_events_only(daemon: DaemonProcess, short
     """As dockerd: no `since`/`until` -> no past events, only what happens next."""
     plugin_dir = make_plugin_dir(short_tmp / "ctx")
     daemon.cli("create", "old", str(plugin_dir))
-    follower = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "pluginkit", "--root", str(daemon.root)),
-            *("--run-root", str(daemon.run_root), "events", "--format", "json"),
-        ],
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    follower = daemon.cli_background("events", "--format", "json")
     try:
         time.sleep(0.5)  # the follower is connected
         daemon.cli("create", "new", str(plugin_dir))
