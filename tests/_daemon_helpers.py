@@ -110,8 +110,7 @@ class DaemonProcess:
         options: Sequence[str] = (),
     ) -> None:
         """Start it: ``extra`` are global options (before ``daemon``), ``options`` the daemon's."""
-        command = [sys.executable, "-m", "pluginkit", "--root", str(self.root)]
-        command += ["--run-root", str(self.run_root), *extra, "daemon", *options]
+        command = self._cli_command(*extra, "daemon", *options)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 command, env=env or cli_env(), stdout=log, stderr=log, start_new_session=True
