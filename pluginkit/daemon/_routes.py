@@ -413,11 +413,7 @@ def load(req: Request) -> Response:
     body = _json_list_body(req, "load request")
     if not isinstance(body, dict) or not isinstance(body.get("File"), str):
         raise ApiError(400, 'invalid load request: "File" (a path) is required')
-    grant: Any = body.get("Grant")
-    if isinstance(grant, list):
-        grant = _privileges_from(grant)
-    elif grant is not True:
-        grant = None
+    grant = _grant_from(body)
     manager = _registry_manager(req, "load")
     plugin = manager.load(body["File"], name=body.get("Name") or None, grant=grant)
     return Response(value=manager.inspect(plugin.name))
@@ -507,11 +503,7 @@ def local_install(req: Request) -> Response:
     body = _json_list_body(req, "install request")
     if not isinstance(body, dict) or not isinstance(body.get("Source"), str):
         raise ApiError(400, 'invalid install request: "Source" (a path) is required')
-    grant: Any = body.get("Grant")
-    if isinstance(grant, list):
-        grant = _privileges_from(grant)
-    elif grant is not True:
-        grant = None
+    grant = _grant_from(body)
     manager = req.state.manager
     plugin = manager.install(body["Source"], name=body.get("Name") or None, grant=grant)
     settings = body.get("Settings") or []
@@ -563,6 +555,14 @@ def _privileges_body(req: Request) -> list[Any]:
     if not isinstance(value, list):
         raise ApiError(500, "failed to parse privileges: not a list")
     return _privileges_from(value)
+
+
+def _grant_from(body: dict[str, Any]) -> Any:
+    """Return the ``grant`` for a request's ``"Grant"``: True, the privileges listed, or None."""
+    grant = body.get("Grant")
+    if isinstance(grant, list):
+        return _privileges_from(grant)
+    return True if grant is True else None
 
 
 def _privileges_from(value: list[Any]) -> list[Any]:
