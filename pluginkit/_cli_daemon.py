@@ -469,21 +469,12 @@ def _ask_grant(
 ) -> Any:
     """Return the privileges to send: all with --grant-all-permissions, else asked."""
     from ._config import Privilege
-    from .cli import CLIError, _confirm, _format_privileges
+    from .cli import _ask_privileges
 
     if getattr(args, "grant_all_permissions", False) or not privileges:
         return privileges
-    if not sys.stdin.isatty():
-        raise CLIError(
-            f'plugin "{source}" requests privileges and there is no terminal to ask; '
-            "pass --grant-all-permissions"
-        )
-    out.write(f'Plugin "{source}" is requesting the following privileges:\n')
     shown = [Privilege(p["Name"], p["Description"], tuple(p["Value"])) for p in privileges]
-    for line in _format_privileges(shown):
-        out.write(line + "\n")
-    if not _confirm("Do you grant the above permissions?", out):
-        raise CLIError("permission denied")
+    _ask_privileges(source, shown, out)
     return privileges
 
 

@@ -106,21 +106,11 @@ def cmd_push(args: argparse.Namespace, out: TextIO) -> int:
 
 def _asker(source: str, out: TextIO) -> Callable[[list[Privilege]], bool]:
     """Ask on the terminal for the privileges a plugin needs, as ``install`` does."""
-    from .cli import CLIError, _confirm, _format_privileges
+    from .cli import _ask_privileges
 
     def ask(privileges: list[Privilege]) -> bool:
-        if not privileges:
-            return True
-        if not sys.stdin.isatty():
-            raise CLIError(
-                f'plugin "{source}" requests privileges and there is no terminal to ask; '
-                "pass --grant-all-permissions"
-            )
-        out.write(f'Plugin "{source}" is requesting the following privileges:\n')
-        for line in _format_privileges(privileges):
-            out.write(line + "\n")
-        if not _confirm("Do you grant the above permissions?", out):
-            raise CLIError("permission denied")
+        if privileges:
+            _ask_privileges(source, privileges, out)
         return True
 
     return ask

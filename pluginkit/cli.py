@@ -333,25 +333,39 @@ def _confirm(question: str, out: TextIO) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
+def _ask_privileges(
+    source: str,
+    privileges: list[Privilege],
+    out: TextIO,
+    advice: str = "pass --grant-all-permissions",
+) -> None:
+    """Show the privileges ``source`` requests and ask for them; CLIError unless granted.
+
+    ``advice`` ends the error given when there is no terminal to ask on.
+    """
+    if not sys.stdin.isatty():
+        raise CLIError(
+            f'plugin "{source}" requests privileges and there is no terminal to ask; {advice}'
+        )
+    out.write(f'Plugin "{source}" is requesting the following privileges:\n')
+    for line in _format_privileges(privileges):
+        out.write(line + "\n")
+    if not _confirm("Do you grant the above permissions?", out):
+        raise CLIError("permission denied")
+
+
 def cmd_install(args: argparse.Namespace, out: TextIO) -> int:
     """``pluginkit install SOURCE``: create from a directory or tar, grant, set, enable."""
 
     def ask(privileges: list[Privilege]) -> bool:
         # Called by install() with what the plugin it read needs: a missing
         # source is reported as such, and what is shown is what is checked.
-        if not privileges:
-            return True
-        if not sys.stdin.isatty():
-            raise CLIError(
-                f'plugin "{args.source}" requests privileges and there is no terminal '
-                "to ask; review them with 'pluginkit privileges "
-                f"{args.source}' and pass --grant-all-permissions"
+        if privileges:
+            advice = (
+                f"review them with 'pluginkit privileges {args.source}' "
+                "and pass --grant-all-permissions"
             )
-        out.write(f'Plugin "{args.source}" is requesting the following privileges:\n')
-        for line in _format_privileges(privileges):
-            out.write(line + "\n")
-        if not _confirm("Do you grant the above permissions?", out):
-            raise CLIError("permission denied")
+            _ask_privileges(args.source, privileges, out, advice)
         return True
 
     with _open_manager(args) as manager:

@@ -123,7 +123,10 @@ def test_pluginkit_commands_go_through_the_daemon(
     assert (installed.returncode, installed.stdout) == (0, f"Installed plugin {ref}\n")
     refused = daemon.cli("upgrade", "c", f"{registry}/pk/cli:2")
     assert refused.returncode == 1
-    assert "requests privileges and there is no terminal to ask" in refused.stderr
+    assert refused.stderr.splitlines()[-1] == (
+        f'Error: plugin "{registry}/pk/cli:2" requests privileges and there is no terminal'
+        " to ask; pass --grant-all-permissions"
+    )
     upgraded = daemon.cli("upgrade", "--grant-all-permissions", "c", f"{registry}/pk/cli:2")
     assert upgraded.stdout == f"Upgraded plugin c:latest to {registry}/pk/cli:2\n", upgraded.stderr
     bundle = short_tmp / "c.tar"
