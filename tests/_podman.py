@@ -21,9 +21,10 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from tests._engine_wait import pings, wait_serving
 
 BASE_CONFIG = """\
 [containers]
@@ -94,14 +95,15 @@ class PodmanEngine:
             start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self._service.poll() is not None:
-                raise RuntimeError(f"podman system service exited: {self.service_log()}")
-            if self.socket.exists() and self._answers():
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"podman system service did not answer in 30 s: {self.service_log()}")
+        wait_serving(
+            "podman system service",
+            self._service,
+            self.socket,
+            self._answers,
+            self.service_log,
+            timeout=30,
+            interval=0.05,
+        )
 
     def service_log(self) -> str:
         """The last lines the service wrote."""
@@ -115,14 +117,7 @@ class PodmanEngine:
         return docker.DockerClient(base_url=self.url, timeout=120)
 
     def _answers(self) -> bool:
-        try:
-            client = self.client()
-            try:
-                return bool(client.ping())
-            finally:
-                client.close()
-        except Exception:
-            return False
+        return pings(self.client)
 
     def stop(self) -> None:
         """Stop the service, remove every container and image, then the directory."""

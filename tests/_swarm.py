@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests._engine_wait import pings, wait_serving
+
 _NODE_SCRIPT = r"""#!/bin/sh
 # Runs inside the node's new mount and UTS namespaces, in its network namespace.
 set -e
@@ -126,14 +128,15 @@ class Node:
             start_new_session=True,
         )  # fmt: skip
         log.close()
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"dockerd of {self.name} exited: {self.log_tail()}")
-            if self.socket.exists() and self._answers():
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"dockerd of {self.name} did not answer in 90 s: {self.log_tail()}")
+        wait_serving(
+            f"dockerd of {self.name}",
+            self._process,
+            self.socket,
+            self._answers,
+            self.log_tail,
+            timeout=90,
+            interval=0.1,
+        )
 
     def client(self) -> Any:
         """A docker-py client of this node's engine."""
@@ -181,14 +184,7 @@ class Node:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def _answers(self) -> bool:
-        try:
-            client = self.client()
-            try:
-                return bool(client.ping())
-            finally:
-                client.close()
-        except Exception:
-            return False
+        return pings(self.client)
 
 
 class Swarm:
