@@ -53,13 +53,27 @@ def read_small_file(path: str | os.PathLike[str], limit: int) -> bytes:
     # waiting; it is refused right after by its type.
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     try:
-        mode = os.fstat(fd).st_mode
+        info = os.fstat(fd)
+        mode = info.st_mode
         if stat.S_ISDIR(mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
         if not stat.S_ISREG(mode):
             raise FileKindError(_KINDS.get(stat.S_IFMT(mode), "not a file"))
         chunks = []
         size = 0
+        if 0 < info.st_size <= limit:
+            # One read does for the usual file: asked for a byte more than its
+            # size, a read returning exactly its size has reached the end (one
+            # that grew meanwhile returns more). A size that says nothing
+            # (procfs files show 0) leaves it to the loop, which reads until
+            # a read returns nothing.
+            chunk = os.read(fd, info.st_size + 1)
+            if len(chunk) == info.st_size:
+                return chunk
+            chunks.append(chunk)
+            size = len(chunk)
+            if size > limit:
+                raise FileTooLargeError(limit)
         while True:
             chunk = os.read(fd, min(limit + 1 - size, 1 << 20))
             if not chunk:

@@ -95,7 +95,13 @@ from ._plugin import Plugin
 from ._reference import is_plugin_id, normalize_name
 from ._restart import RestartPolicy
 from ._stable import link_stable, stable_socket_path, unlink_stable
-from ._store import Store, check_plugin_id, ensure_private_dir, make_private_dir
+from ._store import (
+    MAX_RECORD_BYTES,
+    Store,
+    check_plugin_id,
+    ensure_private_dir,
+    make_private_dir,
+)
 from ._wire._address import UNIX_PATH_MAX
 from .runtime._base import (
     PluginExit,
@@ -273,7 +279,14 @@ class Manager:
         # (runtime exit callback, on_event, handle callbacks): see shutdown().
         self._calling = threading.local()
 
-        self._store = Store(self._root)
+        # A record holds its config re-indented with every field written out
+        # (up to 9 times the config.json's size, measured) and the settings:
+        # leave room for the largest config the install limits admit, so that
+        # no record this manager saved is refused by the next.
+        self._store = Store(
+            self._root,
+            max_record_bytes=max(MAX_RECORD_BYTES, 16 * self.install_limits.max_config_bytes),
+        )
         self._store.open()
         try:
             ensure_private_dir(self._run_root)

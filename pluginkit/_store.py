@@ -38,8 +38,9 @@ from typing import Any
 import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
 
 from ._errors import PluginError, RootInUseError
+from ._files import read_small_file
 
-__all__ = ["PLUGIN_ID_RE", "RootLock", "Store", "atomic_write", "fsync_dir"]
+__all__ = ["MAX_RECORD_BYTES", "PLUGIN_ID_RE", "RootLock", "Store", "atomic_write", "fsync_dir"]
 
 log = logging.getLogger("pluginkit.manager")
 
@@ -47,6 +48,8 @@ PLUGIN_ID_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 """A managed plugin's id: 64 lower-case hex digits (Docker's ``stringid``)."""
 
 RECORD = "plugin.json"
+MAX_RECORD_BYTES = 64 << 20
+"""The largest plugin record read by default (a 1 MiB config re-indented, and settings, fit)."""
 _REMOVING = "-removing"
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
@@ -204,8 +207,9 @@ def _read_pid(fd: int) -> str:
 class Store:
     """The directory tree of one manager root (see the module docstring for the layout)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, max_record_bytes: int = MAX_RECORD_BYTES) -> None:
         self.root = root
+        self.max_record_bytes = max_record_bytes
         self.plugins_dir = root / "plugins"
         self.plugins_str = os.fspath(self.plugins_dir)
         self.tmp_dir = root / "tmp"
@@ -307,8 +311,9 @@ class Store:
         for plugin_id in self.plugin_ids():
             path = os.path.join(self.plugins_str, plugin_id, RECORD)
             try:
-                with open(path, "rb") as f:
-                    record = json.load(f)
+                # Not open(): a record replaced by a FIFO would block the
+                # manager's start for ever, a link to /dev/zero never end.
+                record = json.loads(read_small_file(path, self.max_record_bytes))
                 if not isinstance(record, dict):
                     raise ValueError("not a JSON object")
             except FileNotFoundError:

@@ -192,6 +192,31 @@ def test_load_all_skips_a_deeply_nested_record(
     ]
 
 
+def test_load_all_skips_records_that_are_not_small_regular_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record replaced by a FIFO, a link to /dev/zero or a huge file is skipped at once."""
+    caplog.set_level(logging.WARNING, "pluginkit.manager")
+    store = Store(tmp_path / "root", max_record_bytes=100)
+    store.open()
+    for plugin_id in (ID_A, ID_B, "c" * 64, "d" * 64):
+        _install(store, plugin_id)
+    os.unlink(store.plugin_dir(ID_B) / "plugin.json")
+    os.mkfifo(store.plugin_dir(ID_B) / "plugin.json")  # open() would wait for a writer
+    os.unlink(store.plugin_dir("c" * 64) / "plugin.json")
+    os.symlink("/dev/zero", store.plugin_dir("c" * 64) / "plugin.json")  # a read never ends
+    (store.plugin_dir("d" * 64) / "plugin.json").write_text(json.dumps({"Id": "d" * 101}))
+    assert store.load_all() == [(ID_A, {"Id": ID_A})]
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        f"error loading plugin record {store.plugin_dir(ID_B)}/plugin.json, skipping: "
+        "not a regular file but a FIFO",
+        f"error loading plugin record {store.plugin_dir('c' * 64)}/plugin.json, skipping: "
+        "not a regular file but a character device",
+        f"error loading plugin record {store.plugin_dir('d' * 64)}/plugin.json, skipping: "
+        "larger than the limit of 100 bytes",
+    ]
+
+
 def test_records_are_json_objects(store: Store) -> None:
     """The record on disk is plain JSON with a trailing newline."""
     _install(store, ID_A, {"Id": ID_A, "Name": "x:latest"})
