@@ -42,6 +42,7 @@ from ._errors import (
     PluginTimeoutError,
     _json_error_reason,
 )
+from ._files import read_small_file
 from ._multiplex import call_concurrently
 from ._plugin import Plugin
 from ._tls import TLSConfig
@@ -68,6 +69,9 @@ DEFAULT_SPEC_DIRS: tuple[str, ...] = ("/etc/docker/plugins", "/usr/lib/docker/pl
 Handler = Callable[[str, Client], None]
 
 _SPEC_EXTS = (".spec", ".json")
+
+#: The largest ``.spec``/``.json`` file read: an address and three TLS file paths need far less.
+MAX_SPEC_BYTES = 1 << 20
 
 
 def check_name(name: str) -> None:
@@ -114,8 +118,9 @@ def read_spec_file(name: str, path: str) -> tuple[str, TLSConfig | None]:
             the wrong type, or an address without a (known) scheme.
     """
     try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
+        # Not open(): a FIFO would block every lookup until a writer came, a
+        # link to /dev/zero would be read until memory runs out.
+        text = read_small_file(path, MAX_SPEC_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidConfigError(f'plugin "{name}": cannot read {path}: {exc}', path=path) from None
     if not path.endswith(".json"):

@@ -42,7 +42,7 @@ from pluginkit import (
     PluginTimeoutError,
     TLSConfig,
 )
-from pluginkit._legacy import check_name, read_spec_file
+from pluginkit._legacy import MAX_SPEC_BYTES, check_name, read_spec_file
 
 
 @pytest.fixture
@@ -556,6 +556,47 @@ def test_too_deeply_nested_json_spec_file_is_skipped(
     assert str(info.value) == expected
     assert info.value.path == str(path)
     assert caplog.messages == [f"skipping legacy plugin deep: {expected}"]
+
+
+def test_spec_files_that_are_not_regular_files_are_not_plugins(
+    registry: LegacyRegistry, dirs: tuple[Path, Path]
+):
+    """A FIFO .spec (open() would block) and a .json linked to /dev/zero are passed over."""
+    os.mkfifo(dirs[1] / "fifo.spec")
+    (dirs[1] / "zero.json").symlink_to("/dev/zero")
+    with plugin_server(dirs[0] / "good.sock", "VolumeDriver"):
+        assert [p.name for p in registry.get_all("VolumeDriver")] == ["good"]
+        for name in ("fifo", "zero"):
+            with pytest.raises(ErrNotFound):
+                registry.get(name, "VolumeDriver")
+
+
+def test_reading_a_spec_file_swapped_for_a_fifo_fails_at_once(tmp_path: Path):
+    """Swapped after the registry saw a regular file: an error naming it, not a hang."""
+    fifo, zero = tmp_path / "fifo.spec", tmp_path / "zero.json"
+    os.mkfifo(fifo)
+    zero.symlink_to("/dev/zero")
+    with pytest.raises(InvalidConfigError) as info:
+        read_spec_file("fifo", str(fifo))
+    assert str(info.value) == f'plugin "fifo": cannot read {fifo}: not a regular file but a FIFO'
+    with pytest.raises(InvalidConfigError) as info:
+        read_spec_file("zero", str(zero))
+    assert str(info.value) == (
+        f'plugin "zero": cannot read {zero}: not a regular file but a character device'
+    )
+
+
+def test_a_spec_file_over_the_size_limit_is_an_error(
+    registry: LegacyRegistry, dirs: tuple[Path, Path]
+):
+    """A spec file larger than MAX_SPEC_BYTES is refused, naming the file and the limit."""
+    path = dirs[1] / "big.spec"
+    path.write_bytes(b"tcp://h:1" + b" " * MAX_SPEC_BYTES)
+    with pytest.raises(InvalidConfigError) as info:
+        registry.get("big", "VolumeDriver")
+    assert str(info.value) == (
+        f'plugin "big": cannot read {path}: larger than the limit of {MAX_SPEC_BYTES} bytes'
+    )
 
 
 # -- handlers ----------------------------------------------------------------
