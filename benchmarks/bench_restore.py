@@ -14,8 +14,9 @@ interleaved pairs (A/B, B/A, ...), the median of:
   does, so this shows the manager's own overhead apart);
 
 and prints ``ratio = ours / baseline`` per N (target <= 2, flat in N), and
-the median time of one ``enable`` while the other N - 1 plugins run, as a
-ratio to the smallest N (target: flat).
+the median time of one ``enable`` while the other N - 1 plugins run, and of
+one ``get`` in a sweep over all N names, as ratios to the smallest N
+(target: flat; a sweep over 5,000 names misses the CPU caches more).
 
 The run roots (plugin socket directories, stable links) go on a tmpfs
 (``/dev/shm``), as ``/run`` is one on production hosts. On a disk they
@@ -108,7 +109,7 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def bench(base: Path, run_base: Path, count: int, pairs: int) -> tuple[float, float]:
+def bench(base: Path, run_base: Path, count: int, pairs: int) -> tuple[float, tuple[float, float]]:
     root, run_root = make_root(base, count, run_base)
     records = [
         os.path.join(root, "plugins", e.name, "plugin.json") for e in os.scandir(root / "plugins")
@@ -194,15 +195,18 @@ def bench(base: Path, run_base: Path, count: int, pairs: int) -> tuple[float, fl
     return ratio, enable
 
 
-def enable_time(root: Path, run_root: Path, rounds: int = 41) -> float:
-    """Median seconds of one enable of a plugin while all the others run."""
+def enable_time(root: Path, run_root: Path, rounds: int = 41) -> tuple[float, float]:
+    """Median seconds of one enable of a plugin while all the others run, and of one
+    ``get`` in a sweep over every plugin's name."""
     with Manager(root, runtime=FreeRuntime(), run_root=run_root, legacy=None) as m:
         m.disable("p0")
         samples = []
         for _ in range(rounds):
             samples.append(timed(lambda: m.enable("p0")))
             m.disable("p0")
-    return statistics.median(samples)
+        names = [p.name for p in m.list()]
+        sweeps = [timed(lambda: [m.get(name) for name in names]) / len(names) for _ in range(5)]
+    return statistics.median(samples), statistics.median(sweeps)
 
 
 def run_tmp() -> str | None:
@@ -229,11 +233,17 @@ def main(argv: list[str]) -> None:
             f"    flatness: ratio at N={largest} / ratio at N={smallest} ="
             f" {results[largest][0] / results[smallest][0]:.2f}"
         )
-    for n, (_, enable) in results.items():
+    for n, (_, (enable, _)) in results.items():
         print(
             f"enable of one plugin, {n:5d} running     pluginkit {enable * 1e3:9.2f} ms"
-            f"   vs N={smallest}: ratio {enable / results[smallest][1]:6.2f}"
+            f"   vs N={smallest}: ratio {enable / results[smallest][1][0]:6.2f}"
             "   (target: flat, ~1)"
+        )
+    for n, (_, (_, get)) in results.items():
+        print(
+            f"get() in a sweep over all {n:5d} names  pluginkit {get * 1e6:9.2f} us"
+            f"   vs N={smallest}: ratio {get / results[smallest][1][1]:6.2f}"
+            "   (flat but for memory caches)"
         )
 
 

@@ -986,6 +986,13 @@ class Manager:
             InvalidReferenceError: ``multiple plugins found for "PREFIX"``.
         """
         self._check_open_locked()
+        # A name as stored, its short form or an id: the lookup index has it
+        # (kept in step with _entries under this lock). Only other spellings
+        # are parsed: the parser's cache holds 4,096 names, and a sweep over
+        # more would parse each one every time, 4 to 5 times the cost.
+        hit = self._snap.get(ref)
+        if hit is not None:
+            return hit[2]
         if is_plugin_id(ref):
             return self._entries.get(ref)
         try:

@@ -226,3 +226,26 @@ def test_concurrent_changes_and_lookups(env: Env) -> None:
         thread.join(60)
     assert problems == []
     _expected(m, [f"{name}:latest" for name in names])
+
+
+def test_get_of_a_known_spelling_parses_nothing(env: Env) -> None:
+    """get() by stored name, short name or id answers from the index: the reference
+    parser's cache (4,096 names) is not swept, so a sweep over more names stays cheap.
+    Other spellings are parsed and resolve to the same plugin."""
+    from pluginkit._reference import _parse
+
+    m = env.manager()
+    plugin = m.create("vieux/sshfs", env.plugin_dir("sshfs"))
+    m.create("other", env.plugin_dir("other"))
+    _parse.cache_clear()
+    assert [m.get(ref) for ref in ("vieux/sshfs:latest", "vieux/sshfs", str(plugin.id))] == [
+        plugin
+    ] * 3
+    assert _parse.cache_info().hits + _parse.cache_info().misses == 0
+    assert m.get("docker.io/vieux/sshfs") is plugin
+    assert m.get(str(plugin.id)[:12]) is plugin
+    assert _parse.cache_info().misses == 2  # the long spelling, and the id prefix tried as a name
+    m.remove("vieux/sshfs")
+    for ref in ("vieux/sshfs", str(plugin.id)):
+        with pytest.raises(ErrNotFound):
+            m.get(ref)
