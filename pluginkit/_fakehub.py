@@ -27,7 +27,7 @@ from typing import TypeVar
 
 import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
 
-__all__ = ["Answer", "FakeHub", "Listener"]
+__all__ = ["Answer", "FakeHub", "Listener", "bind_unix"]
 
 _log = logging.getLogger("pluginkit.testing")
 
@@ -51,10 +51,17 @@ class _BadRequest(Exception):
 class Listener:
     """One fake plugin's listening socket and open connections (owned by the loop)."""
 
-    def __init__(self, path: str, sock: socket.socket, answer: Answer) -> None:
+    def __init__(
+        self,
+        path: str,
+        sock: socket.socket,
+        answer: Answer,
+        fixed: dict[str, tuple[int, bytes]] | None = None,
+    ) -> None:
         self.path = path
         self.sock = sock
         self.answer = answer
+        self.fixed = fixed or {}
         self.writers: set[asyncio.StreamWriter] = set()
         self.closed = False
 
@@ -111,25 +118,34 @@ class FakeHub:
 
     # -- listeners (loop thread only) ----------------------------------------------
 
-    def listen(self, path: str, answer: Answer) -> Listener:
+    def listen(
+        self, path: str, answer: Answer, fixed: dict[str, tuple[int, bytes]] | None = None
+    ) -> Listener:
         """Listen on the unix socket ``path`` and serve it with ``answer``; loop thread only.
 
         The socket accepts connections when this returns. A stale socket file
-        nobody accepts on is replaced.
+        nobody accepts on is replaced. ``fixed``: as for :meth:`serve`.
 
         Raises:
             OSError: the socket cannot be made (another listener holds the path...).
         """
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            _clear_stale(path)
-            sock.bind(path)
-            sock.listen(128)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        listener = Listener(path, sock, answer)
+        return self.serve(path, bind_unix(path), answer, fixed)
+
+    def serve(
+        self,
+        path: str,
+        sock: socket.socket,
+        answer: Answer,
+        fixed: dict[str, tuple[int, bytes]] | None = None,
+    ) -> Listener:
+        """Serve ``sock`` (from :func:`bind_unix`, bound at ``path``) with ``answer``; loop only.
+
+        ``fixed`` maps methods whose answer never changes (``Plugin.Activate``)
+        to it: those are answered on the loop, without a trip to the worker
+        pool (health checks call one such method on every plugin, every
+        interval).
+        """
+        listener = Listener(path, sock, answer, fixed)
         self._loop.add_reader(sock.fileno(), self._accept, listener)
         return listener
 
@@ -202,9 +218,13 @@ class FakeHub:
                 except _BadRequest as exc:
                     writer.write(_reply(exc.status, _err(str(exc)), keep_alive=False))
                     return
-                status, payload = await self._loop.run_in_executor(
-                    self._pool, _answer, listener, method, body
-                )
+                fixed = listener.fixed.get(method)
+                if fixed is not None:
+                    status, payload = fixed
+                else:
+                    status, payload = await self._loop.run_in_executor(
+                        self._pool, _answer, listener, method, body
+                    )
                 if not listener.open():
                     return
                 writer.write(_reply(status, payload, keep_alive=keep_alive))
@@ -291,6 +311,26 @@ def _reply(status: int, payload: bytes, *, keep_alive: bool) -> bytes:
         b"" if keep_alive else b"Connection: close\r\n",
     )
     return head + payload
+
+
+def bind_unix(path: str) -> socket.socket:
+    """Return a non-blocking unix socket listening at ``path``; any thread may call it.
+
+    A stale socket file nobody accepts on is replaced.
+
+    Raises:
+        OSError: the socket cannot be made (another listener holds the path...).
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        _clear_stale(path)
+        sock.bind(path)
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _clear_stale(path: str) -> None:

@@ -43,6 +43,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -55,7 +56,7 @@ import attrs
 import pluginkit._log  # noqa: F401 - the package logger's NullHandler, before any record
 
 from ._errors import ErrDisabled, PluginError, RuntimeStartError, _json_error_reason
-from ._fakehub import Answer, FakeHub, Listener
+from ._fakehub import Answer, FakeHub, Listener, bind_unix
 from .runtime._base import ExitCallback, PluginExit, RuntimeSpec
 from .runtime._dispatch import ExitDispatcher
 from .sdk import InvalidRequestError, PluginServer
@@ -375,7 +376,16 @@ class FakeRuntime:
             if self._hub is None:
                 self._hub = FakeHub(self._workers)
             hub = self._hub
-        hub.soon(lambda: self._schedule(hub, plugin, delay, early_exit))
+        sock = None
+        if not delay and early_exit is None:
+            # Listening before start() returns, like a plugin that is quick to
+            # start: the manager's first readiness check finds it, instead of
+            # waiting for the loop thread's turn (~1 ms a plugin at restore).
+            # Any failure is left to the loop, which reports it as an exit.
+            with contextlib.suppress(Exception):
+                spec.socket_dir.mkdir(parents=True, exist_ok=True)
+                sock = bind_unix(os.fspath(spec.socket_path))
+        hub.soon(lambda: self._schedule(hub, plugin, delay, early_exit, sock))
 
     def stop(self, plugin_id: str, *, grace: float = 10.0) -> None:
         """Stop the fake plugin: its socket is gone on return; ``on_exit`` gets code 0.
@@ -452,17 +462,31 @@ class FakeRuntime:
         plugin: _FakePlugin,
         delay: float,
         early_exit: tuple[int | None, str] | None,
+        sock: socket.socket | None = None,
     ) -> None:
-        """Loop thread: bring the plugin up now, or after its start delay."""
+        """Loop thread: bring the plugin up now, or after its start delay.
+
+        ``sock``: its socket, already listening (made by :meth:`start`).
+        """
         if plugin.cancel.is_set():
-            return  # stopped or crashed before it began starting
+            # Stopped or crashed before it began starting. The socket start()
+            # made is ours while it listens: nobody else can have its path.
+            if sock is not None:
+                sock.close()
+                with contextlib.suppress(OSError):
+                    os.unlink(plugin.spec.socket_path)
+            return
         if delay:
             plugin.timer = hub.later(delay, lambda: self._bring_up(hub, plugin, early_exit))
         else:
-            self._bring_up(hub, plugin, early_exit)
+            self._bring_up(hub, plugin, early_exit, sock)
 
     def _bring_up(
-        self, hub: FakeHub, plugin: _FakePlugin, early_exit: tuple[int | None, str] | None
+        self,
+        hub: FakeHub,
+        plugin: _FakePlugin,
+        early_exit: tuple[int | None, str] | None,
+        sock: socket.socket | None = None,
     ) -> None:
         """Loop thread: listen on the plugin's socket (or die as asked)."""
         plugin.timer = None
@@ -476,12 +500,19 @@ class FakeRuntime:
             self._end(plugin, *early_exit)
             return
         try:
-            answer = self._answerer(plugin.spec)
-            plugin.spec.socket_dir.mkdir(parents=True, exist_ok=True)
-            listener = hub.listen(os.fspath(plugin.spec.socket_path), answer)
+            answer, activate = self._answerer(plugin.spec)
+            path = os.fspath(plugin.spec.socket_path)
+            if sock is None:
+                plugin.spec.socket_dir.mkdir(parents=True, exist_ok=True)
+                sock = bind_unix(path)
+            listener = hub.serve(path, sock, answer, {"Plugin.Activate": (200, activate)})
         except Exception as exc:
             # Like a plugin process that cannot listen: it dies, saying why.
             _log.exception("fake plugin %s cannot serve", plugin.spec.name)
+            if sock is not None:
+                sock.close()
+                with contextlib.suppress(OSError):
+                    os.unlink(plugin.spec.socket_path)
             with self._lock:
                 if self._running.get(plugin.spec.id) is not plugin:
                     return
@@ -492,8 +523,12 @@ class FakeRuntime:
             plugin.listener = listener
             self._listening.notify_all()
 
-    def _answerer(self, spec: RuntimeSpec) -> Answer:
-        """Build what the plugin of ``spec`` answers, from its name's current settings."""
+    def _answerer(self, spec: RuntimeSpec) -> tuple[Answer, bytes]:
+        """Build what the plugin of ``spec`` answers, from its name's current settings.
+
+        Returns the answer to every method, and the ``Plugin.Activate`` body
+        (fixed for this start, so the hub answers it without the pool).
+        """
         with self._lock:
             behaviour = self._get(spec.name)
             handlers = dict(behaviour.handlers)
@@ -529,7 +564,7 @@ class FakeRuntime:
                 return _error(status, str(exc) or type(exc).__name__)
             return _reply(method, result)
 
-        return answer
+        return answer, activate
 
     def _end(
         self, plugin: _FakePlugin, exit_code: int | None, stderr_tail: str

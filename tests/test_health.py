@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -232,3 +233,154 @@ def test_shutdown_ends_the_probing_thread(env: Env) -> None:
     actions = env.actions()
     time.sleep(0.2)
     assert env.actions() == actions
+
+
+# -- the probe itself, against raw servers ------------------------------------------
+
+
+class _SlowServer:
+    """A unix socket server answering each connection with ``reply`` after ``delay`` s."""
+
+    def __init__(self, path: Path, reply: bytes, delay: float = 0.0) -> None:
+        import socket
+
+        self.path = path
+        self.reply = reply
+        self.delay = delay  # counted from the accept
+        self.connections: list[float] = []
+        # For the next connection only: called at its accept, returns its delay.
+        self.on_accept: Any = None
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.bind(str(path))
+        self._sock.listen(64)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            accepted = time.monotonic()
+            self.connections.append(accepted)
+            hook, self.on_accept = self.on_accept, None
+            delay = self.delay if hook is None else hook()
+            threading.Thread(
+                target=self._answer, args=(conn, accepted + delay), daemon=True
+            ).start()
+
+    def _answer(self, conn: Any, when: float) -> None:
+        # The probe hangs up once it has the status line (or gave up).
+        with conn, contextlib.suppress(OSError):
+            conn.recv(4096)
+            time.sleep(max(0.0, when - time.monotonic()))
+            for piece in self.reply:  # one byte at a time: lines split across reads
+                conn.sendall(bytes([piece]))
+
+    def close(self) -> None:
+        import socket
+
+        self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+
+
+def _probe(check: HealthCheck, path: Path) -> bool:
+    import asyncio
+
+    from pluginkit._health import HealthMonitor
+
+    async def go() -> bool:
+        return await HealthMonitor(check, lambda *a: None).probe(str(path))
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    ("reply", "method", "healthy"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", None, True),
+        (b"HTTP/1.1 404 Not Found\r\n\r\n", None, True),  # any answer, for Plugin.Activate
+        (b"HTTP/1.1 404 Not Found\r\n\r\n", "VolumeDriver.Capabilities", False),
+        (b"HTTP/1.0 204 No Content\r\n\r\n", "VolumeDriver.Capabilities", True),
+        (b"SSH-2.0-OpenSSH\r\n", None, False),
+        (b"HTTP/1.1 " + b"2" * 2000 + b" OK\r\n", None, False),  # no status line ends
+        (b"", None, False),  # closed without a word
+    ],
+)
+def test_probe_verdicts(short_tmp: Path, reply: bytes, method: str | None, healthy: bool) -> None:
+    server = _SlowServer(short_tmp / "p.sock", reply)
+    try:
+        assert _probe(HealthCheck(timeout=2, method=method), server.path) is healthy
+    finally:
+        server.close()
+
+
+def test_probe_of_a_missing_socket_or_a_silent_plugin_fails(short_tmp: Path) -> None:
+    assert _probe(HealthCheck(timeout=0.5), short_tmp / "missing.sock") is False
+    silent = _SlowServer(short_tmp / "s.sock", b"HTTP/1.1 200 OK\r\n\r\n", delay=5)
+    try:
+        started = time.monotonic()
+        assert _probe(HealthCheck(timeout=0.3), silent.path) is False
+        assert 0.25 < time.monotonic() - started < 2
+    finally:
+        silent.close()
+
+
+def test_a_stalled_monitor_gives_no_verdict_on_the_plugin(short_tmp: Path) -> None:
+    """The monitor's thread stalls (a starved host or process) past a probe's deadline:
+    that late deadline is no verdict, the probe gets a new timeout from then, and a plugin
+    answering within it stays healthy (such probes used to count, and restarted healthy
+    plugins on a busy host). A plugin that does not answer is still found."""
+    from pluginkit._health import HealthMonitor
+
+    server = _SlowServer(short_tmp / "p.sock", b"HTTP/1.1 200 OK\r\n\r\n")
+    statuses: list[str] = []
+    monitor = HealthMonitor(
+        HealthCheck(interval=0.05, timeout=0.5, retries=1), lambda key, s, n: statuses.append(s)
+    )
+    try:
+        monitor.watch("p", str(server.path))
+        wait_for(lambda: statuses == ["healthy"])
+        loop = monitor._loop
+        assert loop is not None
+
+        def stall() -> float:
+            loop.call_soon_threadsafe(time.sleep, 1.0)
+            return 1.2
+
+        for _ in range(2):
+            # The next probe: its answer comes 1.2 s after the connect, and the monitor
+            # stalls for 1 s from the connect. Deadline at 0.5 s, seen at 1 s: a new
+            # one at 1.5 s, which the answer beats.
+            answered = len(server.connections) + 1
+            server.on_accept = stall
+            wait_for(lambda n=answered: len(server.connections) > n, timeout=10)  # type: ignore[misc]
+        assert statuses == ["healthy"]
+        server.delay = 5  # now it hangs, the monitor keeping time: unhealthy
+        wait_for(lambda: statuses == ["healthy", "unhealthy"], timeout=10)
+    finally:
+        monitor.close()
+        server.close()
+
+
+def test_probes_of_plugins_started_together_spread_out(short_tmp: Path) -> None:
+    """After the first probe, each plugin's rhythm is shifted by a random part of the
+    interval: 40 plugins watched at once are not probed in one burst ever after."""
+    from pluginkit._health import HealthMonitor
+
+    servers = [_SlowServer(short_tmp / f"p{i}.sock", b"HTTP/1.1 200 OK\r\n\r\n") for i in range(40)]
+    monitor = HealthMonitor(HealthCheck(interval=1.0, timeout=0.5), lambda *a: None)
+    try:
+        for server in servers:
+            monitor.watch(server.path.name, str(server.path))
+        wait_for(lambda: all(len(s.connections) >= 2 for s in servers), timeout=10)
+        firsts = [s.connections[0] for s in servers]
+        seconds = [s.connections[1] - first for s, first in zip(servers, firsts, strict=True)]
+        assert max(firsts) - min(firsts) < 0.4  # watched together: first probes together
+        assert all(0.45 < gap < 1.6 for gap in seconds)  # then 0.5 to 1.5 intervals later
+        assert max(seconds) - min(seconds) > 0.4  # spread (40 draws: fails ~1 in 10^21)
+    finally:
+        monitor.close()
+        for server in servers:
+            server.close()

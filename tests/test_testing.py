@@ -276,6 +276,47 @@ def test_start_delay(spec: RuntimeSpec) -> None:
         assert listening(spec)
 
 
+def test_without_a_start_delay_the_socket_listens_when_start_returns(
+    fake: FakeRuntime, spec: RuntimeSpec
+) -> None:
+    """No delay: start() returns with the socket listening (a connect is queued until the
+    loop serves it), so a manager's first readiness check finds the plugin ready."""
+    fake.start(spec, Exits(timeout=10.0))
+    assert listening(spec)
+    assert call(spec, "Plugin.Activate") == (200, {"Implements": []})
+
+
+def test_stopped_right_after_start_leaves_no_socket(fake: FakeRuntime, short_tmp: Path) -> None:
+    """Started and stopped at once, again and again: each stop returns with the socket
+    gone and one exit reported, and the next start of the same plugin works."""
+    spec = make_spec(short_tmp)
+    for _ in range(50):
+        exits = Exits(timeout=10.0)
+        fake.start(spec, exits)
+        fake.stop(spec.id)
+        assert exits.wait() == PluginExit(spec.id, 0, "")
+        assert not spec.socket_path.exists()
+    fake.start(spec, Exits(timeout=10.0))
+    assert call(spec, "Plugin.Activate") == (200, {"Implements": []})
+
+
+def test_activate_is_answered_while_every_handler_thread_is_busy(short_tmp: Path) -> None:
+    """Plugin.Activate (what health checks call) does not wait for the handler pool."""
+    release = threading.Event()
+    with FakeRuntime(workers=1) as fake:
+        spec = make_spec(short_tmp)
+        fake.set_handlers("acme/vol", {"VolumeDriver.Get": lambda request: release.wait(30)})
+        fake.start(spec, Exits(timeout=10.0))
+        busy = threading.Thread(target=call, args=(spec, "VolumeDriver.Get", {"Name": "v"}))
+        busy.start()
+        wait_for(lambda: len(fake.calls("acme/vol")) == 1)  # the one worker is taken
+        try:
+            assert call(spec, "Plugin.Activate") == (200, {"Implements": ["VolumeDriver"]})
+        finally:
+            release.set()
+            busy.join()
+
+
 def test_per_plugin_start_delay_and_stop_while_starting(
     fake: FakeRuntime, spec: RuntimeSpec
 ) -> None:
