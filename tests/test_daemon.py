@@ -745,3 +745,47 @@ def test_the_cli_path_to_the_daemon_stays_light(daemon: DaemonProcess, plugin_di
     assert out.returncode == 0, out.stderr
     assert len(out.stdout.split()) == 1
     assert out.stderr == "[]\n"
+
+
+def _wakeups(thread: threading.Thread) -> int:
+    """How many times ``thread`` has gone to sleep and been woken (voluntary switches)."""
+    with open(f"/proc/self/task/{thread.native_id}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches line")
+
+
+def test_an_idle_daemon_sleeps_and_stops_at_once(short_tmp: Path) -> None:
+    """The listeners' threads sleep until a connection comes, and stop() wakes them: with
+    socketserver's polling loop each woke twice a second, and a stop waited for each in
+    turn (0.95 s with two listeners)."""
+    from pluginkit.daemon import Daemon
+    from pluginkit.testing import FakeRuntime
+
+    runtime = FakeRuntime()
+    sockets = [short_tmp / "a.sock", short_tmp / "b.sock"]
+    daemon = Daemon(
+        short_tmp / "root",
+        run_root=short_tmp / "r",
+        runtime=runtime,
+        hosts=[f"unix://{path}" for path in sockets],
+        legacy=None,
+    )
+    daemon.start()
+    try:
+        for path in sockets:
+            assert http(path, "GET", "/_ping")[0] == 200
+        time.sleep(0.2)  # the handler threads of those pings are gone
+        before = [_wakeups(thread) for thread in daemon._threads]
+        time.sleep(2.0)
+        assert [_wakeups(thread) for thread in daemon._threads] == before
+        assert http(sockets[1], "GET", "/_ping")[0] == 200  # still serving
+    finally:
+        stopper = threading.Thread(target=daemon.stop)
+        stopper.start()
+        stopper.join(30)
+        runtime.shutdown()
+    assert not stopper.is_alive()
+    assert not any(thread.is_alive() for thread in daemon._threads)
+    assert not any(path.exists() for path in sockets)
