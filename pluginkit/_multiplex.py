@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import heapq
+import os
 import select
 import socket
 import threading
@@ -10,7 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from ._errors import PluginConnectionError, PluginError, PluginProtocolError
-from ._pool import DIAL_TIMEOUT, reason
+from ._pool import reason
 from ._wire._clientside import RECV, BadReply, TooLarge, call_error, complete_reply
 
 if TYPE_CHECKING:
@@ -22,7 +25,11 @@ _MULTIPLEX_MAX: Final = 1024 * 1024  # replies to call_concurrently (activations
 
 
 def call_concurrently(calls: Iterable[tuple[Client, str]], *, timeout: float | None) -> list[Any]:
-    """Make one call (no args, no retries) to each client at the same time.
+    """Make one call (no args) to each client at the same time.
+
+    Failed calls are not retried, with one exception: a unix socket whose
+    listen backlog is full (the plugin lives, but is behind) is connected to
+    again, sooner then less often, for up to a second.
 
     ``calls`` is consumed lazily: each request is on its way before the next
     item is produced, so the plugins work while the caller prepares the rest.
@@ -38,6 +45,7 @@ def call_concurrently(calls: Iterable[tuple[Client, str]], *, timeout: float | N
     results: list[Any] = []
     poller = select.epoll()
     jobs: dict[int, _Pending] = {}
+    waiting: _Waiting = []  # calls whose plugin's backlog was full
     threads: list[threading.Thread] = []
     try:
         for index, (client, method) in enumerate(calls):
@@ -52,8 +60,8 @@ def call_concurrently(calls: Iterable[tuple[Client, str]], *, timeout: float | N
                 thread.start()
                 threads.append(thread)
             else:
-                results[index] = _start(poller, jobs, index, client, method, timeout)
-        _multiplex(poller, jobs, results, timeout)
+                results[index] = _begin(poller, jobs, waiting, _Retry(index, client, method))
+        _multiplex(poller, jobs, waiting, results, timeout)
     finally:
         poller.close()
         for job in jobs.values():
@@ -102,9 +110,12 @@ def _start(
     index: int,
     client: Client,
     method: str,
-    timeout: float | None,
 ) -> PluginError | None:
-    """Connect and send one request; an error when that fails at once."""
+    """Connect and send one request; an error when that fails at once.
+
+    Raises:
+        _Backlogged: the plugin's listen backlog is full (try again later).
+    """
     prefix = client._prefixes.get(method)
     if prefix is None:
         try:
@@ -119,12 +130,10 @@ def _start(
         try:
             sock.connect(path)
         except BlockingIOError:
-            # A full listen backlog: unix sockets do not complete such a
-            # connect later. Try once more (a connect with a timeout does
-            # not wait for room either: it fails at once, EAGAIN, as Go's).
-            sock.settimeout(min(timeout or DIAL_TIMEOUT, DIAL_TIMEOUT))
-            sock.connect(path)
-            sock.setblocking(False)
+            # A full listen backlog: the plugin lives but is behind, and unix
+            # sockets neither queue such a connect nor complete it later.
+            sock.close()
+            raise _Backlogged from None
         try:
             sent = sock.send(request)
         except BlockingIOError:
@@ -144,6 +153,7 @@ def _start(
 def _multiplex(
     poller: select.epoll,
     jobs: dict[int, _Pending],
+    waiting: _Waiting,
     results: list[Any],
     timeout: float | None,
 ) -> None:
@@ -154,10 +164,14 @@ def _multiplex(
         return min(client.max_response_size, _MULTIPLEX_MAX)
 
     deadline = None if timeout is None else time.monotonic() + timeout
-    while jobs:
-        wait = -1.0 if deadline is None else deadline - time.monotonic()
+    while jobs or waiting:
+        now = time.monotonic()
+        wait = -1.0 if deadline is None else deadline - now
         if deadline is not None and wait <= 0:
             break
+        if waiting:
+            until = max(0.0, waiting[0][0] - now)
+            wait = until if wait < 0 else min(wait, until)
         for fd, _events in poller.poll(wait):
             job = jobs[fd]
             client, method = job.client, job.method
@@ -219,10 +233,70 @@ def _multiplex(
                 results[job.index] = client._decode(method, body)
             except PluginProtocolError as exc:
                 results[job.index] = exc
+        now = time.monotonic()
+        while waiting and waiting[0][0] <= now:
+            _, _, retry = heapq.heappop(waiting)
+            if now - retry.first >= _BACKLOG_PATIENCE:
+                results[retry.index] = _backlog_error(retry)
+            else:
+                results[retry.index] = _begin(poller, jobs, waiting, retry)
+    for _, _, retry in waiting:
+        results[retry.index] = _backlog_error(retry)
+    waiting.clear()
     for job in jobs.values():
         job.sock.close()
         results[job.index] = job.client._timeout_error(job.method, timeout)
     jobs.clear()
+
+
+class _Backlogged(Exception):
+    """The plugin's listen backlog is full: it lives, but has no room for a connection yet."""
+
+
+class _Retry:
+    """A call to start again once its plugin's backlog may have room."""
+
+    __slots__ = ("client", "delay", "first", "index", "method")
+
+    def __init__(self, index: int, client: Client, method: str) -> None:
+        self.index = index
+        self.client = client
+        self.method = method
+        self.first = time.monotonic()
+        self.delay = _RETRY_FIRST
+
+
+_Waiting = list[tuple[float, int, _Retry]]
+"""A heap of calls waiting to be started again: (when, index, call)."""
+
+
+# A full backlog drains as fast as the plugin accepts (a burst of calls to
+# one plugin, a busy host): try again soon, then less often. Docker's client
+# retries every failed dial of an activation for up to ~15 s, which makes one
+# hung plugin stall the whole GetAll; here a backlog still full after
+# _BACKLOG_PATIENCE fails that call only.
+_RETRY_FIRST: Final = 0.005
+_RETRY_MAX: Final = 0.1
+_BACKLOG_PATIENCE: Final = 1.0
+
+
+def _begin(
+    poller: select.epoll, jobs: dict[int, _Pending], waiting: _Waiting, retry: _Retry
+) -> PluginError | None:
+    """Start ``retry``'s call, or put it in ``waiting`` while its plugin's backlog is full."""
+    try:
+        return _start(poller, jobs, retry.index, retry.client, retry.method)
+    except _Backlogged:
+        heapq.heappush(waiting, (time.monotonic() + retry.delay, retry.index, retry))
+        retry.delay = min(retry.delay * 2, _RETRY_MAX)
+        return None
+
+
+def _backlog_error(retry: _Retry) -> PluginConnectionError:
+    return PluginConnectionError(
+        f"{retry.method}: cannot connect to plugin at {retry.client.addr}: "
+        f"{os.strerror(errno.EAGAIN)} (its listen backlog stayed full)"
+    )
 
 
 def _fail_job(jobs: dict[int, _Pending], fd: int, results: list[Any], exc: BaseException) -> None:

@@ -161,14 +161,16 @@ class RawServer:
     ``behaviour(conn)`` runs in a thread per accepted connection.
     """
 
-    def __init__(self, path: Path, behaviour: Callable[[socket.socket], None]) -> None:
+    def __init__(
+        self, path: Path, behaviour: Callable[[socket.socket], None], *, backlog: int = 64
+    ) -> None:
         self.path = path
         self.addr = f"unix://{path}"
         self.accepted = 0
         self._behaviour = behaviour
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(str(path))
-        self._listener.listen(64)
+        self._listener.listen(backlog)
         self._stop = False
         self._threads: list[threading.Thread] = []
         self._thread = threading.Thread(target=self._run, daemon=True)
