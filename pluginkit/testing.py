@@ -347,7 +347,9 @@ class FakeRuntime:
     def start(self, spec: RuntimeSpec, on_exit: ExitCallback) -> None:
         """Start serving the fake plugin of ``spec.name`` on ``spec.socket_path``.
 
-        Returns at once; the socket listens after the start delay.
+        Returns at once. Without a start delay the socket listens when this
+        returns (its connections are served once the loop gets to them); with
+        one, after the delay.
 
         Raises:
             RuntimeStartError: The plugin runs already, or :meth:`fail_start`
