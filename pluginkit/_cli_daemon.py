@@ -383,28 +383,15 @@ def local_call(args: argparse.Namespace, out: TextIO) -> int:
 
 def remote_install(remote: Remote, args: argparse.Namespace, out: TextIO) -> int:
     """``install`` through the daemon: a local path is read by the daemon (same host)."""
-    from .cli import CLIError, _confirm, _format_privileges
-
     source = os.path.abspath(args.source) if os.path.exists(args.source) else args.source
     grant: Any = True
     if not args.grant_all_permissions:
         needed = remote.json("GET", "/pluginkit/v1/privileges", {"source": source})
-        grant = needed
-        if needed:
-            from ._config import Privilege
-
-            shown = [Privilege(p["Name"], p["Description"], tuple(p["Value"])) for p in needed]
-            if not sys.stdin.isatty():
-                raise CLIError(
-                    f'plugin "{args.source}" requests privileges and there is no terminal '
-                    "to ask; review them with 'pluginkit privileges "
-                    f"{args.source}' and pass --grant-all-permissions"
-                )
-            out.write(f'Plugin "{args.source}" is requesting the following privileges:\n')
-            for line in _format_privileges(shown):
-                out.write(line + "\n")
-            if not _confirm("Do you grant the above permissions?", out):
-                raise CLIError("permission denied")
+        advice = (
+            f"review them with 'pluginkit privileges {args.source}' "
+            "and pass --grant-all-permissions"
+        )
+        grant = _ask_grant(args.source, needed, args, out, advice)
     remote.json(
         "POST",
         "/pluginkit/v1/install",
@@ -465,16 +452,23 @@ def remote_call(remote: Remote, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _ask_grant(
-    source: str, privileges: list[dict[str, Any]], args: argparse.Namespace, out: TextIO
+    source: str,
+    privileges: list[dict[str, Any]],
+    args: argparse.Namespace,
+    out: TextIO,
+    advice: str = "pass --grant-all-permissions",
 ) -> Any:
-    """Return the privileges to send: all with --grant-all-permissions, else asked."""
+    """Return the privileges to send: all with --grant-all-permissions, else asked.
+
+    ``advice`` ends the error given when there is no terminal to ask on.
+    """
     from ._config import Privilege
     from .cli import _ask_privileges
 
     if getattr(args, "grant_all_permissions", False) or not privileges:
         return privileges
     shown = [Privilege(p["Name"], p["Description"], tuple(p["Value"])) for p in privileges]
-    _ask_privileges(source, shown, out)
+    _ask_privileges(source, shown, out, advice)
     return privileges
 
 

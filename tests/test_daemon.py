@@ -635,7 +635,11 @@ def test_install_and_privileges_go_through_the_daemon(
     assert (privileges.returncode, privileges.stdout) == (0, " - network: [host]\n")
     refused = daemon.cli("install", str(plugin_dir), "--alias", "inst")
     assert refused.returncode == 1
-    assert "requests privileges and there is no terminal" in refused.stderr
+    assert refused.stderr.splitlines()[-1] == (
+        f'Error: plugin "{plugin_dir}" requests privileges and there is no terminal '
+        f"to ask; review them with 'pluginkit privileges {plugin_dir}' "
+        "and pass --grant-all-permissions"
+    )
     grant = "--grant-all-permissions"
     out = daemon.cli("install", str(plugin_dir), "--alias", "inst", grant, "DEBUG=3")
     assert (out.returncode, out.stdout) == (0, f"Installed plugin {plugin_dir}\n")
