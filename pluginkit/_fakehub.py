@@ -118,19 +118,6 @@ class FakeHub:
 
     # -- listeners (loop thread only) ----------------------------------------------
 
-    def listen(
-        self, path: str, answer: Answer, fixed: dict[str, tuple[int, bytes]] | None = None
-    ) -> Listener:
-        """Listen on the unix socket ``path`` and serve it with ``answer``; loop thread only.
-
-        The socket accepts connections when this returns. A stale socket file
-        nobody accepts on is replaced. ``fixed``: as for :meth:`serve`.
-
-        Raises:
-            OSError: the socket cannot be made (another listener holds the path...).
-        """
-        return self.serve(path, bind_unix(path), answer, fixed)
-
     def serve(
         self,
         path: str,

@@ -471,12 +471,9 @@ class FakeRuntime:
         ``sock``: its socket, already listening (made by :meth:`start`).
         """
         if plugin.cancel.is_set():
-            # Stopped or crashed before it began starting. The socket start()
-            # made is ours while it listens: nobody else can have its path.
+            # Stopped or crashed before it began starting.
             if sock is not None:
-                sock.close()
-                with contextlib.suppress(OSError):
-                    os.unlink(plugin.spec.socket_path)
+                _drop_socket(sock, plugin.spec)
             return
         if delay:
             plugin.timer = hub.later(delay, lambda: self._bring_up(hub, plugin, early_exit))
@@ -512,9 +509,7 @@ class FakeRuntime:
             # Like a plugin process that cannot listen: it dies, saying why.
             _log.exception("fake plugin %s cannot serve", plugin.spec.name)
             if sock is not None:
-                sock.close()
-                with contextlib.suppress(OSError):
-                    os.unlink(plugin.spec.socket_path)
+                _drop_socket(sock, plugin.spec)
             with self._lock:
                 if self._running.get(plugin.spec.id) is not plugin:
                     return
@@ -528,8 +523,8 @@ class FakeRuntime:
     def _answerer(self, spec: RuntimeSpec) -> tuple[Answer, bytes]:
         """Build what the plugin of ``spec`` answers, from its name's current settings.
 
-        Returns the answer to every method, and the ``Plugin.Activate`` body
-        (fixed for this start, so the hub answers it without the pool).
+        Returns the answer to every other method, and the ``Plugin.Activate``
+        body (fixed for this start: the hub answers it without the pool).
         """
         with self._lock:
             behaviour = self._get(spec.name)
@@ -541,8 +536,6 @@ class FakeRuntime:
         activate = json.dumps({"Implements": list(implements)}).encode()
 
         def answer(method: str, body: bytes) -> tuple[int, bytes]:
-            if method == "Plugin.Activate":
-                return 200, activate
             handler = handlers.get(method)
             if handler is None:
                 return _error(404, f"plugin does not implement method {method!r}")
@@ -605,6 +598,16 @@ class FakeRuntime:
             listener, plugin.listener = plugin.listener, None
         if listener is not None:
             hub.close(listener)  # fake plugins end at once, cutting calls short
+
+
+def _drop_socket(sock: socket.socket, spec: RuntimeSpec) -> None:
+    """Close a socket made for a plugin that will not serve, and remove its file.
+
+    The file is ours while the socket listens: nobody else can bind its path.
+    """
+    sock.close()
+    with contextlib.suppress(OSError):
+        os.unlink(spec.socket_path)
 
 
 def _error(status: int, message: str) -> tuple[int, bytes]:
