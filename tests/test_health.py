@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -17,6 +17,7 @@ import pytest
 from pluginkit import Client, HealthCheck, Manager, RestartPolicy
 from pluginkit.runtime.process import ProcessRuntime
 from pluginkit.testing import FakeRuntime
+from tests._client_helpers import RawServer
 from tests._manager_helpers import Env, wait_for, write_plugin_dir
 
 SDK_PLUGIN = """\
@@ -242,47 +243,31 @@ class _SlowServer:
     """A unix socket server answering each connection with ``reply`` after ``delay`` s."""
 
     def __init__(self, path: Path, reply: bytes, delay: float = 0.0) -> None:
-        import socket
-
         self.path = path
         self.reply = reply
         self.delay = delay  # counted from the accept
         self.connections: list[float] = []
         # For the next connection only: called at its accept, returns its delay.
         self.on_accept: Any = None
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.bind(str(path))
-        self._sock.listen(64)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._closed = threading.Event()  # ends the waits: close() joins the handlers
+        self._server = RawServer(path, self._answer).__enter__()
 
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            accepted = time.monotonic()
-            self.connections.append(accepted)
-            hook, self.on_accept = self.on_accept, None
-            delay = self.delay if hook is None else hook()
-            threading.Thread(
-                target=self._answer, args=(conn, accepted + delay), daemon=True
-            ).start()
-
-    def _answer(self, conn: Any, when: float) -> None:
-        # The probe hangs up once it has the status line (or gave up).
-        with conn, contextlib.suppress(OSError):
-            conn.recv(4096)
-            time.sleep(max(0.0, when - time.monotonic()))
-            for piece in self.reply:  # one byte at a time: lines split across reads
-                conn.sendall(bytes([piece]))
+    def _answer(self, conn: socket.socket) -> None:
+        accepted = time.monotonic()
+        self.connections.append(accepted)
+        hook, self.on_accept = self.on_accept, None
+        delay = self.delay if hook is None else hook()
+        # The probe hangs up once it has the status line (or gave up): RawServer
+        # passes over the error that makes.
+        conn.recv(4096)
+        if self._closed.wait(max(0.0, accepted + delay - time.monotonic())):
+            return
+        for piece in self.reply:  # one byte at a time: lines split across reads
+            conn.sendall(bytes([piece]))
 
     def close(self) -> None:
-        import socket
-
-        self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
+        self._closed.set()
+        self._server.__exit__(None, None, None)
 
 
 def _probe(check: HealthCheck, path: Path) -> bool:
