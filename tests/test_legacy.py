@@ -24,6 +24,7 @@ from _client_helpers import (
     echo,
     full_backlog,
     read_request,
+    reply,
     wait_for,
 )
 from hypothesis import given, settings
@@ -519,12 +520,10 @@ def test_get_all_skips_a_plugin_with_a_full_backlog(
     ]
 
 
-def _answer_activate(conn: socket.socket) -> None:
-    read_request(conn)
-    body = b'{"Implements": ["VolumeDriver"]}'
-    conn.sendall(
-        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
-    )
+_ACTIVATED = (
+    b"HTTP/1.1 200 OK\r\nContent-Length: 32\r\nConnection: close\r\n\r\n"
+    b'{"Implements": ["VolumeDriver"]}'
+)
 
 
 def test_get_all_waits_for_a_plugin_whose_backlog_drains(
@@ -532,7 +531,7 @@ def test_get_all_waits_for_a_plugin_whose_backlog_drains(
 ):
     """Many names on one plugin whose backlog is tiny: the activations that find it full are
     made again once it has room (all but 4 of these 60 failed when they came at once)."""
-    server = RawServer(dirs[0].parent / "one.sock", _answer_activate, backlog=1)
+    server = RawServer(dirs[0].parent / "one.sock", lambda conn: reply(conn, _ACTIVATED), backlog=1)
     with server:
         for i in range(60):
             (dirs[1] / f"p{i:02d}.spec").write_text(f"unix://{server.path}\n")
