@@ -29,7 +29,9 @@ def call_concurrently(calls: Iterable[tuple[Client, str]], *, timeout: float | N
 
     Failed calls are not retried, with one exception: a unix socket whose
     listen backlog is full (the plugin lives, but is behind) is connected to
-    again, sooner then less often, for up to a quarter of a second.
+    again, sooner then less often, for as long as the plugin keeps accepting:
+    a call fails once a quarter of a second has passed with no connection to
+    its plugin's socket going through.
 
     ``calls`` is consumed lazily: each request is on its way before the next
     item is produced, so the plugins work while the caller prepares the rest.
@@ -46,6 +48,7 @@ def call_concurrently(calls: Iterable[tuple[Client, str]], *, timeout: float | N
     poller = select.epoll()
     jobs: dict[int, _Pending] = {}
     waiting: _Waiting = []  # calls whose plugin's backlog was full
+    progress: _Progress = {}  # socket path -> when a connect to it last went through
     threads: list[threading.Thread] = []
     try:
         for index, (client, method) in enumerate(calls):
@@ -60,8 +63,9 @@ def call_concurrently(calls: Iterable[tuple[Client, str]], *, timeout: float | N
                 thread.start()
                 threads.append(thread)
             else:
-                results[index] = _begin(poller, jobs, waiting, _Retry(index, client, method))
-        _multiplex(poller, jobs, waiting, results, timeout)
+                retry = _Retry(index, client, method)
+                results[index] = _begin(poller, jobs, waiting, progress, retry)
+        _multiplex(poller, jobs, waiting, progress, results, timeout)
     finally:
         poller.close()
         for job in jobs.values():
@@ -154,6 +158,7 @@ def _multiplex(
     poller: select.epoll,
     jobs: dict[int, _Pending],
     waiting: _Waiting,
+    progress: _Progress,
     results: list[Any],
     timeout: float | None,
 ) -> None:
@@ -236,10 +241,14 @@ def _multiplex(
         now = time.monotonic()
         while waiting and waiting[0][0] <= now:
             _, _, retry = heapq.heappop(waiting)
-            if now - retry.first >= _BACKLOG_PATIENCE:
+            # Patience counts from the last sign of life: a plugin that drains
+            # its backlog slowly (a busy host, a burst of names for one socket)
+            # is waited for; one that accepts nothing fails its calls.
+            since = max(retry.first, progress.get(retry.path, retry.first))
+            if now - since >= _BACKLOG_PATIENCE:
                 results[retry.index] = _backlog_error(retry)
             else:
-                results[retry.index] = _begin(poller, jobs, waiting, retry)
+                results[retry.index] = _begin(poller, jobs, waiting, progress, retry)
     for _, _, retry in waiting:
         results[retry.index] = _backlog_error(retry)
     waiting.clear()
@@ -256,12 +265,15 @@ class _Backlogged(Exception):
 class _Retry:
     """A call to start again once its plugin's backlog may have room."""
 
-    __slots__ = ("client", "delay", "first", "index", "method")
+    __slots__ = ("client", "delay", "first", "index", "method", "path")
 
     def __init__(self, index: int, client: Client, method: str) -> None:
         self.index = index
         self.client = client
         self.method = method
+        path = client._address.unix_path
+        assert path is not None
+        self.path = path
         self.first = time.monotonic()
         self.delay = _RETRY_FIRST
 
@@ -269,29 +281,41 @@ class _Retry:
 _Waiting = list[tuple[float, int, _Retry]]
 """A heap of calls waiting to be started again: (when, index, call)."""
 
+_Progress = dict[str, float]
+"""Per unix socket path, when a connect to it last went through (its plugin accepted)."""
+
 
 # A full backlog drains as fast as the plugin accepts (a burst of calls to
 # one plugin, a busy host): try again soon, then less often. Docker's client
 # retries every failed dial of an activation for up to ~15 s, which makes one
-# hung plugin stall the whole GetAll; here a backlog still full after
-# _BACKLOG_PATIENCE fails that call only (a plugin that accepts at all drains
-# a burst far sooner: 60 connections through a backlog of 1 took 30 ms in the
-# tests; a hung one costs every get_all this long, so it stays short).
+# hung plugin stall the whole GetAll; here a call fails once its plugin has
+# let no connection through for _BACKLOG_PATIENCE. Counting from the last
+# connection that went through, not from the call's first try, matters: 60
+# names on one socket with a backlog of 1 drain in ~30 ms on a quiet host but
+# took over 0.25 s on a loaded CI machine, failing the unlucky last few. A
+# hung plugin costs every get_all this long, so it stays short.
 _RETRY_FIRST: Final = 0.005
 _RETRY_MAX: Final = 0.1
 _BACKLOG_PATIENCE: Final = 0.25
 
 
 def _begin(
-    poller: select.epoll, jobs: dict[int, _Pending], waiting: _Waiting, retry: _Retry
+    poller: select.epoll,
+    jobs: dict[int, _Pending],
+    waiting: _Waiting,
+    progress: _Progress,
+    retry: _Retry,
 ) -> PluginError | None:
     """Start ``retry``'s call, or put it in ``waiting`` while its plugin's backlog is full."""
     try:
-        return _start(poller, jobs, retry.index, retry.client, retry.method)
+        error = _start(poller, jobs, retry.index, retry.client, retry.method)
     except _Backlogged:
         heapq.heappush(waiting, (time.monotonic() + retry.delay, retry.index, retry))
         retry.delay = min(retry.delay * 2, _RETRY_MAX)
         return None
+    if error is None:  # the plugin took a connection: its backlog moves
+        progress[retry.path] = time.monotonic()
+    return error
 
 
 def _backlog_error(retry: _Retry) -> PluginConnectionError:

@@ -158,13 +158,20 @@ class HTTPPluginServer:
 class RawServer:
     """A unix-socket server whose connections a test handles byte by byte.
 
-    ``behaviour(conn)`` runs in a thread per accepted connection.
+    ``behaviour(conn)`` runs in a thread per accepted connection; ``pace``
+    seconds pass before each accept (a plugin slow to take connections).
     """
 
     def __init__(
-        self, path: Path, behaviour: Callable[[socket.socket], None], *, backlog: int = 64
+        self,
+        path: Path,
+        behaviour: Callable[[socket.socket], None],
+        *,
+        backlog: int = 64,
+        pace: float = 0.0,
     ) -> None:
         self.path = path
+        self._pace = pace
         self.addr = f"unix://{path}"
         self.accepted = 0
         self._behaviour = behaviour
@@ -177,6 +184,8 @@ class RawServer:
 
     def _run(self) -> None:
         while True:
+            if self._pace:
+                time.sleep(self._pace)
             try:
                 conn, _ = self._listener.accept()
             except OSError:

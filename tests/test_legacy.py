@@ -540,6 +540,28 @@ def test_get_all_waits_for_a_plugin_whose_backlog_drains(
         ]
 
 
+def test_get_all_waits_while_a_slow_plugin_keeps_accepting(
+    registry: LegacyRegistry, dirs: tuple[Path, Path]
+):
+    """A plugin that takes one connection every 30 ms through a backlog of 1 needs ~0.9 s for
+    30 names, well past the quarter second of patience: it is waited for because it keeps
+    accepting (patience counts from the last connection that went through; when it counted
+    from each call's first try, the last ~20 were skipped, and a loaded CI host skipped a few
+    of the 60 above)."""
+    server = RawServer(
+        dirs[0].parent / "slow.sock", lambda conn: reply(conn, _ACTIVATED), backlog=1, pace=0.03
+    )
+    with server:
+        for i in range(30):
+            (dirs[1] / f"p{i:02d}.spec").write_text(f"unix://{server.path}\n")
+        start = time.monotonic()
+        assert sorted(p.name for p in registry.get_all("VolumeDriver")) == [
+            f"p{i:02d}" for i in range(30)
+        ]
+        assert time.monotonic() - start > 0.25  # the patience was indeed outlasted
+    assert server.accepted == 30
+
+
 DEEP = b"[" * 100_000 + b"]" * 100_000  # valid JSON, deeper than Python's decoder goes
 
 
