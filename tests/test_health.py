@@ -363,7 +363,8 @@ def test_probes_of_plugins_started_together_spread_out(short_tmp: Path) -> None:
         firsts = [s.connections[0] for s in servers]
         seconds = [s.connections[1] - first for s, first in zip(servers, firsts, strict=True)]
         assert max(firsts) - min(firsts) < 0.4  # watched together: first probes together
-        assert all(0.45 < gap < 1.6 for gap in seconds)  # then 0.5 to 1.5 intervals later
+        # then 0.5 to 1.5 intervals later (plus the lateness of a loaded host's loop)
+        assert all(0.45 < gap < 2.5 for gap in seconds)
         assert max(seconds) - min(seconds) > 0.4  # spread (40 draws: fails ~1 in 10^21)
     finally:
         monitor.close()
