@@ -27,6 +27,7 @@ import pytest
 from _daemon_helpers import (
     DaemonProcess,
     cli_env,
+    drop_docker_py_leaks,
     http,
     make_plugin_dir,
     running_daemon,
@@ -455,6 +456,7 @@ def test_kill_9_at_random_instants_loses_nothing(daemon: DaemonProcess, plugin_d
         daemon.proc = None
         stop.set()
         worker.join(timeout=30)
+        drop_docker_py_leaks()  # the churn's request that met the dead daemon
         daemon.start()
         plugins = api(daemon, "GET", "/plugins")[1]
         names = {p["Name"]: p for p in plugins}
