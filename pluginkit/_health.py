@@ -22,6 +22,7 @@ import random
 import socket
 import threading
 from collections.abc import Callable, Hashable
+from typing import Final
 
 import attrs
 
@@ -37,6 +38,16 @@ UNHEALTHY = "unhealthy"
 
 _ACTIVATE = "Plugin.Activate"
 _STATUS_LINE_MAX = 1024  # an answer's first line longer than this is no HTTP answer
+
+# A probe's deadline handled later than this part of the timeout says the
+# monitor was starved, and the plugin likely with it: no verdict, a new
+# timeout. Half a timeout let through the lags of an oversubscribed host (2,000
+# fake plugins in one process beside two CPU hogs on two cores: deadlines seen
+# 0.15-0.3 s late, a few healthy plugins restarted in one run of six). The
+# extensions are capped, or a monitor that never keeps time (a lag above this
+# on every deadline) would never find a hung plugin.
+_LATE: Final = 0.25
+_MAX_EXTENSIONS: Final = 3
 
 
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -216,13 +227,15 @@ class HealthMonitor:
         """Make one probe; True when the plugin answered in time (2xx for a custom method).
 
         "In time" is ``timeout`` seconds of a monitor that keeps time: when
-        the probe's deadline is handled late by more than half the timeout
-        (the monitor's thread was starved: too many probes for one thread, a
-        host or process out of CPU), nobody could have read an answer in
-        time, so the late deadline is no verdict on the plugin; the probe
+        the probe's deadline is handled late by more than a quarter of the
+        timeout (the monitor's thread was starved: too many probes for one
+        thread, a host or process out of CPU), the plugin was most likely
+        starved as well, so the late deadline is no verdict on it; the probe
         gets a new ``timeout`` from then. Counting it would restart healthy
         plugins because the host is busy, which makes it busier: at 2,000
-        fake plugins in one process, 1,000 restarts in 15 s.
+        fake plugins in one process, 1,000 restarts in 15 s. A probe gets at
+        most ``_MAX_EXTENSIONS`` new timeouts, so a hung plugin is found even
+        by a monitor that never keeps time.
         """
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
@@ -230,12 +243,14 @@ class HealthMonitor:
         timeout = self.check.timeout
         deadline = loop.time() + timeout
         expired = False
+        extensions = 0
         timer: asyncio.TimerHandle
 
         def expire() -> None:
-            nonlocal deadline, timer, expired
+            nonlocal deadline, timer, expired, extensions
             now = loop.time()
-            if now - deadline > timeout / 2:
+            if now - deadline > timeout * _LATE and extensions < _MAX_EXTENSIONS:
+                extensions += 1
                 deadline = now + timeout
                 timer = loop.call_at(deadline, expire)
                 return

@@ -349,6 +349,39 @@ def test_a_stalled_monitor_gives_no_verdict_on_the_plugin(short_tmp: Path) -> No
         server.close()
 
 
+def test_a_monitor_that_never_keeps_time_still_finds_a_hung_plugin(short_tmp: Path) -> None:
+    """The monitor's loop is stalled 0.3 s at a time, over and over, so every deadline is
+    handled late: a probe gets a few new timeouts, not endless ones, and a hung plugin is
+    found (with no cap it was never found while the stalls went on)."""
+    from pluginkit._health import HealthMonitor
+
+    server = _SlowServer(short_tmp / "p.sock", b"HTTP/1.1 200 OK\r\n\r\n")
+    statuses: list[str] = []
+    monitor = HealthMonitor(
+        HealthCheck(interval=0.05, timeout=0.2, retries=1), lambda key, s, n: statuses.append(s)
+    )
+    stalling = threading.Event()
+    try:
+        monitor.watch("p", str(server.path))
+        wait_for(lambda: statuses == ["healthy"])
+        loop = monitor._loop
+        assert loop is not None
+
+        def stall() -> None:  # each turn of the loop starts with 0.3 s of sleep
+            if stalling.is_set():
+                time.sleep(0.3)
+                loop.call_soon(stall)
+
+        server.delay = 60  # hung
+        stalling.set()
+        loop.call_soon_threadsafe(stall)
+        wait_for(lambda: statuses == ["healthy", "unhealthy"], timeout=15)
+    finally:
+        stalling.clear()
+        monitor.close()
+        server.close()
+
+
 def test_probes_of_plugins_started_together_spread_out(short_tmp: Path) -> None:
     """After the first probe, each plugin's rhythm is shifted by a random part of the
     interval: 40 plugins watched at once are not probed in one burst ever after."""
