@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import signal
@@ -11,27 +10,11 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def drop_docker_py_leaks() -> None:
-    """Collect the sockets docker-py left open, with their ResourceWarning silenced.
-
-    When a connect fails (the daemon was just killed), docker-py's
-    ``UnixHTTPConnection.connect`` drops its new socket without closing it;
-    the failure's traceback keeps it in a reference cycle, and whichever code
-    runs when the collector finds it fails under ``-W error`` (seen on a
-    loaded host, in the next round of a kill test). Call this after the
-    thread whose requests failed has ended.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
 
 
 PLUGIN = """#!{python}

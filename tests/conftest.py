@@ -11,18 +11,17 @@ in CI): then they fail, so that a broken CI machine cannot pass by skipping.
 
 from __future__ import annotations
 
-import gc
 import os
 import secrets
 import shutil
 import subprocess
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _docker_py import leaks_dropped
 
 REQUIRED = os.environ.get("PLUGINKIT_REQUIRE_DOCKER") == "1"
 #: The real part each marker needs, and the variable that makes it required.
@@ -41,11 +40,8 @@ def _docker_problem() -> str | None:
     # With a socket file but no engine behind it, docker-py leaves the socket
     # of its failed first request unclosed: drop it here, or its
     # ResourceWarning fails whichever test happens to run when it is collected.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        problem = _ask_docker()
-        gc.collect()
-    return problem
+    with leaks_dropped():
+        return _ask_docker()
 
 
 def _ask_docker() -> str | None:

@@ -27,11 +27,11 @@ import pytest
 from _daemon_helpers import (
     DaemonProcess,
     cli_env,
-    drop_docker_py_leaks,
     http,
     make_plugin_dir,
     running_daemon,
 )
+from _docker_py import leaks_dropped
 
 DOCKER = "/usr/bin/docker"
 DOCKER_NEW = "/usr/local/bin/docker"
@@ -451,12 +451,12 @@ def test_kill_9_at_random_instants_loses_nothing(daemon: DaemonProcess, plugin_d
         worker.start()
         time.sleep(rng.uniform(0.05, 1.5))
         assert daemon.proc is not None
-        daemon.proc.kill()
-        daemon.proc.wait()
-        daemon.proc = None
-        stop.set()
-        worker.join(timeout=30)
-        drop_docker_py_leaks()  # the churn's request that met the dead daemon
+        with leaks_dropped():  # the churn's request that meets the dead daemon
+            daemon.proc.kill()
+            daemon.proc.wait()
+            daemon.proc = None
+            stop.set()
+            worker.join(timeout=30)
         daemon.start()
         plugins = api(daemon, "GET", "/plugins")[1]
         names = {p["Name"]: p for p in plugins}
