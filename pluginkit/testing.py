@@ -385,8 +385,7 @@ class FakeRuntime:
             # waiting for the loop thread's turn (~1 ms a plugin at restore).
             # Any failure is left to the loop, which reports it as an exit.
             with contextlib.suppress(Exception):
-                spec.socket_dir.mkdir(parents=True, exist_ok=True)
-                sock = bind_unix(os.fspath(spec.socket_path))
+                sock = _listen(spec)
         hub.soon(lambda: self._schedule(hub, plugin, delay, early_exit, sock))
 
     def stop(self, plugin_id: str, *, grace: float = 10.0) -> None:
@@ -500,11 +499,14 @@ class FakeRuntime:
             return
         try:
             answer, activate = self._answerer(plugin.spec)
-            path = os.fspath(plugin.spec.socket_path)
             if sock is None:
-                plugin.spec.socket_dir.mkdir(parents=True, exist_ok=True)
-                sock = bind_unix(path)
-            listener = hub.serve(path, sock, answer, {"Plugin.Activate": (200, activate)})
+                sock = _listen(plugin.spec)
+            listener = hub.serve(
+                os.fspath(plugin.spec.socket_path),
+                sock,
+                answer,
+                {"Plugin.Activate": (200, activate)},
+            )
         except Exception as exc:
             # Like a plugin process that cannot listen: it dies, saying why.
             _log.exception("fake plugin %s cannot serve", plugin.spec.name)
@@ -598,6 +600,12 @@ class FakeRuntime:
             listener, plugin.listener = plugin.listener, None
         if listener is not None:
             hub.close(listener)  # fake plugins end at once, cutting calls short
+
+
+def _listen(spec: RuntimeSpec) -> socket.socket:
+    """Make the socket directory of ``spec`` and a socket listening there (any thread)."""
+    spec.socket_dir.mkdir(parents=True, exist_ok=True)
+    return bind_unix(os.fspath(spec.socket_path))
 
 
 def _drop_socket(sock: socket.socket, spec: RuntimeSpec) -> None:
