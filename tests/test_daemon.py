@@ -795,3 +795,31 @@ def test_an_idle_daemon_sleeps_and_stops_at_once(short_tmp: Path) -> None:
     assert not stopper.is_alive()
     assert not any(thread.is_alive() for thread in daemon._threads)
     assert not any(path.exists() for path in sockets)
+
+
+def test_stop_after_a_failed_start_returns(short_tmp: Path) -> None:
+    """start() fails at its second listener (its directory is a file) after making the
+    first: a stop() then returns, where waiting for a listener loop that never ran hung."""
+    from pluginkit.daemon import Daemon
+    from pluginkit.testing import FakeRuntime
+
+    (short_tmp / "file").write_text("")
+    runtime = FakeRuntime()
+    daemon = Daemon(
+        short_tmp / "root",
+        run_root=short_tmp / "r",
+        runtime=runtime,
+        hosts=[f"unix://{short_tmp / 'a.sock'}", f"unix://{short_tmp / 'file' / 'b.sock'}"],
+        legacy=None,
+    )
+    try:
+        with pytest.raises(FileExistsError) as info:
+            daemon.start()
+        assert info.value.filename == str(short_tmp / "file")
+        stopper = threading.Thread(target=daemon.stop, daemon=True)
+        stopper.start()
+        stopper.join(10)
+        assert not stopper.is_alive()
+        assert not (short_tmp / "a.sock").exists()
+    finally:
+        runtime.shutdown()

@@ -304,7 +304,9 @@ class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         # serve_forever() below waits on the socket and this pipe, no timeout:
         # shutdown() wakes it at once.
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._loop_lock = threading.Lock()
         self._stop_asked = False
+        self._serving = False  # serve_forever() has begun: shutdown() waits for its end
         self._served = threading.Event()
         # The socket is bound already (mode and group set): no bind here.
         super().__init__(("", 0), _Handler, bind_and_activate=False)
@@ -341,6 +343,10 @@ class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         listener, one after the other (0.95 s with two), and an idle daemon
         woke twice a second for nothing.
         """
+        with self._loop_lock:
+            if self._stop_asked:
+                return
+            self._serving = True
         try:
             with selectors.DefaultSelector() as selector:
                 selector.register(self.socket, selectors.EVENT_READ)
@@ -358,12 +364,17 @@ class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     def shutdown(self) -> None:
         """Stop :meth:`serve_forever` and wait until it has returned (from another thread).
 
-        Called before serve_forever() runs, that returns as soon as it starts.
+        Called before serve_forever() runs (a start that failed, a thread not
+        yet scheduled), it returns at once and serve_forever() will not serve:
+        socketserver's own shutdown() then waited for ever.
         """
-        self._stop_asked = True
+        with self._loop_lock:
+            self._stop_asked = True
+            serving = self._serving
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
-        self._served.wait()
+        if serving:
+            self._served.wait()
 
     def server_close(self) -> None:
         super().server_close()
