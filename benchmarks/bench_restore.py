@@ -159,25 +159,28 @@ def bench(base: Path, run_base: Path, count: int, pairs: int) -> tuple[float, tu
         stop = timed(m.shutdown)
         return restored, stop
 
-    def baseline(make_dirs: bool) -> float:
-        """json.load of every record and a start of each; the socket dirs made before, or not."""
-        if not make_dirs:
-            for spec in specs:
-                os.mkdir(spec.socket_dir, 0o700)
+    def clean_up(*, linked: bool) -> None:
+        """Stop the plugins started directly; remove their sockets, directories (and links)."""
+        for spec in specs:
+            specs_runtime.stop(spec.id)
+            os.unlink(spec.socket_path)
+            os.rmdir(spec.socket_dir)
+            if linked:
+                os.unlink(links / spec.name)
+
+    def baseline() -> float:
+        """json.load of every record and a start of each (the socket dirs made before)."""
+        for spec in specs:
+            os.mkdir(spec.socket_dir, 0o700)
 
         def load_and_start() -> None:
             for path, spec in zip(records, specs, strict=True):
                 with open(path, "rb") as f:
                     json.load(f)
-                if make_dirs:
-                    os.mkdir(spec.socket_dir, 0o700)
                 specs_runtime.start(spec, lambda _exit: None)
 
         elapsed = timed(load_and_start)
-        for spec in specs:
-            specs_runtime.stop(spec.id)
-            os.unlink(spec.socket_path)
-            os.rmdir(spec.socket_dir)
+        clean_up(linked=False)
         return elapsed
 
     def floor() -> float:
@@ -211,15 +214,11 @@ def bench(base: Path, run_base: Path, count: int, pairs: int) -> tuple[float, tu
                 os.symlink(socket_path, links / spec.name)
 
         elapsed = timed(required)
-        for spec in specs:
-            specs_runtime.stop(spec.id)
-            os.unlink(spec.socket_path)
-            os.rmdir(spec.socket_dir)
-            os.unlink(links / spec.name)
+        clean_up(linked=True)
         return elapsed
 
     ours()  # warm-up (also checks every plugin came back)
-    baseline(False)
+    baseline()
     floor()
     ratios, floor_ratios, our_times, base_times, floor_times, stops = [], [], [], [], [], []
     over_floor: list[float] = []
@@ -232,7 +231,7 @@ def bench(base: Path, run_base: Path, count: int, pairs: int) -> tuple[float, tu
                 got["ours"], stop = ours()
                 stops.append(stop)
             elif kind == "base":
-                got["base"] = baseline(False)
+                got["base"] = baseline()
             else:
                 got["floor"] = floor()
         ratios.append(got["ours"] / got["base"])
